@@ -1,0 +1,57 @@
+"""Alembic environment: runs on a connection the gateway hands over, or on its own engine."""
+
+from __future__ import annotations
+
+import asyncio
+from logging.config import fileConfig
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from alembic import context
+from datasources.models import Base
+from gateway.settings import ENV_PREFIX, Settings
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        compare_server_default=True,
+        transaction_per_migration=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def database_url() -> str:
+    url = config.get_main_option("sqlalchemy.url") or Settings().database_url
+    if url is None:
+        raise SystemExit(
+            f"set {ENV_PREFIX}DATABASE_URL, or run `gateway migrate` to use the embedded server"
+        )
+    return url
+
+
+async def run_on_own_engine() -> None:
+    engine = create_async_engine(database_url())
+    async with engine.begin() as connection:
+        await connection.run_sync(run_migrations)
+    await engine.dispose()
+
+
+handed_over = config.attributes.get("connection")
+if handed_over is not None:
+    run_migrations(handed_over)
+elif context.is_offline_mode():
+    context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    if config.config_file_name is not None:
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
+    asyncio.run(run_on_own_engine())

@@ -1,0 +1,153 @@
+"""The relational schema of the report catalogue, as Alembic's migrations build it."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from datasources.postgres_dialect import search_index
+
+# Stable constraint names, so migrations can name what they alter or drop.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class ReportStatus(StrEnum):
+    DRAFT = "Draft"
+    REVIEW = "Review"
+    PUBLISHED = "Published"
+    ARCHIVED = "Archived"
+
+
+STATUS_VALUES = ", ".join(f"'{status.value}'" for status in ReportStatus)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Institution(Timestamped, Base):
+    __tablename__ = "institutions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), unique=True)
+    country: Mapped[str | None] = mapped_column(String(100))
+    website: Mapped[str | None] = mapped_column(String(500))
+
+
+class Author(Timestamped, Base):
+    __tablename__ = "authors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    institution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("institutions.id", ondelete="SET NULL"), index=True
+    )
+    orcid: Mapped[str | None] = mapped_column(String(19))
+
+
+class ReportType(Base):
+    __tablename__ = "report_types"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class Report(Timestamped, Base):
+    __tablename__ = "reports"
+    __table_args__ = (
+        CheckConstraint("word_count >= 0", name="word_count_not_negative"),
+        CheckConstraint(f"status IN ({STATUS_VALUES})", name="status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(500))
+    abstract: Mapped[str | None] = mapped_column(Text)
+    publication_date: Mapped[date | None] = mapped_column(Date, index=True)
+    report_type_id: Mapped[int] = mapped_column(
+        ForeignKey("report_types.id", ondelete="RESTRICT"), index=True
+    )
+    word_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    status: Mapped[str] = mapped_column(
+        String(20), server_default=text(f"'{ReportStatus.DRAFT.value}'")
+    )
+
+
+search_index("ix_reports_search", Report.__table__.c.title, Report.__table__.c.abstract)
+
+
+class ReportAuthor(Base):
+    __tablename__ = "report_authors"
+    __table_args__ = (
+        # At most one primary author per report, enforced by the database.
+        Index(
+            "uq_report_authors_one_primary",
+            "report_id",
+            unique=True,
+            postgresql_where=text("is_primary_author"),
+            sqlite_where=text("is_primary_author"),
+        ),
+    )
+
+    report_id: Mapped[int] = mapped_column(
+        ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True
+    )
+    author_id: Mapped[int] = mapped_column(
+        ForeignKey("authors.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    is_primary_author: Mapped[bool] = mapped_column(server_default=text("false"))
+    position: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class Technology(Base):
+    __tablename__ = "technologies"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(50))
+    description: Mapped[str | None] = mapped_column(Text)
+    technology_type: Mapped[str] = mapped_column(String(50))
+
+
+class ReportTechnology(Base):
+    __tablename__ = "report_technologies"
+
+    report_id: Mapped[int] = mapped_column(
+        ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True
+    )
+    technology_id: Mapped[int] = mapped_column(
+        ForeignKey("technologies.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

@@ -1,0 +1,72 @@
+"""What only PostgreSQL does: full-text search, array parameters, upserts, sequences.
+
+Everything else the gateway sends to the relational store is portable SQLAlchemy; keeping
+these few constructs here is what a second relational backend would have to replace.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, Index, Table, func, select, text
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+# English stemming; the index and the queries that must use it share this expression.
+SEARCH_CONFIG = "english"
+
+
+def search_document(title: ColumnElement[Any], abstract: ColumnElement[Any]) -> ColumnElement[Any]:
+    return func.to_tsvector(
+        # text(), not literal_column(): an Index finds its table through the first column
+        # it meets in the expression, and a literal column has none.
+        text(f"'{SEARCH_CONFIG}'::regconfig"),
+        func.coalesce(title, "") + " " + func.coalesce(abstract, ""),
+    )
+
+
+def search_index(name: str, title: ColumnElement[Any], abstract: ColumnElement[Any]) -> Index:
+    return Index(name, search_document(title, abstract), postgresql_using="gin")
+
+
+async def upsert_rows(
+    connection: AsyncConnection, *, table: Table, rows: Sequence[dict[str, Any]], keys: list[str]
+) -> None:
+    """Insert rows, or overwrite the existing ones with the same key columns."""
+    if not rows:
+        return
+    statement = postgres_insert(table)
+    updated = {
+        column.name: statement.excluded[column.name]
+        for column in table.columns
+        if column.name in rows[0] and column.name not in keys
+    }
+    statement = (
+        statement.on_conflict_do_update(index_elements=keys, set_=updated)
+        if updated
+        else statement.on_conflict_do_nothing(index_elements=keys)
+    )
+    await connection.execute(statement, list(rows))
+
+
+async def advance_sequence(connection: AsyncConnection, *, table: Table) -> None:
+    """Move an id sequence past rows inserted with explicit ids."""
+    await connection.execute(
+        select(
+            func.setval(
+                func.pg_get_serial_sequence(table.name, "id"),
+                select(func.coalesce(func.max(table.c.id), 0) + 1).scalar_subquery(),
+                False,
+            )
+        )
+    )
+
+
+async def create_database_from_template(
+    connection: AsyncConnection, *, name: str, template: str
+) -> None:
+    await connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))

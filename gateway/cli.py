@@ -1,0 +1,155 @@
+"""The ``gateway`` command: serve, migrate, seed, export-schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import uvicorn
+from pydantic import ValidationError
+
+from gateway import migrate
+from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, StoreUrls
+from gateway.embedded.process import ServerStartError
+from gateway.runtime import running_stores
+from gateway.settings import Settings
+
+logger = logging.getLogger("gateway")
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        problems = "; ".join(_describe(problem) for problem in error.errors())
+        print(f"gateway: invalid configuration: {problems}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        result: int = arguments.handler(arguments, settings)
+    except (DataDirectoryInUseError, ServerStartError) as error:
+        print(f"gateway: {error}", file=sys.stderr)
+        return 1
+    return result
+
+
+def _describe(problem: object) -> str:
+    assert isinstance(problem, dict)
+    location = ".".join(str(part) for part in problem.get("loc", ()))
+    message = str(problem.get("msg", "")).removeprefix("Value error, ")
+    return f"GATEWAY_{location.upper()}: {message}" if location else message
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve GraphQL (embedded stores if no URL is set)")
+    serve.add_argument("--host", help="overrides GATEWAY_HOST")
+    serve.add_argument("--port", type=int, help="overrides GATEWAY_PORT")
+    serve.set_defaults(handler=_serve)
+
+    migration = commands.add_parser("migrate", help="migrate the PostgreSQL and MongoDB schemas")
+    steps = migration.add_subparsers(dest="step")
+    upgrade = steps.add_parser("upgrade", help="to the newest schema (the default)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    downgrade = steps.add_parser(
+        "downgrade", help="the relational schema to REV; 'base' also reverts MongoDB's"
+    )
+    downgrade.add_argument("revision")
+    steps.add_parser("current", help="print the applied versions")
+    migration.set_defaults(handler=_migrate, step="upgrade", revision="head")
+
+    seed = commands.add_parser("seed", help="fill all three stores with deterministic demo data")
+    seed.add_argument("--reports", type=int, default=1000, help="how many reports (default 1000)")
+    seed.add_argument("--random-seed", type=int, default=1, help="the same seed gives the same data")
+    seed.add_argument("--no-progress", action="store_true", help="no progress bar")
+    seed.set_defaults(handler=_seed)
+
+    export = commands.add_parser("export-schema", help="print the GraphQL SDL")
+    export.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    export.set_defaults(handler=_export_schema)
+    return parser
+
+
+def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
+    overrides = {
+        name: value
+        for name, value in (("host", arguments.host), ("port", arguments.port))
+        if value is not None
+    }
+    settings = settings.model_copy(update=overrides)
+    # The application checks this again when it starts; asking first turns the common
+    # mistake into one line instead of a traceback from the server's start-up.
+    owner = EmbeddedStores(settings.data_dir, StoreUrls()).owner()
+    if owner is not None and None in (
+        settings.database_url, settings.mongo_url, settings.redis_url
+    ):
+        raise DataDirectoryInUseError(settings.data_dir.resolve(), owner)
+    from gateway.app import create_app  # noqa: PLC0415 - only `serve` needs the web stack
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+    )
+    return 0
+
+
+def _migrate(arguments: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> None:
+        async with running_stores(settings, attach=True) as connections:
+            if arguments.step == "upgrade":
+                await migrate.upgrade(
+                    connections.engine, connections.documents, revision=arguments.revision
+                )
+            elif arguments.step == "downgrade":
+                await migrate.downgrade(
+                    connections.engine, connections.documents, revision=arguments.revision
+                )
+            versions = await migrate.versions(connections.engine, connections.documents)
+            print(f"postgresql: {versions.relational or 'base'} (head {versions.relational_head})")
+            print(f"mongodb: {versions.documents} (head {versions.documents_head})")
+
+    asyncio.run(run())
+    return 0
+
+
+def _seed(arguments: argparse.Namespace, settings: Settings) -> int:
+    from gateway.seed import seed  # noqa: PLC0415 - the generator is only needed here
+
+    if arguments.reports < 0:
+        print("gateway: --reports must not be negative", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        async with running_stores(settings, attach=True, apply_migrations=True) as connections:
+            counts = await seed(
+                connections,
+                reports=arguments.reports,
+                random_seed=arguments.random_seed,
+                progress=not arguments.no_progress,
+            )
+        print(", ".join(f"{count} {name}" for name, count in counts.items()))
+
+    asyncio.run(run())
+    return 0
+
+
+def _export_schema(arguments: argparse.Namespace, _: Settings) -> int:
+    from gateway.schema import export_sdl  # noqa: PLC0415
+
+    sdl = export_sdl()
+    if arguments.output is None:
+        sys.stdout.write(sdl)
+    else:
+        arguments.output.write_text(sdl)
+    return 0

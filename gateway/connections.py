@@ -1,0 +1,64 @@
+"""The clients of the three stores: created once per process, closed once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.embedded import StoreUrls
+from gateway.settings import Settings
+
+
+@dataclass(frozen=True)
+class Connections:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    mongo: AsyncMongoClient[dict[str, Any]]
+    documents: AsyncDatabase[dict[str, Any]]
+    redis: Redis
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        await self.mongo.close()
+        await self.redis.aclose()
+
+
+def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
+    """Create the clients; none of them connects until first used."""
+    if urls.database_url is None or urls.mongo_url is None or urls.redis_url is None:
+        raise ValueError(f"every store needs a URL, got {urls}")
+    timeout = settings.store_timeout
+    engine = create_async_engine(
+        urls.database_url,
+        pool_size=20,
+        max_overflow=20,
+        pool_pre_ping=True,
+        pool_timeout=timeout,
+        connect_args={"timeout": timeout, "command_timeout": timeout},
+    )
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        urls.mongo_url,
+        serverSelectionTimeoutMS=int(timeout * 1000),
+        connectTimeoutMS=int(timeout * 1000),
+        timeoutMS=int(timeout * 1000),
+        tz_aware=True,
+    )
+    redis = Redis.from_url(
+        urls.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+    )
+    return Connections(
+        engine=engine,
+        sessions=async_sessionmaker(engine, expire_on_commit=False),
+        mongo=mongo,
+        documents=mongo[settings.mongo_database],
+        redis=redis,
+    )

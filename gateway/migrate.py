@@ -1,0 +1,83 @@
+"""Schema migrations of both stores that have one: Alembic for PostgreSQL, versioned
+index and validator steps for MongoDB."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from datasources import document_migrations
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pymongo.asynchronous.database import AsyncDatabase
+    from sqlalchemy import Connection
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class SchemaVersions:
+    relational: str | None
+    relational_head: str | None
+    documents: int
+    documents_head: int
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.relational == self.relational_head and self.documents == self.documents_head
+
+
+def alembic_config() -> Config:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    return config
+
+
+async def _on_connection(engine: AsyncEngine, action: Callable[[Config], None]) -> None:
+    def run(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        action(config)
+
+    async with engine.begin() as connection:
+        await connection.run_sync(run)
+
+
+async def upgrade(
+    engine: AsyncEngine, documents: AsyncDatabase[dict[str, Any]], *, revision: str = "head"
+) -> None:
+    await _on_connection(engine, lambda config: command.upgrade(config, revision))
+    await document_migrations.upgrade(documents)
+
+
+async def downgrade(
+    engine: AsyncEngine, documents: AsyncDatabase[dict[str, Any]], *, revision: str
+) -> None:
+    """Downgrade the relational schema; down to ``base``, revert the document store's too."""
+    await _on_connection(engine, lambda config: command.downgrade(config, revision))
+    if revision == BASE:
+        await document_migrations.downgrade(documents)
+
+
+async def versions(engine: AsyncEngine, documents: AsyncDatabase[dict[str, Any]]) -> SchemaVersions:
+    def relational(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as connection:
+        current = await connection.run_sync(relational)
+    return SchemaVersions(
+        relational=current,
+        relational_head=ScriptDirectory.from_config(alembic_config()).get_current_head(),
+        documents=await document_migrations.current_version(documents),
+        documents_head=document_migrations.HEAD,
+    )

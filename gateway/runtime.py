@@ -1,0 +1,45 @@
+"""Bringing the stores up for a process (embedded servers if needed, then clients), and down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from gateway import migrate
+from gateway.connections import Connections, open_connections
+from gateway.embedded import EmbeddedStores, StoreUrls
+from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def running_stores(
+    settings: Settings, *, attach: bool = False, apply_migrations: bool = False
+) -> AsyncIterator[Connections]:
+    """Yield connected clients for all three stores.
+
+    ``attach`` lets a short-lived command use the embedded servers of a gateway that
+    already owns the data directory, instead of failing because it is taken.
+    """
+    embedded = EmbeddedStores(
+        settings.data_dir,
+        StoreUrls(
+            database_url=settings.database_url,
+            mongo_url=settings.mongo_url,
+            redis_url=settings.redis_url,
+        ),
+    )
+    urls = await asyncio.to_thread(embedded.start, attach=attach)
+    try:
+        connections = open_connections(settings, urls)
+        try:
+            if apply_migrations:
+                await migrate.upgrade(connections.engine, connections.documents)
+            yield connections
+        finally:
+            await connections.close()
+    finally:
+        await asyncio.to_thread(embedded.stop)

@@ -1,0 +1,66 @@
+"""Configuration, read once from ``GATEWAY_*`` environment variables and never changed."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "GATEWAY_"
+# Values that mark a secret as never having been set by the operator.
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "development-only-secret"})
+DEVELOPMENT_SECRET = "development-only-secret"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class SettingsError(ValueError):
+    """A configuration that must not be started with."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    # Unset store URLs mean "start an embedded server for this store".
+    database_url: str | None = None
+    mongo_url: str | None = None
+    mongo_database: str = "gateway"
+    redis_url: str | None = None
+    data_dir: Path = Path(".gateway-data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "info"
+    secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    # How long /readyz waits for each store, and how long a store call may take.
+    readiness_timeout: float = Field(default=2.0, gt=0)
+    store_timeout: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _secrets_are_set_in_production(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            if self.secret_key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise SettingsError(
+                    f"{ENV_PREFIX}SECRET_KEY is missing or a placeholder; "
+                    "production needs a real secret"
+                )
+            missing = [
+                f"{ENV_PREFIX}{name.upper()}"
+                for name in ("database_url", "mongo_url", "redis_url")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise SettingsError(
+                    f"{', '.join(missing)} must be set in production "
+                    "(embedded servers are for development only)"
+                )
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment is Environment.DEVELOPMENT

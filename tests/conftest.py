@@ -1,0 +1,162 @@
+"""Real stores for the tests: embedded servers started once, or external ones from
+``GATEWAY_TEST_DATABASE_URL`` / ``GATEWAY_TEST_MONGO_URL`` / ``GATEWAY_TEST_REDIS_URL``.
+
+Every test gets a database of its own in PostgreSQL (cloned from a migrated template) and
+in MongoDB, and an emptied Redis database, so tests never see each other's data. The
+suite flushes the Redis database it is given.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.applications import Starlette
+
+from datasources import document_migrations
+from gateway import migrate
+from gateway.app import create_app
+from gateway.connections import Connections, open_connections
+from gateway.embedded import EmbeddedStores, StoreUrls
+from gateway.settings import Settings
+
+TEMPLATE_DATABASE = "gateway_test_template"
+
+
+@pytest.fixture(scope="session")
+def store_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreUrls]:
+    wanted = StoreUrls(
+        database_url=_asyncpg_url(os.environ.get("GATEWAY_TEST_DATABASE_URL")),
+        mongo_url=os.environ.get("GATEWAY_TEST_MONGO_URL"),
+        redis_url=os.environ.get("GATEWAY_TEST_REDIS_URL"),
+    )
+    with EmbeddedStores(tmp_path_factory.mktemp("stores"), wanted) as embedded:
+        yield embedded.start()
+
+
+def _asyncpg_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def database_url_named(store_urls: StoreUrls, name: str) -> str:
+    assert store_urls.database_url is not None
+    return make_url(store_urls.database_url).set(database=name).render_as_string(
+        hide_password=False
+    )
+
+
+async def _administer(store_urls: StoreUrls, *statements: str) -> None:
+    engine = create_async_engine(
+        database_url_named(store_urls, "postgres"), isolation_level="AUTOCOMMIT"
+    )
+    async with engine.connect() as connection:
+        for statement in statements:
+            await connection.execute(text(statement))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def template_database(store_urls: StoreUrls) -> str:
+    """A database migrated to head, cloned by every test that wants a fresh one."""
+    await _administer(store_urls, f'DROP DATABASE IF EXISTS "{TEMPLATE_DATABASE}" WITH (FORCE)')
+    await _administer(store_urls, f'CREATE DATABASE "{TEMPLATE_DATABASE}"')
+    engine = create_async_engine(database_url_named(store_urls, TEMPLATE_DATABASE))
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store_urls.mongo_url)
+    scratch = f"template_{uuid.uuid4().hex[:8]}"
+    try:
+        await migrate.upgrade(engine, mongo[scratch])
+    finally:
+        await mongo.drop_database(scratch)
+        await mongo.close()
+        await engine.dispose()
+    return TEMPLATE_DATABASE
+
+
+async def _fresh_database(store_urls: StoreUrls, template: str | None) -> str:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    clause = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+    await _administer(store_urls, f'CREATE DATABASE "{name}"{clause}')
+    return name
+
+
+@pytest.fixture
+async def database_url(store_urls: StoreUrls, template_database: str) -> AsyncIterator[str]:
+    """A database of this test's own, with the schema at head."""
+    name = await _fresh_database(store_urls, template_database)
+    yield database_url_named(store_urls, name)
+    await _administer(store_urls, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def empty_database_url(store_urls: StoreUrls) -> AsyncIterator[str]:
+    """A database of this test's own with nothing in it, not even the schema."""
+    name = await _fresh_database(store_urls, None)
+    yield database_url_named(store_urls, name)
+    await _administer(store_urls, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def mongo_database(store_urls: StoreUrls) -> AsyncIterator[str]:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield name
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store_urls.mongo_url)
+    await client.drop_database(name)
+    await client.close()
+
+
+@pytest.fixture
+async def redis_url(store_urls: StoreUrls) -> str:
+    assert store_urls.redis_url is not None
+    client = Redis.from_url(store_urls.redis_url)
+    await client.flushdb()
+    await client.aclose()
+    return store_urls.redis_url
+
+
+@pytest.fixture
+def settings(
+    database_url: str, mongo_database: str, redis_url: str, store_urls: StoreUrls, tmp_path: Path
+) -> Settings:
+    return Settings(
+        database_url=database_url,
+        mongo_url=store_urls.mongo_url,
+        mongo_database=mongo_database,
+        redis_url=redis_url,
+        data_dir=tmp_path / "data",
+    )
+
+
+@pytest.fixture
+async def connections(settings: Settings) -> AsyncIterator[Connections]:
+    opened = open_connections(
+        settings,
+        StoreUrls(settings.database_url, settings.mongo_url, settings.redis_url),
+    )
+    await document_migrations.upgrade(opened.documents)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+        yield http

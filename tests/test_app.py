@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import httpx
+
+from gateway import SERVICE_NAME, __version__
+
+SERVICE_QUERY = "{ service { name version environment } }"
+
+
+async def test_healthz_answers_without_touching_stores(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_reports_every_store_ready(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ready",
+        "stores": {"postgres": "ok", "mongodb": "ok", "redis": "ok"},
+        "failing": [],
+    }
+
+
+async def test_service_query_over_post(client: httpx.AsyncClient) -> None:
+    response = await client.post("/graphql", json={"query": SERVICE_QUERY})
+    assert response.status_code == 200
+    assert response.json() == {
+        "data": {
+            "service": {"name": SERVICE_NAME, "version": __version__, "environment": "development"}
+        }
+    }
+
+
+async def test_service_query_over_get(client: httpx.AsyncClient) -> None:
+    response = await client.get(
+        "/graphql", params={"query": SERVICE_QUERY}, headers={"accept": "application/json"}
+    )
+    assert response.status_code == 200
+    assert response.json()["data"]["service"]["name"] == SERVICE_NAME
+
+
+async def test_browser_get_serves_graphiql(client: httpx.AsyncClient) -> None:
+    response = await client.get("/graphql", headers={"accept": "text/html"})
+    assert response.status_code == 200
+    assert "graphiql" in response.text.lower()
+
+
+async def test_syntax_error_is_a_coded_graphql_error(client: httpx.AsyncClient) -> None:
+    response = await client.post("/graphql", json={"query": "{ service { "})
+    body = response.json()
+    assert response.status_code == 200
+    assert body["data"] is None
+    assert body["errors"][0]["message"].startswith("Syntax Error")
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_unknown_field_is_a_coded_graphql_error(client: httpx.AsyncClient) -> None:
+    response = await client.post("/graphql", json={"query": "{ service { nme } }"})
+    error = response.json()["errors"][0]
+    assert "Did you mean 'name'?" in error["message"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_malformed_body_is_a_client_error_not_a_crash(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/graphql", content=b'{"query":', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "Traceback" not in response.text
