@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from datasources.models import Base
+from gateway.migrate import compared_by_autogenerate
 from gateway.settings import ENV_PREFIX, Settings
 
 config = context.config
@@ -23,6 +24,7 @@ def run_migrations(connection: Connection) -> None:
         compare_type=True,
         compare_server_default=True,
         transaction_per_migration=True,
+        include_object=compared_by_autogenerate,
     )
     with context.begin_transaction():
         context.run_migrations()

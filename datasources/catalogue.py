@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Table, delete, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from datasources import postgres_dialect
@@ -18,8 +18,7 @@ async def upsert_entities(
     *, connection: AsyncConnection, model: type[Base], rows: Sequence[Row]
 ) -> None:
     """Insert rows with explicit ids, or overwrite the rows that have those ids."""
-    table = model.__table__
-    await postgres_dialect.upsert_rows(connection, table=table, rows=rows, keys=["id"])  # type: ignore[arg-type]
+    await postgres_dialect.upsert_rows(connection, table=_table(model), rows=rows, keys=["id"])
 
 
 async def replace_reports(
@@ -39,11 +38,20 @@ async def replace_reports(
     await connection.execute(delete(ReportAuthor).where(ReportAuthor.report_id.in_(ids)))
     await connection.execute(delete(ReportTechnology).where(ReportTechnology.report_id.in_(ids)))
     if authorships:
-        await connection.execute(ReportAuthor.__table__.insert(), list(authorships))
+        await connection.execute(insert(ReportAuthor), list(authorships))
     if technologies:
-        await connection.execute(ReportTechnology.__table__.insert(), list(technologies))
+        await connection.execute(insert(ReportTechnology), list(technologies))
 
 
-async def advance_id_sequences(*, connection: AsyncConnection, models: Sequence[type[Base]]) -> None:
+async def advance_id_sequences(
+    *, connection: AsyncConnection, models: Sequence[type[Base]]
+) -> None:
     for model in models:
-        await postgres_dialect.advance_sequence(connection, table=model.__table__)  # type: ignore[arg-type]
+        await postgres_dialect.advance_sequence(connection, table=_table(model))
+
+
+def _table(model: type[Base]) -> Table:
+    # Declarative models are typed as mapping any FromClause; ours all map a Table.
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table

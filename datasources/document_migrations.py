@@ -97,10 +97,14 @@ async def _drop_index_if_present(database: Database, name: str) -> None:
 
 
 MIGRATIONS: tuple[DocumentMigration, ...] = (
-    DocumentMigration(1, "report_documents collection and validator", _create_collection, _drop_collection),
+    DocumentMigration(
+        1, "report_documents collection and validator", _create_collection, _drop_collection
+    ),
     DocumentMigration(2, "index on tags", _create_tag_index, _drop_tag_index),
-    DocumentMigration(3, "text index on section bodies", _create_section_text_index, _drop_section_text_index),
-)  # fmt: skip
+    DocumentMigration(
+        3, "text index on section bodies", _create_section_text_index, _drop_section_text_index
+    ),
+)
 HEAD = MIGRATIONS[-1].version
 
 

@@ -46,9 +46,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings, apply_migrations=settings.is_development
         ) as connections:
             app.state.connections = connections
-            logger.info(
-                "GraphiQL at http://%s:%d%s", settings.host, settings.port, GRAPHQL_PATH
-            )
+            logger.info("GraphiQL at http://%s:%d%s", settings.host, settings.port, GRAPHQL_PATH)
             yield
 
     endpoint = GraphQLEndpoint(

@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
 
     seed = commands.add_parser("seed", help="fill all three stores with deterministic demo data")
     seed.add_argument("--reports", type=int, default=1000, help="how many reports (default 1000)")
-    seed.add_argument("--random-seed", type=int, default=1, help="the same seed gives the same data")
+    seed.add_argument(
+        "--random-seed", type=int, default=1, help="the same seed gives the same data"
+    )
     seed.add_argument("--no-progress", action="store_true", help="no progress bar")
     seed.set_defaults(handler=_seed)
 
@@ -89,7 +91,9 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
     # mistake into one line instead of a traceback from the server's start-up.
     owner = EmbeddedStores(settings.data_dir, StoreUrls()).owner()
     if owner is not None and None in (
-        settings.database_url, settings.mongo_url, settings.redis_url
+        settings.database_url,
+        settings.mongo_url,
+        settings.redis_url,
     ):
         raise DataDirectoryInUseError(settings.data_dir.resolve(), owner)
     from gateway.app import create_app  # noqa: PLC0415 - only `serve` needs the web stack

@@ -33,11 +33,12 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-async def _check(probe: Awaitable[None], timeout: float) -> str:
+async def _check(probe: Awaitable[None], seconds: float) -> str:
     try:
-        await asyncio.wait_for(probe, timeout)
+        async with asyncio.timeout(seconds):
+            await probe
     except TimeoutError:
-        return f"no answer within {timeout:g}s"
-    except Exception as error:  # noqa: BLE001 - any failure of a store means "not ready"
+        return f"no answer within {seconds:g}s"
+    except Exception as error:
         return f"error: {type(error).__name__}"
     return "ok"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.types import ExecutionContext
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from gateway.errors import CodedErrors
 from resolvers.service import ServiceQuery

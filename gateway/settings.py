@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "GATEWAY_"
 # Values that mark a secret as never having been set by the operator.
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "development-only-secret"})
-DEVELOPMENT_SECRET = "development-only-secret"
+DEVELOPMENT_SECRET = "development-only-secret"  # noqa: S105 - refused in production
 
 
 class Environment(StrEnum):

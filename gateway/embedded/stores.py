@@ -147,4 +147,3 @@ class EmbeddedStores:
             name: getattr(self.wanted, name) or recorded.get(name)
             for name in ("database_url", "mongo_url", "redis_url")
         })  # fmt: skip
-

@@ -1,0 +1,252 @@
+"""The embedded servers as a user meets them: restarts, crashes, two gateways, a dead store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from gateway.app import create_app
+from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, StoreUrls
+from gateway.embedded.process import free_port
+from gateway.settings import Settings
+
+READY_TIMEOUT = 90.0
+
+
+async def _write_everywhere(urls: StoreUrls) -> None:
+    assert urls.database_url and urls.mongo_url and urls.redis_url
+    engine = create_async_engine(urls.database_url)
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE kept (value text)"))
+        await connection.execute(text("INSERT INTO kept VALUES ('postgres survives')"))
+    await engine.dispose()
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(urls.mongo_url)
+    await mongo["kept"]["notes"].insert_one({"_id": 1, "value": "mongodb survives"})
+    await mongo.close()
+    redis = Redis.from_url(urls.redis_url)
+    await redis.set("kept", "redis survives")
+    await redis.aclose()
+
+
+async def _read_everywhere(urls: StoreUrls) -> list[Any]:
+    assert urls.database_url and urls.mongo_url and urls.redis_url
+    engine = create_async_engine(urls.database_url)
+    async with engine.connect() as connection:
+        relational = await connection.scalar(text("SELECT value FROM kept"))
+    await engine.dispose()
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(urls.mongo_url)
+    document = await mongo["kept"]["notes"].find_one({"_id": 1})
+    await mongo.close()
+    redis = Redis.from_url(urls.redis_url)
+    cached = await redis.get("kept")
+    await redis.aclose()
+    return [relational, document and document["value"], cached]
+
+
+async def test_data_survives_a_restart(tmp_path: Path) -> None:
+    with EmbeddedStores(tmp_path, StoreUrls()) as first:
+        urls = first.start()
+        await _write_everywhere(urls)
+    with EmbeddedStores(tmp_path, StoreUrls()) as second:
+        restarted = second.start()
+        assert await _read_everywhere(restarted) == [
+            "postgres survives", "mongodb survives", b"redis survives",
+        ]  # fmt: skip
+
+
+def test_a_second_owner_is_refused_and_a_short_lived_command_may_attach(tmp_path: Path) -> None:
+    with EmbeddedStores(tmp_path, StoreUrls()) as owner:
+        urls = owner.start()
+        with pytest.raises(DataDirectoryInUseError, match=f"pid {os.getpid()}"):
+            EmbeddedStores(tmp_path, StoreUrls()).start()
+        assert EmbeddedStores(tmp_path, StoreUrls()).start(attach=True) == urls
+
+
+def test_only_stores_without_a_url_are_embedded(tmp_path: Path) -> None:
+    given = StoreUrls(database_url="postgresql+asyncpg://elsewhere/db", mongo_url="mongodb://x")
+    with EmbeddedStores(tmp_path, given) as stores:
+        urls = stores.start()
+        assert [server.name for server in stores.servers] == ["redis"]
+    assert urls.database_url == given.database_url
+    assert urls.redis_url is not None and urls.redis_url.startswith("redis://127.0.0.1:")
+
+
+class GatewayProcess:
+    def __init__(self, data_dir: Path, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--port", str(self.port)],
+                env=_environment(data_dir),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_until_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"gateway not ready in {READY_TIMEOUT}s:\n{self.log.read_text()}")
+
+    def query(self, document: str) -> dict[str, Any]:
+        response = httpx.post(f"http://127.0.0.1:{self.port}/graphql", json={"query": document})
+        result: dict[str, Any] = response.json()
+        return result
+
+
+def _environment(data_dir: Path) -> dict[str, str]:
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")
+    }
+    environment["GATEWAY_DATA_DIR"] = str(data_dir)
+    return environment
+
+
+def _server_pids(data_dir: Path) -> dict[str, int]:
+    return {
+        record.stem: json.loads(record.read_text())["pid"]
+        for record in (data_dir / "run").glob("*.json")
+    }
+
+
+@pytest.fixture
+def gateways(tmp_path: Path) -> Iterator[list[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+    yield started
+    for gateway in started:
+        if gateway.process.poll() is None:
+            gateway.process.kill()
+            gateway.process.wait()
+    # Whatever a killed gateway left running.
+    for pid in _server_pids(tmp_path / "data").values():
+        if psutil.pid_exists(pid):
+            psutil.Process(pid).kill()
+
+
+def test_a_killed_gateway_is_recovered_by_the_next_one(
+    tmp_path: Path, gateways: list[GatewayProcess]
+) -> None:
+    data_dir = tmp_path / "data"
+    first = GatewayProcess(data_dir, tmp_path / "first.log")
+    gateways.append(first)
+    first.wait_until_ready()
+    assert first.query("{ service { name } }") == {"data": {"service": {"name": "polyglot-gateway"}}}
+
+    # While it serves, a second gateway on the same directory is refused in one clear line...
+    second = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(free_port())],
+        env=_environment(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert f"is in use by another gateway (pid {first.process.pid})" in second.stderr
+    assert "Traceback" not in second.stderr
+    # ...while a seed attaches to its servers.
+    seeded = subprocess.run(
+        [sys.executable, "-m", "gateway", "seed", "--reports", "25", "--no-progress"],
+        env=_environment(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    assert "25 reports" in seeded.stdout
+
+    orphans = _server_pids(data_dir)
+    assert set(orphans) == {"postgres", "mongodb", "redis"}
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    assert all(psutil.pid_exists(pid) for pid in orphans.values())
+
+    third = GatewayProcess(data_dir, tmp_path / "third.log")
+    gateways.append(third)
+    third.wait_until_ready()
+    assert not any(psutil.pid_exists(pid) for pid in orphans.values())
+    assert set(_server_pids(data_dir)) == {"postgres", "mongodb", "redis"}
+    assert "stopping orphaned embedded postgres" in third.log.read_text()
+    endpoints = json.loads((data_dir / "endpoints.json").read_text())
+    assert asyncio.run(_count_reports(endpoints["database_url"])) == 25
+
+    # A clean stop takes the servers down with the gateway.
+    running = _server_pids(data_dir)
+    third.process.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert third.process.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in third.log.read_text()
+    assert not any(psutil.pid_exists(pid) for pid in running.values())
+    assert _server_pids(data_dir) == {}
+
+
+async def _count_reports(database_url: str) -> int:
+    engine = create_async_engine(database_url)
+    async with engine.connect() as connection:
+        count = await connection.scalar(text("SELECT count(*) FROM reports"))
+    await engine.dispose()
+    return int(count or 0)
+
+
+@pytest.fixture(params=["postgres", "mongodb", "redis"])
+async def store_to_stop(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
+) -> AsyncIterator[tuple[str, Settings, EmbeddedStores]]:
+    """Settings whose store ``request.param`` runs on a server of its own, to be stopped."""
+    field = {"postgres": "database_url", "mongodb": "mongo_url", "redis": "redis_url"}[
+        request.param
+    ]
+    wanted = StoreUrls(
+        **{name: getattr(settings, name) for name in ("database_url", "mongo_url", "redis_url")}
+        | {field: None}
+    )
+    with EmbeddedStores(tmp_path / "own", wanted) as own:
+        urls = own.start()
+        yield (
+            request.param,
+            settings.model_copy(update={field: getattr(urls, field), "readiness_timeout": 1.0}),
+            own,
+        )
+
+
+async def test_readyz_names_the_store_that_stopped(
+    store_to_stop: tuple[str, Settings, EmbeddedStores],
+) -> None:
+    name, settings, own = store_to_stop
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            assert (await client.get("/readyz")).status_code == 200
+            own.stop()
+            response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["failing"] == [name]
+    assert body["stores"][name] != "ok"
+    assert all(body["stores"][other] == "ok" for other in body["stores"] if other != name)

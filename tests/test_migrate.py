@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from pymongo import AsyncMongoClient
+from sqlalchemy import Connection, insert, inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from datasources import document_migrations
+from datasources.models import Base, Report, ReportAuthor, ReportType, Technology
+from gateway import migrate
+from gateway.embedded import StoreUrls
+
+TABLES = {
+    "institutions", "authors", "report_types", "reports", "report_authors", "technologies",
+    "report_technologies",
+}  # fmt: skip
+
+
+@pytest.fixture
+async def engine(empty_database_url: str) -> Any:
+    created = create_async_engine(empty_database_url)
+    yield created
+    await created.dispose()
+
+
+@pytest.fixture
+async def documents(store_urls: StoreUrls, mongo_database: str) -> Any:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store_urls.mongo_url)
+    yield client[mongo_database]
+    await client.close()
+
+
+async def _tables(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as connection:
+        names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    return set(names) - {"alembic_version"}
+
+
+async def test_upgrade_downgrade_and_upgrade_again_on_an_empty_database(
+    engine: AsyncEngine, documents: Any
+) -> None:
+    assert await _tables(engine) == set()
+
+    await migrate.upgrade(engine, documents)
+    assert await _tables(engine) == TABLES
+    versions = await migrate.versions(engine, documents)
+    assert versions.up_to_date
+    assert versions.documents == document_migrations.HEAD
+
+    await migrate.downgrade(engine, documents, revision=migrate.BASE)
+    assert await _tables(engine) == set()
+    assert document_migrations.REPORT_DOCUMENTS not in await documents.list_collection_names()
+    versions = await migrate.versions(engine, documents)
+    assert (versions.relational, versions.documents) == (None, 0)
+
+    await migrate.upgrade(engine, documents)
+    assert await _tables(engine) == TABLES
+    assert (await migrate.versions(engine, documents)).up_to_date
+
+
+async def test_upgrade_is_idempotent(engine: AsyncEngine, documents: Any) -> None:
+    await migrate.upgrade(engine, documents)
+    await migrate.upgrade(engine, documents)
+    assert await document_migrations.upgrade(documents) == []
+    assert (await migrate.versions(engine, documents)).up_to_date
+
+
+async def test_models_and_migrations_agree(engine: AsyncEngine, documents: Any) -> None:
+    await migrate.upgrade(engine, documents)
+
+    def differences(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(
+            connection,
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "include_object": migrate.compared_by_autogenerate,
+            },
+        )
+        return list(compare_metadata(context, Base.metadata))
+
+    async with engine.connect() as connection:
+        assert await connection.run_sync(differences) == []
+
+
+async def test_schema_has_the_indexes_queries_rely_on(engine: AsyncEngine, documents: Any) -> None:
+    await migrate.upgrade(engine, documents)
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")
+        )
+        indexes: dict[str, str] = dict(rows.all())
+    for name in (
+        "ix_reports_publication_date", "ix_reports_report_type_id", "uq_authors_email",
+        "ix_authors_institution_id", "ix_technologies_name", "ix_report_authors_author_id",
+        "ix_report_technologies_technology_id", "uq_report_authors_one_primary",
+        "uq_technologies_name_version", "pk_report_authors", "pk_report_technologies",
+    ):  # fmt: skip
+        assert name in indexes
+    assert "USING gin (to_tsvector('english'::regconfig" in indexes["ix_reports_search"]
+
+
+async def _with_report(engine: AsyncEngine, documents: Any) -> None:
+    await migrate.upgrade(engine, documents)
+    async with engine.begin() as connection:
+        await connection.execute(insert(ReportType).values(id=1, name="Survey"))
+        await connection.execute(
+            insert(Report).values(id=1, title="t", report_type_id=1, publication_date=date.today())
+        )
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"word_count": -1}, {"status": "Deleted"}, {"title": None}, {"report_type_id": 99}],
+    ids=["negative word count", "unknown status", "no title", "unknown type"],
+)
+async def test_report_constraints_reject_bad_rows(
+    engine: AsyncEngine, documents: Any, values: dict[str, Any]
+) -> None:
+    await _with_report(engine, documents)
+    row = {"id": 2, "title": "t", "report_type_id": 1, **values}
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as connection:
+            await connection.execute(insert(Report).values(**row))
+
+
+async def test_new_reports_default_to_draft(engine: AsyncEngine, documents: Any) -> None:
+    await _with_report(engine, documents)
+    async with engine.connect() as connection:
+        status = await connection.scalar(text("SELECT status FROM reports WHERE id = 1"))
+    assert status == "Draft"
+
+
+async def test_a_report_has_at_most_one_primary_author(engine: AsyncEngine, documents: Any) -> None:
+    await _with_report(engine, documents)
+    async with engine.begin() as connection:
+        for author_id in (1, 2):
+            await connection.execute(
+                text("INSERT INTO authors (id, name, email) VALUES (:id, 'a', :email)"),
+                {"id": author_id, "email": f"a{author_id}@example.org"},
+            )
+        await connection.execute(
+            insert(ReportAuthor).values(report_id=1, author_id=1, is_primary_author=True)
+        )
+    with pytest.raises(IntegrityError, match="uq_report_authors_one_primary"):
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(ReportAuthor).values(report_id=1, author_id=2, is_primary_author=True)
+            )
+
+
+async def test_technology_name_and_version_are_unique(engine: AsyncEngine, documents: Any) -> None:
+    await migrate.upgrade(engine, documents)
+    row = {"name": "PostgreSQL", "version": "18", "technology_type": "database"}
+    async with engine.begin() as connection:
+        await connection.execute(insert(Technology).values(**row))
+    with pytest.raises(IntegrityError, match="uq_technologies_name_version"):
+        async with engine.begin() as connection:
+            await connection.execute(insert(Technology).values(**row))
+
+
+async def test_document_migrations_build_indexes_and_record_versions(documents: Any) -> None:
+    applied = await document_migrations.upgrade(documents)
+    assert [step.version for step in applied] == [1, 2, 3]
+    collection = documents[document_migrations.REPORT_DOCUMENTS]
+    keys = [dict(index["key"]) for index in (await collection.index_information()).values()]
+    assert {"tags": 1} in keys
+    recorded = await documents[document_migrations.MIGRATIONS_COLLECTION].find().to_list()
+    assert [entry["_id"] for entry in recorded] == [1, 2, 3]

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from gateway import cli
+from gateway.settings import ENV_PREFIX, Environment, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION_URLS = {
+    "GATEWAY_DATABASE_URL": "postgresql+asyncpg://gateway@db/gateway",
+    "GATEWAY_MONGO_URL": "mongodb://mongo",
+    "GATEWAY_REDIS_URL": "redis://redis",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [*Settings.model_fields]:
+        monkeypatch.delenv(f"{ENV_PREFIX}{name.upper()}", raising=False)
+
+
+def test_development_needs_no_configuration() -> None:
+    settings = Settings()
+    assert settings.environment is Environment.DEVELOPMENT
+    assert settings.database_url is None
+    assert settings.data_dir == Path(".gateway-data")
+
+
+def test_values_are_read_from_the_environment_and_cast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_PORT", "9001")
+    monkeypatch.setenv("GATEWAY_DATA_DIR", "/srv/gateway")
+    monkeypatch.setenv("GATEWAY_READINESS_TIMEOUT", "0.5")
+    settings = Settings()
+    assert settings.port == 9001
+    assert settings.data_dir == Path("/srv/gateway")
+    assert settings.readiness_timeout == 0.5
+
+
+def test_settings_cannot_change_once_read() -> None:
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("secret", [None, "", "change-me", "development-only-secret"])
+def test_production_refuses_a_missing_or_placeholder_secret(
+    monkeypatch: pytest.MonkeyPatch, secret: str | None
+) -> None:
+    monkeypatch.setenv("GATEWAY_ENVIRONMENT", "production")
+    for name, value in PRODUCTION_URLS.items():
+        monkeypatch.setenv(name, value)
+    if secret is not None:
+        monkeypatch.setenv("GATEWAY_SECRET_KEY", secret)
+    with pytest.raises(ValidationError, match="GATEWAY_SECRET_KEY"):
+        Settings()
+
+
+def test_production_refuses_embedded_stores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_ENVIRONMENT", "production")
+    monkeypatch.setenv("GATEWAY_SECRET_KEY", "a-real-secret-of-some-length")
+    monkeypatch.setenv("GATEWAY_MONGO_URL", "mongodb://mongo")
+    with pytest.raises(ValidationError, match="GATEWAY_DATABASE_URL, GATEWAY_REDIS_URL"):
+        Settings()
+
+
+def test_production_starts_with_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_ENVIRONMENT", "production")
+    monkeypatch.setenv("GATEWAY_SECRET_KEY", "a-real-secret-of-some-length")
+    for name, value in PRODUCTION_URLS.items():
+        monkeypatch.setenv(name, value)
+    assert not Settings().is_development
+
+
+def test_the_command_line_names_the_missing_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GATEWAY_ENVIRONMENT", "production")
+    for name, value in PRODUCTION_URLS.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["serve"]) == 2
+    error = capsys.readouterr().err
+    assert "GATEWAY_SECRET_KEY is missing or a placeholder" in error
+    assert "Traceback" not in error
+
+
+def test_compose_sets_only_variables_the_settings_read() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    environment = compose["services"]["gateway"]["environment"]
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    assert set(environment) <= known
+    assert {"GATEWAY_DATABASE_URL", "GATEWAY_MONGO_URL", "GATEWAY_REDIS_URL"} <= set(environment)
+
+
+def test_compose_wires_the_gateway_to_healthy_stores() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "mongodb", "redis", "gateway"}
+    assert all("healthcheck" in service for service in services.values())
+    gateway = services["gateway"]
+    assert gateway["depends_on"] == {
+        store: {"condition": "service_healthy"} for store in ("postgres", "mongodb", "redis")
+    }
+    # Each URL points at the service of that name.
+    for variable, host in (
+        ("GATEWAY_DATABASE_URL", "postgres"),
+        ("GATEWAY_MONGO_URL", "mongodb"),
+        ("GATEWAY_REDIS_URL", "redis"),
+    ):
+        assert re.search(rf"[@/]{host}:\d+", gateway["environment"][variable])
+    assert set(compose["volumes"]) == {"postgres-data", "mongodb-data", "redis-data"}
