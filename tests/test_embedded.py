@@ -30,7 +30,9 @@ READY_TIMEOUT = 90.0
 
 
 async def _write_everywhere(urls: StoreUrls) -> None:
-    assert urls.database_url and urls.mongo_url and urls.redis_url
+    assert urls.database_url
+    assert urls.mongo_url
+    assert urls.redis_url
     engine = create_async_engine(urls.database_url)
     async with engine.begin() as connection:
         await connection.execute(text("CREATE TABLE kept (value text)"))
@@ -45,7 +47,9 @@ async def _write_everywhere(urls: StoreUrls) -> None:
 
 
 async def _read_everywhere(urls: StoreUrls) -> list[Any]:
-    assert urls.database_url and urls.mongo_url and urls.redis_url
+    assert urls.database_url
+    assert urls.mongo_url
+    assert urls.redis_url
     engine = create_async_engine(urls.database_url)
     async with engine.connect() as connection:
         relational = await connection.scalar(text("SELECT value FROM kept"))
@@ -84,7 +88,8 @@ def test_only_stores_without_a_url_are_embedded(tmp_path: Path) -> None:
         urls = stores.start()
         assert [server.name for server in stores.servers] == ["redis"]
     assert urls.database_url == given.database_url
-    assert urls.redis_url is not None and urls.redis_url.startswith("redis://127.0.0.1:")
+    assert urls.redis_url is not None
+    assert urls.redis_url.startswith("redis://127.0.0.1:")
 
 
 class GatewayProcess:
@@ -153,7 +158,9 @@ def test_a_killed_gateway_is_recovered_by_the_next_one(
     first = GatewayProcess(data_dir, tmp_path / "first.log")
     gateways.append(first)
     first.wait_until_ready()
-    assert first.query("{ service { name } }") == {"data": {"service": {"name": "polyglot-gateway"}}}
+    assert first.query("{ service { name } }") == {
+        "data": {"service": {"name": "polyglot-gateway"}}
+    }
 
     # While it serves, a second gateway on the same directory is refused in one clear line...
     second = subprocess.run(

