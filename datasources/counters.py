@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -47,3 +48,27 @@ async def set_report_counters(*, redis: Redis, counters: Sequence[ReportCounters
         {str(entry.report_id): entry.downloads for entry in counters},
     )
     await pipeline.execute()
+
+
+async def counters_by_report(
+    *, redis: Redis, report_ids: Sequence[int]
+) -> list[ReportCounters | None]:
+    """Every report's counters in one pipelined round trip; ``None`` where none exist."""
+    pipeline = redis.pipeline(transaction=False)
+    for report_id in report_ids:
+        pipeline.hmget(stats_key(report_id), [Counter.VIEWS.value, Counter.DOWNLOADS.value])
+    results = await pipeline.execute()
+    return [
+        None
+        if views is None and downloads is None
+        else ReportCounters(
+            report_id=report_id, views=int(views or 0), downloads=int(downloads or 0)
+        )
+        for report_id, (views, downloads) in zip(report_ids, results, strict=True)
+    ]
+
+
+async def top_report_ids(*, redis: Redis, counter: Counter, limit: int) -> list[int]:
+    """The ids of the ``limit`` reports with the highest ``counter``, highest first."""
+    members = cast("list[bytes]", await redis.zrevrange(leaderboard_key(counter), 0, limit - 1))
+    return [int(member) for member in members]

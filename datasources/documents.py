@@ -21,3 +21,19 @@ async def replace_documents(
         [ReplaceOne({"_id": document["_id"]}, document, upsert=True) for document in documents],
         ordered=False,
     )
+
+
+async def documents_by_report(
+    *, database: AsyncDatabase[dict[str, Any]], report_ids: Sequence[int]
+) -> list[dict[str, Any] | None]:
+    cursor = database[REPORT_DOCUMENTS].find({"_id": {"$in": list(report_ids)}})
+    found = {document["_id"]: document async for document in cursor}
+    return [found.get(report_id) for report_id in report_ids]
+
+
+async def report_ids_tagged(
+    *, database: AsyncDatabase[dict[str, Any]], tags: Sequence[str]
+) -> list[int]:
+    """Ids of the reports whose document carries any of ``tags``."""
+    cursor = database[REPORT_DOCUMENTS].find({"tags": {"$in": list(tags)}}, {"_id": 1})
+    return [int(document["_id"]) async for document in cursor]

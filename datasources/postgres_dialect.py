@@ -6,14 +6,14 @@ these few constructs here is what a second relational backend would have to repl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Index, Table, func, select, text
+from sqlalchemy import ColumnElement, Index, Integer, Table, any_, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 # English stemming; the index and the queries that must use it share this expression.
@@ -70,3 +70,18 @@ async def create_database_from_template(
     connection: AsyncConnection, *, name: str, template: str
 ) -> None:
     await connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+
+
+def equals_any(column: ColumnElement[Any], values: Sequence[int]) -> ColumnElement[bool]:
+    """``column = ANY(:values)``: one array parameter however many values, so the statement
+    text (and its cached plan) is the same for 1 key or 1,000."""
+    return column == any_(bindparam(None, list(values), type_=ARRAY(Integer)))
+
+
+def matches_search(
+    title: ColumnElement[Any], abstract: ColumnElement[Any], query: str
+) -> ColumnElement[bool]:
+    """Full-text match with web-search syntax ("quoted phrases", -exclusions, or)."""
+    return search_document(title, abstract).op("@@")(
+        func.websearch_to_tsquery(text(f"'{SEARCH_CONFIG}'::regconfig"), query)
+    )

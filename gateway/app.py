@@ -15,25 +15,44 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
+from datasources.instrumentation import RoundTrips, current_round_trips
+from gateway.connections import Connections
 from gateway.context import Context
 from gateway.health import healthz, readyz
+from gateway.loaders import Loaders
 from gateway.runtime import running_stores
 from gateway.schema import build_schema
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
 GRAPHQL_PATH = "/graphql"
+# Ask for the round trips per store in the response's extensions (always on in development).
+ROUND_TRIPS_HEADER = "x-gateway-round-trips"
+# "naive": one store call per lookup, for benchmarks; honoured only when the settings allow.
+LOOKUPS_HEADER = "x-gateway-lookups"
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None
     ) -> Context:
+        settings: Settings = request.app.state.settings
+        connections: Connections = request.app.state.connections
+        headers = request.headers
+        round_trips = RoundTrips()
+        # Bound here, in the request's task: every store call made for this request,
+        # including DataLoader batches, counts towards it.
+        current_round_trips.set(round_trips)
+        naive = settings.allow_naive_lookups and headers.get(LOOKUPS_HEADER, "").lower() == "naive"
         return Context(
             request=request,
             response=response if isinstance(response, Response) else None,
-            settings=request.app.state.settings,
-            connections=request.app.state.connections,
+            settings=settings,
+            connections=connections,
+            loaders=Loaders(connections, timeout=settings.store_timeout, naive=naive),
+            round_trips=round_trips,
+            report_round_trips=settings.is_development
+            or headers.get(ROUND_TRIPS_HEADER, "") in ("1", "true"),
         )
 
 

@@ -15,6 +15,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from datasources.instrumentation import (
+    CountingRedisConnection,
+    MongoCommandCounter,
+    count_postgres_statements,
+)
 from gateway.embedded import StoreUrls
 from gateway.settings import Settings
 
@@ -46,18 +51,21 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         pool_timeout=timeout,
         connect_args={"timeout": timeout, "command_timeout": timeout},
     )
+    count_postgres_statements(engine)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         urls.mongo_url,
         serverSelectionTimeoutMS=int(timeout * 1000),
         connectTimeoutMS=int(timeout * 1000),
         timeoutMS=int(timeout * 1000),
         tz_aware=True,
+        event_listeners=[MongoCommandCounter()],
     )
     redis = Redis.from_url(
         urls.redis_url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
+        connection_class=CountingRedisConnection,
     )
     return Connections(
         engine=engine,

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from gateway.errors import CodedErrors
+from resolvers.authors import AuthorQuery
+from resolvers.institutions import InstitutionQuery
+from resolvers.lookup import NodeQuery
+from resolvers.report_types import ReportTypeQuery
+from resolvers.reports import ReportQuery
 from resolvers.service import ServiceQuery
+from resolvers.technologies import TechnologyQuery
 
-Query = merge_types("Query", (ServiceQuery,))
+Query = merge_types(
+    "Query",
+    (
+        ReportQuery, AuthorQuery, InstitutionQuery, TechnologyQuery, ReportTypeQuery, NodeQuery,
+        ServiceQuery,
+    ),
+)  # fmt: skip
+
+
+class RoundTripReport(SchemaExtension):
+    """Adds the request's round trips per store to the response's extensions, when asked."""
+
+    def get_results(self) -> dict[str, Any]:
+        context = self.execution_context.context
+        if not getattr(context, "report_round_trips", False):
+            return {}
+        return {"roundTrips": context.round_trips.as_dict()}
 
 
 class GatewaySchema(strawberry.Schema):
@@ -21,7 +46,7 @@ class GatewaySchema(strawberry.Schema):
 
 
 def build_schema() -> strawberry.Schema:
-    return GatewaySchema(query=Query, extensions=[CodedErrors])
+    return GatewaySchema(query=Query, extensions=[CodedErrors, RoundTripReport])
 
 
 def export_sdl() -> str:

@@ -35,10 +35,8 @@ async def test_readyz_reports_every_store_ready(client: httpx.AsyncClient) -> No
 async def test_service_query_over_post(client: httpx.AsyncClient) -> None:
     response = await client.post("/graphql", json={"query": SERVICE_QUERY})
     assert response.status_code == 200
-    assert response.json() == {
-        "data": {
-            "service": {"name": SERVICE_NAME, "version": __version__, "environment": "development"}
-        }
+    assert response.json()["data"] == {
+        "service": {"name": SERVICE_NAME, "version": __version__, "environment": "development"}
     }
 
 

@@ -1,0 +1,143 @@
+"""Keyset pagination: pages that start after (or end before) a known row, never at an OFFSET.
+
+A position in an ordering is the pair (sort value, id): the id breaks ties, so every row
+has exactly one position and a page boundary is stable while rows are inserted or deleted
+elsewhere in the list. Pages of many parents at once (the first five reports of each of
+fifty authors) are one query, ranked per parent with a window function.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, Select, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from datasources.postgres_dialect import equals_any
+
+SORT_KEY = "sort_key"
+PARENT_ID = "parent_id"
+RANK = "rank"
+
+Position = tuple[Any, int]
+
+
+@dataclass(frozen=True)
+class Ordering:
+    key: ColumnElement[Any]
+    id: ColumnElement[int]
+    descending: bool
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """``limit`` rows after ``after`` (forward), or the last ``limit`` before ``before``."""
+
+    limit: int
+    after: Position | None = None
+    before: Position | None = None
+    backward: bool = False
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Row[Any]]
+    has_next: bool
+    has_previous: bool
+
+
+def _conditions(ordering: Ordering, request: PageRequest) -> list[ColumnElement[bool]]:
+    position = tuple_(ordering.key, ordering.id)
+    conditions = []
+    if request.after is not None:
+        after = tuple_(*request.after)
+        conditions.append(position < after if ordering.descending else position > after)
+    if request.before is not None:
+        before = tuple_(*request.before)
+        conditions.append(position > before if ordering.descending else position < before)
+    return conditions
+
+
+def _order(ordering: Ordering, request: PageRequest) -> list[ColumnElement[Any]]:
+    # Backward pages are read in reverse from their end, then put back in order.
+    descending = ordering.descending != request.backward
+    return [column.desc() if descending else column.asc() for column in (ordering.key, ordering.id)]
+
+
+def _page(rows: Sequence[Row[Any]], request: PageRequest) -> Page:
+    more = len(rows) > request.limit
+    kept = list(rows[: request.limit])
+    if request.backward:
+        kept.reverse()
+        return Page(kept, has_next=request.before is not None, has_previous=more)
+    return Page(kept, has_next=more, has_previous=request.after is not None)
+
+
+async def fetch_page(
+    engine: AsyncEngine, query: Select[Any], ordering: Ordering, request: PageRequest
+) -> Page:
+    statement = (
+        query.add_columns(ordering.key.label(SORT_KEY))
+        .where(*_conditions(ordering, request))
+        .order_by(*_order(ordering, request))
+        .limit(request.limit + 1)
+    )
+    async with engine.connect() as connection:
+        rows = (await connection.execute(statement)).all()
+    return _page(rows, request)
+
+
+async def fetch_pages_by_parent(
+    engine: AsyncEngine,
+    query: Select[Any],
+    *,
+    parent: ColumnElement[int],
+    parent_ids: Sequence[int],
+    ordering: Ordering,
+    request: PageRequest,
+) -> list[Page]:
+    """The same page of each parent's list, in one statement; in ``parent_ids`` order."""
+    ranked = (
+        query.add_columns(
+            ordering.key.label(SORT_KEY),
+            parent.label(PARENT_ID),
+            func.row_number()
+            .over(partition_by=parent, order_by=_order(ordering, request))
+            .label(RANK),
+        )
+        .where(equals_any(parent, parent_ids), *_conditions(ordering, request))
+        .subquery()
+    )
+    statement = (
+        select(ranked)
+        .where(ranked.c[RANK] <= request.limit + 1)
+        .order_by(ranked.c[PARENT_ID], ranked.c[RANK])
+    )
+    async with engine.connect() as connection:
+        rows = (await connection.execute(statement)).all()
+    by_parent: dict[int, list[Row[Any]]] = defaultdict(list)
+    for row in rows:
+        by_parent[getattr(row, PARENT_ID)].append(row)
+    return [_page(by_parent.get(parent_id, []), request) for parent_id in parent_ids]
+
+
+async def count_by_parent(
+    engine: AsyncEngine, query: Select[Any], parent: ColumnElement[int], parent_ids: Sequence[int]
+) -> list[int]:
+    statement = (
+        query.with_only_columns(parent, func.count())
+        .where(equals_any(parent, parent_ids))
+        .group_by(parent)
+    )
+    async with engine.connect() as connection:
+        counts = {row[0]: row[1] for row in await connection.execute(statement)}
+    return [counts.get(parent_id, 0) for parent_id in parent_ids]
+
+
+async def count(engine: AsyncEngine, query: Select[Any]) -> int:
+    statement = select(func.count()).select_from(query.subquery())
+    async with engine.connect() as connection:
+        return int(await connection.scalar(statement) or 0)

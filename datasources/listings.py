@@ -1,0 +1,51 @@
+"""Paginated lists of authors, institutions and technologies, ordered by name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, Table, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from datasources import keyset
+from datasources.keyset import Ordering, Page, PageRequest
+from datasources.models import Author
+
+AUTHORS: Any = Author.__table__
+
+
+def by_name(table: Table) -> Ordering:
+    return Ordering(key=table.c.name, id=table.c.id, descending=False)
+
+
+async def entity_page(*, engine: AsyncEngine, table: Table, request: PageRequest) -> Page:
+    return await keyset.fetch_page(engine, select(table), by_name(table), request)
+
+
+async def count_entities(*, engine: AsyncEngine, table: Table) -> int:
+    return await keyset.count(engine, select(table))
+
+
+async def author_pages_by_institution(
+    *, engine: AsyncEngine, institution_ids: Sequence[int], request: PageRequest
+) -> list[Page]:
+    return await keyset.fetch_pages_by_parent(
+        engine, select(AUTHORS), parent=AUTHORS.c.institution_id, parent_ids=institution_ids,
+        ordering=by_name(AUTHORS), request=request,
+    )  # fmt: skip
+
+
+async def count_authors_by_institution(
+    *, engine: AsyncEngine, institution_ids: Sequence[int]
+) -> list[int]:
+    return await keyset.count_by_parent(
+        engine, select(AUTHORS), AUTHORS.c.institution_id, institution_ids
+    )
+
+
+async def all_by_name(*, engine: AsyncEngine, table: Table) -> list[Row[Any]]:
+    """A whole small table (report types), by name."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(select(table).order_by(table.c.name, table.c.id))
+        return list(rows.all())

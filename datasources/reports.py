@@ -1,0 +1,159 @@
+"""Reading reports: filtered, ordered, paginated; at the root or under a parent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from datasources import keyset
+from datasources.keyset import Ordering, Page, PageRequest
+from datasources.models import Author, Report, ReportAuthor, ReportTechnology
+from datasources.postgres_dialect import equals_any, matches_search
+
+REPORTS: Any = Report.__table__
+AUTHORSHIPS: Any = ReportAuthor.__table__
+REPORT_TECHNOLOGIES: Any = ReportTechnology.__table__
+AUTHORS: Any = Author.__table__
+
+
+class ReportSort(StrEnum):
+    PUBLICATION_DATE = "publication_date"
+    TITLE = "title"
+    WORD_COUNT = "word_count"
+
+
+# Reports without a publication date sort as the earliest, so that every report has a
+# position in the date ordering (a NULL would compare as unknown in the keyset condition).
+UNDATED = date(1, 1, 1)
+SORT_KEYS: dict[ReportSort, ColumnElement[Any]] = {
+    ReportSort.PUBLICATION_DATE: func.coalesce(REPORTS.c.publication_date, literal(UNDATED)),
+    ReportSort.TITLE: REPORTS.c.title,
+    ReportSort.WORD_COUNT: REPORTS.c.word_count,
+}
+
+
+def report_ordering(sort: ReportSort, *, descending: bool) -> Ordering:
+    return Ordering(key=SORT_KEYS[sort], id=REPORTS.c.id, descending=descending)
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    statuses: tuple[str, ...] = ()
+    type_ids: tuple[int, ...] = ()
+    author_ids: tuple[int, ...] = ()
+    institution_ids: tuple[int, ...] = ()
+    technology_ids: tuple[int, ...] = ()
+    published_from: date | None = None
+    published_to: date | None = None
+    search: str | None = None
+    # Answered by the document store first; the ids it returns restrict the SQL query.
+    tags: tuple[str, ...] = ()
+
+
+def _conditions(
+    criteria: ReportFilter, tagged_ids: Sequence[int] | None
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if criteria.statuses:
+        conditions.append(REPORTS.c.status.in_(criteria.statuses))
+    if criteria.type_ids:
+        conditions.append(equals_any(REPORTS.c.report_type_id, criteria.type_ids))
+    if criteria.author_ids:
+        conditions.append(
+            exists().where(
+                AUTHORSHIPS.c.report_id == REPORTS.c.id,
+                equals_any(AUTHORSHIPS.c.author_id, criteria.author_ids),
+            )
+        )
+    if criteria.institution_ids:
+        conditions.append(
+            exists()
+            .select_from(AUTHORSHIPS.join(AUTHORS, AUTHORS.c.id == AUTHORSHIPS.c.author_id))
+            .where(
+                AUTHORSHIPS.c.report_id == REPORTS.c.id,
+                equals_any(AUTHORS.c.institution_id, criteria.institution_ids),
+            )
+        )
+    if criteria.technology_ids:
+        conditions.append(
+            exists().where(
+                REPORT_TECHNOLOGIES.c.report_id == REPORTS.c.id,
+                equals_any(REPORT_TECHNOLOGIES.c.technology_id, criteria.technology_ids),
+            )
+        )
+    if criteria.published_from is not None:
+        conditions.append(REPORTS.c.publication_date >= criteria.published_from)
+    if criteria.published_to is not None:
+        conditions.append(REPORTS.c.publication_date <= criteria.published_to)
+    if criteria.search:
+        conditions.append(matches_search(REPORTS.c.title, REPORTS.c.abstract, criteria.search))
+    if tagged_ids is not None:
+        conditions.append(equals_any(REPORTS.c.id, tagged_ids))
+    return conditions
+
+
+def _filtered(criteria: ReportFilter, tagged_ids: Sequence[int] | None) -> Select[Any]:
+    return select(REPORTS).where(and_(True, *_conditions(criteria, tagged_ids)))
+
+
+async def report_page(
+    *,
+    engine: AsyncEngine,
+    criteria: ReportFilter,
+    tagged_ids: Sequence[int] | None,
+    ordering: Ordering,
+    request: PageRequest,
+) -> Page:
+    return await keyset.fetch_page(engine, _filtered(criteria, tagged_ids), ordering, request)
+
+
+async def count_reports(
+    *, engine: AsyncEngine, criteria: ReportFilter, tagged_ids: Sequence[int] | None
+) -> int:
+    return await keyset.count(engine, _filtered(criteria, tagged_ids))
+
+
+class ReportParent(StrEnum):
+    AUTHOR = "author"
+    TECHNOLOGY = "technology"
+    REPORT_TYPE = "report_type"
+
+
+def _under(parent: ReportParent) -> tuple[Select[Any], ColumnElement[int]]:
+    if parent is ReportParent.AUTHOR:
+        query = select(REPORTS).join(AUTHORSHIPS, AUTHORSHIPS.c.report_id == REPORTS.c.id)
+        return query, AUTHORSHIPS.c.author_id
+    if parent is ReportParent.TECHNOLOGY:
+        query = select(REPORTS).join(
+            REPORT_TECHNOLOGIES, REPORT_TECHNOLOGIES.c.report_id == REPORTS.c.id
+        )
+        return query, REPORT_TECHNOLOGIES.c.technology_id
+    return select(REPORTS), REPORTS.c.report_type_id
+
+
+async def report_pages_by_parent(
+    *,
+    engine: AsyncEngine,
+    parent: ReportParent,
+    parent_ids: Sequence[int],
+    ordering: Ordering,
+    request: PageRequest,
+) -> list[Page]:
+    query, parent_column = _under(parent)
+    return await keyset.fetch_pages_by_parent(
+        engine, query, parent=parent_column, parent_ids=parent_ids, ordering=ordering,
+        request=request,
+    )  # fmt: skip
+
+
+async def count_reports_by_parent(
+    *, engine: AsyncEngine, parent: ReportParent, parent_ids: Sequence[int]
+) -> list[int]:
+    query, parent_column = _under(parent)
+    return await keyset.count_by_parent(engine, query, parent_column, parent_ids)

@@ -1,0 +1,108 @@
+"""Authors, and their part in reports."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+
+from datasources.models import Author as AuthorModel
+from datasources.reports import ReportParent
+from gateway.context import Context
+from resolvers import institutions, reports
+from resolvers.nodes import Node, fields_of, to_global_id
+from resolvers.pagination import Connection, connection, listing, page_request, parse_text
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+    from resolvers.institutions import Institution
+    from resolvers.reports import Report, ReportOrder
+
+Info = strawberry.Info[Context, None]
+AUTHORS: Any = AuthorModel.__table__
+ORDERING = "authors:name:asc"
+
+
+@strawberry.type(description="A person who writes reports.")
+class Author(Node):
+    database_id: int
+    name: str
+    email: str
+    orcid: str | None
+    institution_id: strawberry.Private[int | None]
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> Author:
+        return cls(
+            id=to_global_id("Author", row.id),
+            database_id=row.id,
+            institution_id=row.institution_id,
+            **fields_of(row, "name", "email", "orcid"),
+        )
+
+    @strawberry.field
+    async def institution(
+        self, info: Info
+    ) -> Annotated["Institution", strawberry.lazy("resolvers.institutions")] | None:
+        if self.institution_id is None:
+            return None
+        row = await info.context.loaders.institution.load(self.institution_id)
+        return None if row is None else institutions.Institution.from_row(row)
+
+    @strawberry.field(description="The reports this author wrote or co-wrote.")
+    async def reports(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        order_by: Annotated["ReportOrder", strawberry.lazy("resolvers.reports")] | None = None,
+    ) -> Connection[Annotated["Report", strawberry.lazy("resolvers.reports")]]:
+        return await reports.reports_under(
+            info, ReportParent.AUTHOR, self.database_id,
+            first=first, after=after, last=last, before=before, order_by=order_by,
+        )  # fmt: skip
+
+
+@strawberry.type(description="An author's part in one report.")
+class Authorship:
+    author: Author
+    is_primary: bool
+    position: int
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> Authorship:
+        return cls(
+            author=Author.from_row(row), is_primary=row.is_primary_author, position=row.position
+        )
+
+
+def author_connection(page: Any, counter: Any) -> Connection[Author]:
+    return connection(page, ordering=ORDERING, node=Author.from_row, counter=counter)
+
+
+def author_page_request(
+    first: int | None, after: str | None, last: int | None, before: str | None
+) -> Any:
+    return page_request(
+        first=first, after=after, last=last, before=before, ordering=ORDERING, parse=parse_text
+    )
+
+
+@strawberry.type
+class AuthorQuery:
+    @strawberry.field(description="Authors by name, a page at a time.")
+    async def authors(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Author]:
+        return await listing(
+            info, table=AUTHORS, ordering=ORDERING, node=Author.from_row,
+            first=first, after=after, last=last, before=before,
+        )  # fmt: skip

@@ -1,0 +1,55 @@
+"""Fetching any entity by its global ID."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import strawberry
+from aiodataloader import DataLoader
+
+from gateway.context import Context
+from gateway.errors import ErrorCode, GatewayError
+from gateway.loaders import Loaders
+from resolvers.authors import Author
+from resolvers.institutions import Institution
+from resolvers.nodes import Node, from_global_id
+from resolvers.report_types import ReportType
+from resolvers.reports import Report
+from resolvers.technologies import Technology
+
+Info = strawberry.Info[Context, None]
+MAX_NODES = 100
+
+NODE_TYPES: dict[str, tuple[Callable[[Loaders], DataLoader[int, Any]], Callable[[Any], Node]]] = {
+    "Report": (lambda loaders: loaders.report, Report.from_row),
+    "Author": (lambda loaders: loaders.author, Author.from_row),
+    "Institution": (lambda loaders: loaders.institution, Institution.from_row),
+    "ReportType": (lambda loaders: loaders.report_type, ReportType.from_row),
+    "Technology": (lambda loaders: loaders.technology, Technology.from_row),
+}
+
+
+async def _node(info: Info, global_id: str) -> Node | None:
+    type_name, database_id = from_global_id(global_id)
+    kind = NODE_TYPES.get(type_name)
+    if kind is None:
+        return None
+    loader, build = kind
+    row = await loader(info.context.loaders).load(database_id)
+    return None if row is None else build(row)
+
+
+@strawberry.type
+class NodeQuery:
+    @strawberry.field(description="Any object by its global ID; null if there is none.")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        return await _node(info, id)
+
+    @strawberry.field(description=f"Objects by their global IDs, in order (at most {MAX_NODES}).")
+    async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
+        if len(ids) > MAX_NODES:
+            raise GatewayError(f"at most {MAX_NODES} ids", ErrorCode.BAD_USER_INPUT, argument="ids")
+        # Gathered, so that the loads of each type land in one batch.
+        return list(await asyncio.gather(*(_node(info, value) for value in ids)))

@@ -1,0 +1,175 @@
+"""Relay connections over keyset pages, with opaque cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any, Generic, TypeVar
+
+import strawberry
+from sqlalchemy import Table
+
+from datasources import listings
+from datasources.keyset import Page, PageRequest, Position
+from gateway.context import Context
+from gateway.errors import ErrorCode, GatewayError
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+NodeType = TypeVar("NodeType")
+
+
+@strawberry.type(description="Where a page stands in its list.")
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[NodeType]):
+    cursor: str
+    node: NodeType
+
+
+@strawberry.type
+class Connection(Generic[NodeType]):
+    edges: list[Edge[NodeType]]
+    page_info: PageInfo
+    counter: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description="How many items the whole list has, across all pages.")
+    async def total_count(self) -> int:
+        return await self.counter()
+
+
+def encode_cursor(ordering: str, position: Position) -> str:
+    value, row_id = position
+    if isinstance(value, date):
+        value = value.isoformat()
+    payload = json.dumps([ordering, value, row_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_cursor(
+    cursor: str, ordering: str, parse: Callable[[Any], Any], argument: str
+) -> Position:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        tag, value, row_id = json.loads(base64.urlsafe_b64decode(padded))
+        if tag != ordering or not isinstance(row_id, int) or isinstance(row_id, bool):
+            raise ValueError(cursor)
+        return parse(value), row_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as error:
+        raise GatewayError(
+            f"{argument}: {cursor!r} is not a cursor of this list and ordering",
+            ErrorCode.BAD_USER_INPUT,
+            argument=argument,
+        ) from error
+
+
+def page_request(
+    *,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+    ordering: str,
+    parse: Callable[[Any], Any],
+) -> PageRequest:
+    """Validate Relay arguments into a page request, or refuse them with BAD_USER_INPUT."""
+    if first is not None and last is not None:
+        raise GatewayError(
+            "give either first or last, not both", ErrorCode.BAD_USER_INPUT, argument="last"
+        )
+    for argument, size in (("first", first), ("last", last)):
+        if size is not None and not 0 <= size <= MAX_PAGE_SIZE:
+            raise GatewayError(
+                f"{argument} must be between 0 and {MAX_PAGE_SIZE}, got {size}",
+                ErrorCode.BAD_USER_INPUT,
+                argument=argument,
+            )
+    backward = last is not None or (first is None and before is not None)
+    size = last if backward else first
+    return PageRequest(
+        limit=DEFAULT_PAGE_SIZE if size is None else size,
+        after=None if after is None else decode_cursor(after, ordering, parse, "after"),
+        before=None if before is None else decode_cursor(before, ordering, parse, "before"),
+        backward=backward,
+    )
+
+
+def connection(
+    page: Page,
+    *,
+    ordering: str,
+    node: Callable[[Any], NodeType],
+    counter: Callable[[], Awaitable[int]],
+) -> Connection[NodeType]:
+    edges = [
+        Edge(cursor=encode_cursor(ordering, (row.sort_key, row.id)), node=node(row))
+        for row in page.rows
+    ]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=page.has_next,
+            has_previous_page=page.has_previous,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        counter=counter,
+    )
+
+
+def parse_date(value: Any) -> date:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return date.fromisoformat(value)
+
+
+def parse_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
+
+
+def parse_int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(value)
+    return value
+
+
+async def listing(
+    info: strawberry.Info[Context, None],
+    *,
+    table: Table,
+    ordering: str,
+    node: Callable[[Any], NodeType],
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> Connection[NodeType]:
+    """A root list of named entities (authors, institutions, technologies), by name."""
+    request = page_request(
+        first=first, after=after, last=last, before=before, ordering=ordering, parse=parse_text
+    )
+    loaders = info.context.loaders
+    engine = info.context.connections.engine
+    page = await loaders.call(
+        "postgres", listings.entity_page(engine=engine, table=table, request=request)
+    )
+    return connection(
+        page,
+        ordering=ordering,
+        node=node,
+        counter=lambda: loaders.call(
+            "postgres", listings.count_entities(engine=engine, table=table)
+        ),
+    )
