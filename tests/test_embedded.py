@@ -158,9 +158,7 @@ def test_a_killed_gateway_is_recovered_by_the_next_one(
     first = GatewayProcess(data_dir, tmp_path / "first.log")
     gateways.append(first)
     first.wait_until_ready()
-    assert first.query("{ service { name } }") == {
-        "data": {"service": {"name": "polyglot-gateway"}}
-    }
+    assert first.query("{ service { name } }")["data"] == {"service": {"name": "polyglot-gateway"}}
 
     # While it serves, a second gateway on the same directory is refused in one clear line...
     second = subprocess.run(
