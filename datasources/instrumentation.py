@@ -55,7 +55,20 @@ class MongoCommandCounter(monitoring.CommandListener):
 
 
 class CountingRedisConnection(RedisConnection):
-    """A pipeline is packed into one send: counting sends counts round trips."""
+    """A pipeline is packed into one send: counting sends counts round trips.
+
+    The handshake of a new connection (HELLO, SELECT...) is not counted: it belongs to
+    the pool, not to the request that happened to open the connection.
+    """
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        token = current_round_trips.set(None)
+        try:
+            await super().connect_check_health(check_health, retry_socket_connect)
+        finally:
+            current_round_trips.reset(token)
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         counter = current_round_trips.get()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from gateway import migrate
 from gateway.app import create_app
 from gateway.connections import Connections, open_connections
 from gateway.embedded import EmbeddedStores, StoreUrls
+from gateway.seed import seed
 from gateway.settings import Settings
 
 TEMPLATE_DATABASE = "gateway_test_template"
@@ -148,15 +151,75 @@ async def connections(settings: Settings) -> AsyncIterator[Connections]:
     await opened.close()
 
 
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[Starlette]:
-    application = create_app(settings)
+@asynccontextmanager
+async def lifespan_client(application: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``application``, with its lifespan (and so its stores) running."""
     async with application.router.lifespan_context(application):
-        yield application
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+            yield http
 
 
 @pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with lifespan_client(create_app(settings)) as http:
         yield http
+
+
+SEEDED_REPORTS = 400
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """A catalogue seeded once per test session, for tests that only read."""
+
+    settings: Settings
+    connections: Connections
+    client: httpx.AsyncClient
+
+    async def query(
+        self, document: str, variables: dict[str, Any] | None = None, **headers: str
+    ) -> dict[str, Any]:
+        response = await self.client.post(
+            "/graphql", json={"query": document, "variables": variables or {}}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def data(self, document: str, variables: dict[str, Any] | None = None) -> Any:
+        result = await self.query(document, variables)
+        assert "errors" not in result, result["errors"]
+        return result["data"]
+
+    async def sql(self, statement: str, **parameters: Any) -> list[Any]:
+        async with self.connections.engine.connect() as connection:
+            return list((await connection.execute(text(statement), parameters)).all())
+
+
+@pytest.fixture(scope="session")
+async def seeded(
+    store_urls: StoreUrls, template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Seeded]:
+    name = await _fresh_database(store_urls, template_database)
+    assert store_urls.redis_url is not None
+    settings = Settings(
+        database_url=database_url_named(store_urls, name),
+        mongo_url=store_urls.mongo_url,
+        mongo_database=f"seeded_{uuid.uuid4().hex[:8]}",
+        # Its own Redis database: the per-test fixture flushes database 0.
+        redis_url=str(make_url(store_urls.redis_url).set(database="1")),
+        data_dir=tmp_path_factory.mktemp("seeded"),
+    )
+    connections = open_connections(
+        settings, StoreUrls(settings.database_url, settings.mongo_url, settings.redis_url)
+    )
+    await document_migrations.upgrade(connections.documents)
+    await connections.redis.flushdb()
+    await seed(connections, reports=SEEDED_REPORTS, random_seed=11, progress=False)
+    async with lifespan_client(create_app(settings)) as http:
+        yield Seeded(settings=settings, connections=connections, client=http)
+    await connections.mongo.drop_database(settings.mongo_database)
+    await connections.redis.flushdb()
+    await connections.close()
+    await _administer(store_urls, f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -1,0 +1,117 @@
+"""Round trips depend on a query's shape, never on how many rows it returns."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Environment
+from tests.conftest import Seeded, lifespan_client
+
+NESTED = """
+query Nested($first: Int!) {
+  reports(first: $first) {
+    totalCount
+    edges { node {
+      title
+      type { name }
+      authors { isPrimary author { name institution { name country } } }
+      primaryAuthor { name }
+      technologies { name version }
+      document { tags sections { heading } metadata }
+      stats { views downloads }
+    } }
+  }
+}
+"""
+
+
+async def _round_trips(seeded: Seeded, document: str, **variables: int) -> dict[str, int]:
+    result = await seeded.query(document, variables)
+    assert "errors" not in result, result["errors"]
+    round_trips: dict[str, int] = result["extensions"]["roundTrips"]
+    return round_trips
+
+
+async def test_three_level_query_costs_the_same_for_1_10_and_100_reports(seeded: Seeded) -> None:
+    costs = [await _round_trips(seeded, NESTED, first=size) for size in (1, 10, 100)]
+    assert costs[0] == costs[1] == costs[2]
+    # reports page, count, types, authorships (with authors), institutions, technologies;
+    # one $in for the documents; one pipeline for the counters.
+    assert costs[0] == {"postgres": 6, "mongodb": 1, "redis": 1}
+
+
+NESTED_LISTS = """
+query Lists($outer: Int!, $inner: Int!) {
+  authors(first: $outer) {
+    edges { node { name reports(first: $inner) { edges { node { title } } } } }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(("outer", "inner"), [(1, 1), (10, 5), (50, 5), (100, 20)])
+async def test_a_paginated_list_under_a_list_is_one_query_per_level(
+    seeded: Seeded, outer: int, inner: int
+) -> None:
+    assert await _round_trips(seeded, NESTED_LISTS, outer=outer, inner=inner) == {
+        "postgres": 2, "mongodb": 0, "redis": 0,
+    }  # fmt: skip
+
+
+async def test_three_levels_of_paginated_lists_with_counts(seeded: Seeded) -> None:
+    document = """{
+      institutions(first: 10) { totalCount edges { node {
+        authors(first: 10) { totalCount edges { node {
+          reports(first: 3) { totalCount edges { node { title } } }
+        } } }
+      } } }
+      technologies(first: 10) { edges { node { reports(first: 2) { totalCount edges { node { title } } } } } }
+      reportTypes { reports(first: 2) { edges { node { title } } } }
+    }"""
+    # A page query per list, and a count query per list that asks for totalCount.
+    assert await _round_trips(seeded, document) == {"postgres": 11, "mongodb": 0, "redis": 0}
+
+
+async def test_node_lookups_are_batched_per_type(seeded: Seeded) -> None:
+    ids = await seeded.data("{ reports(first: 30) { edges { node { id } } } }")
+    global_ids = [edge["node"]["id"] for edge in ids["reports"]["edges"]]
+    trips = await seeded.query(
+        "query($ids: [ID!]!) { nodes(ids: $ids) { id } }", {"ids": global_ids}
+    )
+    assert trips["extensions"]["roundTrips"]["postgres"] == 1
+    assert [node["id"] for node in trips["data"]["nodes"]] == global_ids
+
+
+async def test_the_naive_header_is_ignored_unless_the_settings_allow_it(seeded: Seeded) -> None:
+    naive = await seeded.query(NESTED, {"first": 10}, **{"x-gateway-lookups": "naive"})
+    assert naive["extensions"]["roundTrips"] == {"postgres": 6, "mongodb": 1, "redis": 1}
+
+
+async def test_naive_lookups_cost_a_round_trip_per_row_when_allowed(seeded: Seeded) -> None:
+    allowing = seeded.settings.model_copy(update={"allow_naive_lookups": True})
+    async with lifespan_client(create_app(allowing)) as client:
+        response = await client.post(
+            "/graphql",
+            json={"query": NESTED, "variables": {"first": 10}},
+            headers={"x-gateway-lookups": "naive"},
+        )
+    result = response.json()
+    batched = await seeded.query(NESTED, {"first": 10})
+    assert result["data"] == batched["data"]
+    trips = result["extensions"]["roundTrips"]
+    assert trips["postgres"] > 30
+    assert trips["mongodb"] == 10
+    assert trips["redis"] == 10
+
+
+async def test_round_trips_are_reported_in_production_only_on_request(seeded: Seeded) -> None:
+    production = seeded.settings.model_copy(
+        update={"environment": Environment.PRODUCTION, "secret_key": "a-real-secret"}
+    )
+    query = {"query": "{ reports(first: 5) { edges { node { title } } } }"}
+    async with lifespan_client(create_app(production)) as client:
+        plain = (await client.post("/graphql", json=query)).json()
+        assert "extensions" not in plain
+        asked = await client.post("/graphql", json=query, headers={"x-gateway-round-trips": "1"})
+    assert asked.json()["extensions"]["roundTrips"] == {"postgres": 1, "mongodb": 0, "redis": 0}
