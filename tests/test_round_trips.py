@@ -66,7 +66,8 @@ async def test_three_levels_of_paginated_lists_with_counts(seeded: Seeded) -> No
           reports(first: 3) { totalCount edges { node { title } } }
         } } }
       } } }
-      technologies(first: 10) { edges { node { reports(first: 2) { totalCount edges { node { title } } } } } }
+      technologies(first: 10) { edges { node {
+        reports(first: 2) { totalCount edges { node { title } } } } } }
       reportTypes { reports(first: 2) { edges { node { title } } } }
     }"""
     # A page query per list, and a count query per list that asks for totalCount.
