@@ -72,3 +72,21 @@ async def top_report_ids(*, redis: Redis, counter: Counter, limit: int) -> list[
     """The ids of the ``limit`` reports with the highest ``counter``, highest first."""
     members = cast("list[bytes]", await redis.zrevrange(leaderboard_key(counter), 0, limit - 1))
     return [int(member) for member in members]
+
+
+async def all_counters(*, redis: Redis) -> list[tuple[int, int, int]]:
+    """(report id, views, downloads) for every counted report, from the leaderboards."""
+    pipeline = redis.pipeline(transaction=False)
+    pipeline.zrange(leaderboard_key(Counter.VIEWS), 0, -1, withscores=True)
+    pipeline.zrange(leaderboard_key(Counter.DOWNLOADS), 0, -1, withscores=True)
+    views, downloads = await pipeline.execute()
+    totals: dict[int, list[int]] = {}
+    for index, board in enumerate((views, downloads)):
+        for member, score in board:
+            totals.setdefault(int(member), [0, 0])[index] = int(score)
+    return [(report_id, pair[0], pair[1]) for report_id, pair in sorted(totals.items())]
+
+
+async def take_turn(*, redis: Redis, name: str, seconds: float) -> bool:
+    """Whether this process may do a periodic job now: one process per period, cluster-wide."""
+    return bool(await redis.set(f"turn:{name}", "1", nx=True, px=max(1, int(seconds * 1000))))

@@ -149,3 +149,19 @@ class ReportTechnology(Base):
     technology_id: Mapped[int] = mapped_column(
         ForeignKey("technologies.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class ReportCounterSnapshot(Base):
+    """Redis's live counters as of ``captured_at``: what SQL can join and order by."""
+
+    __tablename__ = "report_counter_snapshots"
+    __table_args__ = (Index("ix_report_counter_snapshots_views", "views", "report_id"),)
+
+    report_id: Mapped[int] = mapped_column(
+        ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True
+    )
+    views: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    downloads: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    captured_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

@@ -85,3 +85,43 @@ def matches_search(
     return search_document(title, abstract).op("@@")(
         func.websearch_to_tsquery(text(f"'{SEARCH_CONFIG}'::regconfig"), query)
     )
+
+
+async def upsert_existing_counters(
+    connection: AsyncConnection,
+    *,
+    snapshots: Table,
+    reports: Table,
+    counters: Sequence[tuple[int, int, int]],
+) -> None:
+    """Write (report id, views, downloads) snapshots for the reports that still exist.
+
+    Counters outlive a deleted report until its keys expire; joining on ``reports`` skips
+    those instead of failing on the foreign key.
+    """
+    if not counters:
+        return
+    ids, views, downloads = (list(column) for column in zip(*counters, strict=True))
+    incoming = (
+        select(
+            func.unnest(bindparam("ids", ids, type_=ARRAY(Integer))).label("report_id"),
+            func.unnest(bindparam("views", views, type_=ARRAY(Integer))).label("views"),
+            func.unnest(bindparam("downloads", downloads, type_=ARRAY(Integer))).label("downloads"),
+        )
+    ).subquery()
+    statement = postgres_insert(snapshots).from_select(
+        ["report_id", "views", "downloads", "captured_at"],
+        select(incoming.c.report_id, incoming.c.views, incoming.c.downloads, func.now()).join(
+            reports, reports.c.id == incoming.c.report_id
+        ),
+    )
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["report_id"],
+            set_={
+                "views": statement.excluded.views,
+                "downloads": statement.excluded.downloads,
+                "captured_at": statement.excluded.captured_at,
+            },
+        )
+    )

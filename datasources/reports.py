@@ -13,19 +13,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from datasources import keyset
 from datasources.keyset import Ordering, Page, PageRequest
-from datasources.models import Author, Report, ReportAuthor, ReportTechnology
+from datasources.models import (
+    Author,
+    Report,
+    ReportAuthor,
+    ReportCounterSnapshot,
+    ReportTechnology,
+)
 from datasources.postgres_dialect import equals_any, matches_search
 
 REPORTS: Any = Report.__table__
 AUTHORSHIPS: Any = ReportAuthor.__table__
 REPORT_TECHNOLOGIES: Any = ReportTechnology.__table__
 AUTHORS: Any = Author.__table__
+SNAPSHOTS: Any = ReportCounterSnapshot.__table__
 
 
 class ReportSort(StrEnum):
     PUBLICATION_DATE = "publication_date"
     TITLE = "title"
     WORD_COUNT = "word_count"
+    VIEWS = "views"
 
 
 # Reports without a publication date sort as the earliest, so that every report has a
@@ -35,6 +43,11 @@ SORT_KEYS: dict[ReportSort, ColumnElement[Any]] = {
     ReportSort.PUBLICATION_DATE: func.coalesce(REPORTS.c.publication_date, literal(UNDATED)),
     ReportSort.TITLE: REPORTS.c.title,
     ReportSort.WORD_COUNT: REPORTS.c.word_count,
+    # From the snapshot of Redis's counters; a report never counted has 0 views.
+    ReportSort.VIEWS: func.coalesce(
+        select(SNAPSHOTS.c.views).where(SNAPSHOTS.c.report_id == REPORTS.c.id).scalar_subquery(),
+        0,
+    ),
 }
 
 

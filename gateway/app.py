@@ -3,6 +3,8 @@ that owns the stores' clients."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +22,7 @@ from gateway.connections import Connections
 from gateway.context import Context
 from gateway.health import healthz, readyz
 from gateway.loaders import Loaders
-from gateway.runtime import running_stores
+from gateway.runtime import refresh_counter_snapshots, running_stores
 from gateway.schema import build_schema
 from gateway.settings import Settings
 
@@ -65,8 +67,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings, apply_migrations=settings.is_development
         ) as connections:
             app.state.connections = connections
+            interval = settings.counter_snapshot_interval
+            refresher = (
+                asyncio.create_task(refresh_counter_snapshots(connections, interval))
+                if interval
+                else None
+            )
             logger.info("GraphiQL at http://%s:%d%s", settings.host, settings.port, GRAPHQL_PATH)
-            yield
+            try:
+                yield
+            finally:
+                if refresher is not None:
+                    refresher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await refresher
 
     endpoint = GraphQLEndpoint(
         build_schema(),

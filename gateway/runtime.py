@@ -7,6 +7,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
+
+from datasources.counter_snapshots import snapshot_counters
+from datasources.counters import take_turn
 from gateway import migrate
 from gateway.connections import Connections, open_connections
 from gateway.embedded import EmbeddedStores, StoreUrls
@@ -43,3 +48,15 @@ async def running_stores(
             await connections.close()
     finally:
         await asyncio.to_thread(embedded.stop)
+
+
+async def refresh_counter_snapshots(connections: Connections, interval: float) -> None:
+    """Copy counters to PostgreSQL every ``interval`` seconds, by one process of the cluster
+    per period; a failing store skips a period rather than ending the loop."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if await take_turn(redis=connections.redis, name="counter-snapshot", seconds=interval):
+                await snapshot_counters(redis=connections.redis, engine=connections.engine)
+        except (RedisError, DBAPIError, OSError, TimeoutError) as error:
+            logger.warning("counter snapshot skipped: %s", error)

@@ -18,6 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from datasources import catalogue
+from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import ReportCounters, set_report_counters
 from datasources.documents import replace_documents
 from datasources.models import Author, Institution, Report, ReportStatus, ReportType, Technology
@@ -514,6 +515,7 @@ async def seed(
         await catalogue.advance_id_sequences(
             connection=connection, models=(Institution, Author, ReportType, Technology, Report)
         )
+    await snapshot_counters(redis=connections.redis, engine=connections.engine)
     return {
         "institutions": len(institutions),
         "authors": len(authors),

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # How long /readyz waits for each store, and how long a store call may take.
     readiness_timeout: float = Field(default=2.0, gt=0)
     store_timeout: float = Field(default=5.0, gt=0)
+    # How often counters are copied from Redis to PostgreSQL for ordering by views; 0: never.
+    counter_snapshot_interval: float = Field(default=60.0, ge=0)
     # Lets the x-gateway-lookups: naive header turn batching off, for benchmarks only.
     allow_naive_lookups: bool = False
 

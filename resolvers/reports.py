@@ -55,6 +55,10 @@ class ReportOrderField(Enum):
     PUBLICATION_DATE = ReportSort.PUBLICATION_DATE.value
     TITLE = ReportSort.TITLE.value
     WORD_COUNT = ReportSort.WORD_COUNT.value
+    VIEWS = strawberry.enum_value(
+        ReportSort.VIEWS.value,
+        description="Views as of the last counter snapshot (refreshed periodically).",
+    )
 
 
 @strawberry.enum
@@ -73,6 +77,7 @@ PARSERS = {
     ReportOrderField.PUBLICATION_DATE: parse_date,
     ReportOrderField.TITLE: parse_text,
     ReportOrderField.WORD_COUNT: parse_int,
+    ReportOrderField.VIEWS: parse_int,
 }
 
 

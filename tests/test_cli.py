@@ -18,16 +18,16 @@ def test_migrate_current_downgrade_and_upgrade(
     configured: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["migrate", "current"]) == 0
-    assert "postgresql: 0001 (head 0001)" in capsys.readouterr().out
+    assert "postgresql: 0002 (head 0002)" in capsys.readouterr().out
 
     assert cli.main(["migrate", "downgrade", "base"]) == 0
     output = capsys.readouterr().out
-    assert "postgresql: base (head 0001)" in output
+    assert "postgresql: base (head 0002)" in output
     assert "mongodb: 0 (head 3)" in output
 
     assert cli.main(["migrate"]) == 0
     output = capsys.readouterr().out
-    assert "postgresql: 0001 (head 0001)" in output
+    assert "postgresql: 0002 (head 0002)" in output
     assert "mongodb: 3 (head 3)" in output
 
 

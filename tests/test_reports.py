@@ -27,6 +27,7 @@ SQL_ORDER = {
     "PUBLICATION_DATE": "coalesce(publication_date, DATE '0001-01-01')",
     "TITLE": "title",
     "WORD_COUNT": "word_count",
+    "VIEWS": "coalesce((SELECT views FROM report_counter_snapshots s WHERE s.report_id = r.id), 0)",
 }
 
 
@@ -79,7 +80,7 @@ async def reference(
 
 ORDERS = [
     {"field": field, "direction": direction}
-    for field in ("PUBLICATION_DATE", "TITLE", "WORD_COUNT")
+    for field in ("PUBLICATION_DATE", "TITLE", "WORD_COUNT", "VIEWS")
     for direction in ("ASC", "DESC")
 ]
 
