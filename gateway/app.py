@@ -51,7 +51,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             response=response if isinstance(response, Response) else None,
             settings=settings,
             connections=connections,
-            loaders=Loaders(connections, timeout=settings.store_timeout, naive=naive),
+            loaders=Loaders(connections, naive=naive),
             round_trips=round_trips,
             report_round_trips=settings.is_development
             or headers.get(ROUND_TRIPS_HEADER, "") in ("1", "true"),

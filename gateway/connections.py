@@ -7,7 +7,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -22,6 +22,9 @@ from datasources.instrumentation import (
 )
 from gateway.embedded import StoreUrls
 from gateway.settings import Settings
+
+POSTGRES_POOL_SIZE = 20
+REDIS_MAX_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,8 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
     timeout = settings.store_timeout
     engine = create_async_engine(
         urls.database_url,
-        pool_size=20,
-        max_overflow=20,
+        pool_size=POSTGRES_POOL_SIZE,
+        max_overflow=POSTGRES_POOL_SIZE,
         pool_pre_ping=True,
         pool_timeout=timeout,
         connect_args={"timeout": timeout, "command_timeout": timeout},
@@ -60,12 +63,18 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         tz_aware=True,
         event_listeners=[MongoCommandCounter()],
     )
-    redis = Redis.from_url(
-        urls.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        connection_class=CountingRedisConnection,
+    # A blocking pool: at its limit, a call waits for a free connection (up to the store
+    # timeout) instead of failing at once with "too many connections".
+    redis = Redis(
+        connection_pool=BlockingConnectionPool.from_url(
+            urls.redis_url,
+            max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+            connection_class=CountingRedisConnection,
+        )
     )
     return Connections(
         engine=engine,

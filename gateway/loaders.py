@@ -1,15 +1,14 @@
 """Every DataLoader of a request, built in one place.
 
 A ``Loaders`` lives for one request, so its caches never outlive it. Each loader wraps a
-batch function of ``datasources`` with a time limit and turns a failing store into a
-``SERVICE_UNAVAILABLE`` error on the fields that needed it. With ``naive`` set, every
-loader sends one store call per key, uncached: the per-field lookups the benchmark compares
-the batched variant with.
+batch function of ``datasources`` and turns a failing store (down, or slower than the
+drivers' time limits) into a ``SERVICE_UNAVAILABLE`` error on the fields that needed it.
+With ``naive`` set, every loader sends one store call per key, uncached: the per-field
+lookups the benchmark compares the batched variant with.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -18,6 +17,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from sqlalchemy import Row, Table
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from datasources import listings, lookups, reports
 from datasources.counters import ReportCounters, counters_by_report
@@ -32,7 +32,8 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 STORE_FAILURES: dict[str, tuple[type[BaseException], ...]] = {
-    "postgres": (DBAPIError, OSError, TimeoutError),
+    # SQLAlchemy's TimeoutError: no pooled connection came free within the pool timeout.
+    "postgres": (DBAPIError, PoolTimeout, OSError, TimeoutError),
     "mongodb": (PyMongoError, OSError, TimeoutError),
     "redis": (RedisError, OSError, TimeoutError),
 }
@@ -44,9 +45,8 @@ def _table(model: Any) -> Table:
 
 
 class Loaders:
-    def __init__(self, connections: Connections, *, timeout: float, naive: bool = False) -> None:
+    def __init__(self, connections: Connections, *, naive: bool = False) -> None:
         self._connections = connections
-        self._timeout = timeout
         self._naive = naive
         self._keyed: dict[Hashable, DataLoader[Any, Any]] = {}
         engine = connections.engine
@@ -79,10 +79,14 @@ class Loaders:
         )
 
     async def call(self, store: str, operation: Awaitable[V]) -> V:
-        """One store call outside a loader (a root list), under the same rules."""
+        """One store call outside a loader (a root list), under the same rules.
+
+        Time limits are the drivers' own (see gateway/connections.py), never a
+        cancellation from out here: cancelling PyMongo's async pool while it waits for a
+        connection corrupts the pool's lock and hangs every later operation.
+        """
         try:
-            async with asyncio.timeout(self._timeout):
-                return await operation
+            return await operation
         except STORE_FAILURES[store] as error:
             raise GatewayError(
                 f"{store} is unavailable; try again later",
