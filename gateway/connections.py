@@ -65,8 +65,9 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
     )
     # A blocking pool: at its limit, a call waits for a free connection (up to the store
     # timeout) instead of failing at once with "too many connections".
-    redis = Redis(
-        connection_pool=BlockingConnectionPool.from_url(
+    # from_pool: the client owns the pool, so closing the client disconnects it.
+    redis = Redis.from_pool(
+        BlockingConnectionPool.from_url(
             urls.redis_url,
             max_connections=REDIS_MAX_CONNECTIONS,
             timeout=timeout,
