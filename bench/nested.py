@@ -4,7 +4,7 @@ Seeds a catalogue (10,000 reports by default) on embedded servers, starts one ga
 allows the naive variant, then drives the same query with concurrent clients, batched and
 naive, in one run. Prints throughput, latency percentiles and round trips per store.
 
-    python -m bench.nested [--reports 10000] [--clients 8] [--seconds 20]
+    python -m bench.nested [--reports 10000] [--clients 4] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def _report(runs: list[Run], reports: int, clients: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reports", type=int, default=10_000)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--data-dir", type=Path, help="reuse a seeded data directory")
     arguments = parser.parse_args()

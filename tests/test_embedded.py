@@ -255,3 +255,12 @@ async def test_readyz_names_the_store_that_stopped(
     assert body["failing"] == [name]
     assert body["stores"][name] != "ok"
     assert all(body["stores"][other] == "ok" for other in body["stores"] if other != name)
+
+
+def test_an_existing_data_directory_keeps_its_mode(tmp_path: Path) -> None:
+    existing = tmp_path / "mine"
+    existing.mkdir(mode=0o755)
+    existing.chmod(0o1777)
+    with EmbeddedStores(existing, StoreUrls(database_url="x", mongo_url="y")) as stores:
+        stores.start()
+    assert existing.stat().st_mode & 0o7777 == 0o1777

@@ -61,9 +61,12 @@ class EmbeddedStores:
         ]  # fmt: skip
         if not needed:
             return self.wanted
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        # Traversable by the unprivileged account that runs PostgreSQL when we are root.
-        self.data_dir.chmod(0o711)
+        if not self.data_dir.exists():
+            self.data_dir.mkdir(parents=True)
+            # Traversable (not listable) by the unprivileged account that runs PostgreSQL
+            # when we are root. A directory that already existed keeps its mode: if that
+            # account cannot reach it, the cluster goes elsewhere (see postgres.py).
+            self.data_dir.chmod(0o711)
         owner = self._take_lock()
         if owner is not None:
             if attach:
