@@ -33,7 +33,7 @@ query Nested($first: Int!) {
     edges { node {
       id title publicationDate status wordCount
       type { name }
-      authors { isPrimary author { name email institution { name country } } }
+      authors { isPrimary author { name institution { name country } } }
       primaryAuthor { name }
       technologies { name version }
       document { tags sections { heading } references { doi } metadata }

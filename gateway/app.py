@@ -8,16 +8,21 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
 from datasources.instrumentation import RoundTrips, current_round_trips
+from gateway.auth import ANONYMOUS, AuthenticationError, Authenticator
 from gateway.connections import Connections
 from gateway.context import Context
 from gateway.health import healthz, readyz
@@ -47,6 +52,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         current_round_trips.set(round_trips)
         naive = settings.allow_naive_lookups and headers.get(LOOKUPS_HEADER, "").lower() == "naive"
         return Context(
+            viewer=getattr(request.state, "viewer", ANONYMOUS),
             request=request,
             response=response if isinstance(response, Response) else None,
             settings=settings,
@@ -56,6 +62,53 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             report_round_trips=settings.is_development
             or headers.get(ROUND_TRIPS_HEADER, "") in ("1", "true"),
         )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """A WebSocket authenticates once, with the Authorization of its connection_init."""
+        params = context.connection_params
+        authorization = params.get("Authorization") or params.get("authorization")
+        authenticator: Authenticator = context.request.app.state.authenticator
+        try:
+            context.viewer = await authenticator.viewer(
+                authorization if isinstance(authorization, str) else None
+            )
+        except AuthenticationError as error:
+            raise ConnectionRejectionError(
+                {"code": "UNAUTHENTICATED", "message": str(error)}
+            ) from error
+        # UNSET: acknowledge with no payload.
+        return cast("UnsetType", UNSET)
+
+
+class AuthenticatedEndpoint:
+    """Authenticates an HTTP request once, before GraphQL sees it; bad credentials get a 401
+    with a GraphQL error body, and no operation runs."""
+
+    def __init__(self, endpoint: ASGIApp) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope, receive)
+            authenticator: Authenticator = request.app.state.authenticator
+            try:
+                request.state.viewer = await authenticator.viewer(
+                    request.headers.get("authorization")
+                )
+            except AuthenticationError as error:
+                response = JSONResponse(
+                    {
+                        "data": None,
+                        "errors": [
+                            {"message": str(error), "extensions": {"code": "UNAUTHENTICATED"}}
+                        ],
+                    },
+                    status_code=401,
+                    headers={"www-authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.endpoint(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -67,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings, apply_migrations=settings.is_development
         ) as connections:
             app.state.connections = connections
+            app.state.authenticator = Authenticator(settings, connections.engine)
             interval = settings.counter_snapshot_interval
             refresher = (
                 asyncio.create_task(refresh_counter_snapshots(connections, interval))
@@ -90,7 +144,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app = Starlette(
         routes=[
-            Route(GRAPHQL_PATH, endpoint, methods=["GET", "POST"]),
+            Route(GRAPHQL_PATH, AuthenticatedEndpoint(endpoint), methods=["GET", "POST"]),
             WebSocketRoute(GRAPHQL_PATH, endpoint),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -11,6 +11,8 @@ from pathlib import Path
 import uvicorn
 from pydantic import ValidationError
 
+from datasources import api_keys
+from datasources.models import Role
 from gateway import migrate
 from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, StoreUrls
 from gateway.embedded.process import ServerStartError
@@ -73,6 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     seed.add_argument("--no-progress", action="store_true", help="no progress bar")
     seed.set_defaults(handler=_seed)
+
+    keys = commands.add_parser("apikey", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="key_command", required=True)
+    create = key_commands.add_parser("create", help="create a key; it is printed once")
+    create.add_argument("--role", required=True, choices=[role.value for role in Role])
+    create.add_argument("--name", default="unnamed", help="what the key is for")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id, prefix or key")
+    revoke.add_argument("key")
+    key_commands.add_parser("list", help="list keys (never the keys themselves)")
+    keys.set_defaults(handler=_apikey)
 
     export = commands.add_parser("export-schema", help="print the GraphQL SDL")
     export.add_argument("--output", type=Path, help="write to this file instead of stdout")
@@ -146,6 +158,30 @@ def _seed(arguments: argparse.Namespace, settings: Settings) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def _apikey(arguments: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        async with running_stores(settings, attach=True, apply_migrations=True) as connections:
+            engine = connections.engine
+            if arguments.key_command == "create":
+                issued = await api_keys.create_key(
+                    engine=engine, name=arguments.name, role=Role(arguments.role)
+                )
+                print(f"key {issued.id} ({issued.role.value}): {issued.key}")
+                print("store it now: it is not shown again", file=sys.stderr)
+            elif arguments.key_command == "revoke":
+                if not await api_keys.revoke_key(engine=engine, key_or_id=arguments.key):
+                    print(f"gateway: no active key matches {arguments.key!r}", file=sys.stderr)
+                    return 1
+                print("revoked")
+            else:
+                for key in await api_keys.list_keys(engine=engine):
+                    state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                    print(f"{key.id}\t{key.prefix}…\t{key.role}\t{key.name}\t{state}")
+        return 0
+
+    return asyncio.run(run())
 
 
 def _export_schema(arguments: argparse.Namespace, _: Settings) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from datasources.instrumentation import RoundTrips
+from gateway.auth import ANONYMOUS, Viewer
 from gateway.connections import Connections
 from gateway.loaders import Loaders
 from gateway.settings import Settings
@@ -23,3 +25,6 @@ class Context:
     round_trips: RoundTrips
     # Whether the response's extensions carry the round trips per store.
     report_round_trips: bool
+    viewer: Viewer = ANONYMOUS
+    # A WebSocket's connection_init payload (where its credentials are).
+    connection_params: dict[str, Any] = field(default_factory=dict)

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     # How long /readyz waits for each store, and how long a store call may take.
     readiness_timeout: float = Field(default=2.0, gt=0)
     store_timeout: float = Field(default=5.0, gt=0)
+    # Bearer tokens: JWTs signed with HS256 and this secret, or with RS256 and the public
+    # key in a PEM file or the keys of a JWKS file. API keys need no setting.
+    jwt_secret: SecretStr | None = None
+    jwt_public_key_file: Path | None = None
+    jwks_file: Path | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     # How often counters are copied from Redis to PostgreSQL for ordering by views; 0: never.
     counter_snapshot_interval: float = Field(default=60.0, ge=0)
     # Lets the x-gateway-lookups: naive header turn batching off, for benchmarks only.

@@ -8,7 +8,9 @@ import strawberry
 
 from datasources.models import Author as AuthorModel
 from datasources.reports import ReportParent
+from gateway.auth import Access
 from gateway.context import Context
+from gateway.errors import ErrorCode, GatewayError
 from resolvers import institutions, reports
 from resolvers.nodes import Node, fields_of, to_global_id
 from resolvers.pagination import Connection, connection, listing, page_request, parse_text
@@ -28,9 +30,9 @@ ORDERING = "authors:name:asc"
 class Author(Node):
     database_id: int
     name: str
-    email: str
     orcid: str | None
     institution_id: strawberry.Private[int | None]
+    email_address: strawberry.Private[str]
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Author:
@@ -38,8 +40,18 @@ class Author(Node):
             id=to_global_id("Author", row.id),
             database_id=row.id,
             institution_id=row.institution_id,
-            **fields_of(row, "name", "email", "orcid"),
+            email_address=row.email,
+            **fields_of(row, "name", "orcid"),
         )
+
+    @strawberry.field(description="For readers and above; null with FORBIDDEN otherwise.")
+    def email(self, info: Info) -> str | None:
+        if not info.context.viewer.can(Access.READER):
+            raise GatewayError(
+                "Author.email is for readers and above: authenticate with a reader key or token",
+                ErrorCode.FORBIDDEN,
+            )
+        return self.email_address
 
     @strawberry.field
     async def institution(
