@@ -14,6 +14,7 @@ from gateway.errors import CodedErrors
 from resolvers.authors import AuthorQuery
 from resolvers.institutions import InstitutionQuery
 from resolvers.lookup import NodeQuery
+from resolvers.mutations import Mutation
 from resolvers.report_types import ReportTypeQuery
 from resolvers.reports import ReportQuery
 from resolvers.service import ServiceQuery
@@ -46,7 +47,7 @@ class GatewaySchema(strawberry.Schema):
 
 
 def build_schema() -> strawberry.Schema:
-    return GatewaySchema(query=Query, extensions=[CodedErrors, RoundTripReport])
+    return GatewaySchema(query=Query, mutation=Mutation, extensions=[CodedErrors, RoundTripReport])
 
 
 def export_sdl() -> str:

@@ -18,7 +18,7 @@ from gateway.embedded import StoreUrls
 
 TABLES = {
     "institutions", "authors", "report_types", "reports", "report_authors", "technologies",
-    "report_technologies", "report_counter_snapshots", "api_keys",
+    "report_technologies", "report_counter_snapshots", "api_keys", "idempotency_keys",
 }  # fmt: skip
 
 

@@ -1,0 +1,52 @@
+"""Checks on write inputs, collected into field-level messages rather than failing at the first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+
+MAX_DOCUMENT_BYTES = 1_000_000
+MAX_METADATA_DEPTH = 10
+
+
+@dataclass
+class Problems:
+    found: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, path: str, message: str) -> None:
+        self.found.append((path, message))
+
+    def length(self, path: str, value: str | None, low: int, high: int) -> None:
+        if value is not None and not low <= len(value) <= high:
+            self.add(path, f"must be {low} to {high} characters long (is {len(value)})")
+
+    def count(self, path: str, values: list[Any] | None, high: int) -> None:
+        if values is not None and len(values) > high:
+            self.add(path, f"at most {high} items (has {len(values)})")
+
+    def __bool__(self) -> bool:
+        return bool(self.found)
+
+
+def check_metadata(problems: Problems, path: str, value: Any, depth: int = 0) -> None:
+    """Keys that MongoDB would read as operators or paths are refused, at every depth."""
+    if depth > MAX_METADATA_DEPTH:
+        problems.add(path, f"nested deeper than {MAX_METADATA_DEPTH} levels")
+        return
+    if isinstance(value, dict):
+        for key, nested in value.items():
+            if not isinstance(key, str) or not key or key.startswith("$") or "." in key:
+                problems.add(f"{path}.{key}", "keys may not be empty, start with $ or contain .")
+            else:
+                check_metadata(problems, f"{path}.{key}", nested, depth + 1)
+    elif isinstance(value, list):
+        for index, nested in enumerate(value):
+            check_metadata(problems, f"{path}[{index}]", nested, depth + 1)
+
+
+def check_document_size(problems: Problems, path: str, document: dict[str, Any]) -> None:
+    size = len(bson.encode(document))
+    if size > MAX_DOCUMENT_BYTES:
+        problems.add(path, f"at most {MAX_DOCUMENT_BYTES} bytes once encoded (is {size})")
