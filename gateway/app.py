@@ -27,7 +27,7 @@ from gateway.connections import Connections
 from gateway.context import Context
 from gateway.health import healthz, readyz
 from gateway.loaders import Loaders
-from gateway.runtime import refresh_counter_snapshots, running_stores
+from gateway.runtime import reconcile_stores, refresh_counter_snapshots, running_stores
 from gateway.schema import build_schema
 from gateway.settings import Settings
 
@@ -127,14 +127,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 if interval
                 else None
             )
+            # Settle what a process that died mid-write left behind, without delaying start-up.
+            reconciler = asyncio.create_task(reconcile_stores(connections))
             logger.info("GraphiQL at http://%s:%d%s", settings.host, settings.port, GRAPHQL_PATH)
             try:
                 yield
             finally:
-                if refresher is not None:
-                    refresher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await refresher
+                for task in (refresher, reconciler):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
 
     endpoint = GraphQLEndpoint(
         build_schema(),

@@ -16,7 +16,7 @@ from aiodataloader import DataLoader
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from sqlalchemy import Row, Table
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from datasources import listings, lookups, reports
@@ -32,8 +32,9 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 STORE_FAILURES: dict[str, tuple[type[BaseException], ...]] = {
+    # Connection-level failures only: a constraint violation means the store answered.
     # SQLAlchemy's TimeoutError: no pooled connection came free within the pool timeout.
-    "postgres": (DBAPIError, PoolTimeout, OSError, TimeoutError),
+    "postgres": (OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError),
     "mongodb": (PyMongoError, OSError, TimeoutError),
     "redis": (RedisError, OSError, TimeoutError),
 }

@@ -7,11 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import take_turn
+from datasources.report_writes import reconcile_documents
 from gateway import migrate
 from gateway.connections import Connections, open_connections
 from gateway.embedded import EmbeddedStores, StoreUrls
@@ -60,3 +62,20 @@ async def refresh_counter_snapshots(connections: Connections, interval: float) -
                 await snapshot_counters(redis=connections.redis, engine=connections.engine)
         except (RedisError, DBAPIError, OSError, TimeoutError) as error:
             logger.warning("counter snapshot skipped: %s", error)
+
+
+async def reconcile_stores(connections: Connections) -> None:
+    """Remove documents whose report never committed, and complete the others."""
+    try:
+        completed, removed = await reconcile_documents(
+            engine=connections.engine, documents=connections.documents
+        )
+    except (PyMongoError, DBAPIError, OSError) as error:
+        logger.warning("reconciliation skipped: %s", error)
+        return
+    if completed or removed:
+        logger.warning(
+            "reconciliation: %d interrupted writes completed, %d orphan documents removed",
+            completed,
+            removed,
+        )
