@@ -1,15 +1,16 @@
-"""Bulk writes to the relational catalogue."""
+"""Writes to the relational catalogue: bulk (the seed) and one row at a time."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, delete, insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from datasources import postgres_dialect
-from datasources.models import Base, Report, ReportAuthor, ReportTechnology
+from datasources.models import Author, Base, Report, ReportAuthor, ReportTechnology
 
 Row = dict[str, Any]
 
@@ -55,3 +56,47 @@ def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+async def insert_row(*, engine: AsyncEngine, model: type[Base], values: Row) -> int:
+    """Insert one row; its new id. A unique violation raises IntegrityError."""
+    table = _table(model)
+    async with engine.begin() as connection:
+        new_id = await connection.scalar(insert(table).values(**values).returning(table.c.id))
+    assert new_id is not None
+    return int(new_id)
+
+
+async def update_row(*, engine: AsyncEngine, model: type[Base], row_id: int, values: Row) -> bool:
+    """Change the given columns of one row; False if there is no such row."""
+    table = _table(model)
+    if "updated_at" in table.c:
+        values = {**values, "updated_at": func.now()}
+    async with engine.begin() as connection:
+        found = await connection.scalar(
+            update(table).where(table.c.id == row_id).values(**values).returning(table.c.id)
+        )
+    return found is not None
+
+
+@dataclass(frozen=True)
+class AuthorDeletion:
+    deleted: bool
+    # Reports that have the author as primary author, which block the deletion.
+    primary_of: int = 0
+
+
+async def delete_author(*, engine: AsyncEngine, author_id: int) -> AuthorDeletion:
+    """Delete an author, unless a report has them as its primary author."""
+    links: Any = ReportAuthor.__table__
+    authors: Any = Author.__table__
+    async with engine.begin() as connection:
+        primary_of = await connection.scalar(
+            select(func.count()).where(links.c.author_id == author_id, links.c.is_primary_author)
+        )
+        if primary_of:
+            return AuthorDeletion(deleted=False, primary_of=int(primary_of))
+        deleted = await connection.scalar(
+            delete(authors).where(authors.c.id == author_id).returning(authors.c.id)
+        )
+    return AuthorDeletion(deleted=deleted is not None)

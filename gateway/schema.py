@@ -12,9 +12,10 @@ from strawberry.types import ExecutionContext
 
 from gateway.errors import CodedErrors
 from resolvers.authors import AuthorQuery
+from resolvers.directory_mutations import DirectoryMutation
 from resolvers.institutions import InstitutionQuery
 from resolvers.lookup import NodeQuery
-from resolvers.mutations import Mutation
+from resolvers.mutations import ReportMutation
 from resolvers.report_types import ReportTypeQuery
 from resolvers.reports import ReportQuery
 from resolvers.service import ServiceQuery
@@ -27,6 +28,9 @@ Query = merge_types(
         ServiceQuery,
     ),
 )  # fmt: skip
+
+
+Mutation = merge_types("Mutation", (ReportMutation, DirectoryMutation))
 
 
 class RoundTripReport(SchemaExtension):

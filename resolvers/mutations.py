@@ -171,7 +171,7 @@ class UpdateReportInput:
     technology_ids: list[strawberry.ID] | None = strawberry.UNSET
 
 
-def _forbidden(info: Info, needed: Access) -> Forbidden | None:
+def forbidden(info: Info, needed: Access) -> Forbidden | None:
     if info.context.viewer.can(needed):
         return None
     return Forbidden(
@@ -180,7 +180,7 @@ def _forbidden(info: Info, needed: Access) -> Forbidden | None:
     )
 
 
-def _failed(problems: Problems) -> ValidationFailed:
+def failed(problems: Problems) -> ValidationFailed:
     return ValidationFailed(
         message="the input was refused",
         fields=[FieldError(field=path, message=message) for path, message in problems.found],
@@ -300,14 +300,14 @@ async def _saved(info: Info, report_id: int) -> ReportSaved | NotFound:
 
 
 @strawberry.type
-class Mutation:
+class ReportMutation:
     @strawberry.mutation(
         description="Create a report, its links and its document, in both stores or neither."
     )
     async def create_report(
         self, info: Info, input: CreateReportInput, idempotency_key: str | None = None
     ) -> ReportPayload:
-        if denied := _forbidden(info, Access.EDITOR):
+        if denied := forbidden(info, Access.EDITOR):
             return denied
         problems = Problems()
         problems.length("idempotencyKey", idempotency_key, 1, 200)
@@ -328,7 +328,7 @@ class Mutation:
         )
         changes = input.document.changes(problems, "document") if input.document else {}
         if problems:
-            return _failed(problems)
+            return failed(problems)
         try:
             report_id = await loaders.call(
                 "postgres",
@@ -355,7 +355,7 @@ class Mutation:
     async def update_report(
         self, info: Info, id: strawberry.ID, input: UpdateReportInput
     ) -> ReportPayload:
-        if denied := _forbidden(info, Access.EDITOR):
+        if denied := forbidden(info, Access.EDITOR):
             return denied
         problems = Problems()
         report_id = _report_id(id, problems, "id")
@@ -369,7 +369,7 @@ class Mutation:
             info, problems, values, creating=False
         )
         if problems or report_id is None:
-            return _failed(problems)
+            return failed(problems)
         updated = await info.context.loaders.call(
             "postgres",
             report_writes.update_report(
@@ -385,12 +385,12 @@ class Mutation:
     async def publish_report(
         self, info: Info, id: strawberry.ID, to: ReportStatus
     ) -> ReportPayload:
-        if denied := _forbidden(info, Access.EDITOR):
+        if denied := forbidden(info, Access.EDITOR):
             return denied
         problems = Problems()
         report_id = _report_id(id, problems, "id")
         if report_id is None:
-            return _failed(problems)
+            return failed(problems)
         row = await info.context.loaders.report.load(report_id)
         if row is None:
             return NotFound(message="no such report", id=id)
@@ -399,7 +399,7 @@ class Mutation:
                 "to",
                 f"a {row.status} report can only move to {NEXT_STATUS.get(row.status, 'nothing')}",
             )
-            return _failed(problems)
+            return failed(problems)
         publish_on = (
             date.today() if to is ReportStatus.PUBLISHED and row.publication_date is None else None
         )
@@ -416,7 +416,7 @@ class Mutation:
 
     @strawberry.mutation(description="Delete a report, its document and its counters.")
     async def delete_report(self, info: Info, id: strawberry.ID) -> DeletePayload:
-        if denied := _forbidden(info, Access.ADMIN):
+        if denied := forbidden(info, Access.ADMIN):
             return denied
         problems = Problems()
         report_id = _report_id(id, problems, "id")
@@ -443,13 +443,13 @@ class Mutation:
         document: DocumentInput,
         expected_revision: int | None = None,
     ) -> ReportPayload:
-        if denied := _forbidden(info, Access.EDITOR):
+        if denied := forbidden(info, Access.EDITOR):
             return denied
         problems = Problems()
         database_id = _report_id(report_id, problems, "reportId")
         changes = document.changes(problems, "document")
         if problems or database_id is None:
-            return _failed(problems)
+            return failed(problems)
         if await info.context.loaders.report.load(database_id) is None:
             return NotFound(message="no such report", id=report_id)
         revision = await info.context.loaders.call(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,9 @@ import bson
 
 MAX_DOCUMENT_BYTES = 1_000_000
 MAX_METADATA_DEPTH = 10
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
+ORCID = re.compile(r"\d{4}-\d{4}-\d{4}-\d{3}[\dX]")
+WEB_ADDRESS = re.compile(r"https?://[^\s/$.?#][^\s]*")
 
 
 @dataclass
@@ -25,6 +29,10 @@ class Problems:
     def count(self, path: str, values: list[Any] | None, high: int) -> None:
         if values is not None and len(values) > high:
             self.add(path, f"at most {high} items (has {len(values)})")
+
+    def pattern(self, path: str, value: str | None, pattern: re.Pattern[str], what: str) -> None:
+        if value is not None and not pattern.fullmatch(value):
+            self.add(path, f"is not {what}")
 
     def __bool__(self) -> bool:
         return bool(self.found)

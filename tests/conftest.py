@@ -24,7 +24,8 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 
-from datasources import document_migrations
+from datasources import api_keys, document_migrations
+from datasources.models import Role
 from gateway import migrate
 from gateway.app import create_app
 from gateway.connections import Connections, open_connections
@@ -223,3 +224,33 @@ async def seeded(
     await connections.redis.flushdb()
     await connections.close()
     await _administer(store_urls, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+class Caller:
+    def __init__(self, client: httpx.AsyncClient, keys: dict[str, str]) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def __call__(
+        self, document: str, variables: dict[str, Any] | None = None, role: str = "editor"
+    ) -> dict[str, Any]:
+        headers = {"authorization": f"Bearer {self.keys[role]}"} if role in self.keys else {}
+        response = await self.client.post(
+            "/graphql", json={"query": document, "variables": variables or {}}, headers=headers
+        )
+        body: dict[str, Any] = response.json()
+        assert response.status_code == 200, body
+        assert "errors" not in body, body["errors"]
+        data: dict[str, Any] = body["data"]
+        return data
+
+
+@pytest.fixture
+async def call(settings: Settings, connections: Connections) -> AsyncIterator[Caller]:
+    await seed(connections, reports=20, progress=False)
+    keys = {
+        role.value: (await api_keys.create_key(engine=connections.engine, name=role, role=role)).key
+        for role in Role
+    }
+    async with lifespan_client(create_app(settings)) as client:
+        yield Caller(client, keys)

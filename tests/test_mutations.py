@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 
-from datasources import api_keys
 from datasources.document_migrations import REPORT_DOCUMENTS
-from datasources.models import Role
 from datasources.report_writes import PENDING
-from gateway.app import create_app
 from gateway.connections import Connections
-from gateway.seed import seed
-from gateway.settings import Settings
 from resolvers.nodes import to_global_id
-from tests.conftest import lifespan_client
+from tests.conftest import Caller
 
 PAYLOAD = """
   __typename
@@ -34,36 +28,6 @@ PAYLOAD = """
 VIEW = "mutation($id: ID!) { recordView(reportId: $id) { __typename } }"
 CREATE = f"""mutation($input: CreateReportInput!, $key: String) {{
   createReport(input: $input, idempotencyKey: $key) {{ {PAYLOAD} }} }}"""
-
-
-class Caller:
-    def __init__(self, client: httpx.AsyncClient, keys: dict[str, str]) -> None:
-        self.client = client
-        self.keys = keys
-
-    async def __call__(
-        self, document: str, variables: dict[str, Any] | None = None, role: str = "editor"
-    ) -> dict[str, Any]:
-        headers = {"authorization": f"Bearer {self.keys[role]}"} if role in self.keys else {}
-        response = await self.client.post(
-            "/graphql", json={"query": document, "variables": variables or {}}, headers=headers
-        )
-        body: dict[str, Any] = response.json()
-        assert response.status_code == 200, body
-        assert "errors" not in body, body["errors"]
-        data: dict[str, Any] = body["data"]
-        return data
-
-
-@pytest.fixture
-async def call(settings: Settings, connections: Connections) -> AsyncIterator[Caller]:
-    await seed(connections, reports=20, progress=False)
-    keys = {
-        role.value: (await api_keys.create_key(engine=connections.engine, name=role, role=role)).key
-        for role in Role
-    }
-    async with lifespan_client(create_app(settings)) as client:
-        yield Caller(client, keys)
 
 
 def report_input(**overrides: Any) -> dict[str, Any]:

@@ -1,0 +1,295 @@
+"""Writes to authors, institutions and technologies (PostgreSQL only)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from sqlalchemy.exc import IntegrityError
+
+from datasources import catalogue
+from datasources.models import Author as AuthorModel
+from datasources.models import Institution as InstitutionModel
+from datasources.models import Technology as TechnologyModel
+from gateway.auth import Access
+from gateway.context import Context
+from gateway.errors import ErrorCode, GatewayError
+from resolvers.authors import Author
+from resolvers.institutions import Institution
+from resolvers.mutations import Conflict, Forbidden, NotFound, ValidationFailed, failed, forbidden
+from resolvers.nodes import from_global_id
+from resolvers.technologies import Technology
+from resolvers.validation import EMAIL, ORCID, WEB_ADDRESS, Problems
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+Info = strawberry.Info[Context, None]
+
+
+@strawberry.type
+class AuthorSaved:
+    author: Author
+
+
+@strawberry.type
+class AuthorDeleted:
+    deleted_id: strawberry.ID
+
+
+@strawberry.type
+class InstitutionSaved:
+    institution: Institution
+
+
+@strawberry.type
+class TechnologySaved:
+    technology: Technology
+
+
+AuthorPayload = Annotated[
+    AuthorSaved | ValidationFailed | NotFound | Conflict | Forbidden,
+    strawberry.union("AuthorPayload"),
+]
+DeleteAuthorPayload = Annotated[
+    AuthorDeleted | NotFound | Conflict | Forbidden, strawberry.union("DeleteAuthorPayload")
+]
+InstitutionPayload = Annotated[
+    InstitutionSaved | ValidationFailed | NotFound | Conflict | Forbidden,
+    strawberry.union("InstitutionPayload"),
+]
+TechnologyPayload = Annotated[
+    TechnologySaved | ValidationFailed | Conflict | Forbidden,
+    strawberry.union("TechnologyPayload"),
+]
+
+
+@strawberry.input
+class AuthorInput:
+    name: str | None = strawberry.UNSET
+    email: str | None = strawberry.UNSET
+    orcid: str | None = strawberry.UNSET
+    institution_id: strawberry.ID | None = strawberry.UNSET
+
+
+@strawberry.input
+class InstitutionInput:
+    name: str | None = strawberry.UNSET
+    country: str | None = strawberry.UNSET
+    website: str | None = strawberry.UNSET
+
+
+@strawberry.input
+class TechnologyInput:
+    name: str
+    version: str
+    technology_type: str
+    description: str | None = None
+
+
+def _given(value: object) -> dict[str, Any]:
+    return {name: field for name, field in vars(value).items() if field is not strawberry.UNSET}
+
+
+def _database_id(problems: Problems, path: str, value: str, type_name: str) -> int | None:
+    try:
+        found, database_id = from_global_id(value)
+    except GatewayError:
+        problems.add(path, "is not a valid ID")
+        return None
+    if found != type_name:
+        problems.add(path, f"expects a {type_name} ID, got a {found} ID")
+        return None
+    return database_id
+
+
+def _author_values(problems: Problems, given: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for required in ("name", "email"):
+        if (creating and required not in given) or (required in given and given[required] is None):
+            problems.add(required, "is required")
+    if given.get("name") is not None:
+        values["name"] = given["name"].strip()
+        problems.length("name", values["name"], 1, 200)
+    if given.get("email") is not None:
+        values["email"] = given["email"].strip().lower()
+        problems.length("email", values["email"], 3, 320)
+        problems.pattern("email", values["email"], EMAIL, "an email address")
+    if "orcid" in given:
+        problems.pattern("orcid", given["orcid"], ORCID, "an ORCID iD (0000-0000-0000-000X)")
+        values["orcid"] = given["orcid"]
+    if "institution_id" in given:
+        values["institution_id"] = (
+            None
+            if given["institution_id"] is None
+            else _database_id(problems, "institutionId", given["institution_id"], "Institution")
+        )
+    return values
+
+
+def _institution_values(
+    problems: Problems, given: dict[str, Any], *, creating: bool
+) -> dict[str, Any]:
+    if (creating and "name" not in given) or ("name" in given and given["name"] is None):
+        problems.add("name", "is required")
+    values = dict(given)
+    if given.get("name") is not None:
+        values["name"] = given["name"].strip()
+        problems.length("name", values["name"], 1, 300)
+    problems.length("country", given.get("country"), 1, 100)
+    problems.length("website", given.get("website"), 1, 500)
+    problems.pattern("website", given.get("website"), WEB_ADDRESS, "an http(s) address")
+    return values
+
+
+async def _write(info: Info, operation: Any, conflict: str) -> Any:
+    """Run a write; a unique or foreign-key violation is the client's conflict, not a 500."""
+    try:
+        return await info.context.loaders.call("postgres", operation)
+    except IntegrityError:
+        return Conflict(message=conflict)
+
+
+@strawberry.type
+class DirectoryMutation:
+    @strawberry.mutation(description="Add an author; their email must be unused.")
+    async def create_author(self, info: Info, input: AuthorInput) -> AuthorPayload:
+        if denied := forbidden(info, Access.EDITOR):
+            return denied
+        problems = Problems()
+        values = _author_values(problems, _given(input), creating=True)
+        if problems:
+            return failed(problems)
+        engine = info.context.connections.engine
+        new_id = await _write(
+            info, catalogue.insert_row(engine=engine, model=AuthorModel, values=values),
+            "an author with this email exists, or the institution does not",
+        )  # fmt: skip
+        return new_id if isinstance(new_id, Conflict) else await _author_saved(info, new_id)
+
+    @strawberry.mutation(description="Change some of an author's fields.")
+    async def update_author(
+        self, info: Info, id: strawberry.ID, input: AuthorInput
+    ) -> AuthorPayload:
+        if denied := forbidden(info, Access.EDITOR):
+            return denied
+        problems = Problems()
+        author_id = _database_id(problems, "id", id, "Author")
+        values = _author_values(problems, _given(input), creating=False)
+        if problems or author_id is None:
+            return failed(problems)
+        engine = info.context.connections.engine
+        found = await _write(
+            info,
+            catalogue.update_row(engine=engine, model=AuthorModel, row_id=author_id, values=values),
+            "an author with this email exists, or the institution does not",
+        )
+        if isinstance(found, Conflict):
+            return found
+        if not found:
+            return NotFound(message="no such author", id=id)
+        info.context.loaders.author.clear(author_id)
+        return await _author_saved(info, author_id)
+
+    @strawberry.mutation(description="Remove an author who is nobody's primary author.")
+    async def delete_author(self, info: Info, id: strawberry.ID) -> DeleteAuthorPayload:
+        if denied := forbidden(info, Access.ADMIN):
+            return denied
+        problems = Problems()
+        author_id = _database_id(problems, "id", id, "Author")
+        if author_id is None:
+            return NotFound(message="no such author", id=id)
+        outcome = await info.context.loaders.call(
+            "postgres",
+            catalogue.delete_author(engine=info.context.connections.engine, author_id=author_id),
+        )
+        if outcome.primary_of:
+            return Conflict(
+                message=f"the primary author of {outcome.primary_of} reports; reassign them first"
+            )
+        if not outcome.deleted:
+            return NotFound(message="no such author", id=id)
+        info.context.loaders.author.clear(author_id)
+        return AuthorDeleted(deleted_id=id)
+
+    @strawberry.mutation(description="Add an institution; its name must be unused.")
+    async def create_institution(self, info: Info, input: InstitutionInput) -> InstitutionPayload:
+        if denied := forbidden(info, Access.EDITOR):
+            return denied
+        problems = Problems()
+        values = _institution_values(problems, _given(input), creating=True)
+        if problems:
+            return failed(problems)
+        engine = info.context.connections.engine
+        new_id = await _write(
+            info, catalogue.insert_row(engine=engine, model=InstitutionModel, values=values),
+            "an institution with this name exists",
+        )  # fmt: skip
+        return new_id if isinstance(new_id, Conflict) else await _institution_saved(info, new_id)
+
+    @strawberry.mutation(description="Change some of an institution's fields.")
+    async def update_institution(
+        self, info: Info, id: strawberry.ID, input: InstitutionInput
+    ) -> InstitutionPayload:
+        if denied := forbidden(info, Access.EDITOR):
+            return denied
+        problems = Problems()
+        institution_id = _database_id(problems, "id", id, "Institution")
+        values = _institution_values(problems, _given(input), creating=False)
+        if problems or institution_id is None:
+            return failed(problems)
+        engine = info.context.connections.engine
+        found = await _write(
+            info,
+            catalogue.update_row(
+                engine=engine, model=InstitutionModel, row_id=institution_id, values=values
+            ),
+            "an institution with this name exists",
+        )
+        if isinstance(found, Conflict):
+            return found
+        if not found:
+            return NotFound(message="no such institution", id=id)
+        info.context.loaders.institution.clear(institution_id)
+        return await _institution_saved(info, institution_id)
+
+    @strawberry.mutation(description="Add a technology; name and version must be unused.")
+    async def create_technology(self, info: Info, input: TechnologyInput) -> TechnologyPayload:
+        if denied := forbidden(info, Access.EDITOR):
+            return denied
+        problems = Problems()
+        values = {
+            "name": input.name.strip(), "version": input.version.strip(),
+            "technology_type": input.technology_type.strip(), "description": input.description,
+        }  # fmt: skip
+        problems.length("name", values["name"], 1, 200)
+        problems.length("version", values["version"], 1, 50)
+        problems.length("technologyType", values["technology_type"], 1, 50)
+        problems.length("description", input.description, 0, 5000)
+        if problems:
+            return failed(problems)
+        engine = info.context.connections.engine
+        new_id = await _write(
+            info, catalogue.insert_row(engine=engine, model=TechnologyModel, values=values),
+            "this version of this technology exists",
+        )  # fmt: skip
+        if isinstance(new_id, Conflict):
+            return new_id
+        row = _written(await info.context.loaders.technology.load(new_id))
+        return TechnologySaved(technology=Technology.from_row(row))
+
+
+async def _author_saved(info: Info, author_id: int) -> AuthorSaved:
+    row = _written(await info.context.loaders.author.load(author_id))
+    return AuthorSaved(author=Author.from_row(row))
+
+
+async def _institution_saved(info: Info, institution_id: int) -> InstitutionSaved:
+    row = _written(await info.context.loaders.institution.load(institution_id))
+    return InstitutionSaved(institution=Institution.from_row(row))
+
+
+def _written(row: Row[Any] | None) -> Row[Any]:
+    if row is None:  # deleted by a concurrent request between the write and this read
+        raise GatewayError("the row was deleted meanwhile", ErrorCode.NOT_FOUND)
+    return row

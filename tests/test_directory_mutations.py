@@ -1,0 +1,160 @@
+"""Authors, institutions and technologies: writes, validation, conflicts, roles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from gateway.connections import Connections
+from resolvers.nodes import to_global_id
+from tests.conftest import Caller
+from tests.test_mutations import HOSTILE
+
+ERRORS = """
+  ... on ValidationFailed { fields { field message } }
+  ... on NotFound { id }
+  ... on Forbidden { requiredRole }
+  ... on Conflict { message }
+"""
+CREATE_AUTHOR = f"""mutation($input: AuthorInput!) {{ createAuthor(input: $input) {{ __typename
+  ... on AuthorSaved {{ author {{ databaseId name email orcid institution {{ databaseId }} }} }}
+  {ERRORS} }} }}"""
+UPDATE_AUTHOR = f"""mutation($id: ID!, $input: AuthorInput!) {{
+  updateAuthor(id: $id, input: $input) {{ __typename
+  ... on AuthorSaved {{ author {{ name email orcid }} }} {ERRORS} }} }}"""
+DELETE_AUTHOR = """mutation($id: ID!) { deleteAuthor(id: $id) { __typename
+  ... on NotFound { id } ... on Forbidden { requiredRole } ... on Conflict { message } } }"""
+CREATE_INSTITUTION = f"""mutation($input: InstitutionInput!) {{
+  createInstitution(input: $input) {{ __typename
+  ... on InstitutionSaved {{ institution {{ databaseId name website }} }} {ERRORS} }} }}"""
+UPDATE_INSTITUTION = f"""mutation($id: ID!, $input: InstitutionInput!) {{
+  updateInstitution(id: $id, input: $input) {{ __typename
+  ... on InstitutionSaved {{ institution {{ name country }} }} {ERRORS} }} }}"""
+CREATE_TECHNOLOGY = """mutation($input: TechnologyInput!) { createTechnology(input: $input) {
+  __typename ... on TechnologySaved { technology { name version } }
+  ... on ValidationFailed { fields { field message } } ... on Forbidden { requiredRole }
+  ... on Conflict { message } } }"""
+
+
+def author(**overrides: Any) -> dict[str, Any]:
+    return {
+        "name": "Grace Hopper", "email": "grace@navy.example", "orcid": "0000-0002-1825-0097",
+        "institutionId": to_global_id("Institution", 1),
+    } | overrides  # fmt: skip
+
+
+async def test_authors_are_created_updated_and_deleted(call: Caller) -> None:
+    created = await call(CREATE_AUTHOR, {"input": author(email="Grace@Navy.example")})
+    saved = created["createAuthor"]["author"]
+    assert saved["email"] == "grace@navy.example"
+    assert saved["institution"] == {"databaseId": 1}
+    author_id = to_global_id("Author", saved["databaseId"])
+    updated = await call(UPDATE_AUTHOR, {"id": author_id, "input": {"orcid": None}})
+    assert updated["updateAuthor"]["author"] == {
+        "name": "Grace Hopper", "email": "grace@navy.example", "orcid": None,
+    }  # fmt: skip
+    deleted = await call(DELETE_AUTHOR, {"id": author_id}, role="admin")
+    assert deleted["deleteAuthor"] == {"__typename": "AuthorDeleted"}
+    again = await call(DELETE_AUTHOR, {"id": author_id}, role="admin")
+    assert again["deleteAuthor"]["__typename"] == "NotFound"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"email": "not-an-email"}, "email"),
+        ({"email": "two@@example.org"}, "email"),
+        ({"email": None}, "email"),
+        ({"name": "  "}, "name"),
+        ({"name": "x" * 201}, "name"),
+        ({"orcid": "12345"}, "orcid"),
+        ({"institutionId": to_global_id("Report", 1)}, "institutionId"),
+    ],
+)
+async def test_author_validation(call: Caller, overrides: dict[str, Any], field: str) -> None:
+    result = (await call(CREATE_AUTHOR, {"input": author(**overrides)}))["createAuthor"]
+    assert result["__typename"] == "ValidationFailed"
+    assert field in [problem["field"] for problem in result["fields"]]
+
+
+async def test_uniqueness_is_a_conflict_not_a_crash(call: Caller) -> None:
+    await call(CREATE_AUTHOR, {"input": author()})
+    duplicate = (await call(CREATE_AUTHOR, {"input": author(name="Another")}))["createAuthor"]
+    assert duplicate["__typename"] == "Conflict"
+    elsewhere = author(email="x@y.example", institutionId=to_global_id("Institution", 999))
+    unknown_institution = await call(CREATE_AUTHOR, {"input": elsewhere})
+    assert unknown_institution["createAuthor"]["__typename"] == "Conflict"
+    institution = {"name": "University of Oslo", "website": "https://www.uio.example"}
+    first = await call(CREATE_INSTITUTION, {"input": institution})
+    assert first["createInstitution"]["__typename"] == "InstitutionSaved"
+    second = await call(CREATE_INSTITUTION, {"input": institution})
+    assert second["createInstitution"]["__typename"] == "Conflict"
+    technology = {"name": "Rust", "version": "1.90", "technologyType": "language"}
+    assert (await call(CREATE_TECHNOLOGY, {"input": technology}))["createTechnology"][
+        "__typename"
+    ] == "TechnologySaved"
+    assert (await call(CREATE_TECHNOLOGY, {"input": technology}))["createTechnology"][
+        "__typename"
+    ] == "Conflict"
+
+
+async def test_a_primary_author_cannot_be_deleted(call: Caller, connections: Connections) -> None:
+    async with connections.engine.connect() as connection:
+        primary = await connection.scalar(
+            text("SELECT author_id FROM report_authors WHERE is_primary_author LIMIT 1")
+        )
+    result = await call(DELETE_AUTHOR, {"id": to_global_id("Author", primary)}, role="admin")
+    assert result["deleteAuthor"]["__typename"] == "Conflict"
+
+
+async def test_institutions_validate_and_update(call: Caller) -> None:
+    bad = await call(CREATE_INSTITUTION, {"input": {"name": "X", "website": "javascript:alert(1)"}})
+    assert bad["createInstitution"]["__typename"] == "ValidationFailed"
+    updated = await call(
+        UPDATE_INSTITUTION, {"id": to_global_id("Institution", 2), "input": {"country": "NO"}}
+    )
+    assert updated["updateInstitution"]["institution"]["country"] == "NO"
+    missing = await call(
+        UPDATE_INSTITUTION, {"id": to_global_id("Institution", 999), "input": {"country": "NO"}}
+    )
+    assert missing["updateInstitution"]["__typename"] == "NotFound"
+
+
+async def test_names_round_trip_exactly(call: Caller) -> None:
+    saved = await call(CREATE_AUTHOR, {"input": author(name=HOSTILE.strip(), email="h@x.example")})
+    assert saved["createAuthor"]["author"]["name"] == HOSTILE.strip()
+    technology = await call(CREATE_TECHNOLOGY, {"input": {
+        "name": HOSTILE[:200], "version": "1'--", "technologyType": "language",
+    }})  # fmt: skip
+    assert technology["createTechnology"]["technology"] == {
+        "name": HOSTILE[:200].strip(), "version": "1'--",
+    }  # fmt: skip
+
+
+ROLE_CASES = [
+    (CREATE_AUTHOR, lambda: {"input": author()}, "createAuthor", "editor"),
+    (UPDATE_AUTHOR, lambda: {"id": to_global_id("Author", 1), "input": {"name": "N"}},
+     "updateAuthor", "editor"),
+    (DELETE_AUTHOR, lambda: {"id": to_global_id("Author", 999)}, "deleteAuthor", "admin"),
+    (CREATE_INSTITUTION, lambda: {"input": {"name": "New Lab"}}, "createInstitution", "editor"),
+    (UPDATE_INSTITUTION, lambda: {"id": to_global_id("Institution", 1), "input": {"country": "SE"}},
+     "updateInstitution", "editor"),
+    (CREATE_TECHNOLOGY, lambda: {"input": {"name": "Zig", "version": "0.15",
+                                           "technologyType": "language"}},
+     "createTechnology", "editor"),
+]  # fmt: skip
+LEVELS = ["anonymous", "reader", "editor", "admin"]
+
+
+@pytest.mark.parametrize("role", LEVELS)
+@pytest.mark.parametrize(("document", "variables", "name", "needed"), ROLE_CASES)
+async def test_every_directory_mutation_at_every_role(  # noqa: PLR0917 - parametrized
+    call: Caller, document: str, variables: Any, name: str, needed: str, role: str
+) -> None:
+    result = (await call(document, variables(), role=role))[name]
+    if LEVELS.index(role) >= LEVELS.index(needed):
+        assert result["__typename"] != "Forbidden"
+    else:
+        assert result == {"__typename": "Forbidden", "requiredRole": needed}
