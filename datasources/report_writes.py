@@ -9,6 +9,7 @@ removes those (and completes the ones whose report did commit) on the next start
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -272,12 +273,17 @@ async def record(*, redis: Redis, report_id: int, counter: Counter) -> ReportCou
 
 
 async def reconcile_documents(
-    *, engine: AsyncEngine, documents: Database, grace: timedelta = timedelta(minutes=1)
+    *,
+    engine: AsyncEngine,
+    documents: Database,
+    grace: timedelta = timedelta(minutes=1),
+    stop: asyncio.Event | None = None,
 ) -> tuple[int, int]:
     """Finish what a dead process left: (documents completed, orphan documents removed).
 
     A pending document older than ``grace`` whose report exists is completed; one whose
-    report does not exist, or any document without a report, is removed.
+    report does not exist, or any document without a report, is removed. Setting ``stop``
+    ends the sweep after the current batch.
     """
     collection = documents[REPORT_DOCUMENTS]
     cutoff = datetime.now(UTC) - grace
@@ -299,11 +305,14 @@ async def reconcile_documents(
                 await collection.delete_one({"_id": entry["_id"]})
                 removed += 1
 
-    async for entry in collection.find({}, {"_id": 1, PENDING: 1}).sort("_id", 1):
-        batch.append(entry)
-        if len(batch) == 1000:
-            await settle(batch)
-            batch = []
+    async with collection.find({}, {"_id": 1, PENDING: 1}).sort("_id", 1) as cursor:
+        async for entry in cursor:
+            batch.append(entry)
+            if len(batch) == 1000:
+                await settle(batch)
+                batch = []
+                if stop is not None and stop.is_set():
+                    return completed, removed
     if batch:
         await settle(batch)
     return completed, removed

@@ -4,7 +4,6 @@ that owns the stores' clients."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -121,23 +120,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ) as connections:
             app.state.connections = connections
             app.state.authenticator = Authenticator(settings, connections.engine)
+            # Background work stops at a signal and finishes its current store call;
+            # it is never cancelled half-way through one (see runtime.py).
+            stop = asyncio.Event()
             interval = settings.counter_snapshot_interval
-            refresher = (
-                asyncio.create_task(refresh_counter_snapshots(connections, interval))
-                if interval
-                else None
-            )
-            # Settle what a process that died mid-write left behind, without delaying start-up.
-            reconciler = asyncio.create_task(reconcile_stores(connections))
+            background = [
+                # Settle what a process that died mid-write left, without delaying start-up.
+                asyncio.create_task(reconcile_stores(connections, stop)),
+                *(
+                    [asyncio.create_task(refresh_counter_snapshots(connections, interval, stop))]
+                    if interval
+                    else []
+                ),
+            ]
             logger.info("GraphiQL at http://%s:%d%s", settings.host, settings.port, GRAPHQL_PATH)
             try:
                 yield
             finally:
-                for task in (refresher, reconciler):
-                    if task is not None:
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+                stop.set()
+                await asyncio.gather(*background)
 
     endpoint = GraphQLEndpoint(
         build_schema(),

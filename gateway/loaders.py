@@ -9,6 +9,7 @@ lookups the benchmark compares the batched variant with.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -84,10 +85,12 @@ class Loaders:
 
         Time limits are the drivers' own (see gateway/connections.py), never a
         cancellation from out here: cancelling PyMongo's async pool while it waits for a
-        connection corrupts the pool's lock and hangs every later operation.
+        connection corrupts the pool's lock and hangs every later operation. For the same
+        reason a cancelled caller (a client gone, a sibling field failed) stops waiting,
+        but the store call itself runs to its end.
         """
         try:
-            return await operation
+            return await _run_to_completion(operation)
         except STORE_FAILURES[store] as error:
             raise GatewayError(
                 f"{store} is unavailable; try again later",
@@ -158,3 +161,16 @@ class Loaders:
             "postgres",
             lambda ids: listings.count_authors_by_institution(engine=engine, institution_ids=ids),
         )
+
+
+async def _run_to_completion(operation: Awaitable[V]) -> V:
+    task = asyncio.ensure_future(operation)
+    # Nobody may await the task once its caller is cancelled: retrieve its outcome anyway,
+    # so that a failure is not reported as "never retrieved".
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,11 +53,12 @@ async def running_stores(
         await asyncio.to_thread(embedded.stop)
 
 
-async def refresh_counter_snapshots(connections: Connections, interval: float) -> None:
+async def refresh_counter_snapshots(
+    connections: Connections, interval: float, stop: asyncio.Event
+) -> None:
     """Copy counters to PostgreSQL every ``interval`` seconds, by one process of the cluster
-    per period; a failing store skips a period rather than ending the loop."""
-    while True:
-        await asyncio.sleep(interval)
+    per period, until ``stop`` is set; a failing store skips a period."""
+    while not await _stopped_within(stop, interval):
         try:
             if await take_turn(redis=connections.redis, name="counter-snapshot", seconds=interval):
                 await snapshot_counters(redis=connections.redis, engine=connections.engine)
@@ -64,11 +66,19 @@ async def refresh_counter_snapshots(connections: Connections, interval: float) -
             logger.warning("counter snapshot skipped: %s", error)
 
 
-async def reconcile_stores(connections: Connections) -> None:
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    # Only the wait on the event is ever cancelled here, never a store call: cancelling
+    # a PyMongo or SQLAlchemy operation half-way can leave its connection pool stuck.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+async def reconcile_stores(connections: Connections, stop: asyncio.Event) -> None:
     """Remove documents whose report never committed, and complete the others."""
     try:
         completed, removed = await reconcile_documents(
-            engine=connections.engine, documents=connections.documents
+            engine=connections.engine, documents=connections.documents, stop=stop
         )
     except (PyMongoError, DBAPIError, OSError) as error:
         logger.warning("reconciliation skipped: %s", error)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from aiodataloader import DataLoader
 from sqlalchemy.exc import IntegrityError
 
 from datasources import catalogue
@@ -14,6 +17,7 @@ from datasources.models import Technology as TechnologyModel
 from gateway.auth import Access
 from gateway.context import Context
 from gateway.errors import ErrorCode, GatewayError
+from gateway.loaders import Loaders
 from resolvers.authors import Author
 from resolvers.institutions import Institution
 from resolvers.mutations import Conflict, Forbidden, NotFound, ValidationFailed, failed, forbidden
@@ -142,7 +146,49 @@ def _institution_values(
     return values
 
 
-async def _write(info: Info, operation: Any, conflict: str) -> Any:
+def _technology_values(
+    problems: Problems, given: dict[str, Any], *, creating: bool
+) -> dict[str, Any]:
+    values = {name: given[name].strip() for name in ("name", "version", "technology_type")} | {
+        "description": given.get("description")
+    }
+    problems.length("name", values["name"], 1, 200)
+    problems.length("version", values["version"], 1, 50)
+    problems.length("technologyType", values["technology_type"], 1, 50)
+    problems.length("description", values["description"], 0, 5000)
+    return values
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What differs between writing an author, an institution and a technology."""
+
+    model: Any
+    type_name: str
+    conflict: str
+    validate: Callable[..., dict[str, Any]]
+    loader: Callable[[Loaders], DataLoader[int, Any]]
+    saved: Callable[[Row[Any]], Any]
+
+
+AUTHOR = Kind(
+    AuthorModel, "Author", "an author with this email exists, or the institution does not",
+    _author_values, lambda loaders: loaders.author,
+    lambda row: AuthorSaved(author=Author.from_row(row)),
+)  # fmt: skip
+INSTITUTION = Kind(
+    InstitutionModel, "Institution", "an institution with this name exists",
+    _institution_values, lambda loaders: loaders.institution,
+    lambda row: InstitutionSaved(institution=Institution.from_row(row)),
+)  # fmt: skip
+TECHNOLOGY = Kind(
+    TechnologyModel, "Technology", "this version of this technology exists",
+    _technology_values, lambda loaders: loaders.technology,
+    lambda row: TechnologySaved(technology=Technology.from_row(row)),
+)  # fmt: skip
+
+
+async def _write(info: Info, operation: Awaitable[Any], conflict: str) -> Any:
     """Run a write; a unique or foreign-key violation is the client's conflict, not a 500."""
     try:
         return await info.context.loaders.call("postgres", operation)
@@ -150,46 +196,61 @@ async def _write(info: Info, operation: Any, conflict: str) -> Any:
         return Conflict(message=conflict)
 
 
+async def _saved(info: Info, kind: Kind, row_id: int) -> Any:
+    loader = kind.loader(info.context.loaders)
+    loader.clear(row_id)
+    row = await loader.load(row_id)
+    if row is None:  # deleted by a concurrent request between the write and this read
+        raise GatewayError("the row was deleted meanwhile", ErrorCode.NOT_FOUND)
+    return kind.saved(row)
+
+
+async def _create(info: Info, kind: Kind, given: object) -> Any:
+    if denied := forbidden(info, Access.EDITOR):
+        return denied
+    problems = Problems()
+    values = kind.validate(problems, _given(given), creating=True)
+    if problems:
+        return failed(problems)
+    engine = info.context.connections.engine
+    new_id = await _write(
+        info, catalogue.insert_row(engine=engine, model=kind.model, values=values), kind.conflict
+    )
+    return new_id if isinstance(new_id, Conflict) else await _saved(info, kind, new_id)
+
+
+async def _update(info: Info, kind: Kind, id: strawberry.ID, given: object) -> Any:
+    if denied := forbidden(info, Access.EDITOR):
+        return denied
+    problems = Problems()
+    row_id = _database_id(problems, "id", id, kind.type_name)
+    values = kind.validate(problems, _given(given), creating=False)
+    if problems or row_id is None:
+        return failed(problems)
+    engine = info.context.connections.engine
+    found = await _write(
+        info,
+        catalogue.update_row(engine=engine, model=kind.model, row_id=row_id, values=values),
+        kind.conflict,
+    )
+    if isinstance(found, Conflict):
+        return found
+    if not found:
+        return NotFound(message=f"no such {kind.type_name.lower()}", id=id)
+    return await _saved(info, kind, row_id)
+
+
 @strawberry.type
 class DirectoryMutation:
     @strawberry.mutation(description="Add an author; their email must be unused.")
     async def create_author(self, info: Info, input: AuthorInput) -> AuthorPayload:
-        if denied := forbidden(info, Access.EDITOR):
-            return denied
-        problems = Problems()
-        values = _author_values(problems, _given(input), creating=True)
-        if problems:
-            return failed(problems)
-        engine = info.context.connections.engine
-        new_id = await _write(
-            info, catalogue.insert_row(engine=engine, model=AuthorModel, values=values),
-            "an author with this email exists, or the institution does not",
-        )  # fmt: skip
-        return new_id if isinstance(new_id, Conflict) else await _author_saved(info, new_id)
+        return await _create(info, AUTHOR, input)  # type: ignore[no-any-return]
 
     @strawberry.mutation(description="Change some of an author's fields.")
     async def update_author(
         self, info: Info, id: strawberry.ID, input: AuthorInput
     ) -> AuthorPayload:
-        if denied := forbidden(info, Access.EDITOR):
-            return denied
-        problems = Problems()
-        author_id = _database_id(problems, "id", id, "Author")
-        values = _author_values(problems, _given(input), creating=False)
-        if problems or author_id is None:
-            return failed(problems)
-        engine = info.context.connections.engine
-        found = await _write(
-            info,
-            catalogue.update_row(engine=engine, model=AuthorModel, row_id=author_id, values=values),
-            "an author with this email exists, or the institution does not",
-        )
-        if isinstance(found, Conflict):
-            return found
-        if not found:
-            return NotFound(message="no such author", id=id)
-        info.context.loaders.author.clear(author_id)
-        return await _author_saved(info, author_id)
+        return await _update(info, AUTHOR, id, input)  # type: ignore[no-any-return]
 
     @strawberry.mutation(description="Remove an author who is nobody's primary author.")
     async def delete_author(self, info: Info, id: strawberry.ID) -> DeleteAuthorPayload:
@@ -214,82 +275,14 @@ class DirectoryMutation:
 
     @strawberry.mutation(description="Add an institution; its name must be unused.")
     async def create_institution(self, info: Info, input: InstitutionInput) -> InstitutionPayload:
-        if denied := forbidden(info, Access.EDITOR):
-            return denied
-        problems = Problems()
-        values = _institution_values(problems, _given(input), creating=True)
-        if problems:
-            return failed(problems)
-        engine = info.context.connections.engine
-        new_id = await _write(
-            info, catalogue.insert_row(engine=engine, model=InstitutionModel, values=values),
-            "an institution with this name exists",
-        )  # fmt: skip
-        return new_id if isinstance(new_id, Conflict) else await _institution_saved(info, new_id)
+        return await _create(info, INSTITUTION, input)  # type: ignore[no-any-return]
 
     @strawberry.mutation(description="Change some of an institution's fields.")
     async def update_institution(
         self, info: Info, id: strawberry.ID, input: InstitutionInput
     ) -> InstitutionPayload:
-        if denied := forbidden(info, Access.EDITOR):
-            return denied
-        problems = Problems()
-        institution_id = _database_id(problems, "id", id, "Institution")
-        values = _institution_values(problems, _given(input), creating=False)
-        if problems or institution_id is None:
-            return failed(problems)
-        engine = info.context.connections.engine
-        found = await _write(
-            info,
-            catalogue.update_row(
-                engine=engine, model=InstitutionModel, row_id=institution_id, values=values
-            ),
-            "an institution with this name exists",
-        )
-        if isinstance(found, Conflict):
-            return found
-        if not found:
-            return NotFound(message="no such institution", id=id)
-        info.context.loaders.institution.clear(institution_id)
-        return await _institution_saved(info, institution_id)
+        return await _update(info, INSTITUTION, id, input)  # type: ignore[no-any-return]
 
     @strawberry.mutation(description="Add a technology; name and version must be unused.")
     async def create_technology(self, info: Info, input: TechnologyInput) -> TechnologyPayload:
-        if denied := forbidden(info, Access.EDITOR):
-            return denied
-        problems = Problems()
-        values = {
-            "name": input.name.strip(), "version": input.version.strip(),
-            "technology_type": input.technology_type.strip(), "description": input.description,
-        }  # fmt: skip
-        problems.length("name", values["name"], 1, 200)
-        problems.length("version", values["version"], 1, 50)
-        problems.length("technologyType", values["technology_type"], 1, 50)
-        problems.length("description", input.description, 0, 5000)
-        if problems:
-            return failed(problems)
-        engine = info.context.connections.engine
-        new_id = await _write(
-            info, catalogue.insert_row(engine=engine, model=TechnologyModel, values=values),
-            "this version of this technology exists",
-        )  # fmt: skip
-        if isinstance(new_id, Conflict):
-            return new_id
-        row = _written(await info.context.loaders.technology.load(new_id))
-        return TechnologySaved(technology=Technology.from_row(row))
-
-
-async def _author_saved(info: Info, author_id: int) -> AuthorSaved:
-    row = _written(await info.context.loaders.author.load(author_id))
-    return AuthorSaved(author=Author.from_row(row))
-
-
-async def _institution_saved(info: Info, institution_id: int) -> InstitutionSaved:
-    row = _written(await info.context.loaders.institution.load(institution_id))
-    return InstitutionSaved(institution=Institution.from_row(row))
-
-
-def _written(row: Row[Any] | None) -> Row[Any]:
-    if row is None:  # deleted by a concurrent request between the write and this read
-        raise GatewayError("the row was deleted meanwhile", ErrorCode.NOT_FOUND)
-    return row
+        return await _create(info, TECHNOLOGY, input)  # type: ignore[no-any-return]

@@ -8,6 +8,7 @@ suite flushes the Redis database it is given.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from sqlalchemy import make_url, text
@@ -30,6 +32,7 @@ from gateway import migrate
 from gateway.app import create_app
 from gateway.connections import Connections, open_connections
 from gateway.embedded import EmbeddedStores, StoreUrls
+from gateway.embedded.process import free_port
 from gateway.seed import seed
 from gateway.settings import Settings
 
@@ -254,3 +257,20 @@ async def call(settings: Settings, connections: Connections) -> AsyncIterator[Ca
     }
     async with lifespan_client(create_app(settings)) as client:
         yield Caller(client, keys)
+
+
+@asynccontextmanager
+async def serving(application: Starlette) -> AsyncIterator[str]:
+    """``application`` served by uvicorn on a free loopback port; yields its host:port."""
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=free_port(), log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+                await asyncio.sleep(0.01)
+        yield f"127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -1,17 +1,15 @@
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
-import uvicorn
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from gateway import SERVICE_NAME, __version__
 from gateway.app import create_app
-from gateway.embedded.process import free_port
 from gateway.settings import Settings
+from tests.conftest import serving
 
 SERVICE_QUERY = "{ service { name version environment } }"
 
@@ -79,21 +77,10 @@ async def test_malformed_body_is_a_client_error_not_a_crash(client: httpx.AsyncC
 
 
 async def test_websocket_endpoint_speaks_graphql_transport_ws(settings: Settings) -> None:
-    app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-                await asyncio.sleep(0.01)
-        url = f"ws://127.0.0.1:{server.config.port}/graphql"
-        async with connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as socket:
+    async with serving(create_app(settings)) as address:
+        protocols = [Subprotocol("graphql-transport-ws")]
+        async with connect(f"ws://{address}/graphql", subprotocols=protocols) as socket:
             await socket.send(json.dumps({"type": "connection_init", "payload": {}}))
             assert json.loads(await socket.recv()) == {"type": "connection_ack"}
             await socket.send(json.dumps({"type": "ping"}))
             assert json.loads(await socket.recv())["type"] == "pong"
-    finally:
-        server.should_exit = True
-        await serving

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +11,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
@@ -26,9 +24,8 @@ from datasources.models import Role
 from gateway import cli
 from gateway.app import create_app
 from gateway.connections import Connections
-from gateway.embedded.process import free_port
 from gateway.settings import Settings
-from tests.conftest import lifespan_client
+from tests.conftest import lifespan_client, serving
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-and-for-hs512-as-well-0123"
 AUTHOR_EMAILS = "{ authors(first: 2) { edges { node { name email } } } }"
@@ -196,16 +193,8 @@ async def test_websockets_authenticate_with_connection_init(
     auth_settings: Settings, connections: Connections
 ) -> None:
     issued = await api_keys.create_key(engine=connections.engine, name="ws", role=Role.READER)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(auth_settings), host="127.0.0.1", port=free_port(),
-                       log_level="warning")
-    )  # fmt: skip
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-                await asyncio.sleep(0.01)
-        url = f"ws://127.0.0.1:{server.config.port}/graphql"
+    async with serving(create_app(auth_settings)) as address:
+        url = f"ws://{address}/graphql"
         protocol = [Subprotocol("graphql-transport-ws")]
         async with connect(url, subprotocols=protocol) as socket:
             await socket.send(json.dumps({
@@ -220,6 +209,3 @@ async def test_websockets_authenticate_with_connection_init(
                 await socket.recv()
             assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == 4403
-    finally:
-        server.should_exit = True
-        await serving

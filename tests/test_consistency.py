@@ -25,11 +25,13 @@ from datasources.report_writes import (
     delete_report,
     reconcile_documents,
 )
+from gateway.app import create_app
 from gateway.connections import Connections
 from gateway.embedded.process import free_port
 from gateway.seed import seed
 from gateway.settings import Settings
 from tests import interrupted_write
+from tests.conftest import lifespan_client
 
 FIELDS = {"title": "Consistent", "report_type_id": 1, "word_count": 10}
 
@@ -154,3 +156,15 @@ async def test_a_failed_delete_restores_the_document(seeded: Connections) -> Non
     assert await seeded.documents[REPORT_DOCUMENTS].find_one({"_id": 3}) == before
     async with seeded.engine.connect() as connection:
         assert await connection.scalar(text("SELECT count(*) FROM reports WHERE id = 3")) == 1
+
+
+async def test_a_starting_gateway_reconciles(seeded: Connections, settings: Settings) -> None:
+    documents = seeded.documents[REPORT_DOCUMENTS]
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    await documents.insert_one({"_id": 77_777, "revision": 1, PENDING: long_ago})
+    async with lifespan_client(create_app(settings)):
+        for _ in range(200):
+            if await documents.find_one({"_id": 77_777}) is None:
+                break
+            await asyncio.sleep(0.05)
+    assert await documents.find_one({"_id": 77_777}) is None

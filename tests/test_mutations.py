@@ -165,8 +165,10 @@ MUTATIONS: dict[str, tuple[str, Callable[[Mapping[str, str]], dict[str, Any]]]] 
         " ... on Forbidden { requiredRole } } }",
         lambda ids: {"id": ids["report"]},
     ),
-    "recordView": (
-        "mutation($id: ID!) { recordView(reportId: $id) { __typename } }",
+    "recordView": (VIEW, lambda ids: {"id": ids["report"]}),
+    "recordDownload": (
+        "mutation($id: ID!) { recordDownload(reportId: $id) { __typename"
+        " ... on Counted { stats { downloads } } } }",
         lambda ids: {"id": ids["report"]},
     ),
 }
@@ -177,6 +179,7 @@ ALLOWED = {
     "upsertReportDocument": {"editor", "admin"},
     "deleteReport": {"admin"},
     "recordView": {"anonymous", "reader", "editor", "admin"},
+    "recordDownload": {"anonymous", "reader", "editor", "admin"},
 }
 
 
