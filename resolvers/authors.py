@@ -11,15 +11,15 @@ from datasources.reports import ReportParent
 from gateway.auth import Access
 from gateway.context import Context
 from gateway.errors import ErrorCode, GatewayError
-from resolvers import institutions, reports
+from resolvers import institutions
 from resolvers.nodes import Node, fields_of, to_global_id
 from resolvers.pagination import Connection, connection, listing, page_request, parse_text
+from resolvers.report_lists import report_list
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
     from resolvers.institutions import Institution
-    from resolvers.reports import Report, ReportOrder
 
 Info = strawberry.Info[Context, None]
 AUTHORS: Any = AuthorModel.__table__
@@ -62,20 +62,7 @@ class Author(Node):
         row = await info.context.loaders.institution.load(self.institution_id)
         return None if row is None else institutions.Institution.from_row(row)
 
-    @strawberry.field(description="The reports this author wrote or co-wrote.")
-    async def reports(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        order_by: Annotated["ReportOrder", strawberry.lazy("resolvers.reports")] | None = None,
-    ) -> Connection[Annotated["Report", strawberry.lazy("resolvers.reports")]]:
-        return await reports.reports_under(
-            info, ReportParent.AUTHOR, self.database_id,
-            first=first, after=after, last=last, before=before, order_by=order_by,
-        )  # fmt: skip
+    reports = report_list(ReportParent.AUTHOR, "The reports this author wrote or co-wrote.")
 
 
 @strawberry.type(description="An author's part in one report.")

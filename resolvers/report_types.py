@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
@@ -10,14 +10,12 @@ from datasources import listings
 from datasources.models import ReportType as ReportTypeModel
 from datasources.reports import ReportParent
 from gateway.context import Context
-from resolvers import reports
 from resolvers.nodes import Node, fields_of, to_global_id
-from resolvers.pagination import Connection
+from resolvers.report_lists import report_list
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
-    from resolvers.reports import Report, ReportOrder
 
 Info = strawberry.Info[Context, None]
 REPORT_TYPES: Any = ReportTypeModel.__table__
@@ -37,20 +35,7 @@ class ReportType(Node):
             **fields_of(row, "name", "description"),
         )
 
-    @strawberry.field(description="The reports of this kind.")
-    async def reports(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        order_by: Annotated["ReportOrder", strawberry.lazy("resolvers.reports")] | None = None,
-    ) -> Connection[Annotated["Report", strawberry.lazy("resolvers.reports")]]:
-        return await reports.reports_under(
-            info, ReportParent.REPORT_TYPE, self.database_id,
-            first=first, after=after, last=last, before=before, order_by=order_by,
-        )  # fmt: skip
+    reports = report_list(ReportParent.REPORT_TYPE, "The reports of this kind.")
 
 
 @strawberry.type

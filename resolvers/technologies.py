@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
 from datasources.models import Technology as TechnologyModel
 from datasources.reports import ReportParent
 from gateway.context import Context
-from resolvers import reports
 from resolvers.nodes import Node, fields_of, to_global_id
 from resolvers.pagination import Connection, listing
+from resolvers.report_lists import report_list
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
-    from resolvers.reports import Report, ReportOrder
 
 Info = strawberry.Info[Context, None]
 TECHNOLOGIES: Any = TechnologyModel.__table__
@@ -39,20 +38,7 @@ class Technology(Node):
             **fields_of(row, "name", "version", "description", "technology_type"),
         )
 
-    @strawberry.field(description="The reports that use this technology.")
-    async def reports(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-        order_by: Annotated["ReportOrder", strawberry.lazy("resolvers.reports")] | None = None,
-    ) -> Connection[Annotated["Report", strawberry.lazy("resolvers.reports")]]:
-        return await reports.reports_under(
-            info, ReportParent.TECHNOLOGY, self.database_id,
-            first=first, after=after, last=last, before=before, order_by=order_by,
-        )  # fmt: skip
+    reports = report_list(ReportParent.TECHNOLOGY, "The reports that use this technology.")
 
 
 @strawberry.type
