@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "GATEWAY_"
@@ -43,8 +43,8 @@ class Settings(BaseSettings):
     # Bearer tokens: JWTs signed with HS256 and this secret, or with RS256 and the public
     # key in a PEM file or the keys of a JWKS file. API keys need no setting.
     jwt_secret: SecretStr | None = None
-    jwt_public_key_file: Path | None = None
-    jwks_file: Path | None = None
+    jwt_public_key_file: FilePath | None = None
+    jwks_file: FilePath | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     # How often counters are copied from Redis to PostgreSQL for ordering by views; 0: never.

@@ -113,3 +113,11 @@ def test_compose_wires_the_gateway_to_healthy_stores() -> None:
     ):
         assert re.search(rf"[@/]{host}:\d+", gateway["environment"][variable])
     assert set(compose["volumes"]) == {"postgres-data", "mongodb-data", "redis-data"}
+
+
+def test_a_missing_key_file_is_named_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GATEWAY_JWKS_FILE", str(tmp_path / "absent.json"))
+    assert cli.main(["serve"]) == 2
+    assert "GATEWAY_JWKS_FILE" in capsys.readouterr().err
