@@ -1,8 +1,13 @@
-"""API keys in PostgreSQL: created, looked up by hash, revoked."""
+"""API keys in PostgreSQL: created, looked up by hash, revoked.
+
+Only an HMAC of each key is stored, keyed with the gateway's secret: a copy of the table
+alone does not let anyone test guesses. Changing GATEWAY_SECRET_KEY invalidates all keys.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,36 +30,36 @@ class IssuedKey:
     role: Role
 
 
-def key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+def key_hash(key: str, secret: str) -> str:
+    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
 
 
-async def create_key(*, engine: AsyncEngine, name: str, role: Role) -> IssuedKey:
+async def create_key(*, engine: AsyncEngine, secret: str, name: str, role: Role) -> IssuedKey:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     async with engine.begin() as connection:
         key_id = await connection.scalar(
             insert(API_KEYS)
-            .values(name=name, prefix=key[:12], key_hash=key_hash(key), role=role.value)
+            .values(name=name, prefix=key[:12], key_hash=key_hash(key, secret), role=role.value)
             .returning(API_KEYS.c.id)
         )
     assert key_id is not None
     return IssuedKey(id=key_id, key=key, role=role)
 
 
-async def role_of_key(*, engine: AsyncEngine, key: str) -> Role | None:
+async def role_of_key(*, engine: AsyncEngine, secret: str, key: str) -> Role | None:
     """The role of an active key, or None for an unknown or revoked one."""
     async with engine.connect() as connection:
         role = await connection.scalar(
             select(API_KEYS.c.role).where(
-                API_KEYS.c.key_hash == key_hash(key), API_KEYS.c.revoked_at.is_(None)
+                API_KEYS.c.key_hash == key_hash(key, secret), API_KEYS.c.revoked_at.is_(None)
             )
         )
     return None if role is None else Role(role)
 
 
-async def revoke_key(*, engine: AsyncEngine, key_or_id: str) -> int:
+async def revoke_key(*, engine: AsyncEngine, secret: str, key_or_id: str) -> int:
     """Revoke by id, by the key's shown prefix, or by the key itself; returns how many."""
-    match = [API_KEYS.c.prefix == key_or_id, API_KEYS.c.key_hash == key_hash(key_or_id)]
+    match = [API_KEYS.c.prefix == key_or_id, API_KEYS.c.key_hash == key_hash(key_or_id, secret)]
     if key_or_id.isdigit():
         match.append(API_KEYS.c.id == int(key_or_id))
     async with engine.begin() as connection:

@@ -46,6 +46,7 @@ class AuthenticationError(Exception):
 class Authenticator:
     def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._key_secret = settings.secret_key.get_secret_value()
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
@@ -64,7 +65,7 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationError("use the header Authorization: Bearer <API key or JWT>")
         if token.startswith(KEY_PREFIX):
-            role = await role_of_key(engine=self._engine, key=token)
+            role = await role_of_key(engine=self._engine, secret=self._key_secret, key=token)
             if role is None:
                 raise AuthenticationError("unknown or revoked API key")
             return Viewer(ACCESS_OF_ROLE[role], subject=f"api-key:{token[:12]}")

@@ -164,14 +164,17 @@ def _apikey(arguments: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         async with running_stores(settings, attach=True, apply_migrations=True) as connections:
             engine = connections.engine
+            secret = settings.secret_key.get_secret_value()
             if arguments.key_command == "create":
                 issued = await api_keys.create_key(
-                    engine=engine, name=arguments.name, role=Role(arguments.role)
+                    engine=engine, secret=secret, name=arguments.name, role=Role(arguments.role)
                 )
                 print(f"key {issued.id} ({issued.role.value}): {issued.key}")
                 print("store it now: it is not shown again", file=sys.stderr)
             elif arguments.key_command == "revoke":
-                if not await api_keys.revoke_key(engine=engine, key_or_id=arguments.key):
+                if not await api_keys.revoke_key(
+                    engine=engine, secret=secret, key_or_id=arguments.key
+                ):
                     print(f"gateway: no active key matches {arguments.key!r}", file=sys.stderr)
                     return 1
                 print("revoked")

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"
+    # Keys the hashes of stored API keys; required (and not a placeholder) in production.
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     # How long /readyz waits for each store, and how long a store call may take.
     readiness_timeout: float = Field(default=2.0, gt=0)

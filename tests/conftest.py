@@ -248,13 +248,21 @@ class Caller:
         return data
 
 
+async def issue_key(
+    connections: Connections, settings: Settings, role: Role, name: str = "test"
+) -> api_keys.IssuedKey:
+    return await api_keys.create_key(
+        engine=connections.engine,
+        secret=settings.secret_key.get_secret_value(),
+        name=name,
+        role=role,
+    )
+
+
 @pytest.fixture
 async def call(settings: Settings, connections: Connections) -> AsyncIterator[Caller]:
     await seed(connections, reports=20, progress=False)
-    keys = {
-        role.value: (await api_keys.create_key(engine=connections.engine, name=role, role=role)).key
-        for role in Role
-    }
+    keys = {role.value: (await issue_key(connections, settings, role)).key for role in Role}
     async with lifespan_client(create_app(settings)) as client:
         yield Caller(client, keys)
 

@@ -25,7 +25,7 @@ from gateway import cli
 from gateway.app import create_app
 from gateway.connections import Connections
 from gateway.settings import Settings
-from tests.conftest import lifespan_client, serving
+from tests.conftest import issue_key, lifespan_client, serving
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-and-for-hs512-as-well-0123"
 AUTHOR_EMAILS = "{ authors(first: 2) { edges { node { name email } } } }"
@@ -84,20 +84,24 @@ async def test_anonymous_reads_public_fields_but_not_emails(auth_client: httpx.A
 
 @pytest.mark.parametrize("role", ["reader", "editor", "admin"])
 async def test_every_role_from_an_api_key_reads_emails(
-    auth_client: httpx.AsyncClient, connections: Connections, role: str
+    auth_client: httpx.AsyncClient, auth_settings: Settings, connections: Connections, role: str
 ) -> None:
-    issued = await api_keys.create_key(engine=connections.engine, name="t", role=Role(role))
+    issued = await issue_key(connections, auth_settings, Role(role), "t")
     body = (await _emails(auth_client, f"Bearer {issued.key}")).json()
     assert "errors" not in body
     assert body["data"]["authors"]["edges"][0]["node"]["email"] == "ada@lab.example"
 
 
 async def test_a_revoked_key_is_unauthenticated(
-    auth_client: httpx.AsyncClient, connections: Connections
+    auth_client: httpx.AsyncClient, auth_settings: Settings, connections: Connections
 ) -> None:
-    issued = await api_keys.create_key(engine=connections.engine, name="t", role=Role.READER)
+    issued = await issue_key(connections, auth_settings, Role.READER, "t")
     assert (await _emails(auth_client, f"Bearer {issued.key}")).status_code == 200
-    assert await api_keys.revoke_key(engine=connections.engine, key_or_id=str(issued.id)) == 1
+    secret = auth_settings.secret_key.get_secret_value()
+    revoked = await api_keys.revoke_key(
+        engine=connections.engine, secret=secret, key_or_id=str(issued.id)
+    )
+    assert revoked == 1
     response = await _emails(auth_client, f"Bearer {issued.key}")
     assert response.status_code == 401
     assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
@@ -192,7 +196,7 @@ def test_apikey_commands_create_list_and_revoke(
 async def test_websockets_authenticate_with_connection_init(
     auth_settings: Settings, connections: Connections
 ) -> None:
-    issued = await api_keys.create_key(engine=connections.engine, name="ws", role=Role.READER)
+    issued = await issue_key(connections, auth_settings, Role.READER, "ws")
     async with serving(create_app(auth_settings)) as address:
         url = f"ws://{address}/graphql"
         protocol = [Subprotocol("graphql-transport-ws")]

@@ -233,7 +233,7 @@ async def store_to_stop(
         urls = own.start()
         yield (
             request.param,
-            settings.model_copy(update={field: getattr(urls, field), "readiness_timeout": 1.0}),
+            settings.model_copy(update={field: getattr(urls, field), "readiness_timeout": 3.0}),
             own,
         )
 
@@ -246,11 +246,12 @@ async def test_readyz_names_the_store_that_stopped(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            assert (await client.get("/readyz")).status_code == 200
+            healthy = await client.get("/readyz")
+            assert healthy.status_code == 200, healthy.json()
             own.stop()
             response = await client.get("/readyz")
-    assert response.status_code == 503
     body = response.json()
+    assert response.status_code == 503, body
     assert body["status"] == "unavailable"
     assert body["failing"] == [name]
     assert body["stores"][name] != "ok"
