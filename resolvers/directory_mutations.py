@@ -21,9 +21,8 @@ from gateway.loaders import Loaders
 from resolvers.authors import Author
 from resolvers.institutions import Institution
 from resolvers.mutations import Conflict, Forbidden, NotFound, ValidationFailed, failed, forbidden
-from resolvers.nodes import from_global_id
 from resolvers.technologies import Technology
-from resolvers.validation import EMAIL, ORCID, WEB_ADDRESS, Problems
+from resolvers.validation import EMAIL, ORCID, WEB_ADDRESS, Problems, given_fields
 
 if TYPE_CHECKING:
     from sqlalchemy import Row
@@ -91,22 +90,6 @@ class TechnologyInput:
     description: str | None = None
 
 
-def _given(value: object) -> dict[str, Any]:
-    return {name: field for name, field in vars(value).items() if field is not strawberry.UNSET}
-
-
-def _database_id(problems: Problems, path: str, value: str, type_name: str) -> int | None:
-    try:
-        found, database_id = from_global_id(value)
-    except GatewayError:
-        problems.add(path, "is not a valid ID")
-        return None
-    if found != type_name:
-        problems.add(path, f"expects a {type_name} ID, got a {found} ID")
-        return None
-    return database_id
-
-
 def _author_values(problems: Problems, given: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for required in ("name", "email"):
@@ -126,7 +109,7 @@ def _author_values(problems: Problems, given: dict[str, Any], *, creating: bool)
         values["institution_id"] = (
             None
             if given["institution_id"] is None
-            else _database_id(problems, "institutionId", given["institution_id"], "Institution")
+            else problems.database_id("institutionId", given["institution_id"], "Institution")
         )
     return values
 
@@ -209,7 +192,7 @@ async def _create(info: Info, kind: Kind, given: object) -> Any:
     if denied := forbidden(info, Access.EDITOR):
         return denied
     problems = Problems()
-    values = kind.validate(problems, _given(given), creating=True)
+    values = kind.validate(problems, given_fields(given), creating=True)
     if problems:
         return failed(problems)
     engine = info.context.connections.engine
@@ -223,8 +206,8 @@ async def _update(info: Info, kind: Kind, id: strawberry.ID, given: object) -> A
     if denied := forbidden(info, Access.EDITOR):
         return denied
     problems = Problems()
-    row_id = _database_id(problems, "id", id, kind.type_name)
-    values = kind.validate(problems, _given(given), creating=False)
+    row_id = problems.database_id("id", id, kind.type_name)
+    values = kind.validate(problems, given_fields(given), creating=False)
     if problems or row_id is None:
         return failed(problems)
     engine = info.context.connections.engine
@@ -257,7 +240,7 @@ class DirectoryMutation:
         if denied := forbidden(info, Access.ADMIN):
             return denied
         problems = Problems()
-        author_id = _database_id(problems, "id", id, "Author")
+        author_id = problems.database_id("id", id, "Author")
         if author_id is None:
             return NotFound(message="no such author", id=id)
         outcome = await info.context.loaders.call(

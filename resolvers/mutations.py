@@ -21,11 +21,10 @@ from datasources.models import ReportStatus as StoredStatus
 from datasources.report_writes import Authorship, DocumentContent
 from gateway.auth import Access
 from gateway.context import Context
-from gateway.errors import GatewayError
-from resolvers.nodes import database_ids, from_global_id, to_global_id
+from resolvers.nodes import to_global_id
 from resolvers.reports import Report, ReportStatus
 from resolvers.stats import ReportStats
-from resolvers.validation import Problems, check_document_size, check_metadata
+from resolvers.validation import Problems, check_document_size, check_metadata, given_fields
 
 Info = strawberry.Info[Context, None]
 NEXT_STATUS = {
@@ -187,18 +186,6 @@ def failed(problems: Problems) -> ValidationFailed:
     )
 
 
-def _report_id(value: strawberry.ID, problems: Problems, path: str) -> int | None:
-    try:
-        type_name, database_id = from_global_id(value)
-    except GatewayError:
-        problems.add(path, "is not a valid ID")
-        return None
-    if type_name != "Report":
-        problems.add(path, f"expects a Report ID, got a {type_name} ID")
-        return None
-    return database_id
-
-
 def _check_columns(problems: Problems, values: dict[str, Any]) -> dict[str, Any]:
     columns: dict[str, Any] = {}
     if "title" in values:
@@ -234,7 +221,7 @@ async def _check_authors(
         problems.add("authors", "a report has 1 to 20 authors")
     if sum(1 for entry in given if entry.is_primary) != 1:
         problems.add("authors", "exactly one author must be primary")
-    author_ids = _ids(problems, [entry.author_id for entry in given], "Author", "authors")
+    author_ids = problems.database_ids("authors", [entry.author_id for entry in given], "Author")
     if len(set(author_ids)) != len(author_ids):
         problems.add("authors", "an author is listed twice")
     found = await _existing(info, Author.__table__, author_ids)
@@ -251,7 +238,7 @@ async def _check_fields(
     """Validate report fields and links; return columns, authorships and technology ids."""
     columns = _check_columns(problems, values)
     if "type_id" in values:
-        type_ids = _ids(problems, [values["type_id"]], "ReportType", "typeId")
+        type_ids = problems.database_ids("typeId", [values["type_id"]], "ReportType")
         if type_ids and not await _existing(info, ReportType.__table__, type_ids):
             problems.add("typeId", "no such report type")
         columns["report_type_id"] = type_ids[0] if type_ids else None
@@ -262,21 +249,12 @@ async def _check_fields(
         problems.add("authors", "a report has 1 to 20 authors")
     technology_ids = None
     if values.get("technology_ids") is not None:
-        technology_ids = list(
-            dict.fromkeys(_ids(problems, values["technology_ids"], "Technology", "technologyIds"))
-        )
+        given = problems.database_ids("technologyIds", values["technology_ids"], "Technology")
+        technology_ids = list(dict.fromkeys(given))
         problems.count("technologyIds", technology_ids, 50)
         if len(await _existing(info, Technology.__table__, technology_ids)) != len(technology_ids):
             problems.add("technologyIds", "some technologies do not exist")
     return columns, authors, technology_ids
-
-
-def _ids(problems: Problems, values: list[Any], type_name: str, path: str) -> list[int]:
-    try:
-        return list(database_ids(values, type_name, path))
-    except GatewayError as error:
-        problems.add(path, str(error))
-        return []
 
 
 def _forget(info: Info, report_id: int) -> None:
@@ -358,10 +336,8 @@ class ReportMutation:
         if denied := forbidden(info, Access.EDITOR):
             return denied
         problems = Problems()
-        report_id = _report_id(id, problems, "id")
-        values = {
-            name: value for name, value in vars(input).items() if value is not strawberry.UNSET
-        }
+        report_id = problems.database_id("id", id, "Report")
+        values = given_fields(input)
         for required in ("title", "type_id", "word_count"):
             if required in values and values[required] is None:
                 problems.add(required, "cannot be null")
@@ -388,7 +364,7 @@ class ReportMutation:
         if denied := forbidden(info, Access.EDITOR):
             return denied
         problems = Problems()
-        report_id = _report_id(id, problems, "id")
+        report_id = problems.database_id("id", id, "Report")
         if report_id is None:
             return failed(problems)
         row = await info.context.loaders.report.load(report_id)
@@ -419,7 +395,7 @@ class ReportMutation:
         if denied := forbidden(info, Access.ADMIN):
             return denied
         problems = Problems()
-        report_id = _report_id(id, problems, "id")
+        report_id = problems.database_id("id", id, "Report")
         connections = info.context.connections
         deleted = report_id is not None and await info.context.loaders.call(
             "postgres",
@@ -446,7 +422,7 @@ class ReportMutation:
         if denied := forbidden(info, Access.EDITOR):
             return denied
         problems = Problems()
-        database_id = _report_id(report_id, problems, "reportId")
+        database_id = problems.database_id("reportId", report_id, "Report")
         changes = document.changes(problems, "document")
         if problems or database_id is None:
             return failed(problems)
@@ -474,7 +450,7 @@ class ReportMutation:
 
 async def _count(info: Info, report_id: strawberry.ID, counter: Counter) -> Counted | NotFound:
     problems = Problems()
-    database_id = _report_id(report_id, problems, "reportId")
+    database_id = problems.database_id("reportId", report_id, "Report")
     if database_id is None or await info.context.loaders.report.load(database_id) is None:
         return NotFound(message="no such report", id=report_id)
     counters = await info.context.loaders.call(

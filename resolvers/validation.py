@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bson
+import strawberry
+
+from gateway.errors import GatewayError
+from resolvers.nodes import database_ids, from_global_id
 
 MAX_DOCUMENT_BYTES = 1_000_000
 MAX_METADATA_DEPTH = 10
@@ -34,8 +38,32 @@ class Problems:
         if value is not None and not pattern.fullmatch(value):
             self.add(path, f"is not {what}")
 
+    def database_id(self, path: str, value: str, type_name: str) -> int | None:
+        """The database id in a global ID of ``type_name``; None (and a problem) otherwise."""
+        try:
+            found, database_id = from_global_id(value)
+        except GatewayError:
+            self.add(path, "is not a valid ID")
+            return None
+        if found != type_name:
+            self.add(path, f"expects a {type_name} ID, got a {found} ID")
+            return None
+        return database_id
+
+    def database_ids(self, path: str, values: list[Any], type_name: str) -> list[int]:
+        try:
+            return list(database_ids(values, type_name, path))
+        except GatewayError as error:
+            self.add(path, str(error))
+            return []
+
     def __bool__(self) -> bool:
         return bool(self.found)
+
+
+def given_fields(value: object) -> dict[str, Any]:
+    """The fields of a partial-update input that the client gave (null included)."""
+    return {name: field for name, field in vars(value).items() if field is not strawberry.UNSET}
 
 
 def check_metadata(problems: Problems, path: str, value: Any, depth: int = 0) -> None:
