@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.embedded.process import free_port
+from bench.gateway_process import run_command, serving
 
 QUERY = """
 query Nested($first: Int!) {
@@ -42,7 +38,6 @@ query Nested($first: Int!) {
   }
 }
 """
-READY_TIMEOUT = 120.0
 
 
 @dataclass
@@ -62,14 +57,8 @@ class Run:
         return len(self.latencies) / self.elapsed
 
 
-def _environment(data_dir: Path) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    return environment | {
-        "GATEWAY_DATA_DIR": str(data_dir),
-        "GATEWAY_LOG_LEVEL": "warning",
-        "GATEWAY_ALLOW_NAIVE_LOOKUPS": "true",
-        "GATEWAY_COUNTER_SNAPSHOT_INTERVAL": "0",
-    }
+# The naive variant is allowed for this gateway only; snapshots would add noise.
+SETTINGS = {"allow_naive_lookups": "true", "counter_snapshot_interval": "0"}
 
 
 async def _drive(
@@ -108,28 +97,6 @@ async def _measure(port: int, clients: int, seconds: float) -> list[Run]:
     return runs
 
 
-def _serve(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    with (data_dir / "bench-gateway.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-            env=_environment(data_dir),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"gateway exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise SystemExit("gateway did not become ready")
-
-
 def _report(runs: list[Run], reports: int, clients: int) -> None:
     print(f"nested query over 100 reports; {reports} reports seeded; {clients} concurrent clients")
     print(
@@ -164,18 +131,11 @@ def main() -> None:
     data_dir = arguments.data_dir or Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     try:
         if arguments.data_dir is None:
-            subprocess.run(
-                [sys.executable, "-m", "gateway", "seed", "--reports", str(arguments.reports),
-                 "--no-progress"],
-                env=_environment(data_dir), check=True, stdout=subprocess.DEVNULL,
-            )  # fmt: skip
-        port = free_port()
-        gateway = _serve(data_dir, port)
-        try:
-            runs = asyncio.run(_measure(port, arguments.clients, arguments.seconds))
-        finally:
-            gateway.send_signal(signal.SIGTERM)
-            gateway.wait(timeout=60)
+            run_command(
+                data_dir, "seed", "--reports", str(arguments.reports), "--no-progress", **SETTINGS
+            )
+        with serving(data_dir, **SETTINGS) as gateway:
+            runs = asyncio.run(_measure(gateway.port, arguments.clients, arguments.seconds))
         _report(runs, arguments.reports, arguments.clients)
     finally:
         if arguments.data_dir is None:

@@ -7,25 +7,17 @@ rewrite of the same rows), for each N given.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.gateway_process import run_command
+
 
 def seed_seconds(data_dir: Path, reports: int) -> float:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    environment |= {"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_LOG_LEVEL": "warning"}
     started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "gateway", "seed", "--reports", str(reports), "--no-progress"],
-        env=environment,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    run_command(data_dir, "seed", "--reports", str(reports), "--no-progress")
     return time.perf_counter() - started
 
 

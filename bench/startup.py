@@ -9,48 +9,17 @@ warm one (servers restart on existing data), a few runs each, and prints the fig
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-
-from gateway.embedded.process import free_port
-
-READY_TIMEOUT = 120.0
+from bench.gateway_process import serving
 
 
 def time_to_ready(data_dir: Path) -> float:
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    environment |= {"GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_LOG_LEVEL": "warning"}
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        while time.perf_counter() - started < READY_TIMEOUT:
-            if process.poll() is not None:
-                raise SystemExit(f"gateway exited with {process.returncode}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.TransportError:
-                pass
-            time.sleep(0.02)
-        raise SystemExit("gateway did not become ready")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+    with serving(data_dir) as gateway:
+        return gateway.seconds_to_ready
 
 
 def summary(label: str, seconds: list[float]) -> str:
