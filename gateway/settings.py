@@ -52,6 +52,25 @@ class Settings(BaseSettings):
     counter_snapshot_interval: float = Field(default=60.0, ge=0)
     # Lets the x-gateway-lookups: naive header turn batching off, for benchmarks only.
     allow_naive_lookups: bool = False
+    # Limits checked before an operation runs, on every transport (see gateway/limits.py).
+    max_request_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    max_document_bytes: int = Field(default=32 * 1024, gt=0)
+    max_tokens: int = Field(default=3000, gt=0)
+    max_depth: int = Field(default=12, gt=0)
+    max_aliases: int = Field(default=30, ge=0)
+    max_root_fields: int = Field(default=20, gt=0)
+    max_directives_per_field: int = Field(default=5, ge=0)
+    max_cost: int = Field(default=500_000, gt=0)
+    # Seconds an operation may run; past it the client gets DEADLINE_EXCEEDED and no
+    # further store call starts for it.
+    execution_timeout: float = Field(default=15.0, gt=0)
+    # Seconds in-flight requests get to finish after SIGTERM before the process exits.
+    shutdown_timeout: float = Field(default=10.0, ge=0)
+    # Browser origins allowed to call the API (comma-separated, or "*"); unset: none in
+    # production, any localhost origin in development.
+    cors_origins: str | None = None
+    # Whether browsers may send cookies and Authorization to the API cross-origin.
+    cors_allow_credentials: bool = False
 
     @model_validator(mode="after")
     def _secrets_are_set_in_production(self) -> Settings:
