@@ -237,7 +237,15 @@ async def _check_fields(
 ) -> tuple[dict[str, Any], list[Authorship] | None, list[int] | None]:
     """Validate report fields and links; return columns, authorships and technology ids."""
     columns = _check_columns(problems, values)
-    if "type_id" in values:
+    # Given as null in an update: these cannot be cleared, only replaced.
+    for name, path, message in (
+        ("type_id", "typeId", "a report always has a type"),
+        ("authors", "authors", "a report has 1 to 20 authors"),
+        ("technology_ids", "technologyIds", "give [] to remove every technology"),
+    ):
+        if name in values and values[name] is None:
+            problems.add(path, f"may not be null: {message}")
+    if values.get("type_id") is not None:
         type_ids = problems.database_ids("typeId", [values["type_id"]], "ReportType")
         if type_ids and not await _existing(info, ReportType.__table__, type_ids):
             problems.add("typeId", "no such report type")
@@ -338,9 +346,6 @@ class ReportMutation:
         problems = Problems()
         report_id = problems.database_id("id", id, "Report")
         values = given_fields(input)
-        for required in ("title", "type_id", "word_count"):
-            if required in values and values[required] is None:
-                problems.add(required, "cannot be null")
         columns, authors, technology_ids = await _check_fields(
             info, problems, values, creating=False
         )

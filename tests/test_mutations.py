@@ -219,6 +219,23 @@ async def test_update_changes_only_what_is_given(call: Caller) -> None:
     assert missing["__typename"] == "NotFound"
 
 
+@pytest.mark.parametrize("field", ["typeId", "authors", "technologyIds"])
+async def test_null_for_a_field_that_cannot_be_cleared_is_a_validation_failure(
+    call: Caller, field: str
+) -> None:
+    report_id = to_global_id("Report", 4)
+    before = (await call(f'{{ report(id: "{report_id}") {{ type {{ name }} }} }}'))["report"]
+    result = (await call(
+        f"mutation($id: ID!) {{ updateReport(id: $id, input: {{{field}: null}})"
+        " { __typename ... on ValidationFailed { fields { field message } } } }",
+        {"id": report_id},
+    ))["updateReport"]  # fmt: skip
+    assert result["__typename"] == "ValidationFailed"
+    assert [error["field"] for error in result["fields"]] == [field]
+    after = (await call(f'{{ report(id: "{report_id}") {{ type {{ name }} }} }}'))["report"]
+    assert after == before
+
+
 async def test_status_moves_one_step_at_a_time(call: Caller, connections: Connections) -> None:
     created = await call(CREATE, {"input": report_input(publicationDate=None)})
     report_id = to_global_id("Report", created["createReport"]["report"]["databaseId"])
