@@ -1,5 +1,5 @@
-"""The ASGI application: GraphQL over HTTP and WebSocket, health probes, and the lifespan
-that owns the stores' clients."""
+"""The ASGI application: GraphQL over HTTP and WebSocket, health probes, CORS, and the
+lifespan that owns the stores' clients."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from contextlib import asynccontextmanager
 from typing import cast
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -20,47 +22,40 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
-from datasources.instrumentation import RoundTrips, current_round_trips
 from gateway.auth import ANONYMOUS, AuthenticationError, Authenticator
-from gateway.connections import Connections
 from gateway.context import Context
+from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
-from gateway.loaders import Loaders
+from gateway.http import GraphQLOverHTTP, error_response
+from gateway.limits import Limits
 from gateway.runtime import reconcile_stores, refresh_counter_snapshots, running_stores
-from gateway.schema import build_schema
+from gateway.schema import GatewaySchema, build_schema
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
 GRAPHQL_PATH = "/graphql"
-# Ask for the round trips per store in the response's extensions (always on in development).
-ROUND_TRIPS_HEADER = "x-gateway-round-trips"
-# "naive": one store call per lookup, for benchmarks; honoured only when the settings allow.
-LOOKUPS_HEADER = "x-gateway-lookups"
 
 
-class GraphQLEndpoint(GraphQL[Context, None]):
+class GraphQLOverWebSocket(GraphQL[Context, None]):
+    """``/graphql`` over WebSocket (graphql-transport-ws and the older graphql-ws); HTTP
+    requests to the path are served by ``GraphQLOverHTTP``."""
+
+    def __init__(self, schema: GatewaySchema, origins: OriginPolicy) -> None:
+        super().__init__(
+            schema,
+            graphql_ide=None,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+        )
+        self._origins = origins
+
+    def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
+        # A page of another site may not act over a socket with the user's cookies.
+        return self._origins.allows(origin)
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None
     ) -> Context:
-        settings: Settings = request.app.state.settings
-        connections: Connections = request.app.state.connections
-        headers = request.headers
-        round_trips = RoundTrips()
-        # Bound here, in the request's task: every store call made for this request,
-        # including DataLoader batches, counts towards it.
-        current_round_trips.set(round_trips)
-        naive = settings.allow_naive_lookups and headers.get(LOOKUPS_HEADER, "").lower() == "naive"
-        return Context(
-            viewer=getattr(request.state, "viewer", ANONYMOUS),
-            request=request,
-            response=response if isinstance(response, Response) else None,
-            settings=settings,
-            connections=connections,
-            loaders=Loaders(connections, naive=naive),
-            round_trips=round_trips,
-            report_round_trips=settings.is_development
-            or headers.get(ROUND_TRIPS_HEADER, "") in ("1", "true"),
-        )
+        return Context.of(request, response if isinstance(response, Response) else None, ANONYMOUS)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """A WebSocket authenticates once, with the Authorization of its connection_init."""
@@ -79,35 +74,25 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return cast("UnsetType", UNSET)
 
 
-class AuthenticatedEndpoint:
-    """Authenticates an HTTP request once, before GraphQL sees it; bad credentials get a 401
-    with a GraphQL error body, and no operation runs."""
+class GraphQLPath:
+    """One path, two transports: WebSocket upgrades go to Strawberry's protocols, HTTP
+    requests to the GraphQL-over-HTTP endpoint."""
 
-    def __init__(self, endpoint: ASGIApp) -> None:
-        self.endpoint = endpoint
+    def __init__(self, http: ASGIApp, websocket: ASGIApp) -> None:
+        self._http = http
+        self._websocket = websocket
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            request = Request(scope, receive)
-            authenticator: Authenticator = request.app.state.authenticator
-            try:
-                request.state.viewer = await authenticator.viewer(
-                    request.headers.get("authorization")
-                )
-            except AuthenticationError as error:
-                response = JSONResponse(
-                    {
-                        "data": None,
-                        "errors": [
-                            {"message": str(error), "extensions": {"code": "UNAUTHENTICATED"}}
-                        ],
-                    },
-                    status_code=401,
-                    headers={"www-authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.endpoint(scope, receive, send)
+        endpoint = self._websocket if scope["type"] == "websocket" else self._http
+        await endpoint(scope, receive, send)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Unknown paths, wrong methods and anything unexpected answer in JSON too."""
+    if isinstance(error, HTTPException):
+        return error_response(error.status_code, error.detail, request.headers)
+    logger.error("unexpected error serving %s", request.url.path, exc_info=error)
+    return error_response(500, "Internal server error", request.headers)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -140,19 +125,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 stop.set()
                 await asyncio.gather(*background)
 
-    endpoint = GraphQLEndpoint(
-        build_schema(),
-        graphql_ide="graphiql",
-        allow_queries_via_get=True,
-        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
-    )
+    schema = build_schema(Limits.from_settings(settings))
+    origins = OriginPolicy(settings)
+    graphql = GraphQLPath(GraphQLOverHTTP(schema, settings), GraphQLOverWebSocket(schema, origins))
     app = Starlette(
         routes=[
-            Route(GRAPHQL_PATH, AuthenticatedEndpoint(endpoint), methods=["GET", "POST"]),
-            WebSocketRoute(GRAPHQL_PATH, endpoint),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
+            # Every method reaches the endpoint, which answers the ones it refuses in JSON.
+            Route(GRAPHQL_PATH, graphql, methods=None),
+            WebSocketRoute(GRAPHQL_PATH, graphql),
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", readyz, methods=["GET", "HEAD"]),
         ],
+        middleware=[Middleware(JSONErrorCORSMiddleware, policy=origins)],
+        exception_handlers={HTTPException: _http_error, Exception: _http_error},
         lifespan=lifespan,
     )
     app.state.settings = settings

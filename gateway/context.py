@@ -1,18 +1,50 @@
-"""What every resolver of a request sees."""
+"""What every resolver of a request sees.
+
+A ``Context`` lives as long as its transport's unit: one HTTP request, or one WebSocket
+connection, which may run many operations at once. What must not outlive one operation
+(DataLoader caches, round-trip counts, the deadline) lives in an ``OperationScope``,
+bound to the task that runs the operation.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from datasources.instrumentation import RoundTrips
+from datasources.instrumentation import RoundTrips, current_round_trips
 from gateway.auth import ANONYMOUS, Viewer
 from gateway.connections import Connections
 from gateway.loaders import Loaders
 from gateway.settings import Settings
+
+
+@dataclass
+class OperationScope:
+    loaders: Loaders
+    round_trips: RoundTrips
+    # In the event loop's clock.
+    deadline: float
+    cost: int = 0
+
+
+current_operation: ContextVar[OperationScope] = ContextVar("operation")
+
+# Ask for the round trips per store, or the operation's cost, in the response's extensions
+# (always there in development).
+ROUND_TRIPS_HEADER = "x-gateway-round-trips"
+COST_HEADER = "x-gateway-cost"
+# "naive": one store call per lookup, for benchmarks; honoured only when the settings allow.
+LOOKUPS_HEADER = "x-gateway-lookups"
+REQUEST_ID_HEADER = "x-request-id"
+# A request id a client or proxy gives is kept only if it cannot forge a log line.
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 @dataclass
@@ -21,10 +53,61 @@ class Context:
     response: Response | None
     settings: Settings
     connections: Connections
-    loaders: Loaders
-    round_trips: RoundTrips
-    # Whether the response's extensions carry the round trips per store.
-    report_round_trips: bool
+    request_id: str
+    # What the response's extensions carry: the round trips per store, the cost.
+    report_round_trips: bool = False
+    report_cost: bool = False
+    # One store call per lookup instead of batches (benchmarks only).
+    naive_lookups: bool = False
     viewer: Viewer = ANONYMOUS
     # A WebSocket's connection_init payload (where its credentials are).
     connection_params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, connection: HTTPConnection, response: Response | None, viewer: Viewer) -> Context:
+        """The context of an HTTP request or a WebSocket connection."""
+        settings: Settings = connection.app.state.settings
+        headers = connection.headers
+        given_id = headers.get(REQUEST_ID_HEADER, "")
+        return cls(
+            request=connection,
+            response=response,
+            settings=settings,
+            connections=connection.app.state.connections,
+            request_id=given_id if CLIENT_REQUEST_ID.fullmatch(given_id) else uuid.uuid4().hex,
+            report_round_trips=settings.is_development or _asks(headers.get(ROUND_TRIPS_HEADER)),
+            report_cost=settings.is_development or _asks(headers.get(COST_HEADER)),
+            naive_lookups=settings.allow_naive_lookups
+            and headers.get(LOOKUPS_HEADER, "").lower() == "naive",
+            viewer=viewer,
+        )
+
+    def begin_operation(self) -> OperationScope:
+        """A fresh scope for the operation the current task is about to run.
+
+        Bound here, in the operation's task: every store call made for it, DataLoader
+        batches included (asyncio copies the binding into the tasks it starts), counts
+        towards it and keeps to its deadline.
+        """
+        deadline = asyncio.get_running_loop().time() + self.settings.execution_timeout
+        round_trips = RoundTrips()
+        scope = OperationScope(
+            loaders=Loaders(self.connections, naive=self.naive_lookups, deadline=deadline),
+            round_trips=round_trips,
+            deadline=deadline,
+        )
+        current_round_trips.set(round_trips)
+        current_operation.set(scope)
+        return scope
+
+    @property
+    def operation(self) -> OperationScope:
+        return current_operation.get()
+
+    @property
+    def loaders(self) -> Loaders:
+        return current_operation.get().loaders
+
+
+def _asks(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in ("1", "true")

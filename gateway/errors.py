@@ -1,16 +1,24 @@
-"""Error codes the gateway gives clients, and the masking of everything unexpected."""
+"""Error codes the gateway gives clients, and the masking of everything unexpected.
+
+Every error leaves through ``client_error``, whatever the transport: it gives the error a
+code, cuts its message to a sane length (messages quote the client's input) and replaces
+anything unexpected by a generic message with a request id, logging the original under
+that same id.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
 
 from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_LENGTH = 300
+INTERNAL_MESSAGE = "Internal server error"
 
 
 class ErrorCode(StrEnum):
@@ -22,6 +30,7 @@ class ErrorCode(StrEnum):
     QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
     PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
 
@@ -34,48 +43,58 @@ class GatewayError(Exception):
         self.extensions = extensions
 
 
-def is_client_safe(error: GraphQLError) -> bool:
-    """Errors of the request itself (syntax, validation) and our own coded errors are shown;
-    anything else raised while resolving may carry internals and is masked."""
-    original = error.original_error
-    return original is None or isinstance(original, GatewayError)
+# What graphql-core and Strawberry put under an error raised before execution: the
+# client's document, variables or operation name were wrong.
+REQUEST_MISTAKES = (
+    GraphQLError,
+    ValueError,
+    TypeError,
+    CannotGetOperationTypeError,
+    InvalidOperationTypeError,
+)
 
 
-def with_code(error: GraphQLError) -> GraphQLError:
+def request_error(message: str, code: ErrorCode = ErrorCode.BAD_USER_INPUT) -> GraphQLError:
+    return GraphQLError(message, original_error=GatewayError(message, code))
+
+
+def client_error(error: GraphQLError, request_id: str | None = None) -> GraphQLError:
+    """``error`` as a client may see it. Idempotent: a processed error stays as it is."""
     original = error.original_error
     extensions = dict(error.extensions or {})
     if isinstance(original, GatewayError):
         extensions.update(original.extensions)
         extensions["code"] = original.code.value
-    else:
-        # No original error: the document failed to parse or to validate.
+    elif original is None:
+        # Syntax and validation errors, and errors this function made already.
         extensions.setdefault("code", ErrorCode.BAD_USER_INPUT.value)
-    error.extensions = extensions
-    return error
-
-
-class CodedErrors(SchemaExtension):
-    """Gives every error a code, and replaces unexpected ones by a generic message.
-
-    Runs once per operation, never per field: it rewrites the finished result's errors.
-    """
-
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        if result is not None and result.errors:
-            result.errors = [_client_error(error) for error in result.errors]
-
-
-def _client_error(error: GraphQLError) -> GraphQLError:
-    if is_client_safe(error):
-        return with_code(error)
-    logger.error("unexpected error at %s", error.path, exc_info=error.original_error)
+    elif error.path is None and isinstance(original, REQUEST_MISTAKES):
+        # Before execution: a variable that does not coerce, an operation that is not there.
+        extensions["code"] = ErrorCode.BAD_USER_INPUT.value
+    else:
+        logger.error(
+            "unexpected error at %s (request %s)", error.path, request_id, exc_info=original
+        )
+        return GraphQLError(
+            INTERNAL_MESSAGE,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            extensions={"code": ErrorCode.INTERNAL_SERVER_ERROR.value}
+            | ({"requestId": request_id} if request_id else {}),
+        )
     return GraphQLError(
-        "Internal server error",
+        shorten(error.message),
         nodes=error.nodes,
         source=error.source,
         positions=error.positions,
         path=error.path,
-        extensions={"code": ErrorCode.INTERNAL_SERVER_ERROR.value},
+        extensions=extensions,
     )
+
+
+def shorten(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_LENGTH:
+        return message
+    return message[: MAX_MESSAGE_LENGTH - 1] + "…"

@@ -47,9 +47,12 @@ def _table(model: Any) -> Table:
 
 
 class Loaders:
-    def __init__(self, connections: Connections, *, naive: bool = False) -> None:
+    def __init__(
+        self, connections: Connections, *, naive: bool = False, deadline: float | None = None
+    ) -> None:
         self._connections = connections
         self._naive = naive
+        self._deadline = deadline
         self._keyed: dict[Hashable, DataLoader[Any, Any]] = {}
         engine = connections.engine
 
@@ -87,8 +90,14 @@ class Loaders:
         cancellation from out here: cancelling PyMongo's async pool while it waits for a
         connection corrupts the pool's lock and hangs every later operation. For the same
         reason a cancelled caller (a client gone, a sibling field failed) stops waiting,
-        but the store call itself runs to its end.
+        but the store call itself runs to its end. Past the operation's deadline no new
+        call starts: the operation winds down with errors instead of going on working for
+        a client that has been answered.
         """
+        if self._deadline is not None and asyncio.get_running_loop().time() > self._deadline:
+            if asyncio.iscoroutine(operation):
+                operation.close()  # never started: nothing to wait for
+            raise GatewayError("the operation ran past its time limit", ErrorCode.DEADLINE_EXCEEDED)
         try:
             return await _run_to_completion(operation)
         except STORE_FAILURES[store] as error:

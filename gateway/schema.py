@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
-from gateway.errors import CodedErrors
+from gateway.errors import client_error
+from gateway.limits import Limits
+from gateway.operations import OperationCache, OperationRules
 from resolvers.authors import AuthorQuery
 from resolvers.directory_mutations import DirectoryMutation
 from resolvers.institutions import InstitutionQuery
@@ -33,25 +32,32 @@ Query = merge_types(
 Mutation = merge_types("Mutation", (ReportMutation, DirectoryMutation))
 
 
-class RoundTripReport(SchemaExtension):
-    """Adds the request's round trips per store to the response's extensions, when asked."""
-
-    def get_results(self) -> dict[str, Any]:
-        context = self.execution_context.context
-        if not getattr(context, "report_round_trips", False):
-            return {}
-        return {"roundTrips": context.round_trips.as_dict()}
-
-
 class GatewaySchema(strawberry.Schema):
+    """The catalogue's schema, with its cache of prepared documents and the masking of
+    every error it returns."""
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(
+            query=Query,
+            mutation=Mutation,
+            # A factory: each operation gets its own extension instance.
+            extensions=[lambda: OperationRules(self.operations)],
+        )
+        self.operations = OperationCache(self._schema, limits)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        """Client mistakes are not the server's errors: CodedErrors logs the unexpected ones."""
+        """Every result's errors pass through here on every transport before they are sent
+        (HTTP, both WebSocket protocols), so this is where they are coded and masked; the
+        list is the result's own, rewritten in place."""
+        context = execution_context.context if execution_context else None
+        request_id = getattr(context, "request_id", None)
+        errors[:] = [client_error(error, request_id) for error in errors]
 
 
-def build_schema() -> strawberry.Schema:
-    return GatewaySchema(query=Query, mutation=Mutation, extensions=[CodedErrors, RoundTripReport])
+def build_schema(limits: Limits | None = None) -> GatewaySchema:
+    return GatewaySchema(limits or Limits())
 
 
 def export_sdl() -> str:

@@ -56,7 +56,7 @@ async def test_syntax_error_is_a_coded_graphql_error(client: httpx.AsyncClient) 
     response = await client.post("/graphql", json={"query": "{ service { "})
     body = response.json()
     assert response.status_code == 200
-    assert body["data"] is None
+    assert "data" not in body
     assert body["errors"][0]["message"].startswith("Syntax Error")
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 

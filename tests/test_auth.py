@@ -151,7 +151,7 @@ async def test_bad_credentials_are_unauthenticated(
     response = await _emails(auth_client, authorization)
     assert response.status_code == 401
     body = response.json()
-    assert body["data"] is None
+    assert "data" not in body
     assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 

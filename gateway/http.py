@@ -1,0 +1,317 @@
+"""GraphQL over HTTP, as the specification's current draft puts it.
+
+- ``application/graphql-response+json`` to clients that accept it: a request that fails
+  before execution (unreadable, refused by a limit, invalid, variables that do not
+  coerce) gets a 4xx status and no ``data`` entry. ``application/json`` to the others,
+  with 200 for every well-formed GraphQL response, as they expect.
+- Every error is a GraphQL JSON body with a code, whatever went wrong; never plain text.
+- Queries over GET and POST; mutations over POST only (a GET gets 405 with ``Allow:
+  POST``), so that a link or an image cannot change anything. POST bodies must be
+  ``application/json``, a type a browser cannot send cross-site without a CORS preflight.
+- Batched requests (a JSON array) are refused: each operation is its own request, so
+  limits, deadlines and status codes apply to one operation, and HTTP/1.1 keep-alive or
+  HTTP/2 already send many requests over one connection.
+- Bodies over ``GATEWAY_MAX_REQUEST_BYTES`` get 413 before the rest is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import GraphQLError, OperationType
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, Response
+from starlette.types import Receive, Scope, Send
+from strawberry.http.ides import get_graphql_ide_html
+from strawberry.types import ExecutionResult
+
+from gateway.auth import AuthenticationError, Authenticator
+from gateway.context import REQUEST_ID_HEADER, Context
+from gateway.errors import ErrorCode, client_error, request_error, shorten
+from gateway.schema import GatewaySchema
+from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+JSON = "application/json"
+ALLOWED_METHODS = "GET, HEAD, POST"
+PERSISTED_QUERY = "persistedQuery"
+
+
+@dataclass
+class RequestError(Exception):
+    """A request answered without a result: ``status`` tells what went wrong.
+
+    ``graphql`` marks a well-formed GraphQL request that failed before or instead of
+    execution (a document that does not parse or validate, variables that do not coerce,
+    a limit): ``application/json`` clients get those with 200, as that media type's rules
+    say, while a request that is not GraphQL over HTTP at all keeps its 4xx.
+    """
+
+    status: int
+    errors: list[GraphQLError]
+    headers: dict[str, str] = field(default_factory=dict)
+    graphql: bool = False
+
+    @classmethod
+    def of(
+        cls, status: int, message: str, code: ErrorCode = ErrorCode.BAD_USER_INPUT
+    ) -> RequestError:
+        return cls(status, [request_error(message, code)])
+
+
+@dataclass(frozen=True)
+class GraphQLRequest:
+    query: str
+    operation_name: str | None
+    variables: dict[str, Any] | None
+
+
+class GraphQLOverHTTP:
+    """The ASGI endpoint of ``/graphql`` for HTTP (WebSocket has its own)."""
+
+    def __init__(self, schema: GatewaySchema, settings: Settings) -> None:
+        self._schema = schema
+        self._settings = settings
+        # Operations whose client was answered at the deadline, finishing their store calls.
+        self._overdue: set[asyncio.Task[ExecutionResult]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await self._respond(request)
+        await response(scope, receive, send)
+
+    async def _respond(self, request: Request) -> Response:
+        media_type = _response_type(request.headers.get("accept"))
+        context: Context | None = None
+        try:
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers={"allow": ALLOWED_METHODS})
+            if request.method not in ("GET", "HEAD", "POST"):
+                raise RequestError(
+                    405,
+                    [request_error(f"{request.method} is not a GraphQL method here")],
+                    {"allow": ALLOWED_METHODS},
+                )
+            if request.method in ("GET", "HEAD") and _wants_ide(request):
+                return HTMLResponse(get_graphql_ide_html("graphiql"))
+            if media_type is None:
+                raise RequestError.of(
+                    406, f"responses are {GRAPHQL_RESPONSE_JSON} or {JSON}; accept one of them"
+                )
+            context = await self._context(request)
+            graphql_request = await self._read(request)
+            return await self._execute(request, graphql_request, context, media_type)
+        except RequestError as refusal:
+            request_id = context.request_id if context else None
+            errors = [client_error(error, request_id) for error in refusal.errors]
+            return _response(
+                {"errors": [error.formatted for error in errors]},
+                200 if refusal.graphql and media_type == JSON else refusal.status,
+                media_type or JSON,
+                refusal.headers | ({REQUEST_ID_HEADER: request_id} if request_id else {}),
+            )
+
+    async def _context(self, request: Request) -> Context:
+        authenticator: Authenticator = request.app.state.authenticator
+        try:
+            viewer = await authenticator.viewer(request.headers.get("authorization"))
+        except AuthenticationError as error:
+            raise RequestError(
+                401,
+                [request_error(str(error), ErrorCode.UNAUTHENTICATED)],
+                {"www-authenticate": "Bearer"},
+            ) from error
+        return Context.of(request, None, viewer)
+
+    async def _read(self, request: Request) -> GraphQLRequest:
+        if request.method == "POST":
+            body = await self._body(request)
+            try:
+                params = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as error:
+                raise RequestError.of(400, f"the body is not JSON: {error}") from error
+            if isinstance(params, list):
+                raise RequestError.of(
+                    400, "batched requests are not supported: send one operation per request"
+                )
+            if not isinstance(params, dict):
+                raise RequestError.of(400, "the body must be a JSON object")
+        else:
+            params = {name: request.query_params.get(name) for name in request.query_params}
+            for name in ("variables", "extensions"):
+                if isinstance(params.get(name), str):
+                    try:
+                        params[name] = json.loads(params[name])
+                    except ValueError as error:
+                        raise RequestError.of(400, f"{name} is not JSON: {error}") from error
+        return _graphql_request(params)
+
+    async def _body(self, request: Request) -> bytes:
+        content_type = request.headers.get("content-type", "")
+        media_type, _, parameters = content_type.partition(";")
+        charset = parameters.partition("charset=")[2].strip().strip('"').lower()
+        if media_type.strip().lower() != JSON or charset not in ("", "utf-8", "utf8"):
+            raise RequestError.of(415, f"send the request as {JSON} (UTF-8), not {content_type!r}")
+        limit = self._settings.max_request_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+        except ClientDisconnect as error:
+            raise RequestError.of(400, "the request body ended early") from error
+        return b"".join(chunks)
+
+    async def _execute(
+        self, request: Request, graphql_request: GraphQLRequest, context: Context, media_type: str
+    ) -> Response:
+        prepared = self._schema.operations.prepare(graphql_request.query)
+        if prepared.errors:
+            raise RequestError(400, list(prepared.errors), graphql=True)
+        operation = prepared.operation(graphql_request.operation_name)
+        if isinstance(operation, GraphQLError):
+            raise RequestError(400, [operation], graphql=True)
+        if operation.operation is OperationType.SUBSCRIPTION:
+            raise RequestError.of(400, "subscriptions are served over WebSocket at this same path")
+        if operation.operation is OperationType.MUTATION and request.method != "POST":
+            raise RequestError(
+                405, [request_error("mutations are sent with POST")], {"allow": "POST"}
+            )
+        result = await self._run(graphql_request, context)
+        headers = {REQUEST_ID_HEADER: context.request_id}
+        if result.data is None and result.errors and all(e.path is None for e in result.errors):
+            # Failed before execution: variables that do not coerce, or a request check.
+            raise RequestError(400, result.errors, graphql=True)
+        payload: dict[str, Any] = {}
+        if result.errors:
+            payload["errors"] = [error.formatted for error in result.errors]
+        payload["data"] = result.data
+        if result.extensions:
+            payload["extensions"] = result.extensions
+        return _response(payload, 200, media_type, headers)
+
+    async def _run(self, graphql_request: GraphQLRequest, context: Context) -> ExecutionResult:
+        """Execute, and answer at the deadline whatever the operation is doing; it stops
+        starting store calls then, and finishes those under way on its own."""
+        task = asyncio.ensure_future(
+            self._schema.execute(
+                graphql_request.query,
+                variable_values=graphql_request.variables,
+                context_value=context,
+                operation_name=graphql_request.operation_name,
+            )
+        )
+        done, _ = await asyncio.wait({task}, timeout=self._settings.execution_timeout)
+        if done:
+            return task.result()
+        self._overdue.add(task)
+        task.add_done_callback(self._overdue.discard)
+        logger.warning(
+            "operation %s ran past %gs (request %s)",
+            graphql_request.operation_name or "(anonymous)",
+            self._settings.execution_timeout,
+            context.request_id,
+        )
+        message = f"the operation did not finish within {self._settings.execution_timeout:g}s"
+        raise RequestError(504, [request_error(message, ErrorCode.DEADLINE_EXCEEDED)], graphql=True)
+
+
+def _graphql_request(params: Mapping[str, Any]) -> GraphQLRequest:
+    query = params.get("query")
+    operation_name = params.get("operationName")
+    variables = params.get("variables")
+    extensions = params.get("extensions")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise RequestError.of(400, "extensions must be a JSON object")
+    if query is None and isinstance(extensions, dict) and PERSISTED_QUERY in extensions:
+        raise RequestError.of(
+            400, "persisted query not found: send the query", ErrorCode.PERSISTED_QUERY_NOT_FOUND
+        )
+    if query is None:
+        raise RequestError.of(400, "the request has no query")
+    if not isinstance(query, str):
+        raise RequestError.of(400, "query must be a string")
+    if operation_name is not None and not isinstance(operation_name, str):
+        raise RequestError.of(400, "operationName must be a string")
+    if variables is not None and not isinstance(variables, dict):
+        raise RequestError.of(400, "variables must be a JSON object")
+    return GraphQLRequest(query, operation_name, variables)
+
+
+def _too_large(limit: int) -> RequestError:
+    return RequestError.of(
+        413, f"the request body is over the limit of {limit} bytes", ErrorCode.QUERY_TOO_COMPLEX
+    )
+
+
+def _response_type(accept: str | None) -> str | None:
+    """The response media type the client accepts best, or None if neither is acceptable.
+    No Accept, or one that takes anything, means an older client: application/json."""
+    if not accept:
+        return JSON
+    best: tuple[float, int, str | None] = (0.0, 0, None)
+    for media_range in accept.split(","):
+        media, *parameters = (part.strip() for part in media_range.split(";"))
+        media = media.lower()
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        # On equal quality, the specific GraphQL type first, then JSON, then wildcards.
+        if media == GRAPHQL_RESPONSE_JSON:
+            candidate = (quality, 3, GRAPHQL_RESPONSE_JSON)
+        elif media == JSON:
+            candidate = (quality, 2, JSON)
+        elif media in ("*/*", "application/*"):
+            candidate = (quality, 1, JSON)
+        else:
+            continue
+        if candidate[0] > 0 and candidate[:2] > best[:2]:
+            best = candidate
+    return best[2]
+
+
+def _wants_ide(request: Request) -> bool:
+    return "query" not in request.query_params and "text/html" in request.headers.get("accept", "")
+
+
+def _response(
+    payload: dict[str, Any], status: int, media_type: str, headers: Mapping[str, str]
+) -> Response:
+    # An unpaired surrogate quoted from the input becomes the JSON escape it came as.
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "backslashreplace"
+    )
+    return Response(
+        body, status_code=status, media_type=f"{media_type}; charset=utf-8", headers=headers
+    )
+
+
+def error_response(status: int, message: str, request_headers: Headers) -> Response:
+    """A GraphQL JSON body for errors raised outside the endpoint (unknown paths, crashes)."""
+    code = ErrorCode.INTERNAL_SERVER_ERROR if status >= 500 else ErrorCode.BAD_USER_INPUT
+    media_type = _response_type(request_headers.get("accept")) or JSON
+    return _response(
+        {"errors": [{"message": shorten(message), "extensions": {"code": code.value}}]},
+        status,
+        media_type,
+        {},
+    )
