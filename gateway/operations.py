@@ -269,6 +269,9 @@ class OperationRules(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         execution = self.execution_context
+        # Strawberry's operation_name falls back to the document's first operation; the
+        # name the client gave (or its absence) is what decides which operation runs.
+        operation_name = execution._provided_operation_name
         if self._prepared is None:
             execution.pre_execution_errors = [request_error("the request has no query string")]
         else:
@@ -276,15 +279,13 @@ class OperationRules(SchemaExtension):
             if variables is not None and not isinstance(variables, Mapping):
                 errors = [request_error("variables must be a JSON object")]
             else:
-                errors = self._prepared.check(execution.operation_name, variables)
+                errors = self._prepared.check(operation_name, variables)
             # An empty list also tells Strawberry that validation has been done.
             execution.pre_execution_errors = errors
             if not errors:
                 context: Context = execution.context
                 if context.report_cost:
-                    context.operation.cost = self._prepared.cost(
-                        execution.operation_name, variables
-                    )
+                    context.operation.cost = self._prepared.cost(operation_name, variables)
         yield
 
     def get_results(self) -> dict[str, Any]:

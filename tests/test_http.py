@@ -290,6 +290,8 @@ DOCUMENTS = {
     "coercion": "query($n: Int!) { reports(first: $n) { totalCount } }",
     "too deep": "{ reports { edges { node { authors { author { reports { edges { node {"
     " authors { author { reports { edges { node { title } } } } } } } } } } } } } }",
+    "two operations": 'query A { __typename } mutation B { recordView(reportId: "1") {'
+    " __typename } }",
 }
 
 
@@ -329,6 +331,7 @@ async def test_errors_over_graphql_transport_ws_are_coded_and_masked(
         "invalid": "BAD_USER_INPUT",
         "coercion": "BAD_USER_INPUT",
         "too deep": "QUERY_TOO_COMPLEX",
+        "two operations": "BAD_USER_INPUT",
     }
 
 
