@@ -73,7 +73,7 @@ class EmbeddedServer(ABC):
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.store_dir = data_dir / self.name
-        self.pid_file = data_dir / "run" / f"{self.name}.json"
+        self.pid_file = pid_file_path(data_dir, self.name)
         self.log_file = data_dir / "logs" / f"{self.name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
@@ -143,21 +143,7 @@ class EmbeddedServer(ABC):
 
     def stop_orphan(self) -> None:
         """Stop a server left running by a gateway that died without stopping it."""
-        orphan = self.recorded_process()
-        if orphan is not None:
-            logger.warning("stopping orphaned embedded %s (pid %d)", self.name, orphan.pid)
-            _terminate(orphan, self.stop_signal)
-        self.pid_file.unlink(missing_ok=True)
-
-    def recorded_process(self) -> psutil.Process | None:
-        try:
-            record = json.loads(self.pid_file.read_text())
-            process = psutil.Process(int(record["pid"]))
-            if abs(process.create_time() - float(record["create_time"])) > 1.0:
-                return None
-        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
-            return None
-        return process
+        stop_recorded(self.data_dir, self.name, self.stop_signal)
 
     def _write_pid_file(self, pid: int, port: int) -> None:
         record = {"pid": pid, "port": port, "create_time": psutil.Process(pid).create_time()}
@@ -166,9 +152,37 @@ class EmbeddedServer(ABC):
         os.replace(temporary, self.pid_file)
 
 
+def pid_file_path(data_dir: Path, name: str) -> Path:
+    return data_dir / "run" / f"{name}.json"
+
+
+def recorded_process(data_dir: Path, name: str) -> psutil.Process | None:
+    """The server recorded for ``name``, if that very process still runs."""
+    try:
+        record = json.loads(pid_file_path(data_dir, name).read_text())
+        process = psutil.Process(int(record["pid"]))
+        if abs(process.create_time() - float(record["create_time"])) > 1.0:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        return None
+    return process
+
+
+def stop_recorded(data_dir: Path, name: str, stop_signal: signal.Signals) -> None:
+    """Stop the server recorded for ``name``, whoever started it, and forget it."""
+    orphan = recorded_process(data_dir, name)
+    if orphan is not None:
+        logger.warning("stopping orphaned embedded %s (pid %d)", name, orphan.pid)
+        _terminate(orphan, stop_signal)
+    pid_file_path(data_dir, name).unlink(missing_ok=True)
+
+
 def _terminate(process: psutil.Process, stop_signal: signal.Signals) -> None:
     with contextlib.suppress(psutil.NoSuchProcess):
         process.send_signal(stop_signal)
+        # A stopped process (SIGSTOP, a debugger, job control) only acts on the signal
+        # once continued; without this it would sit out the whole timeout and be killed.
+        process.send_signal(signal.SIGCONT)
         try:
             process.wait(timeout=STOP_TIMEOUT)
         except psutil.TimeoutExpired:
