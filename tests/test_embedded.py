@@ -186,6 +186,11 @@ def test_a_killed_gateway_is_recovered_by_the_next_one(
 
     orphans = _server_pids(data_dir)
     assert set(orphans) == {"postgres", "mongodb", "redis"}
+    # Its watchdog is killed with it, as when a whole group of processes is, so that the
+    # servers are left for the next gateway to find (test_shutdown.py has the watchdog).
+    for child in psutil.Process(first.process.pid).children():
+        if "gateway.embedded.watchdog" in " ".join(child.cmdline()):
+            child.kill()
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()
     assert all(psutil.pid_exists(pid) for pid in orphans.values())
