@@ -85,7 +85,16 @@ class GraphQLOverHTTP:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        response = await self._respond(request)
+        try:
+            response = await self._respond(request)
+        except asyncio.CancelledError:
+            # The server is shutting down and this request ran past its grace period: the
+            # client still gets a GraphQL answer rather than the server's plain-text 500.
+            unavailable = error_response(
+                503, "the gateway is shutting down; try again", request.headers
+            )
+            await unavailable(scope, receive, send)
+            raise
         await response(scope, receive, send)
 
     async def _respond(self, request: Request) -> Response:
@@ -307,7 +316,9 @@ def _response(
 
 def error_response(status: int, message: str, request_headers: Headers) -> Response:
     """A GraphQL JSON body for errors raised outside the endpoint (unknown paths, crashes)."""
-    code = ErrorCode.INTERNAL_SERVER_ERROR if status >= 500 else ErrorCode.BAD_USER_INPUT
+    code = {500: ErrorCode.INTERNAL_SERVER_ERROR, 503: ErrorCode.SERVICE_UNAVAILABLE}.get(
+        status, ErrorCode.BAD_USER_INPUT
+    )
     media_type = _response_type(request_headers.get("accept")) or JSON
     return _response(
         {"errors": [{"message": shorten(message), "extensions": {"code": code.value}}]},

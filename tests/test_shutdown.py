@@ -231,6 +231,10 @@ def test_a_request_stuck_past_the_shutdown_timeout_does_not_keep_the_gateway(
     gateway.servers["redis"].suspend()
     stuck = gateway.send(TOP_REPORTS)
     gateway.process.send_signal(signal.SIGTERM)
+    # Cut off at the timeout, the request still gets a coded GraphQL answer.
+    answer = stuck.getresponse()
+    assert answer.status == 503
+    assert json.loads(answer.read())["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     gateway.process.wait(timeout=GONE_TIMEOUT)
     # Including the Redis that never woke up.
     _wait_for(lambda: _all_gone(list(gateway.servers.values())), "the embedded servers to stop")
