@@ -7,7 +7,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,62 +15,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
-from strawberry.types.unset import UNSET, UnsetType
 
-from gateway.auth import ANONYMOUS, AuthenticationError, Authenticator
-from gateway.context import Context
+from gateway.auth import Authenticator
 from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
 from gateway.http import GraphQLOverHTTP, error_response
 from gateway.limits import Limits
 from gateway.runtime import reconcile_stores, refresh_counter_snapshots, running_stores
-from gateway.schema import GatewaySchema, build_schema
+from gateway.schema import build_schema
 from gateway.settings import Settings
+from gateway.websocket import GraphQLOverWebSocket
 
 logger = logging.getLogger(__name__)
 GRAPHQL_PATH = "/graphql"
-
-
-class GraphQLOverWebSocket(GraphQL[Context, None]):
-    """``/graphql`` over WebSocket (graphql-transport-ws and the older graphql-ws); HTTP
-    requests to the path are served by ``GraphQLOverHTTP``."""
-
-    def __init__(self, schema: GatewaySchema, origins: OriginPolicy) -> None:
-        super().__init__(
-            schema,
-            graphql_ide=None,
-            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
-        )
-        self._origins = origins
-
-    def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
-        # A page of another site may not act over a socket with the user's cookies.
-        return self._origins.allows(origin)
-
-    async def get_context(
-        self, request: Request | WebSocket, response: Response | WebSocket | None
-    ) -> Context:
-        return Context.of(request, response if isinstance(response, Response) else None, ANONYMOUS)
-
-    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        """A WebSocket authenticates once, with the Authorization of its connection_init."""
-        params = context.connection_params
-        authorization = params.get("Authorization") or params.get("authorization")
-        authenticator: Authenticator = context.request.app.state.authenticator
-        try:
-            context.viewer = await authenticator.viewer(
-                authorization if isinstance(authorization, str) else None
-            )
-        except AuthenticationError as error:
-            raise ConnectionRejectionError(
-                {"code": "UNAUTHENTICATED", "message": str(error)}
-            ) from error
-        # UNSET: acknowledge with no payload.
-        return cast("UnsetType", UNSET)
 
 
 class GraphQLPath:

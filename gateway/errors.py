@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from graphql import GraphQLError
+from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ REQUEST_MISTAKES = (
     TypeError,
     CannotGetOperationTypeError,
     InvalidOperationTypeError,
+    MissingQueryError,
 )
 
 

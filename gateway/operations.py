@@ -144,10 +144,7 @@ class OperationCache:
         try:
             document = parse(query, max_lexical_tokens=limits.tokens)
         except GraphQLSyntaxError as error:
-            tokens = _count_tokens(query)
-            if tokens > limits.tokens:
-                return self._refused(too_complex("tokens", tokens, limits.tokens))
-            return self._refused(error)
+            return self._refused(_over_a_limit(query, limits) or error)
         refusals = measure_shape(document).errors(limits)
         if refusals:
             return self._refused(*refusals)
@@ -172,17 +169,33 @@ class OperationCache:
         return PreparedDocument(None, errors, 0, self.schema, self.limits)
 
 
-def _count_tokens(query: str) -> int:
-    """How many tokens a document refused by the parser's limit has, for the error; bounded
-    by the document's size limit, checked before."""
+def _over_a_limit(query: str, limits: Limits) -> GraphQLError | None:
+    """Why the parser refused a document, if a limit is the reason: too many tokens, or
+    nested deeper than the parser's recursion goes."""
+    tokens, depth = _count_tokens(query)
+    if tokens > limits.tokens:
+        return too_complex("tokens", tokens, limits.tokens)
+    if depth > limits.depth:
+        return too_complex("depth", depth, limits.depth)
+    return None
+
+
+def _count_tokens(query: str) -> tuple[int, int]:
+    """How many tokens a document the parser refused has, and how deep its braces nest, for
+    the error; the document's size limit, checked before, bounds the work."""
     lexer = Lexer(Source(query))
-    count = 0
+    count = depth = deepest = 0
     try:
-        while lexer.advance().kind is not TokenKind.EOF:
+        while (kind := lexer.advance().kind) is not TokenKind.EOF:
             count += 1
+            if kind is TokenKind.BRACE_L:
+                depth += 1
+                deepest = max(deepest, depth)
+            elif kind is TokenKind.BRACE_R:
+                depth -= 1
     except GraphQLSyntaxError:
         pass
-    return count
+    return count, deepest
 
 
 def text_problem(value: str) -> str | None:

@@ -283,7 +283,7 @@ async def test_unexpected_errors_are_masked_over_http_with_the_logged_request_id
     assert "secret-detail" in caplog.text
 
 
-DOCUMENTS = {
+DOCUMENTS: dict[str, str | None] = {
     "internal": "{ topReports { id } }",
     "nul": '{ reports(first: 1, filter: {search: "a\\u0000b"}) { totalCount } }',
     "invalid": "{ nope }",
@@ -292,6 +292,7 @@ DOCUMENTS = {
     " authors { author { reports { edges { node { title } } } } } } } } } } } } } }",
     "two operations": 'query A { __typename } mutation B { recordView(reportId: "1") {'
     " __typename } }",
+    "no query": None,
 }
 
 
@@ -332,6 +333,7 @@ async def test_errors_over_graphql_transport_ws_are_coded_and_masked(
         "coercion": "BAD_USER_INPUT",
         "too deep": "QUERY_TOO_COMPLEX",
         "two operations": "BAD_USER_INPUT",
+        "no query": "BAD_USER_INPUT",
     }
 
 
@@ -341,3 +343,24 @@ async def test_errors_over_the_older_graphql_ws_are_coded(
     # That protocol runs subscriptions only: queries are refused as such, with a code.
     codes = await _codes_over_websocket(settings, "graphql-ws")
     assert set(codes.values()) <= {"BAD_USER_INPUT", "QUERY_TOO_COMPLEX"}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [[1, 2], "subscribe", {"type": "subscribe", "id": "1", "payload": "{ __typename }"}],
+    ids=["a list", "a string", "a string payload"],
+)
+async def test_a_malformed_websocket_message_closes_with_4400(
+    settings: Settings, message: object
+) -> None:
+    async with serving(create_app(settings)) as address:
+        protocols = [Subprotocol("graphql-transport-ws")]
+        async with connect(f"ws://{address}/graphql", subprotocols=protocols) as socket:
+            await socket.send(json.dumps({"type": "connection_init"}))
+            assert json.loads(await socket.recv())["type"] == "connection_ack"
+            await socket.send(json.dumps(message))
+            await socket.wait_closed()
+            assert socket.close_code == 4400
+        async with connect(f"ws://{address}/graphql", subprotocols=protocols) as socket:
+            await socket.send(json.dumps({"type": "connection_init"}))
+            assert json.loads(await socket.recv())["type"] == "connection_ack"

@@ -53,6 +53,16 @@ TAGS = ", ".join(f'"t{i}"' for i in range(3000))
         ("document bytes", "{ __typename } #" + "x" * 40_000, 40_016, 32 * 1024),
         ("tokens", f"{{ reports(filter: {{tags: [{TAGS}]}}) {{ totalCount }} }}", 3_016, 3_000),
         ("depth", ATTACK, 14, 12),
+        # Deeper than the parser recurses: measured by its braces.
+        (
+            "depth",
+            "{ reports { edges { node { authors { author {" * 120
+            + " name"
+            + " } } } } }" * 120
+            + " }",
+            720,
+            12,
+        ),
         (
             "aliases",
             "{ reports { edges { node { "
@@ -70,7 +80,16 @@ TAGS = ", ".join(f'"t{i}"' for i in range(3000))
             500_000,
         ),
     ],
-    ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
+    ids=[
+        "document bytes",
+        "tokens",
+        "depth",
+        "depth past the parser",
+        "aliases",
+        "root fields",
+        "directives",
+        "cost",
+    ],  # fmt: skip
 )
 async def test_each_limit_refuses_with_what_it_measured(
     seeded: Seeded, limit: str, query: str, measured: int, maximum: int
