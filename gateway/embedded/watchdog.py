@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +37,10 @@ logger = logging.getLogger(__name__)
 # since the owner's end closes as it exits, before its pidfd reports the exit.
 RELEASE = b"released\n"
 RELEASE_TIMEOUT = 5.0
-# Not ``-m`` on this module: the package imports it first, and runpy warns about that.
-ENTRY_POINT = "import sys; from gateway.embedded.watchdog import main; sys.exit(main(sys.argv[1:]))"
+# Not ``-m``: the package imports the module first, and runpy warns about that.
+ENTRY_POINT = (
+    "import sys; from gateway.embedded.watchdog_process import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 class Watchdog:
@@ -81,35 +82,3 @@ class Watchdog:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def _owner_died(owner: int) -> bool:
-    """Wait until the owner exits (True) or releases the watchdog (False)."""
-    release = sys.stdin.fileno()
-    poller = select.poll()
-    poller.register(owner, select.POLLIN)
-    poller.register(release, select.POLLIN)
-    while True:
-        for descriptor, _ in poller.poll():
-            if descriptor == owner:
-                return True
-            if os.read(release, len(RELEASE)):
-                return False
-            # The owner's end closed without a release: it is exiting; its pidfd says when.
-            poller.unregister(release)
-
-
-def main(arguments: list[str]) -> int:
-    data_dir, owner = Path(arguments[0]), int(arguments[1])
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if not _owner_died(owner):
-        return 0
-    # Imported here: stores.py starts watchdogs, so a module-level import would be circular.
-    from gateway.embedded.stores import EmbeddedStores, StoreUrls  # noqa: PLC0415
-
-    logger.warning("the gateway that owned %s died; stopping its embedded servers", data_dir)
-    if not EmbeddedStores(data_dir, StoreUrls()).stop_orphans():
-        logger.info("another gateway owns %s now; its servers are left running", data_dir)
-    return 0
