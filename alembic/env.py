@@ -9,9 +9,9 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
+from core.settings import ENV_PREFIX, Settings
 from datasources.models import Base
 from gateway.migrate import compared_by_autogenerate
-from gateway.settings import ENV_PREFIX, Settings
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,4 +1,6 @@
-"""A GraphQL gateway over PostgreSQL, MongoDB and Redis."""
+"""A GraphQL gateway over PostgreSQL, MongoDB and Redis: the process (HTTP, WebSocket, the
+command line, the embedded servers) on top of core, the resolvers and the stores."""
 
-__version__ = "0.1.0"
-SERVICE_NAME = "polyglot-gateway"
+from core import SERVICE_NAME, __version__
+
+__all__ = ["SERVICE_NAME", "__version__"]

@@ -16,14 +16,14 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth import Authenticator
+from core.auth import Authenticator
+from core.settings import Settings
 from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
 from gateway.http import GraphQLOverHTTP, error_response
 from gateway.limits import Limits
 from gateway.runtime import reconcile_stores, refresh_counter_snapshots, running_stores
 from gateway.schema import build_schema
-from gateway.settings import Settings
 from gateway.websocket import GraphQLOverWebSocket
 
 logger = logging.getLogger(__name__)

@@ -18,13 +18,14 @@ import uvicorn
 from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from core.connections import StoreUrls
+from core.settings import Settings
 from datasources import api_keys
 from datasources.models import Role
 from gateway import migrate
-from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, StoreUrls
+from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
 from gateway.embedded.process import ServerStartError
 from gateway.runtime import running_stores
-from gateway.settings import Settings
 
 logger = logging.getLogger("gateway")
 # Seconds the application's shutdown (background work, clients, embedded servers) may take

@@ -15,9 +15,9 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from gateway.context import COST_HEADER, REQUEST_ID_HEADER, ROUND_TRIPS_HEADER
-from gateway.errors import ErrorCode
-from gateway.settings import Settings
+from core.context import COST_HEADER, REQUEST_ID_HEADER, ROUND_TRIPS_HEADER
+from core.errors import ErrorCode
+from core.settings import Settings
 
 LOCAL_ORIGIN = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?"
 ALLOWED_HEADERS = ("authorization", "content-type", COST_HEADER, ROUND_TRIPS_HEADER)

@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from core.connections import Connections
 from datasources.health import ping_mongo, ping_postgres, ping_redis
-from gateway.connections import Connections
 
 
 async def healthz(_: Request) -> JSONResponse:

@@ -31,11 +31,11 @@ from starlette.types import Receive, Scope, Send
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.types import ExecutionResult
 
-from gateway.auth import AuthenticationError, Authenticator
-from gateway.context import REQUEST_ID_HEADER, Context
-from gateway.errors import ErrorCode, client_error, request_error, shorten
+from core.auth import AuthenticationError, Authenticator
+from core.context import REQUEST_ID_HEADER, Context
+from core.errors import ErrorCode, client_error, request_error, shorten
+from core.settings import Settings
 from gateway.schema import GatewaySchema
-from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -45,8 +45,8 @@ from graphql import (
     get_nullable_type,
 )
 
-from gateway.errors import ErrorCode, GatewayError
-from gateway.settings import Settings
+from core.errors import ErrorCode, GatewayError
+from core.settings import Settings
 from resolvers.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 STORE_FIELD_COST = 5

@@ -41,8 +41,8 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
-from gateway.context import Context
-from gateway.errors import request_error
+from core.context import Context
+from core.errors import request_error
 from gateway.limits import Limits, measure_cost, measure_shape, too_complex
 
 MAX_CACHED_DOCUMENTS = 2000

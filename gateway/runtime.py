@@ -12,13 +12,13 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
+from core.connections import Connections, StoreUrls, open_connections
+from core.settings import Settings
 from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import take_turn
 from datasources.report_writes import reconcile_documents
 from gateway import migrate
-from gateway.connections import Connections, open_connections
-from gateway.embedded import EmbeddedStores, StoreUrls
-from gateway.settings import Settings
+from gateway.embedded import EmbeddedStores
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from graphql import GraphQLError
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
-from gateway.errors import client_error
+from core.errors import client_error
 from gateway.limits import Limits
 from gateway.operations import OperationCache, OperationRules
 from resolvers.authors import AuthorQuery

@@ -17,12 +17,12 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.connections import Connections
 from datasources import catalogue
 from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import ReportCounters, set_report_counters
 from datasources.documents import replace_documents
 from datasources.models import Author, Institution, Report, ReportStatus, ReportType, Technology
-from gateway.connections import Connections
 
 BATCH_SIZE = 1000
 FIRST_DATE = date(2012, 1, 1)

@@ -7,7 +7,7 @@ Strawberry's protocol handlers, with three things added on the way in and out.
   string, a payload that is not an object) closes the socket with 4400, instead of
   escaping the handler and dropping the connection without a close frame.
 - Messages out: every error carries a code. Operations' errors have one already (see
-  gateway.errors); this covers the few that the protocol handlers write themselves.
+  core.errors); this covers the few that the protocol handlers write themselves.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types.unset import UNSET, UnsetType
 
-from gateway.auth import ANONYMOUS, AuthenticationError, Authenticator
-from gateway.context import Context
+from core.auth import ANONYMOUS, AuthenticationError, Authenticator
+from core.context import Context
+from core.errors import ErrorCode
 from gateway.cors import OriginPolicy
-from gateway.errors import ErrorCode
 from gateway.schema import GatewaySchema
 
 INVALID_MESSAGE = 4400

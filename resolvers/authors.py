@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from core.auth import Access
+from core.context import Context
+from core.errors import ErrorCode, GatewayError
 from datasources.models import Author as AuthorModel
 from datasources.reports import ReportParent
-from gateway.auth import Access
-from gateway.context import Context
-from gateway.errors import ErrorCode, GatewayError
 from resolvers import institutions
 from resolvers.nodes import Node, fields_of, to_global_id
 from resolvers.pagination import Connection, connection, listing, page_request, parse_text

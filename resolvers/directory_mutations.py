@@ -10,14 +10,14 @@ import strawberry
 from aiodataloader import DataLoader
 from sqlalchemy.exc import IntegrityError
 
+from core.auth import Access
+from core.context import Context
+from core.errors import ErrorCode, GatewayError
+from core.loaders import Loaders
 from datasources import catalogue
 from datasources.models import Author as AuthorModel
 from datasources.models import Institution as InstitutionModel
 from datasources.models import Technology as TechnologyModel
-from gateway.auth import Access
-from gateway.context import Context
-from gateway.errors import ErrorCode, GatewayError
-from gateway.loaders import Loaders
 from resolvers.authors import Author
 from resolvers.institutions import Institution
 from resolvers.mutations import Conflict, Forbidden, NotFound, ValidationFailed, failed, forbidden

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from core.context import Context
 from datasources.models import Institution as InstitutionModel
-from gateway.context import Context
 from resolvers import authors
 from resolvers.nodes import Node, fields_of, to_global_id
 from resolvers.pagination import Connection, listing

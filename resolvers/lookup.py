@@ -9,9 +9,9 @@ from typing import Any
 import strawberry
 from aiodataloader import DataLoader
 
-from gateway.context import Context
-from gateway.errors import ErrorCode, GatewayError
-from gateway.loaders import Loaders
+from core.context import Context
+from core.errors import ErrorCode, GatewayError
+from core.loaders import Loaders
 from resolvers.authors import Author
 from resolvers.institutions import Institution
 from resolvers.nodes import Node, from_global_id

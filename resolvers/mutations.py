@@ -14,13 +14,13 @@ import strawberry
 from sqlalchemy.exc import IntegrityError
 from strawberry.scalars import JSON
 
+from core.auth import Access
+from core.context import Context
 from datasources import report_writes
 from datasources.counters import Counter
 from datasources.models import Author, ReportType, Technology
 from datasources.models import ReportStatus as StoredStatus
 from datasources.report_writes import Authorship, DocumentContent
-from gateway.auth import Access
-from gateway.context import Context
 from resolvers.nodes import to_global_id
 from resolvers.reports import Report, ReportStatus
 from resolvers.stats import ReportStats

@@ -8,7 +8,7 @@ from typing import Any
 
 import strawberry
 
-from gateway.errors import ErrorCode, GatewayError
+from core.errors import ErrorCode, GatewayError
 
 
 @strawberry.interface(description="An object with a global ID, which `node(id:)` fetches.")

@@ -12,10 +12,10 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from sqlalchemy import Table
 
+from core.context import Context
+from core.errors import ErrorCode, GatewayError
 from datasources import listings
 from datasources.keyset import Page, PageRequest, Position
-from gateway.context import Context
-from gateway.errors import ErrorCode, GatewayError
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100

@@ -10,8 +10,8 @@ import strawberry
 from resolvers.pagination import Connection
 
 if TYPE_CHECKING:
+    from core.context import Context
     from datasources.reports import ReportParent
-    from gateway.context import Context
     from resolvers.reports import Report, ReportOrder
 
 

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import strawberry
 
+from core.context import Context
 from datasources import listings
 from datasources.models import ReportType as ReportTypeModel
 from datasources.reports import ReportParent
-from gateway.context import Context
 from resolvers.nodes import Node, fields_of, to_global_id
 from resolvers.report_lists import report_list
 

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from core.context import Context
+from core.errors import ErrorCode, GatewayError
 from datasources import reports as report_data
 from datasources.counters import Counter, top_report_ids
 from datasources.documents import report_ids_tagged
 from datasources.keyset import Page
 from datasources.models import ReportStatus as StoredStatus
 from datasources.reports import ReportFilter, ReportParent, ReportSort
-from gateway.context import Context
-from gateway.errors import ErrorCode, GatewayError
 from resolvers import authors, report_types, technologies
 from resolvers.documents import ReportDocument
 from resolvers.nodes import Node, database_ids, fields_of, from_global_id, to_global_id

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import strawberry
 
-from gateway import SERVICE_NAME, __version__
-from gateway.context import Context
+from core import SERVICE_NAME, __version__
+from core.context import Context
 
 
 @strawberry.type(description="The gateway that answers this request.")

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import strawberry
 
+from core.context import Context
 from datasources.models import Technology as TechnologyModel
 from datasources.reports import ReportParent
-from gateway.context import Context
 from resolvers.nodes import Node, fields_of, to_global_id
 from resolvers.pagination import Connection, listing
 from resolvers.report_lists import report_list

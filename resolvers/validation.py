@@ -9,7 +9,7 @@ from typing import Any
 import bson
 import strawberry
 
-from gateway.errors import GatewayError
+from core.errors import GatewayError
 from resolvers.nodes import database_ids, from_global_id
 
 MAX_DOCUMENT_BYTES = 1_000_000

@@ -26,15 +26,15 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 
+from core.connections import Connections, StoreUrls, open_connections
+from core.settings import Settings
 from datasources import api_keys, document_migrations
 from datasources.models import Role
 from gateway import migrate
 from gateway.app import create_app
-from gateway.connections import Connections, open_connections
-from gateway.embedded import EmbeddedStores, StoreUrls
+from gateway.embedded import EmbeddedStores
 from gateway.embedded.process import free_port
 from gateway.seed import seed
-from gateway.settings import Settings
 
 TEMPLATE_DATABASE = "gateway_test_template"
 

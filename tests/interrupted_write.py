@@ -10,10 +10,9 @@ import os
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.connections import StoreUrls, open_connections
+from core.settings import Settings
 from datasources.report_writes import Authorship, DocumentContent, WriteFaults, create_report
-from gateway.connections import open_connections
-from gateway.embedded import StoreUrls
-from gateway.settings import Settings
 
 EXIT_CODE = 9
 

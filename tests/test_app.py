@@ -6,9 +6,9 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from core.settings import Settings
 from gateway import SERVICE_NAME, __version__
 from gateway.app import create_app
-from gateway.settings import Settings
 from tests.conftest import serving
 
 SERVICE_QUERY = "{ service { name version environment } }"

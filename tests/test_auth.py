@@ -19,12 +19,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from core.connections import Connections
+from core.settings import Settings
 from datasources import api_keys
 from datasources.models import Role
 from gateway import cli
 from gateway.app import create_app
-from gateway.connections import Connections
-from gateway.settings import Settings
 from tests.conftest import issue_key, lifespan_client, serving
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-and-for-hs512-as-well-0123"

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 from alembic.script import ScriptDirectory
 
+from core.settings import Settings
 from gateway import cli
 from gateway.migrate import alembic_config
-from gateway.settings import Settings
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 

@@ -15,6 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.connections import Connections
+from core.settings import Settings
 from datasources.document_migrations import REPORT_DOCUMENTS
 from datasources.report_writes import (
     PENDING,
@@ -26,10 +28,8 @@ from datasources.report_writes import (
     reconcile_documents,
 )
 from gateway.app import create_app
-from gateway.connections import Connections
 from gateway.embedded.process import free_port
 from gateway.seed import seed
-from gateway.settings import Settings
 from tests import interrupted_write
 from tests.conftest import lifespan_client
 

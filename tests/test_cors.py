@@ -10,9 +10,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
+from core.settings import Environment, Settings
 from gateway.app import create_app
 from gateway.cors import OriginPolicy
-from gateway.settings import Environment, Settings
 from tests.conftest import Seeded, lifespan_client, serving
 
 APP_ORIGIN = "https://app.example"

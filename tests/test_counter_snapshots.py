@@ -5,12 +5,12 @@ import asyncio
 import httpx
 from sqlalchemy import text
 
+from core.connections import Connections
+from core.settings import Settings
 from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import ReportCounters, set_report_counters
 from gateway.app import create_app
-from gateway.connections import Connections
 from gateway.seed import seed
-from gateway.settings import Settings
 from tests.conftest import lifespan_client
 
 BY_VIEWS = """{ reports(first: 3, orderBy: {field: VIEWS, direction: DESC}) {

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from gateway.connections import Connections
+from core.connections import Connections
 from resolvers.nodes import to_global_id
 from tests.conftest import Caller
 from tests.test_mutations import HOSTILE

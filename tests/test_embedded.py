@@ -21,10 +21,11 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from core.connections import StoreUrls
+from core.settings import Settings
 from gateway.app import create_app
-from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, StoreUrls
+from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
 from gateway.embedded.process import free_port
-from gateway.settings import Settings
 
 READY_TIMEOUT = 90.0
 

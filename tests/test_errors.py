@@ -7,7 +7,7 @@ import logging
 import pytest
 from graphql import GraphQLError
 
-from gateway.errors import (
+from core.errors import (
     MAX_MESSAGE_LENGTH,
     ErrorCode,
     GatewayError,
@@ -20,7 +20,7 @@ def test_unexpected_errors_are_masked_and_logged_with_the_request_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     internal = RuntimeError("connection to 10.0.0.5:5432 refused")  # not for clients
-    with caplog.at_level(logging.ERROR, logger="gateway.errors"):
+    with caplog.at_level(logging.ERROR, logger="core.errors"):
         error = client_error(
             GraphQLError("boom", path=["broken"], original_error=internal), "req-1"
         )

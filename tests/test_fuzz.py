@@ -31,12 +31,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
+from core.connections import Connections
+from core.settings import Settings
 from datasources.models import Role
 from gateway.app import create_app
-from gateway.connections import Connections
 from gateway.schema import build_schema
 from gateway.seed import seed
-from gateway.settings import Settings
 from tests.conftest import issue_key, serving
 
 CODES = frozenset(

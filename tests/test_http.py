@@ -12,8 +12,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from core.settings import Settings
 from gateway.app import create_app
-from gateway.settings import Settings
 from tests.conftest import Seeded, lifespan_client, serving
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -273,7 +273,7 @@ async def test_unexpected_errors_are_masked_over_http_with_the_logged_request_id
     settings: Settings, broken_leaderboard: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with lifespan_client(create_app(settings)) as client:
-        with caplog.at_level(logging.ERROR, logger="gateway.errors"):
+        with caplog.at_level(logging.ERROR, logger="core.errors"):
             response = await client.post("/graphql", json={"query": "{ topReports { id } }"})
     (error,) = response.json()["errors"]
     assert error["message"] == "Internal server error"

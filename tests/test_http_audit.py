@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from core.settings import Settings
 from gateway.app import create_app
-from gateway.settings import Settings
 from tests.conftest import serving
 
 AUDIT_DIR = Path(__file__).parent / "http_audit"

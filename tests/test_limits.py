@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from graphql import get_introspection_query, parse
 
+from core.settings import Settings
 from gateway.app import create_app
 from gateway.limits import Limits, measure_shape
 from gateway.schema import build_schema
-from gateway.settings import Settings
 from tests.conftest import Seeded, lifespan_client
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -89,7 +89,7 @@ TAGS = ", ".join(f'"t{i}"' for i in range(3000))
         "root fields",
         "directives",
         "cost",
-    ],  # fmt: skip
+    ],
 )
 async def test_each_limit_refuses_with_what_it_measured(
     seeded: Seeded, limit: str, query: str, measured: int, maximum: int

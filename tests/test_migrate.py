@@ -11,10 +11,10 @@ from sqlalchemy import Connection, insert, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from core.connections import StoreUrls
 from datasources import document_migrations
 from datasources.models import Base, Report, ReportAuthor, ReportType, Technology
 from gateway import migrate
-from gateway.embedded import StoreUrls
 
 TABLES = {
     "institutions", "authors", "report_types", "reports", "report_authors", "technologies",

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from core.connections import Connections
 from datasources.document_migrations import REPORT_DOCUMENTS
 from datasources.report_writes import PENDING
-from gateway.connections import Connections
 from resolvers.nodes import to_global_id
 from tests.conftest import Caller
 

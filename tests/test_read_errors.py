@@ -15,12 +15,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from core.connections import Connections, StoreUrls, open_connections
+from core.settings import Settings
 from datasources import document_migrations
 from gateway.app import create_app
-from gateway.connections import Connections, open_connections
-from gateway.embedded import EmbeddedStores, StoreUrls
+from gateway.embedded import EmbeddedStores
 from gateway.seed import seed
-from gateway.settings import Settings
 from resolvers.nodes import to_global_id
 from tests.conftest import Seeded, lifespan_client
 from tests.test_reports import PAGE

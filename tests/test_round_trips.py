@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from core.settings import Environment
 from gateway.app import create_app
-from gateway.settings import Environment
 from tests.conftest import Seeded, lifespan_client
 
 NESTED = """

@@ -7,14 +7,13 @@ from typing import Any
 
 from sqlalchemy import text
 
+from core.connections import Connections, StoreUrls, open_connections
+from core.settings import Settings
 from datasources.counters import Counter as StatsCounter
 from datasources.counters import leaderboard_key, stats_key
 from datasources.document_migrations import REPORT_DOCUMENTS
 from gateway import migrate
-from gateway.connections import Connections, open_connections
-from gateway.embedded import StoreUrls
 from gateway.seed import seed
-from gateway.settings import Settings
 
 TABLES = (
     "institutions", "authors", "report_types", "technologies", "reports", "report_authors",

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from core.settings import ENV_PREFIX, Environment, Settings
 from gateway import cli
-from gateway.settings import ENV_PREFIX, Environment, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION_URLS = {

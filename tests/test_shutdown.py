@@ -18,7 +18,8 @@ import httpx
 import psutil
 import pytest
 
-from gateway.embedded import EmbeddedStores, StoreUrls
+from core.connections import StoreUrls
+from gateway.embedded import EmbeddedStores
 from gateway.embedded.process import free_port
 
 READY_TIMEOUT = 90.0

@@ -1,5 +1,5 @@
 """Real PostgreSQL, MongoDB-protocol and Redis-protocol servers run from a local data directory."""
 
-from gateway.embedded.stores import DataDirectoryInUseError, EmbeddedStores, StoreUrls
+from gateway.embedded.stores import DataDirectoryInUseError, EmbeddedStores
 
-__all__ = ["DataDirectoryInUseError", "EmbeddedStores", "StoreUrls"]
+__all__ = ["DataDirectoryInUseError", "EmbeddedStores"]

@@ -8,10 +8,11 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Self
 
+from core.connections import StoreUrls
 from gateway.embedded.mongo import MongoServer
 from gateway.embedded.postgres import PostgresServer
 from gateway.embedded.process import POLL_INTERVAL, STOP_TIMEOUT, EmbeddedServer, stop_recorded
@@ -42,13 +43,6 @@ class DataDirectoryInUseError(RuntimeError):
             "stop it first, or give this one another GATEWAY_DATA_DIR or external store URLs"
         )
         self.data_dir = data_dir
-
-
-@dataclass(frozen=True)
-class StoreUrls:
-    database_url: str | None = None
-    mongo_url: str | None = None
-    redis_url: str | None = None
 
 
 class EmbeddedStores:

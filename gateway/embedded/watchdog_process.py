@@ -9,7 +9,8 @@ import select
 import sys
 from pathlib import Path
 
-from gateway.embedded.stores import EmbeddedStores, StoreUrls
+from core.connections import StoreUrls
+from gateway.embedded.stores import EmbeddedStores
 from gateway.embedded.watchdog import RELEASE
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from typing import Any
 import jwt
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.settings import Settings
 from datasources.api_keys import KEY_PREFIX, role_of_key
 from datasources.models import Role
-from gateway.settings import Settings
 
 
 class Access(IntEnum):

@@ -15,16 +15,24 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from core.settings import Settings
 from datasources.instrumentation import (
     CountingRedisConnection,
     MongoCommandCounter,
     count_postgres_statements,
 )
-from gateway.embedded import StoreUrls
-from gateway.settings import Settings
 
 POSTGRES_POOL_SIZE = 20
 REDIS_MAX_CONNECTIONS = 64
+
+
+@dataclass(frozen=True)
+class StoreUrls:
+    """Where the stores are; None for a store the gateway is to start itself."""
+
+    database_url: str | None = None
+    mongo_url: str | None = None
+    redis_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from core.auth import ANONYMOUS, Viewer
+from core.connections import Connections
+from core.loaders import Loaders
+from core.settings import Settings
 from datasources.instrumentation import RoundTrips, current_round_trips
-from gateway.auth import ANONYMOUS, Viewer
-from gateway.connections import Connections
-from gateway.loaders import Loaders
-from gateway.settings import Settings
 
 
 @dataclass

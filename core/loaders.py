@@ -20,14 +20,14 @@ from sqlalchemy import Row, Table
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from core.connections import Connections
+from core.errors import ErrorCode, GatewayError
 from datasources import listings, lookups, reports
 from datasources.counters import ReportCounters, counters_by_report
 from datasources.documents import documents_by_report
 from datasources.keyset import Page, PageRequest
 from datasources.models import Author, Institution, Report, ReportType, Technology
 from datasources.reports import ReportParent, ReportSort
-from gateway.connections import Connections
-from gateway.errors import ErrorCode, GatewayError
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -86,7 +86,7 @@ class Loaders:
     async def call(self, store: str, operation: Awaitable[V]) -> V:
         """One store call outside a loader (a root list), under the same rules.
 
-        Time limits are the drivers' own (see gateway/connections.py), never a
+        Time limits are the drivers' own (see core/connections.py), never a
         cancellation from out here: cancelling PyMongo's async pool while it waits for a
         connection corrupts the pool's lock and hangs every later operation. For the same
         reason a cancelled caller (a client gone, a sibling field failed) stops waiting,
