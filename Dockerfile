@@ -11,6 +11,7 @@ RUN useradd --system --create-home --home-dir /home/gateway gateway
 COPY pyproject.toml README.md alembic.ini schema.graphql ./
 COPY alembic ./alembic
 COPY gateway ./gateway
+COPY core ./core
 COPY resolvers ./resolvers
 COPY datasources ./datasources
 # Editable, so that the migrations under /app/alembic stay beside the code that runs them.

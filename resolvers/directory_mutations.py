@@ -7,21 +7,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
-from aiodataloader import DataLoader
 from sqlalchemy.exc import IntegrityError
 
+from core import sources
 from core.auth import Access
 from core.context import Context
 from core.errors import ErrorCode, GatewayError
-from core.loaders import Loaders
+from core.sources import Source, Store
 from datasources import catalogue
 from datasources.models import Author as AuthorModel
 from datasources.models import Institution as InstitutionModel
 from datasources.models import Technology as TechnologyModel
-from resolvers.authors import Author
-from resolvers.institutions import Institution
+from resolvers.catalogue import Author, Institution, Technology
 from resolvers.mutations import Conflict, Forbidden, NotFound, ValidationFailed, failed, forbidden
-from resolvers.technologies import Technology
 from resolvers.validation import EMAIL, ORCID, WEB_ADDRESS, Problems, given_fields
 
 if TYPE_CHECKING:
@@ -150,23 +148,23 @@ class Kind:
     type_name: str
     conflict: str
     validate: Callable[..., dict[str, Any]]
-    loader: Callable[[Loaders], DataLoader[int, Any]]
+    source: Source[int, Any]
     saved: Callable[[Row[Any]], Any]
 
 
 AUTHOR = Kind(
     AuthorModel, "Author", "an author with this email exists, or the institution does not",
-    _author_values, lambda loaders: loaders.author,
+    _author_values, sources.AUTHOR,
     lambda row: AuthorSaved(author=Author.from_row(row)),
 )  # fmt: skip
 INSTITUTION = Kind(
     InstitutionModel, "Institution", "an institution with this name exists",
-    _institution_values, lambda loaders: loaders.institution,
+    _institution_values, sources.INSTITUTION,
     lambda row: InstitutionSaved(institution=Institution.from_row(row)),
 )  # fmt: skip
 TECHNOLOGY = Kind(
     TechnologyModel, "Technology", "this version of this technology exists",
-    _technology_values, lambda loaders: loaders.technology,
+    _technology_values, sources.TECHNOLOGY,
     lambda row: TechnologySaved(technology=Technology.from_row(row)),
 )  # fmt: skip
 
@@ -174,15 +172,15 @@ TECHNOLOGY = Kind(
 async def _write(info: Info, operation: Awaitable[Any], conflict: str) -> Any:
     """Run a write; a unique or foreign-key violation is the client's conflict, not a 500."""
     try:
-        return await info.context.loaders.call("postgres", operation)
+        return await info.context.loaders.call(Store.POSTGRES, operation)
     except IntegrityError:
         return Conflict(message=conflict)
 
 
 async def _saved(info: Info, kind: Kind, row_id: int) -> Any:
-    loader = kind.loader(info.context.loaders)
-    loader.clear(row_id)
-    row = await loader.load(row_id)
+    loaders = info.context.loaders
+    loaders.clear(kind.source, row_id)
+    row = await loaders.load(kind.source, row_id)
     if row is None:  # deleted by a concurrent request between the write and this read
         raise GatewayError("the row was deleted meanwhile", ErrorCode.NOT_FOUND)
     return kind.saved(row)
@@ -244,7 +242,7 @@ class DirectoryMutation:
         if author_id is None:
             return NotFound(message="no such author", id=id)
         outcome = await info.context.loaders.call(
-            "postgres",
+            Store.POSTGRES,
             catalogue.delete_author(engine=info.context.connections.engine, author_id=author_id),
         )
         if outcome.primary_of:
@@ -253,7 +251,7 @@ class DirectoryMutation:
             )
         if not outcome.deleted:
             return NotFound(message="no such author", id=id)
-        info.context.loaders.author.clear(author_id)
+        info.context.loaders.clear(sources.AUTHOR, author_id)
         return AuthorDeleted(deleted_id=id)
 
     @strawberry.mutation(description="Add an institution; its name must be unused.")

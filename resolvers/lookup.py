@@ -7,27 +7,23 @@ from collections.abc import Callable
 from typing import Any
 
 import strawberry
-from aiodataloader import DataLoader
 
+from core import sources
 from core.context import Context
 from core.errors import ErrorCode, GatewayError
-from core.loaders import Loaders
-from resolvers.authors import Author
-from resolvers.institutions import Institution
+from core.sources import Source
+from resolvers.catalogue import Author, Institution, Report, ReportType, Technology
 from resolvers.nodes import Node, from_global_id
-from resolvers.report_types import ReportType
-from resolvers.reports import Report
-from resolvers.technologies import Technology
 
 Info = strawberry.Info[Context, None]
 MAX_NODES = 100
 
-NODE_TYPES: dict[str, tuple[Callable[[Loaders], DataLoader[int, Any]], Callable[[Any], Node]]] = {
-    "Report": (lambda loaders: loaders.report, Report.from_row),
-    "Author": (lambda loaders: loaders.author, Author.from_row),
-    "Institution": (lambda loaders: loaders.institution, Institution.from_row),
-    "ReportType": (lambda loaders: loaders.report_type, ReportType.from_row),
-    "Technology": (lambda loaders: loaders.technology, Technology.from_row),
+NODE_TYPES: dict[str, tuple[Source[int, Any], Callable[[Any], Node]]] = {
+    "Report": (sources.REPORT, Report.from_row),
+    "Author": (sources.AUTHOR, Author.from_row),
+    "Institution": (sources.INSTITUTION, Institution.from_row),
+    "ReportType": (sources.REPORT_TYPE, ReportType.from_row),
+    "Technology": (sources.TECHNOLOGY, Technology.from_row),
 }
 
 
@@ -36,8 +32,8 @@ async def _node(info: Info, global_id: str) -> Node | None:
     kind = NODE_TYPES.get(type_name)
     if kind is None:
         return None
-    loader, build = kind
-    row = await loader(info.context.loaders).load(database_id)
+    source, build = kind
+    row = await info.context.loaders.load(source, database_id)
     return None if row is None else build(row)
 
 

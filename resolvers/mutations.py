@@ -14,15 +14,17 @@ import strawberry
 from sqlalchemy.exc import IntegrityError
 from strawberry.scalars import JSON
 
+from core import sources
 from core.auth import Access
 from core.context import Context
+from core.sources import Store
 from datasources import report_writes
 from datasources.counters import Counter
 from datasources.models import Author, ReportType, Technology
 from datasources.models import ReportStatus as StoredStatus
 from datasources.report_writes import Authorship, DocumentContent
+from resolvers.catalogue import Report, ReportStatus
 from resolvers.nodes import to_global_id
-from resolvers.reports import Report, ReportStatus
 from resolvers.stats import ReportStats
 from resolvers.validation import Problems, check_document_size, check_metadata, given_fields
 
@@ -209,7 +211,7 @@ def _check_columns(problems: Problems, values: dict[str, Any]) -> dict[str, Any]
 
 async def _existing(info: Info, table: Any, ids: list[int]) -> set[int]:
     return await info.context.loaders.call(
-        "postgres",
+        Store.POSTGRES,
         report_writes.existing_ids(engine=info.context.connections.engine, table=table, ids=ids),
     )
 
@@ -268,16 +270,16 @@ async def _check_fields(
 def _forget(info: Info, report_id: int) -> None:
     """After a write, this request's loaders must read the new state."""
     loaders = info.context.loaders
-    for loader in (
-        loaders.report, loaders.authorships, loaders.technologies_of_report,
-        loaders.document, loaders.counters,
+    for source in (
+        sources.REPORT, sources.AUTHORSHIPS_OF_REPORT, sources.TECHNOLOGIES_OF_REPORT,
+        sources.DOCUMENT_OF_REPORT, sources.COUNTERS_OF_REPORT,
     ):  # fmt: skip
-        loader.clear(report_id)
+        loaders.clear(source, report_id)
 
 
 async def _saved(info: Info, report_id: int) -> ReportSaved | NotFound:
     _forget(info, report_id)
-    row = await info.context.loaders.report.load(report_id)
+    row = await info.context.loaders.load(sources.REPORT, report_id)
     if row is None:
         return NotFound(
             message="the report was deleted meanwhile", id=to_global_id("Report", report_id)
@@ -301,7 +303,7 @@ class ReportMutation:
         loaders = info.context.loaders
         if idempotency_key and not problems:
             earlier = await loaders.call(
-                "postgres", report_writes.idempotent_result(engine=engine, key=idempotency_key)
+                Store.POSTGRES, report_writes.idempotent_result(engine=engine, key=idempotency_key)
             )
             if earlier is not None:
                 return await _saved(info, earlier[1])
@@ -317,7 +319,7 @@ class ReportMutation:
             return failed(problems)
         try:
             report_id = await loaders.call(
-                "postgres",
+                Store.POSTGRES,
                 report_writes.create_report(
                     engine=engine,
                     documents=info.context.connections.documents,
@@ -352,7 +354,7 @@ class ReportMutation:
         if problems or report_id is None:
             return failed(problems)
         updated = await info.context.loaders.call(
-            "postgres",
+            Store.POSTGRES,
             report_writes.update_report(
                 engine=info.context.connections.engine, report_id=report_id,
                 fields=columns, authors=authors, technology_ids=technology_ids,
@@ -372,7 +374,7 @@ class ReportMutation:
         report_id = problems.database_id("id", id, "Report")
         if report_id is None:
             return failed(problems)
-        row = await info.context.loaders.report.load(report_id)
+        row = await info.context.loaders.load(sources.REPORT, report_id)
         if row is None:
             return NotFound(message="no such report", id=id)
         if NEXT_STATUS.get(row.status) != to.value:
@@ -385,7 +387,7 @@ class ReportMutation:
             date.today() if to is ReportStatus.PUBLISHED and row.publication_date is None else None
         )
         moved = await info.context.loaders.call(
-            "postgres",
+            Store.POSTGRES,
             report_writes.move_status(
                 engine=info.context.connections.engine, report_id=report_id,
                 current=row.status, target=to.value, publish_on=publish_on,
@@ -403,7 +405,7 @@ class ReportMutation:
         report_id = problems.database_id("id", id, "Report")
         connections = info.context.connections
         deleted = report_id is not None and await info.context.loaders.call(
-            "postgres",
+            Store.POSTGRES,
             report_writes.delete_report(
                 engine=connections.engine, documents=connections.documents,
                 redis=connections.redis, report_id=report_id,
@@ -431,10 +433,10 @@ class ReportMutation:
         changes = document.changes(problems, "document")
         if problems or database_id is None:
             return failed(problems)
-        if await info.context.loaders.report.load(database_id) is None:
+        if await info.context.loaders.load(sources.REPORT, database_id) is None:
             return NotFound(message="no such report", id=report_id)
         revision = await info.context.loaders.call(
-            "mongodb",
+            Store.MONGODB,
             report_writes.update_document(
                 documents=info.context.connections.documents, report_id=database_id,
                 expected_revision=expected_revision, changes=changes,
@@ -456,15 +458,15 @@ class ReportMutation:
 async def _count(info: Info, report_id: strawberry.ID, counter: Counter) -> Counted | NotFound:
     problems = Problems()
     database_id = problems.database_id("reportId", report_id, "Report")
-    if database_id is None or await info.context.loaders.report.load(database_id) is None:
+    if database_id is None or await info.context.loaders.load(sources.REPORT, database_id) is None:
         return NotFound(message="no such report", id=report_id)
     counters = await info.context.loaders.call(
-        "redis",
+        Store.REDIS,
         report_writes.record(
             redis=info.context.connections.redis, report_id=database_id, counter=counter
         ),
     )
-    info.context.loaders.counters.clear(database_id)
+    info.context.loaders.clear(sources.COUNTERS_OF_REPORT, database_id)
     return Counted(
         report_id=report_id, stats=ReportStats(views=counters.views, downloads=counters.downloads)
     )

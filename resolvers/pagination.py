@@ -14,6 +14,7 @@ from sqlalchemy import Table
 
 from core.context import Context
 from core.errors import ErrorCode, GatewayError
+from core.sources import Store
 from datasources import listings
 from datasources.keyset import Page, PageRequest, Position
 
@@ -163,13 +164,13 @@ async def listing(
     loaders = info.context.loaders
     engine = info.context.connections.engine
     page = await loaders.call(
-        "postgres", listings.entity_page(engine=engine, table=table, request=request)
+        Store.POSTGRES, listings.entity_page(engine=engine, table=table, request=request)
     )
     return connection(
         page,
         ordering=ordering,
         node=node,
         counter=lambda: loaders.call(
-            "postgres", listings.count_entities(engine=engine, table=table)
+            Store.POSTGRES, listings.count_entities(engine=engine, table=table)
         ),
     )

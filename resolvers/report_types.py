@@ -1,41 +1,20 @@
-"""Kinds of report: technical report, survey, case study..."""
+"""The root field that lists the kinds of report."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import strawberry
 
+from core import sources
 from core.context import Context
+from core.sources import Store
 from datasources import listings
 from datasources.models import ReportType as ReportTypeModel
-from datasources.reports import ReportParent
-from resolvers.nodes import Node, fields_of, to_global_id
-from resolvers.report_lists import report_list
-
-if TYPE_CHECKING:
-    from sqlalchemy import Row
-
+from resolvers.catalogue import ReportType
 
 Info = strawberry.Info[Context, None]
 REPORT_TYPES: Any = ReportTypeModel.__table__
-
-
-@strawberry.type(description="A kind of report.")
-class ReportType(Node):
-    database_id: int
-    name: str
-    description: str | None
-
-    @classmethod
-    def from_row(cls, row: Row[Any]) -> ReportType:
-        return cls(
-            id=to_global_id("ReportType", row.id),
-            database_id=row.id,
-            **fields_of(row, "name", "description"),
-        )
-
-    reports = report_list(ReportParent.REPORT_TYPE, "The reports of this kind.")
 
 
 @strawberry.type
@@ -44,9 +23,9 @@ class ReportTypeQuery:
     async def report_types(self, info: Info) -> list[ReportType]:
         loaders = info.context.loaders
         rows = await loaders.call(
-            "postgres",
+            Store.POSTGRES,
             listings.all_by_name(engine=info.context.connections.engine, table=REPORT_TYPES),
         )
         for row in rows:
-            loaders.report_type.prime(row.id, row)
+            loaders.prime(sources.REPORT_TYPE, row.id, row)
         return [ReportType.from_row(row) for row in rows]

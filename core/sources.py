@@ -1,0 +1,128 @@
+"""Where the data of every relation comes from, as data: the store, the batch function of
+``datasources`` and how it is called. Fields declare their source beside themselves (see
+``resolvers.relations``); the DataLoaders and the planner are both made from this table, so
+there is one place to read, and one edit to make, for each relation.
+
+A ``Source`` is called with every key of one level at once and answers under the batch
+contract: one value per key, in key order (``None``, or an empty list for a source of many,
+where a key matches nothing). Sources that take arguments (a page of a list, say) are made
+by functions; two sources with the same name and arguments are the same source, and share
+one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from core.connections import Connections
+from datasources import listings, lookups, reports
+from datasources.counters import ReportCounters, counters_by_report
+from datasources.documents import documents_by_report
+from datasources.keyset import Page, PageRequest
+from datasources.models import Author, Institution, Report, ReportType, Technology
+from datasources.reports import ReportParent, ReportSort
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Store(StrEnum):
+    POSTGRES = "postgres"
+    MONGODB = "mongodb"
+    REDIS = "redis"
+
+
+@dataclass(frozen=True)
+class Source(Generic[K, V]):
+    name: str
+    store: Store
+    fetch: Callable[[Connections, Sequence[K]], Awaitable[Sequence[V]]] = field(compare=False)
+    # What makes two sources of one name different: a page's size and position, say.
+    arguments: tuple[Hashable, ...] = ()
+
+
+def _by_id(model: Any) -> Source[int, Any]:
+    table = model.__table__
+    return Source(
+        f"{table.name} by id",
+        Store.POSTGRES,
+        lambda stores, ids: lookups.rows_by_id(engine=stores.engine, table=table, ids=ids),
+    )
+
+
+REPORT = _by_id(Report)
+AUTHOR = _by_id(Author)
+INSTITUTION = _by_id(Institution)
+REPORT_TYPE = _by_id(ReportType)
+TECHNOLOGY = _by_id(Technology)
+
+AUTHORSHIPS_OF_REPORT: Source[int, list[Any]] = Source(
+    "authorships of a report",
+    Store.POSTGRES,
+    lambda stores, ids: lookups.authorships_by_report(engine=stores.engine, report_ids=ids),
+)
+TECHNOLOGIES_OF_REPORT: Source[int, list[Any]] = Source(
+    "technologies of a report",
+    Store.POSTGRES,
+    lambda stores, ids: lookups.technologies_by_report(engine=stores.engine, report_ids=ids),
+)
+DOCUMENT_OF_REPORT: Source[int, dict[str, Any] | None] = Source(
+    "document of a report",
+    Store.MONGODB,
+    lambda stores, ids: documents_by_report(database=stores.documents, report_ids=ids),
+)
+COUNTERS_OF_REPORT: Source[int, ReportCounters | None] = Source(
+    "counters of a report",
+    Store.REDIS,
+    lambda stores, ids: counters_by_report(redis=stores.redis, report_ids=ids),
+)
+
+
+def report_pages(
+    parent: ReportParent, sort: ReportSort, *, descending: bool, request: PageRequest
+) -> Source[int, Page]:
+    """A page of the reports of each parent: all parents asking for the same page of the
+    same list share one windowed query."""
+    ordering = reports.report_ordering(sort, descending=descending)
+    return Source(
+        "report pages",
+        Store.POSTGRES,
+        lambda stores, ids: reports.report_pages_by_parent(
+            engine=stores.engine, parent=parent, parent_ids=ids, ordering=ordering, request=request
+        ),
+        (parent, sort, descending, request),
+    )
+
+
+def report_counts(parent: ReportParent) -> Source[int, int]:
+    return Source(
+        "report counts",
+        Store.POSTGRES,
+        lambda stores, ids: reports.count_reports_by_parent(
+            engine=stores.engine, parent=parent, parent_ids=ids
+        ),
+        (parent,),
+    )
+
+
+def author_pages_of_institution(request: PageRequest) -> Source[int, Page]:
+    return Source(
+        "author pages of an institution",
+        Store.POSTGRES,
+        lambda stores, ids: listings.author_pages_by_institution(
+            engine=stores.engine, institution_ids=ids, request=request
+        ),
+        (request,),
+    )
+
+
+AUTHOR_COUNTS_OF_INSTITUTION: Source[int, int] = Source(
+    "author counts of an institution",
+    Store.POSTGRES,
+    lambda stores, ids: listings.count_authors_by_institution(
+        engine=stores.engine, institution_ids=ids
+    ),
+)

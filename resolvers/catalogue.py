@@ -1,0 +1,344 @@
+"""The catalogue's object types: reports, authors, institutions, technologies, report types.
+
+They refer to each other (a report's authors, an author's reports), so they live in one
+module: split across modules, building each other's objects would make the modules import
+each other in a circle. Each relation is declared beside its field with ``relation``: the
+source that fills it, the key, and how a fetched record becomes the object. The root
+fields that list and find them live in the modules of their areas.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import strawberry
+
+from core import sources
+from core.auth import Access
+from core.context import Context
+from core.errors import ErrorCode, GatewayError
+from datasources.counters import ReportCounters
+from datasources.keyset import Page, PageRequest
+from datasources.models import ReportStatus as StoredStatus
+from datasources.reports import ReportParent, ReportSort
+from resolvers.documents import ReportDocument
+from resolvers.nodes import Node, fields_of, to_global_id
+from resolvers.pagination import (
+    Connection,
+    connection,
+    page_request,
+    parse_date,
+    parse_int,
+    parse_text,
+)
+from resolvers.relations import relation
+from resolvers.stats import ReportStats
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+Info = strawberry.Info[Context, None]
+AUTHOR_ORDERING = "authors:name:asc"
+
+
+@strawberry.enum(description="Where a report stands in its life.")
+class ReportStatus(Enum):
+    DRAFT = StoredStatus.DRAFT.value
+    REVIEW = StoredStatus.REVIEW.value
+    PUBLISHED = StoredStatus.PUBLISHED.value
+    ARCHIVED = StoredStatus.ARCHIVED.value
+
+
+@strawberry.enum
+class ReportOrderField(Enum):
+    PUBLICATION_DATE = ReportSort.PUBLICATION_DATE.value
+    TITLE = ReportSort.TITLE.value
+    WORD_COUNT = ReportSort.WORD_COUNT.value
+    VIEWS = strawberry.enum_value(
+        ReportSort.VIEWS.value,
+        description="Views as of the last counter snapshot (refreshed periodically).",
+    )
+
+
+@strawberry.enum
+class OrderDirection(Enum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+@strawberry.input(description="How to order reports; ties are broken by id.")
+class ReportOrder:
+    field: ReportOrderField = ReportOrderField.PUBLICATION_DATE
+    direction: OrderDirection = OrderDirection.DESC
+
+
+PARSERS = {
+    ReportOrderField.PUBLICATION_DATE: parse_date,
+    ReportOrderField.TITLE: parse_text,
+    ReportOrderField.WORD_COUNT: parse_int,
+    ReportOrderField.VIEWS: parse_int,
+}
+
+
+def ordering_tag(order: ReportOrder) -> str:
+    return f"reports:{order.field.value}:{order.direction.value}"
+
+
+def report_page_request(
+    order: ReportOrder,
+    *,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> PageRequest:
+    return page_request(
+        first=first, after=after, last=last, before=before,
+        ordering=ordering_tag(order), parse=PARSERS[order.field],
+    )  # fmt: skip
+
+
+def report_connection(page: Page, order: ReportOrder, counter: Any) -> Connection[Report]:
+    return connection(page, ordering=ordering_tag(order), node=Report.from_row, counter=counter)
+
+
+def report_list(parent: ReportParent, description: str) -> Any:
+    """The paginated ``reports`` field of the types reports hang from (author, technology,
+    report type): one definition, so that every such list pages, orders and batches alike;
+    the pages of all parents in a list share one query."""
+
+    async def resolve(
+        root: Any,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        order_by: ReportOrder | None = None,
+    ) -> Connection[Report]:
+        order = order_by or ReportOrder()
+        request = report_page_request(order, first=first, after=after, last=last, before=before)
+        loaders = info.context.loaders
+        source = sources.report_pages(
+            parent,
+            ReportSort(order.field.value),
+            descending=order.direction is OrderDirection.DESC,
+            request=request,
+        )
+        page = await loaders.load(source, root.database_id)
+        counts = sources.report_counts(parent)
+        return report_connection(page, order, lambda: loaders.load(counts, root.database_id))
+
+    return strawberry.field(resolver=resolve, description=description)
+
+
+def _report_type(row: Row[Any] | None) -> ReportType:
+    if row is None:  # the foreign key makes this impossible short of a concurrent delete
+        raise GatewayError("the report's type no longer exists", ErrorCode.NOT_FOUND)
+    return ReportType.from_row(row)
+
+
+def _stats(counters: ReportCounters | None) -> ReportStats:
+    if counters is None:
+        return ReportStats(views=0, downloads=0)
+    return ReportStats(views=counters.views, downloads=counters.downloads)
+
+
+@strawberry.type(description="A research report.")
+class Report(Node):
+    database_id: int
+    title: str
+    abstract: str | None
+    publication_date: date | None
+    word_count: int
+    status: ReportStatus
+    created_at: datetime
+    updated_at: datetime
+    report_type_id: strawberry.Private[int]
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> Report:
+        return cls(
+            id=to_global_id("Report", row.id),
+            database_id=row.id,
+            status=ReportStatus(row.status),
+            report_type_id=row.report_type_id,
+            **fields_of(
+                row, "title", "abstract", "publication_date", "word_count", "created_at",
+                "updated_at",
+            ),
+        )  # fmt: skip
+
+    report_type: ReportType = relation(
+        sources.REPORT_TYPE, key="report_type_id", build=_report_type, name="type"
+    )
+    authors: list[Authorship] = relation(
+        sources.AUTHORSHIPS_OF_REPORT,
+        key="database_id",
+        build=lambda rows: [Authorship.from_row(row) for row in rows],
+        description="The report's authors, primary author first.",
+    )
+    primary_author: Author | None = relation(
+        sources.AUTHORSHIPS_OF_REPORT,
+        key="database_id",
+        build=lambda rows: next(
+            (Author.from_row(row) for row in rows if row.is_primary_author), None
+        ),
+    )
+    technologies: list[Technology] = relation(
+        sources.TECHNOLOGIES_OF_REPORT,
+        key="database_id",
+        build=lambda rows: [Technology.from_row(row) for row in rows],
+    )
+    document: ReportDocument | None = relation(
+        sources.DOCUMENT_OF_REPORT,
+        key="database_id",
+        build=lambda document: None if document is None else ReportDocument.from_document(document),
+        description="The report's document (MongoDB); null if it has none.",
+    )
+    stats: ReportStats | None = relation(
+        sources.COUNTERS_OF_REPORT,
+        key="database_id",
+        build=_stats,
+        description="Live counters (Redis); null while they cannot be read.",
+    )
+
+
+def _email(root: Author, info: Info) -> str | None:
+    if not info.context.viewer.can(Access.READER):
+        raise GatewayError(
+            "Author.email is for readers and above: authenticate with a reader key or token",
+            ErrorCode.FORBIDDEN,
+        )
+    return root.email_address
+
+
+@strawberry.type(description="A person who writes reports.")
+class Author(Node):
+    database_id: int
+    name: str
+    orcid: str | None
+    institution_id: strawberry.Private[int | None]
+    email_address: strawberry.Private[str]
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> Author:
+        return cls(
+            id=to_global_id("Author", row.id),
+            database_id=row.id,
+            institution_id=row.institution_id,
+            email_address=row.email,
+            **fields_of(row, "name", "orcid"),
+        )
+
+    email: str | None = strawberry.field(
+        resolver=_email,
+        description="For readers and above; null with FORBIDDEN otherwise.",
+    )
+    institution: Institution | None = relation(
+        sources.INSTITUTION,
+        key="institution_id",
+        build=lambda row: None if row is None else Institution.from_row(row),
+    )
+    reports: Connection[Report] = report_list(
+        ReportParent.AUTHOR, "The reports this author wrote or co-wrote."
+    )
+
+
+@strawberry.type(description="An author's part in one report.")
+class Authorship:
+    author: Author
+    is_primary: bool
+    position: int
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> Authorship:
+        return cls(
+            author=Author.from_row(row), is_primary=row.is_primary_author, position=row.position
+        )
+
+
+def author_page_request(
+    first: int | None, after: str | None, last: int | None, before: str | None
+) -> PageRequest:
+    return page_request(
+        first=first, after=after, last=last, before=before, ordering=AUTHOR_ORDERING,
+        parse=parse_text,
+    )  # fmt: skip
+
+
+def author_connection(page: Page, counter: Any) -> Connection[Author]:
+    return connection(page, ordering=AUTHOR_ORDERING, node=Author.from_row, counter=counter)
+
+
+@strawberry.type(description="A university, laboratory or company that authors belong to.")
+class Institution(Node):
+    database_id: int
+    name: str
+    country: str | None
+    website: str | None
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> Institution:
+        return cls(
+            id=to_global_id("Institution", row.id),
+            database_id=row.id,
+            **fields_of(row, "name", "country", "website"),
+        )
+
+    @strawberry.field(description="The institution's authors, by name.")
+    async def authors(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Author]:
+        request = author_page_request(first, after, last, before)
+        loaders = info.context.loaders
+        page = await loaders.load(sources.author_pages_of_institution(request), self.database_id)
+        return author_connection(
+            page,
+            lambda: loaders.load(sources.AUTHOR_COUNTS_OF_INSTITUTION, self.database_id),
+        )
+
+
+@strawberry.type(description="A technology, in one version.")
+class Technology(Node):
+    database_id: int
+    name: str
+    version: str
+    description: str | None
+    technology_type: str
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> Technology:
+        return cls(
+            id=to_global_id("Technology", row.id),
+            database_id=row.id,
+            **fields_of(row, "name", "version", "description", "technology_type"),
+        )
+
+    reports: Connection[Report] = report_list(
+        ReportParent.TECHNOLOGY, "The reports that use this technology."
+    )
+
+
+@strawberry.type(description="A kind of report.")
+class ReportType(Node):
+    database_id: int
+    name: str
+    description: str | None
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> ReportType:
+        return cls(
+            id=to_global_id("ReportType", row.id),
+            database_id=row.id,
+            **fields_of(row, "name", "description"),
+        )
+
+    reports: Connection[Report] = report_list(ReportParent.REPORT_TYPE, "The reports of this kind.")
