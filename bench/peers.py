@@ -1,0 +1,491 @@
+"""The gateway against PostGraphile 4 and 5 on the same PostgreSQL 15 database, in one run.
+
+Starts a PostgreSQL 15 cluster of the distribution's on a free port, seeds it with
+`gateway seed` (MongoDB and Redis stay embedded in the gateway's data directory), then
+serves it with each server in turn, one process each, and sends each the same query
+shapes written in its own schema's naming:
+
+- nested: 100 reports by publication date, newest first, with their type, their authors
+  (primary flag, name, institution) and technologies: bench/nested.py's query without
+  its MongoDB and Redis fields, and without `primaryAuthor`, which PostGraphile has no
+  field for (the authors' primary flag carries it);
+- nested+stores: bench/nested.py's query as it is (the gateway only);
+- wide: 100 technologies (the seed has 49), 100 reports each with their authors' names:
+  about 32,000 objects. The gateway orders a technology's reports by publication date,
+  PostGraphile by its link table's primary key: ordering by a linked table's column needs
+  a plugin, and the rows' number and shape are what this query is about.
+
+For each server and query: requests per second and wrk's p50/p99 latency with C
+connections, one request's latency alone (median of sequential requests), and the CPU a
+request costs the server's process and PostgreSQL. Every server's nested answer is
+checked against the same rows read straight from the database. A run lasts --seconds, or
+longer (up to two minutes) for a query that takes long alone: a few answers on every
+connection. Installs wrk, PostgreSQL 15
+and the PostGraphile packages (Node 22 for version 5) when they are missing.
+
+    python -m bench.peers [--reports 10000] [--seconds 20] [--clients 32]
+                          [--only gateway|postgraphile4|postgraphile5] [--keep]
+                          [--data-dir D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import psutil
+
+from bench import wrk
+from bench.gateway_process import run_command, serving
+from bench.installs import apt_packages, npm_folder
+from bench.nested import QUERY as NESTED_WITH_STORES
+from bench.postgraphile_process import serving_postgraphile
+from bench.system_postgres import Cluster, running_cluster
+from gateway.embedded.process import log_tail
+
+GATEWAY_NESTED = """
+query Nested($first: Int!) {
+  reports(first: $first, orderBy: {field: PUBLICATION_DATE, direction: DESC}) {
+    totalCount
+    edges { node {
+      databaseId title publicationDate status wordCount
+      type { name }
+      authors { isPrimary author { name institution { name country } } }
+      technologies { name version }
+    } }
+  }
+}
+"""
+
+GATEWAY_WIDE = """
+query Wide($first: Int!) {
+  technologies(first: $first) {
+    edges { node {
+      name version
+      reports(first: $first) {
+        edges { node { title wordCount status authors { author { name } } } }
+      }
+    } }
+  }
+}
+"""
+
+# PostGraphile 4 and 5 (its default preset) name the schema alike, but for the row's id
+# column (`id` in 4; `rowId` in 5, where `id` is the global one). Version 5 orders only by
+# indexed columns, so the authors come in their link table's order in both.
+POSTGRAPHILE_NESTED = """
+query Nested($first: Int!) {
+  allReports(first: $first, orderBy: [PUBLICATION_DATE_DESC, <id-order>]) {
+    totalCount
+    edges { node {
+      <id> title publicationDate status wordCount
+      reportTypeByReportTypeId { name }
+      reportAuthorsByReportId {
+        nodes {
+          isPrimaryAuthor
+          authorByAuthorId { name institutionByInstitutionId { name country } }
+        }
+      }
+      reportTechnologiesByReportId { nodes { technologyByTechnologyId { name version } } }
+    } }
+  }
+}
+"""
+
+POSTGRAPHILE_WIDE = """
+query Wide($first: Int!) {
+  allTechnologies(first: $first, orderBy: [NAME_ASC, VERSION_ASC]) {
+    edges { node {
+      name version
+      reportTechnologiesByTechnologyId(first: $first) {
+        edges { node { reportByReportId {
+          title wordCount status
+          reportAuthorsByReportId { nodes { authorByAuthorId { name } } }
+        } } }
+      }
+    } }
+  }
+}
+"""
+
+# The nested query's rows as every server must answer them: report id, title, and its
+# authors' names, sorted, in the order of the list.
+REFERENCE_SQL = """
+SELECT json_agg(json_build_array(r.id, r.title, (
+  SELECT coalesce(json_agg(a.name), '[]'::json)
+  FROM report_authors ra JOIN authors a ON a.id = ra.author_id WHERE ra.report_id = r.id
+)) ORDER BY r.sort_key DESC, r.id DESC)
+FROM (
+  SELECT id, title, coalesce(publication_date, '0001-01-01') AS sort_key FROM reports
+  ORDER BY sort_key DESC, id DESC LIMIT 100
+) r
+"""
+
+Rows = list[tuple[int, str, tuple[str, ...]]]
+
+SERVERS = ("gateway", "postgraphile4", "postgraphile5")
+VARIABLES = {"first": 100}
+WARM_UP_SECONDS = 3.0
+# One request alone: this many after two unmeasured ones, or as many as fit this time.
+ALONE_REQUESTS = 30
+ALONE_SECONDS = 10.0
+IDLE_TIMEOUT = 180.0
+# A run long enough for every connection to see a few answers: a server that takes a
+# second a request alone takes C seconds a request under C connections, and a run of
+# --seconds would end before the first one.
+ROUNDS = 3
+LONGEST_RUN = 120.0
+# The wide query costs more than the default limit allows, and under 32 clients it can
+# take longer than the default deadline: the benchmark measures it, not the limits.
+GATEWAY_SETTINGS = {
+    "counter_snapshot_interval": "0",
+    "max_cost": "100000000",
+    "execution_timeout": "600",
+}
+
+
+def _gateway_rows(data: dict[str, Any]) -> Rows:
+    return [
+        (
+            int(node["databaseId"]),
+            node["title"],
+            tuple(sorted(a["author"]["name"] for a in node["authors"])),
+        )
+        for node in (edge["node"] for edge in data["reports"]["edges"])
+    ]
+
+
+def _postgraphile_rows(data: dict[str, Any], row_id: str) -> Rows:
+    return [
+        (
+            int(node[row_id]),
+            node["title"],
+            tuple(
+                sorted(
+                    a["authorByAuthorId"]["name"] for a in node["reportAuthorsByReportId"]["nodes"]
+                )
+            ),
+        )
+        for node in (edge["node"] for edge in data["allReports"]["edges"])
+    ]
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    queries: dict[str, str]
+    rows: Callable[[dict[str, Any]], Rows]
+
+
+GATEWAY = Server(
+    "gateway",
+    {"nested": GATEWAY_NESTED, "nested+stores": NESTED_WITH_STORES, "wide": GATEWAY_WIDE},
+    _gateway_rows,
+)
+
+
+def _postgraphile(version: int) -> Server:
+    row_id, order = ("id", "ID_DESC") if version == 4 else ("rowId", "ROW_ID_DESC")
+    nested = POSTGRAPHILE_NESTED.replace("<id-order>", order).replace("<id>", row_id)
+    return Server(
+        f"postgraphile{version}",
+        {"nested": nested, "wide": POSTGRAPHILE_WIDE},
+        lambda data: _postgraphile_rows(data, row_id),
+    )
+
+
+@dataclass(frozen=True)
+class Result:
+    server: str
+    query: str
+    objects: int
+    matches: bool | None
+    load: wrk.Load
+    alone_ms: float
+    cpu_ms: float | None
+    postgres_cpu_ms: float | None
+
+
+def _count_objects(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(_count_objects(item) for item in value.values())
+    if isinstance(value, list):
+        return sum(_count_objects(item) for item in value)
+    return 0
+
+
+def _ask(client: httpx.Client, query: str) -> dict[str, Any]:
+    response = client.post("/graphql", json={"query": query, "variables": VARIABLES})
+    body: dict[str, Any] = response.json()
+    if response.status_code != 200 or body.get("errors") or not body.get("data"):
+        raise RuntimeError(f"{response.status_code}: {json.dumps(body)[:2000]}")
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+def _alone_ms(client: httpx.Client, query: str) -> float:
+    for _ in range(2):
+        _ask(client, query)
+    latencies: list[float] = []
+    deadline = time.perf_counter() + ALONE_SECONDS
+    while len(latencies) < ALONE_REQUESTS and (
+        len(latencies) < 3 or time.perf_counter() < deadline
+    ):
+        started = time.perf_counter()
+        _ask(client, query)
+        latencies.append(time.perf_counter() - started)
+    return statistics.median(latencies) * 1000
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def _wait_until_idle(pid: int, cluster: Cluster) -> None:
+    """Waits for the server and PostgreSQL to finish the requests that wrk abandoned when
+    its run ended, so that their work does not count against the next run."""
+    deadline = time.monotonic() + IDLE_TIMEOUT
+    before = _cpu_seconds(pid) + cluster.cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _cpu_seconds(pid) + cluster.cpu_seconds()
+        if now - before < 0.02:
+            return
+        before = now
+
+
+def _measure(
+    server: Server,
+    query_name: str,
+    *,
+    port: int,
+    pid: int,
+    cluster: Cluster,
+    reference: Rows,
+    arguments: argparse.Namespace,
+) -> Result:
+    query = server.queries[query_name]
+    url = f"http://127.0.0.1:{port}/graphql"
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+        data = _ask(client, query)
+        alone = _alone_ms(client, query)
+    matches = server.rows(data) == reference if query_name == "nested" else None
+    body = {"query": query, "variables": VARIABLES}
+    wrk.run(url, body, clients=arguments.clients, seconds=min(WARM_UP_SECONDS, arguments.seconds))
+    _wait_until_idle(pid, cluster)
+    cpu, postgres_cpu = _cpu_seconds(pid), cluster.cpu_seconds()
+    seconds = max(arguments.seconds, min(LONGEST_RUN, ROUNDS * arguments.clients * alone / 1000))
+    load = wrk.run(url, body, clients=arguments.clients, seconds=seconds)
+    cpu, postgres_cpu = _cpu_seconds(pid) - cpu, cluster.cpu_seconds() - postgres_cpu
+    _wait_until_idle(pid, cluster)
+    per_request = 1000 / load.requests if load.requests else None
+    result = Result(
+        server.name,
+        query_name,
+        _count_objects(data),
+        matches,
+        load,
+        alone,
+        cpu * per_request if per_request else None,
+        postgres_cpu * per_request if per_request else None,
+    )
+    print(_row(result), flush=True)
+    return result
+
+
+class Served(Protocol):
+    @property
+    def port(self) -> int: ...
+    @property
+    def pid(self) -> int: ...
+
+
+@contextmanager
+def _served(name: str, data_dir: Path, cluster: Cluster) -> Iterator[tuple[int, int]]:
+    """(port, pid) of server ``name`` over the cluster's database."""
+    served: AbstractContextManager[Served]
+    if name == "gateway":
+        log = data_dir / "gateway" / "bench-gateway.log"
+        database_url = cluster.url("postgresql+asyncpg")
+        served = serving(data_dir / "gateway", database_url=database_url, **GATEWAY_SETTINGS)
+    else:
+        log = data_dir / f"{name}.log"
+        served = serving_postgraphile(int(name[-1]), cluster.url(), log)
+    started = False
+    try:
+        with served as process:
+            started = True
+            yield process.port, process.pid
+    except (SystemExit, RuntimeError):
+        # The data directory may be gone by the time anyone looks for the log.
+        if not started:
+            print(f"{name} did not start; the end of its log:\n{log_tail(log)}", file=sys.stderr)
+        raise
+
+
+def _seed(data_dir: Path, cluster: Cluster, reports: int) -> None:
+    marker = data_dir / "seeded-reports"
+    if marker.exists():
+        if int(marker.read_text()) != reports:
+            raise SystemExit(f"{data_dir} holds {marker.read_text()} reports, not {reports}")
+        return
+    print(f"seeding {reports} reports", flush=True)
+    started = time.perf_counter()
+    run_command(
+        data_dir / "gateway",
+        *("seed", "--reports", str(reports), "--no-progress"),
+        database_url=cluster.url("postgresql+asyncpg"),
+        **GATEWAY_SETTINGS,
+    )
+    # Fresh statistics, so that every server's statements are planned on the same ones.
+    cluster.query("VACUUM ANALYZE")
+    marker.write_text(str(reports))
+    print(f"seeded in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def _reference(cluster: Cluster) -> Rows:
+    rows: list[list[Any]] = json.loads(cluster.query(REFERENCE_SQL))
+    return [(int(id_), title, tuple(sorted(names))) for id_, title, names in rows]
+
+
+HEADER = (
+    f"{'server':<14} {'query':<14} {'objects':>7} {'rows':>5} {'run s':>5} {'req/s':>8} "
+    f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'alone ms':>8} {'CPU ms/req':>10} "
+    f"{'PG CPU ms/req':>13}"
+)
+
+
+def _optional(value: float | None, width: int) -> str:
+    return f"{value:>{width}.2f}" if value is not None else f"{'-':>{width}}"
+
+
+def _row(result: Result) -> str:
+    rows = {None: "-", True: "same", False: "DIFF"}[result.matches]
+    load = result.load
+    return (
+        f"{result.server:<14} {result.query:<14} {result.objects:>7} {rows:>5} "
+        f"{load.seconds:>5.0f} {load.throughput:>8.1f} {load.p50_ms:>8.1f} {load.p99_ms:>8.1f} "
+        f"{load.errors:>6} "
+        f"{result.alone_ms:>8.1f} {_optional(result.cpu_ms, 10)} "
+        f"{_optional(result.postgres_cpu_ms, 13)}"
+    )
+
+
+def _ratios(results: list[Result]) -> None:
+    def find(server: str, query: str) -> Result | None:
+        return next((r for r in results if r.server == server and r.query == query), None)
+
+    metrics: list[tuple[str, str, Callable[[Result], float | None], bool]] = [
+        ("throughput, nested", "nested", lambda r: r.load.throughput, True),
+        ("p99 latency, nested", "nested", lambda r: r.load.p99_ms, False),
+        ("one request alone, nested", "nested", lambda r: r.alone_ms, False),
+        ("one request alone, wide (~32k objects)", "wide", lambda r: r.alone_ms, False),
+        ("CPU per nested request", "nested", lambda r: r.cpu_ms, False),
+    ]
+    print("\ngateway / faster peer")
+    for label, query, metric, higher_is_better in metrics:
+        gateway = find("gateway", query)
+        peers = [
+            (r.server, value)
+            for r in results
+            if r.server != "gateway" and r.query == query and (value := metric(r))
+        ]
+        ours = metric(gateway) if gateway else None
+        if not ours or not peers:
+            continue
+        choose = max if higher_is_better else min
+        peer, theirs = choose(peers, key=lambda pair: pair[1])
+        worse = theirs / ours if higher_is_better else ours / theirs
+        print(f"  {label:<40} {ours / theirs:>8.3f}  ({peer}; the gateway is {worse:.1f}x worse)")
+
+
+def _stop_on_sigterm() -> None:
+    # SIGTERM ends the run like Ctrl-C does: through every `finally` that stops a server.
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--reports", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--only", choices=SERVERS, action="append", help="repeatable")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument("--data-dir", type=Path, help="a directory kept by an earlier --keep")
+    arguments = parser.parse_args()
+    _stop_on_sigterm()
+    chosen = [name for name in SERVERS if name in (arguments.only or SERVERS)]
+    servers = [GATEWAY if name == "gateway" else _postgraphile(int(name[-1])) for name in chosen]
+
+    apt_packages()
+    for server in servers:
+        if server.name != "gateway":
+            npm_folder(f"v{server.name[-1]}")
+
+    data_dir: Path = arguments.data_dir or Path(tempfile.mkdtemp(prefix="gateway-peers-"))
+    # The cluster inside runs as PostgreSQL's own account, which must reach it.
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o755)
+    results: list[Result] = []
+    try:
+        with running_cluster(data_dir / "postgres") as cluster:
+            _seed(data_dir, cluster, arguments.reports)
+            reference = _reference(cluster)
+            print(
+                f"\n{arguments.reports} reports; {arguments.clients} connections, "
+                f"{arguments.seconds:.0f} s a run\n{HEADER}",
+                flush=True,
+            )
+            for server in servers:
+                with _served(server.name, data_dir, cluster) as (port, pid):
+                    for query in server.queries:
+                        results.append(
+                            _measure(
+                                server,
+                                query,
+                                port=port,
+                                pid=pid,
+                                cluster=cluster,
+                                reference=reference,
+                                arguments=arguments,
+                            )
+                        )
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        if arguments.keep or arguments.data_dir:
+            print(f"data kept in {data_dir} (--data-dir {data_dir} to use it again)")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"\n{HEADER}")
+    for result in results:
+        print(_row(result))
+    print(
+        "objects: JSON objects in one answer; rows: the nested answer against the database; "
+        "alone: median of sequential requests;\nCPU: the server's process; PG CPU: "
+        "PostgreSQL's server and backends; both per request completed under load"
+    )
+    _ratios(results)
+
+
+if __name__ == "__main__":
+    main()
