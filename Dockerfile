@@ -13,6 +13,7 @@ COPY alembic ./alembic
 COPY gateway ./gateway
 COPY core ./core
 COPY resolvers ./resolvers
+COPY planner ./planner
 COPY datasources ./datasources
 # Editable, so that the migrations under /app/alembic stay beside the code that runs them.
 RUN pip install -e .

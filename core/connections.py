@@ -38,6 +38,9 @@ class StoreUrls:
 @dataclass(frozen=True)
 class Connections:
     engine: AsyncEngine
+    # The same pool, for reads of one statement: no transaction around them, so no BEGIN
+    # and ROLLBACK round trips per statement.
+    reader: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     mongo: AsyncMongoClient[dict[str, Any]]
     documents: AsyncDatabase[dict[str, Any]]
@@ -58,7 +61,9 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         urls.database_url,
         pool_size=POSTGRES_POOL_SIZE,
         max_overflow=POSTGRES_POOL_SIZE,
-        pool_pre_ping=True,
+        # No ping at each checkout, a round trip per statement: a connection that a
+        # restart broke fails its statement as the store being unavailable, and is dropped.
+        pool_pre_ping=False,
         pool_timeout=timeout,
         connect_args={"timeout": timeout, "command_timeout": timeout},
     )
@@ -87,6 +92,7 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
     )
     return Connections(
         engine=engine,
+        reader=engine.execution_options(isolation_level="AUTOCOMMIT"),
         sessions=async_sessionmaker(engine, expire_on_commit=False),
         mongo=mongo,
         documents=mongo[settings.mongo_database],

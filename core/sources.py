@@ -49,7 +49,7 @@ def _by_id(model: Any) -> Source[int, Any]:
     return Source(
         f"{table.name} by id",
         Store.POSTGRES,
-        lambda stores, ids: lookups.rows_by_id(engine=stores.engine, table=table, ids=ids),
+        lambda stores, ids: lookups.rows_by_id(engine=stores.reader, table=table, ids=ids),
     )
 
 
@@ -62,12 +62,12 @@ TECHNOLOGY = _by_id(Technology)
 AUTHORSHIPS_OF_REPORT: Source[int, list[Any]] = Source(
     "authorships of a report",
     Store.POSTGRES,
-    lambda stores, ids: lookups.authorships_by_report(engine=stores.engine, report_ids=ids),
+    lambda stores, ids: lookups.authorships_by_report(engine=stores.reader, report_ids=ids),
 )
 TECHNOLOGIES_OF_REPORT: Source[int, list[Any]] = Source(
     "technologies of a report",
     Store.POSTGRES,
-    lambda stores, ids: lookups.technologies_by_report(engine=stores.engine, report_ids=ids),
+    lambda stores, ids: lookups.technologies_by_report(engine=stores.reader, report_ids=ids),
 )
 DOCUMENT_OF_REPORT: Source[int, dict[str, Any] | None] = Source(
     "document of a report",
@@ -91,7 +91,7 @@ def report_pages(
         "report pages",
         Store.POSTGRES,
         lambda stores, ids: reports.report_pages_by_parent(
-            engine=stores.engine, parent=parent, parent_ids=ids, ordering=ordering, request=request
+            engine=stores.reader, parent=parent, parent_ids=ids, ordering=ordering, request=request
         ),
         (parent, sort, descending, request),
     )
@@ -102,7 +102,7 @@ def report_counts(parent: ReportParent) -> Source[int, int]:
         "report counts",
         Store.POSTGRES,
         lambda stores, ids: reports.count_reports_by_parent(
-            engine=stores.engine, parent=parent, parent_ids=ids
+            engine=stores.reader, parent=parent, parent_ids=ids
         ),
         (parent,),
     )
@@ -113,7 +113,7 @@ def author_pages_of_institution(request: PageRequest) -> Source[int, Page]:
         "author pages of an institution",
         Store.POSTGRES,
         lambda stores, ids: listings.author_pages_by_institution(
-            engine=stores.engine, institution_ids=ids, request=request
+            engine=stores.reader, institution_ids=ids, request=request
         ),
         (request,),
     )
@@ -123,6 +123,6 @@ AUTHOR_COUNTS_OF_INSTITUTION: Source[int, int] = Source(
     "author counts of an institution",
     Store.POSTGRES,
     lambda stores, ids: listings.count_authors_by_institution(
-        engine=stores.engine, institution_ids=ids
+        engine=stores.reader, institution_ids=ids
     ),
 )

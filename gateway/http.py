@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphql import GraphQLError, OperationType
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
@@ -35,7 +35,9 @@ from core.auth import AuthenticationError, Authenticator
 from core.context import REQUEST_ID_HEADER, Context
 from core.errors import ErrorCode, client_error, request_error, shorten
 from core.settings import Settings
+from gateway.operations import PLANNER, STRAWBERRY, PreparedDocument, operation_extensions
 from gateway.schema import GatewaySchema
+from planner.execute import Planner, plannable
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,9 @@ GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
 ALLOWED_METHODS = "GET, HEAD, POST"
 PERSISTED_QUERY = "persistedQuery"
+# "strawberry": run a query on Strawberry's executor rather than the planned one (the
+# differential tests compare the two).
+EXECUTOR_HEADER = "x-gateway-executor"
 
 
 @dataclass
@@ -80,6 +85,7 @@ class GraphQLOverHTTP:
     def __init__(self, schema: GatewaySchema, settings: Settings) -> None:
         self._schema = schema
         self._settings = settings
+        self._planner = Planner(schema._schema)
         # Operations whose client was answered at the deadline, finishing their store calls.
         self._overdue: set[asyncio.Task[ExecutionResult]] = set()
 
@@ -200,7 +206,26 @@ class GraphQLOverHTTP:
             raise RequestError(
                 405, [request_error("mutations are sent with POST")], {"allow": "POST"}
             )
-        result = await self._run(graphql_request, context)
+        if self._planned(request, prepared.document, operation):
+            problems = prepared.check(graphql_request.operation_name, graphql_request.variables)
+            if problems:
+                raise RequestError(400, problems, graphql=True)
+            result = await self._run(
+                self._execute_planned(prepared, operation, graphql_request, context),
+                graphql_request,
+                context,
+            )
+        else:
+            result = await self._run(
+                self._schema.execute(
+                    graphql_request.query,
+                    variable_values=graphql_request.variables,
+                    context_value=context,
+                    operation_name=graphql_request.operation_name,
+                ),
+                graphql_request,
+                context,
+            )
         headers = {REQUEST_ID_HEADER: context.request_id}
         if result.data is None and result.errors and all(e.path is None for e in result.errors):
             # Failed before execution: variables that do not coerce, or a request check.
@@ -213,17 +238,44 @@ class GraphQLOverHTTP:
             payload["extensions"] = result.extensions
         return _response(payload, 200, media_type, headers)
 
-    async def _run(self, graphql_request: GraphQLRequest, context: Context) -> ExecutionResult:
+    def _planned(
+        self, request: Request, document: DocumentNode | None, operation: OperationDefinitionNode
+    ) -> bool:
+        return (
+            document is not None
+            and request.headers.get(EXECUTOR_HEADER, "").lower() != STRAWBERRY
+            and plannable(document, operation)
+        )
+
+    async def _execute_planned(
+        self,
+        prepared: PreparedDocument,
+        operation: OperationDefinitionNode,
+        graphql_request: GraphQLRequest,
+        context: Context,
+    ) -> ExecutionResult:
+        """A query on the planned executor, under the same checks, scope, masking and
+        extensions as on Strawberry's."""
+        assert prepared.document is not None
+        scope = context.begin_operation()
+        if context.report_cost:
+            scope.cost = prepared.cost(graphql_request.operation_name, graphql_request.variables)
+        outcome = await self._planner.execute(
+            prepared.document, operation, graphql_request.variables, context
+        )
+        errors = [client_error(error, context.request_id) for error in outcome.errors]
+        extensions = operation_extensions(context, self._schema.operations.limits, PLANNER)
+        return ExecutionResult(data=outcome.data, errors=errors or None, extensions=extensions)
+
+    async def _run(
+        self,
+        execution: Coroutine[Any, Any, ExecutionResult],
+        graphql_request: GraphQLRequest,
+        context: Context,
+    ) -> ExecutionResult:
         """Execute, and answer at the deadline whatever the operation is doing; it stops
         starting store calls then, and finishes those under way on its own."""
-        task = asyncio.ensure_future(
-            self._schema.execute(
-                graphql_request.query,
-                variable_values=graphql_request.variables,
-                context_value=context,
-                operation_name=graphql_request.operation_name,
-            )
-        )
+        task = asyncio.ensure_future(execution)
         done, _ = await asyncio.wait({task}, timeout=self._settings.execution_timeout)
         if done:
             return task.result()

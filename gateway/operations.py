@@ -302,13 +302,22 @@ class OperationRules(SchemaExtension):
         yield
 
     def get_results(self) -> dict[str, Any]:
-        context: Context = self.execution_context.context
-        results: dict[str, Any] = {}
-        if context.report_round_trips:
-            results["roundTrips"] = context.operation.round_trips.as_dict()
-        if context.report_cost and self._prepared is not None:
-            results["cost"] = {
-                "requested": context.operation.cost,
-                "maximum": self._cache.limits.cost,
-            }
-        return results
+        if self._prepared is None:
+            return {}
+        return operation_extensions(self.execution_context.context, self._cache.limits, STRAWBERRY)
+
+
+STRAWBERRY = "strawberry"
+PLANNER = "planner"
+
+
+def operation_extensions(context: Context, limits: Limits, executor: str) -> dict[str, Any]:
+    """What a response's extensions say of its operation, when asked: the round trips per
+    store and the executor that ran it, and its cost."""
+    results: dict[str, Any] = {}
+    if context.report_round_trips:
+        results["roundTrips"] = context.operation.round_trips.as_dict()
+        results["executor"] = executor
+    if context.report_cost:
+        results["cost"] = {"requested": context.operation.cost, "maximum": limits.cost}
+    return results

@@ -162,7 +162,7 @@ async def listing(
         first=first, after=after, last=last, before=before, ordering=ordering, parse=parse_text
     )
     loaders = info.context.loaders
-    engine = info.context.connections.engine
+    engine = info.context.connections.reader
     page = await loaders.call(
         Store.POSTGRES, listings.entity_page(engine=engine, table=table, request=request)
     )

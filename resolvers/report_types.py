@@ -24,7 +24,7 @@ class ReportTypeQuery:
         loaders = info.context.loaders
         rows = await loaders.call(
             Store.POSTGRES,
-            listings.all_by_name(engine=info.context.connections.engine, table=REPORT_TYPES),
+            listings.all_by_name(engine=info.context.connections.reader, table=REPORT_TYPES),
         )
         for row in rows:
             loaders.prime(sources.REPORT_TYPE, row.id, row)

@@ -107,7 +107,7 @@ class ReportQuery:
             tagged_ids = await loaders.call(
                 Store.MONGODB, report_ids_tagged(database=connections.documents, tags=criteria.tags)
             )
-        engine = connections.engine
+        engine = connections.reader
         page = await loaders.call(
             Store.POSTGRES,
             report_data.report_page(

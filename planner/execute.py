@@ -1,0 +1,486 @@
+"""The planned executor of query operations.
+
+graphql-core completes a result field by field: a resolver call and a future per field per
+object, which under load is most of the gateway's CPU. This executor walks the operation
+one *level* at a time instead:
+
+1. For every object of the level and every field selected on it: a plain attribute is
+   read and serialised at once; a relation (declared in the field's metadata, see
+   resolvers/relations.py) adds the object's key to its source's batch; any other field
+   is resolved by the field's own resolver, Strawberry's, called directly.
+2. Every batch of the level is loaded at once (one store call per source, the stores
+   concurrently), and the awaited resolvers with them.
+3. The values are completed into the response: leaves serialised, objects queued for the
+   next level.
+
+Field collection (fragments, ``@skip``/``@include``, aliases) is graphql-core's own, once
+per type and selection, not per object. Errors are located and masked as on the other
+path, and a null in a non-null field propagates to the nearest nullable parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from inspect import isawaitable
+from typing import Any, TypeGuard
+
+from graphql import (
+    DocumentNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    GraphQLField,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    is_leaf_type,
+    located_error,
+)
+from graphql.execution.collect_fields import (
+    FieldDetails,
+    FragmentDetails,
+    collect_fields,
+    collect_subfields,
+)
+from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+from graphql.pyutils import Path
+from graphql.type.definition import GraphQLResolveInfoHelpers
+
+from core.context import Context
+from core.sources import Source
+
+RELATION = "relation"
+INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
+INCREMENTAL = frozenset({"defer", "stream"})
+MAX_VARIABLE_ERRORS = 50
+
+
+class Kind(Enum):
+    ATTRIBUTE = 1
+    RELATION = 2
+    RESOLVER = 3
+
+
+@dataclass(frozen=True)
+class FieldPlan:
+    kind: Kind
+    definition: GraphQLField
+    python_name: str
+    relation: Any = None
+
+
+@dataclass
+class Slot:
+    """Where a value sits in the response, and whether null may stand there; a null in a
+    non-null field nulls the nearest nullable slot above it."""
+
+    container: Any
+    key: Any
+    nullable: bool
+    parent: Slot | None
+    dead: bool = False
+
+    def alive(self) -> bool:
+        slot: Slot | None = self
+        while slot is not None:
+            if slot.dead:
+                return False
+            slot = slot.parent
+        return True
+
+
+@dataclass
+class Outcome:
+    data: dict[str, Any] | None
+    errors: list[GraphQLError]
+
+
+@dataclass
+class _Item:
+    value: Any
+    type: GraphQLObjectType
+    fields: list[FieldDetails]
+    out: dict[str, Any]
+    slot: Slot
+    path: Path | None
+
+
+@dataclass
+class _Field:
+    """One field of one object of a level, on its way into the response."""
+
+    item: _Item
+    key: str
+    plan: FieldPlan
+    details: list[FieldDetails]
+    path: Path
+
+
+def plannable(document: DocumentNode, operation: OperationDefinitionNode) -> bool:
+    """Queries without introspection or incremental delivery; everything else runs on
+    Strawberry's executor."""
+    if operation.operation is not OperationType.QUERY:
+        return False
+    for selection in operation.selection_set.selections:
+        name = getattr(getattr(selection, "name", None), "value", None)
+        if name in INTROSPECTION_ROOTS:
+            return False
+    return not _uses_incremental_delivery(document)
+
+
+def _uses_incremental_delivery(document: DocumentNode) -> bool:
+    pending = list(document.definitions)
+    while pending:
+        node = pending.pop()
+        for directive in getattr(node, "directives", None) or ():
+            if directive.name.value in INCREMENTAL:
+                return True
+        selection_set = getattr(node, "selection_set", None)
+        if selection_set is not None:
+            pending.extend(selection_set.selections)
+    return False
+
+
+class Planner:
+    """Field plans of one schema, made once per field and kept."""
+
+    def __init__(self, schema: GraphQLSchema) -> None:
+        self.schema = schema
+        self._plans: dict[tuple[str, str], FieldPlan] = {}
+
+    def field_plan(self, parent: GraphQLObjectType, name: str) -> FieldPlan:
+        plan = self._plans.get((parent.name, name))
+        if plan is None:
+            plan = self._plans[(parent.name, name)] = _plan_field(parent.fields[name], name)
+        return plan
+
+    async def execute(
+        self,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        variables: dict[str, Any] | None,
+        context: Context,
+    ) -> Outcome:
+        coerced = get_variable_values(
+            self.schema,
+            operation.variable_definitions or (),
+            variables or {},
+            max_errors=MAX_VARIABLE_ERRORS,
+        )
+        if isinstance(coerced, list):
+            return Outcome(None, coerced)
+        return await _Run(self, document, operation, coerced, context).run()
+
+
+def _plan_field(definition: GraphQLField, name: str) -> FieldPlan:
+    strawberry_field = (definition.extensions or {}).get("strawberry-definition")
+    python_name = getattr(strawberry_field, "python_name", name)
+    relation = (getattr(strawberry_field, "metadata", None) or {}).get(RELATION)
+    if relation is not None:
+        return FieldPlan(Kind.RELATION, definition, python_name, relation)
+    if getattr(strawberry_field, "base_resolver", None) is not None:
+        return FieldPlan(Kind.RESOLVER, definition, python_name)
+    return FieldPlan(Kind.ATTRIBUTE, definition, python_name)
+
+
+class _Run:
+    def __init__(
+        self,
+        planner: Planner,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        variables: VariableValues,
+        context: Context,
+    ) -> None:
+        self.planner = planner
+        self.schema = planner.schema
+        self.operation = operation
+        self.variables = variables
+        self.context = context
+        self.fragment_definitions = {
+            definition.name.value: definition
+            for definition in document.definitions
+            if isinstance(definition, FragmentDefinitionNode)
+        }
+        self.fragments = {
+            name: FragmentDetails(definition)
+            for name, definition in self.fragment_definitions.items()
+        }
+        self.errors: list[GraphQLError] = []
+        self._subfields: dict[tuple[str, int], dict[str, list[FieldDetails]]] = {}
+        self._helpers = GraphQLResolveInfoHelpers(gather=_gather, track=_ignore)
+
+    async def run(self) -> Outcome:
+        root_type = self.schema.query_type
+        assert root_type is not None
+        result: dict[str, Any] = {"data": {}}
+        data: dict[str, Any] = result["data"]
+        grouped = collect_fields(
+            self.schema, self.fragments, self.variables, root_type, self.operation
+        ).grouped_field_set
+        level = [
+            _Item(None, root_type, [], data, Slot(result, "data", nullable=True, parent=None), None)
+        ]
+        self._subfields[(root_type.name, id(level[0].fields))] = grouped
+        while level:
+            level = await self._level(level)
+        return Outcome(result["data"], self.errors)
+
+    def _fields_of(self, item: _Item) -> dict[str, list[FieldDetails]]:
+        memo_key = (item.type.name, id(item.fields))
+        grouped = self._subfields.get(memo_key)
+        if grouped is None:
+            grouped = self._subfields[memo_key] = collect_subfields(
+                self.schema,
+                self.fragments,
+                self.variables,
+                self.operation,
+                item.type,
+                item.fields,
+            ).grouped_field_set
+        return grouped
+
+    async def _level(self, items: list[_Item]) -> list[_Item]:
+        following: list[_Item] = []
+        batches: dict[Source[Any, Any], list[_Field]] = defaultdict(list)
+        awaited: list[tuple[Awaitable[Any], _Field]] = []
+        for item in items:
+            if not item.slot.alive():
+                continue
+            for key, details in self._fields_of(item).items():
+                name = details[0].node.name.value
+                if name == "__typename":
+                    item.out[key] = item.type.name
+                    continue
+                plan = self.planner.field_plan(item.type, name)
+                item.out[key] = None  # its place in the response's order
+                field = _Field(item, key, plan, details, Path(item.path, key, item.type.name))
+                if plan.kind is Kind.ATTRIBUTE:
+                    self._complete(getattr(item.value, plan.python_name), field, following)
+                elif plan.kind is Kind.RELATION:
+                    if getattr(item.value, plan.relation.key) is None:
+                        self._build(field, None, following)
+                    else:
+                        batches[plan.relation.source].append(field)
+                else:
+                    self._resolve(field, following, awaited)
+        await self._settle(batches, awaited, following)
+        return following
+
+    def _resolve(
+        self, field: _Field, following: list[_Item], awaited: list[tuple[Awaitable[Any], _Field]]
+    ) -> None:
+        definition = field.plan.definition
+        nodes = [detail.node for detail in field.details]
+        try:
+            arguments = get_argument_values(definition, nodes[0], self.variables)
+            info = GraphQLResolveInfo(
+                nodes[0].name.value,
+                nodes,
+                definition.type,
+                field.item.type,
+                field.path,
+                self.schema,
+                self.fragment_definitions,
+                None,
+                self.operation,
+                self.variables,
+                self.context,
+                _is_awaitable,
+                None,
+                self._helpers,
+            )
+            assert definition.resolve is not None
+            value = definition.resolve(field.item.value, info, **arguments)
+        except Exception as error:  # it becomes the field's error
+            self._fail(error, field)
+            return
+        if isawaitable(value):
+            awaited.append((value, field))
+        else:
+            self._complete(value, field, following)
+
+    async def _settle(
+        self,
+        batches: dict[Source[Any, Any], list[_Field]],
+        awaited: list[tuple[Awaitable[Any], _Field]],
+        following: list[_Item],
+    ) -> None:
+        """Every batch of the level in one call per source, and every awaited resolver,
+        all at once; then their values into the response."""
+        loaders = self.context.loaders
+        sources = list(batches)
+        fetches = [
+            loaders.load_many(
+                source,
+                [getattr(field.item.value, field.plan.relation.key) for field in batches[source]],
+            )
+            for source in sources
+        ]
+        outcomes = await asyncio.gather(
+            *fetches, *(value for value, _ in awaited), return_exceptions=True
+        )
+        for source, fetched in zip(sources, outcomes, strict=False):
+            for index, field in enumerate(batches[source]):
+                if isinstance(fetched, BaseException):
+                    self._fail(fetched, field)
+                else:
+                    self._build(field, fetched[index], following)
+        for (_, field), value in zip(awaited, outcomes[len(sources) :], strict=True):
+            if isinstance(value, BaseException):
+                self._fail(value, field)
+            else:
+                self._complete(value, field, following)
+
+    def _build(self, field: _Field, fetched: Any, following: list[_Item]) -> None:
+        try:
+            value = field.plan.relation.build(fetched)
+        except Exception as error:  # it becomes the field's error
+            self._fail(error, field)
+            return
+        self._complete(value, field, following)
+
+    def _fail(self, error: BaseException, field: _Field) -> None:
+        if not isinstance(error, Exception):
+            raise error
+        nodes = [detail.node for detail in field.details]
+        self.errors.append(located_error(error, nodes, field.path.as_list()))
+        if isinstance(field.plan.definition.type, GraphQLNonNull):
+            _null_above(field.item.slot)
+        else:
+            field.item.out[field.key] = None
+
+    def _complete(self, value: Any, field: _Field, following: list[_Item]) -> None:
+        return_type = field.plan.definition.type
+        slot = Slot(
+            field.item.out, field.key, not isinstance(return_type, GraphQLNonNull), field.item.slot
+        )
+        try:
+            self._place(
+                value,
+                return_type,
+                slot,
+                details=field.details,
+                path=field.path,
+                following=following,
+            )
+        except _FieldError as failure:
+            self._fail(failure.error, field)
+
+    def _place(
+        self,
+        value: Any,
+        return_type: Any,
+        slot: Slot,
+        *,
+        details: list[FieldDetails],
+        path: Path,
+        following: list[_Item],
+    ) -> None:
+        """Put ``value`` in ``slot``: serialised, as a list, or as an object of the next
+        level. A failure of the value itself raises; one of a list item is that item's."""
+        if isinstance(return_type, GraphQLNonNull):
+            if value is None:
+                raise _FieldError(
+                    TypeError(f"Cannot return null for non-nullable field at {path.as_list()}.")
+                )
+            return_type = return_type.of_type
+        if value is None:
+            slot.container[slot.key] = None
+            return
+        if is_leaf_type(return_type):
+            try:
+                slot.container[slot.key] = return_type.serialize(value)
+            except Exception as error:
+                raise _FieldError(error) from error
+            return
+        if isinstance(return_type, GraphQLList):
+            self._place_list(
+                value, return_type.of_type, slot, details=details, path=path, following=following
+            )
+            return
+        concrete = (
+            return_type
+            if isinstance(return_type, GraphQLObjectType)
+            else self._concrete_type(value)
+        )
+        out: dict[str, Any] = {}
+        slot.container[slot.key] = out
+        following.append(_Item(value, concrete, details, out, slot, path))
+
+    def _place_list(
+        self,
+        values: Sequence[Any],
+        item_type: Any,
+        slot: Slot,
+        *,
+        details: list[FieldDetails],
+        path: Path,
+        following: list[_Item],
+    ) -> None:
+        placed: list[Any] = [None] * len(values)
+        slot.container[slot.key] = placed
+        nullable = not isinstance(item_type, GraphQLNonNull)
+        for index, value in enumerate(values):
+            item_path = Path(path, index, None)
+            item_slot = Slot(placed, index, nullable, slot)
+            try:
+                self._place(
+                    value,
+                    item_type,
+                    item_slot,
+                    details=details,
+                    path=item_path,
+                    following=following,
+                )
+            except _FieldError as failure:
+                nodes = [detail.node for detail in details]
+                self.errors.append(located_error(failure.error, nodes, item_path.as_list()))
+                if nullable:
+                    placed[index] = None
+                else:
+                    _null_above(slot)
+
+    def _concrete_type(self, value: Any) -> GraphQLObjectType:
+        """The object type of a value of an interface or union: a Node is one of the
+        catalogue's types, none of them generic."""
+        definition = getattr(type(value), "__strawberry_definition__", None)
+        found = self.schema.get_type(definition.name) if definition is not None else None
+        if not isinstance(found, GraphQLObjectType):
+            raise _FieldError(TypeError(f"no object type for {type(value).__name__}"))
+        return found
+
+
+class _FieldError(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _null_above(slot: Slot | None) -> None:
+    """A non-null value failed in the object at ``slot``: null the nearest nullable slot."""
+    while slot is not None:
+        slot.dead = True
+        if slot.nullable:
+            slot.container[slot.key] = None
+            return
+        slot = slot.parent
+
+
+def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:
+    return isawaitable(value)
+
+
+async def _gather(values: Sequence[Awaitable[Any]]) -> list[Any]:
+    return list(await asyncio.gather(*values))
+
+
+def _ignore(_: Sequence[Any]) -> None:
+    """Nothing to track: every awaitable of a level is awaited before the next."""
