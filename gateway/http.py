@@ -232,7 +232,7 @@ class GraphQLOverHTTP:
             raise RequestError(400, result.errors, graphql=True)
         payload: dict[str, Any] = {}
         if result.errors:
-            payload["errors"] = [error.formatted for error in result.errors]
+            payload["errors"] = [error.formatted for error in sorted(result.errors, key=_in_order)]
         payload["data"] = result.data
         if result.extensions:
             payload["extensions"] = result.extensions
@@ -311,6 +311,16 @@ def _graphql_request(params: Mapping[str, Any]) -> GraphQLRequest:
     if variables is not None and not isinstance(variables, dict):
         raise RequestError.of(400, "variables must be a JSON object")
     return GraphQLRequest(query, operation_name, variables)
+
+
+def _in_order(error: GraphQLError) -> tuple[Any, ...]:
+    """Errors in the order of the document, then of their paths: the same order whatever
+    order the fields happened to finish in, on either executor."""
+    location = (error.locations[0].line, error.locations[0].column) if error.locations else (0, 0)
+    path = tuple(
+        (0, part, "") if isinstance(part, int) else (1, 0, part) for part in error.path or ()
+    )
+    return location, path, error.message
 
 
 def _too_large(limit: int) -> RequestError:

@@ -351,11 +351,14 @@ class _Run:
         if not isinstance(error, Exception):
             raise error
         nodes = [detail.node for detail in field.details]
-        self.errors.append(located_error(error, nodes, field.path.as_list()))
-        if isinstance(field.plan.definition.type, GraphQLNonNull):
-            _null_above(field.item.slot)
-        else:
+        if not isinstance(field.plan.definition.type, GraphQLNonNull):
+            self.errors.append(located_error(error, nodes, field.path.as_list()))
             field.item.out[field.key] = None
+        elif field.item.slot.alive():
+            self.errors.append(located_error(error, nodes, field.path.as_list()))
+            _null_above(field.item.slot)
+        # Otherwise an earlier failure has nulled what this one would: as in graphql-core,
+        # only the first failure that propagates to a place is reported.
 
     def _complete(self, value: Any, field: _Field, following: list[_Item]) -> None:
         return_type = field.plan.definition.type
@@ -441,8 +444,9 @@ class _Run:
                     following=following,
                 )
             except _FieldError as failure:
-                nodes = [detail.node for detail in details]
-                self.errors.append(located_error(failure.error, nodes, item_path.as_list()))
+                if nullable or slot.alive():
+                    nodes = [detail.node for detail in details]
+                    self.errors.append(located_error(failure.error, nodes, item_path.as_list()))
                 if nullable:
                     placed[index] = None
                 else:

@@ -23,8 +23,6 @@ from urllib.parse import urlencode
 import graphql
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, given
-from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis_graphql import Mode, mutations, nodes, queries
 from websockets.asyncio.client import ClientConnection, connect
@@ -38,6 +36,7 @@ from gateway.app import create_app
 from gateway.schema import build_schema
 from gateway.seed import seed
 from tests.conftest import issue_key, serving
+from tests.generated import CUSTOM_SCALARS, draw
 
 CODES = frozenset(
     {
@@ -233,52 +232,6 @@ def logged_causes(records: list[logging.LogRecord]) -> str:
 
 # Generation -------------------------------------------------------------------------------
 
-# The schema's own scalars: valid literals for them, so valid documents reach the resolvers.
-CUSTOM_SCALARS: dict[str, st.SearchStrategy[graphql.ValueNode]] = {
-    "Date": st.dates().map(nodes.String),
-    "DateTime": st.datetimes().map(lambda moment: nodes.String(moment.isoformat())),
-    "JSON": st.lists(st.integers().map(nodes.Int) | st.text().map(nodes.String), max_size=3).map(
-        lambda values: nodes.Object(
-            [
-                graphql.ObjectFieldNode(name=graphql.NameNode(value=f"k{index}"), value=value)
-                for index, value in enumerate(values)
-            ]
-        )
-    ),
-}
-
-
-def _draw(strategy: st.SearchStrategy[str], count: int) -> list[str]:
-    """``count`` examples of ``strategy``, the same ones on every run.
-
-    A ``@given`` run with a derandomized engine and no example database is Hypothesis's
-    supported way to draw many examples reproducibly; ``strategy.example()`` is for
-    interactive use: it warns (an error under this suite's warning filter), draws from an
-    unseeded random source and caches a small batch, so runs would differ.
-    """
-    drawn: list[str] = []
-
-    @hypothesis_settings(
-        max_examples=count,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=[Phase.generate],
-        # Generated documents are large by nature; no check would find a fault in them.
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.data_too_large,
-            HealthCheck.filter_too_much,
-            HealthCheck.large_base_example,
-        ],
-    )
-    @given(strategy)
-    def collect(document: str) -> None:
-        drawn.append(document)
-
-    collect()
-    return drawn
-
 
 @functools.cache
 def generated_probes() -> tuple[Probe, ...]:
@@ -290,10 +243,10 @@ def generated_probes() -> tuple[Probe, ...]:
     per_field = st.one_of(
         [queries(sdl, fields=[name], custom_scalars=CUSTOM_SCALARS) for name in query_roots]
     )
-    valid = _draw(per_field, VALID_QUERIES - VALID_QUERIES // 6)
-    valid += _draw(queries(sdl, custom_scalars=CUSTOM_SCALARS), VALID_QUERIES // 6)
-    valid += _draw(mutations(sdl, custom_scalars=CUSTOM_SCALARS), VALID_MUTATIONS)
-    negative = _draw(
+    valid = draw(per_field, VALID_QUERIES - VALID_QUERIES // 6)
+    valid += draw(queries(sdl, custom_scalars=CUSTOM_SCALARS), VALID_QUERIES // 6)
+    valid += draw(mutations(sdl, custom_scalars=CUSTOM_SCALARS), VALID_MUTATIONS)
+    negative = draw(
         queries(sdl, custom_scalars=CUSTOM_SCALARS, mode=Mode.NEGATIVE)
         | mutations(sdl, custom_scalars=CUSTOM_SCALARS, mode=Mode.NEGATIVE),
         NEGATIVE_DOCUMENTS,

@@ -1,0 +1,200 @@
+"""The planned executor against Strawberry's: every query twice, on the same stores, and the
+two answers compared byte for byte (data, errors, their order), with the same round trips."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import graphql
+import httpx
+import pytest
+from hypothesis_graphql import queries
+
+from core.settings import Environment, Settings
+from gateway.app import create_app
+from gateway.schema import build_schema
+from tests.conftest import Seeded, lifespan_client
+from tests.generated import CUSTOM_SCALARS, draw
+
+GENERATED_DOCUMENTS = 640
+REQUEST_ID = re.compile(rb'"requestId":"[0-9a-f]{32}"')
+
+REPORT_FIELDS = """
+  id databaseId title abstract publicationDate wordCount status createdAt updatedAt
+  type { id name description }
+  authors { isPrimary position author { id name orcid institution { name country website } } }
+  primaryAuthor { name }
+  technologies { name version technologyType description }
+  document {
+    tags sections { heading body } references { title url doi } metadata revision updatedAt
+  }
+  stats { views downloads }
+"""
+CORPUS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "every report field": (
+        f"{{ reports(first: 7) {{ totalCount edges {{ cursor node {{ {REPORT_FIELDS} }} }} }} }}",
+        None,
+    ),
+    "aliases": (
+        "{ a: reports(first: 2) { edges { node { t: title x: title type { n: name } } } }"
+        " b: reports(last: 2) { pageInfo { hasPreviousPage startCursor } } }",
+        None,
+    ),
+    "named and inline fragments, __typename": (
+        'query { reports(first: 3) { ...Page } nodes(ids: ["UmVwb3J0OjE=", "QXV0aG9yOjI=",'
+        ' "VGVjaG5vbG9neToz", "SW5zdGl0dXRpb246NA==", "UmVwb3J0VHlwZTox", "UmVwb3J0Ojk5OTk5"])'
+        " { __typename id ... on Report { title } ... on Author { name ...Who } ... on Technology"
+        " { name } ... on Institution { name } ... on ReportType { name } } }"
+        " fragment Page on ReportConnection { __typename edges { node { __typename ...Title } } }"
+        " fragment Title on Report { title }"
+        " fragment Who on Author { institution { __typename name } }",
+        None,
+    ),
+    "variables with defaults, skip and include": (
+        "query($n: Int = 4, $withType: Boolean! = true, $skipTitle: Boolean!)"
+        " { reports(first: $n) { edges { node { title @skip(if: $skipTitle)"
+        " type @include(if: $withType) { name } } } } }",
+        {"skipTitle": True},
+    ),
+    "filters and orders": (
+        "query($filter: ReportFilterInput) { reports(first: 5, filter: $filter,"
+        " orderBy: {field: WORD_COUNT, direction: ASC}) { totalCount edges { node { title"
+        " wordCount status } } } }",
+        {"filter": {"status": ["PUBLISHED", "REVIEW"], "publishedFrom": "2020-01-01"}},
+    ),
+    "full-text search and tags": (
+        '{ reports(first: 5, filter: {search: "data"}) { totalCount edges { node { title } } }'
+        ' tagged: reports(first: 5, filter: {tags: ["graphql", "redis"]}) { totalCount } }',
+        None,
+    ),
+    "pages after a cursor, and backwards": (
+        "{ authors(first: 3) { pageInfo { endCursor hasNextPage } edges { node { name } } }"
+        " institutions(last: 2) { edges { cursor node { name } } }"
+        " technologies(first: 2) { edges { node { name reports(first: 2) { totalCount"
+        " edges { node { title } } } } } } }",
+        None,
+    ),
+    "nested lists under lists": (
+        "{ institutions(first: 4) { edges { node { name authors(first: 3) { totalCount edges"
+        " { node { name reports(first: 2, orderBy: {field: TITLE, direction: ASC}) { edges"
+        " { node { title authors { author { name } } } } } } } } } } }",
+        None,
+    ),
+    "root lookups and leaderboards": (
+        '{ report(id: "3") { title } byId: report(id: "UmVwb3J0OjQ=") { title }'
+        ' missing: report(id: "99999") { title } topReports(by: DOWNLOADS, limit: 3) { title }'
+        " reportTypes { name reports(first: 1) { totalCount } } service { name version } }",
+        None,
+    ),
+    "a field readers only may read": (
+        "{ authors(first: 3) { edges { node { name email } } } }",
+        None,
+    ),
+    "arguments out of range and bad ids": (
+        '{ reports(first: 500) { totalCount } node(id: "not-an-id") { id }'
+        " ok: reports(first: 1) { totalCount } }",
+        None,
+    ),
+    "bad variables": ("query($n: Int!) { reports(first: $n) { totalCount } }", {"n": "x"}),
+    "missing variables": ("query($n: Int!) { reports(first: $n) { totalCount } }", None),
+}
+
+
+async def _both(
+    client: httpx.AsyncClient, query: str, variables: dict[str, Any] | None
+) -> tuple[tuple[int, bytes, Any], tuple[int, bytes, Any]]:
+    answers = []
+    for executor in ("strawberry", "planner"):
+        response = await client.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"x-gateway-executor": executor, "x-gateway-round-trips": "1"},
+        )
+        body = response.json()
+        extensions = body.pop("extensions", {})
+        answers.append(
+            (
+                response.status_code,
+                REQUEST_ID.sub(b'"requestId":"-"', json.dumps(body).encode()),
+                (extensions.get("roundTrips"), extensions.get("executor")),
+            )
+        )
+    return answers[0], answers[1]
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+async def test_both_executors_answer_alike(seeded: Seeded, name: str) -> None:
+    query, variables = CORPUS[name]
+    (status, body, (trips, executor)), (planned_status, planned_body, planned) = await _both(
+        seeded.client, query, variables
+    )
+    assert planned_body == body
+    assert planned_status == status
+    if executor is not None:  # the request got as far as executing
+        assert executor == "strawberry"
+        assert planned == (trips, "planner")
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"mongo_url": "mongodb://127.0.0.1:1/?directConnection=true"},
+        {"redis_url": "redis://127.0.0.1:1/0"},
+        {"database_url": "postgresql+asyncpg://nobody@127.0.0.1:1/none"},
+    ],
+    ids=["mongodb stopped", "redis stopped", "postgresql stopped"],
+)
+async def test_a_stopped_store_costs_the_same_fields_on_both(
+    settings: Settings, seeded: Seeded, broken: dict[str, str]
+) -> None:
+    """Null and a coded error on exactly the fields that need the store, propagated to the
+    nearest nullable parent, on either executor."""
+    pointed = settings.model_copy(
+        update={
+            "database_url": seeded.settings.database_url,
+            "mongo_url": seeded.settings.mongo_url,
+            "mongo_database": seeded.settings.mongo_database,
+            "redis_url": seeded.settings.redis_url,
+            "store_timeout": 0.5,
+            "counter_snapshot_interval": 0,
+            **broken,
+        }
+    )
+    query = (
+        f"{{ reports(first: 3) {{ edges {{ node {{ {REPORT_FIELDS} }} }} }} service {{ name }} }}"
+    )
+    # Started as in production, where the lifespan applies no migrations (they would need
+    # the stopped store); requests still see the development settings.
+    application = create_app(pointed.model_copy(update={"environment": Environment.PRODUCTION}))
+    application.state.settings = pointed
+    async with lifespan_client(application) as client:
+        strawberry, planned = await _both(client, query, None)
+    assert planned[1] == strawberry[1]
+    assert b"SERVICE_UNAVAILABLE" in planned[1]
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if index < total % parts else 0) for index in range(parts)]
+
+
+async def test_generated_queries_answer_alike(seeded: Seeded) -> None:
+    sdl = build_schema().as_str()
+    schema = graphql.build_schema(sdl)
+    assert schema.query_type is not None
+    roots = sorted(schema.query_type.fields)
+    documents = [
+        document
+        for name, count in zip(roots, _shares(GENERATED_DOCUMENTS, len(roots)), strict=True)
+        for document in draw(queries(sdl, fields=[name], custom_scalars=CUSTOM_SCALARS), count)
+    ]
+    assert len(documents) >= 500
+    differences = []
+    for document in documents:
+        strawberry, planned = await _both(seeded.client, document, None)
+        if strawberry[:2] != planned[:2]:
+            differences.append((document, strawberry[1][:400], planned[1][:400]))
+    assert not differences, (
+        f"{len(differences)} of {len(documents)} differ; first: {differences[:3]}"
+    )
