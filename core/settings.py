@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Seconds an operation may run; past it the client gets DEADLINE_EXCEEDED and no
     # further store call starts for it.
     execution_timeout: float = Field(default=15.0, gt=0)
+    # A line per HTTP request in the log: off by default, since it costs every request
+    # a formatted log record.
+    access_log: bool = False
     # Seconds in-flight requests get to finish after SIGTERM before the process exits.
     shutdown_timeout: float = Field(default=10.0, ge=0)
     # Browser origins allowed to call the API (comma-separated, or "*"); unset: none in

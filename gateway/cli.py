@@ -128,6 +128,7 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         lifespan="on",
         http=DrainingHttpProtocol,
         # Requests still running then are cancelled: safe here, unlike on a request path,

@@ -23,6 +23,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
@@ -367,10 +368,14 @@ def _wants_ide(request: Request) -> bool:
 def _response(
     payload: dict[str, Any], status: int, media_type: str, headers: Mapping[str, str]
 ) -> Response:
-    # An unpaired surrogate quoted from the input becomes the JSON escape it came as.
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(
-        "utf-8", "backslashreplace"
-    )
+    try:
+        body = orjson.dumps(payload)
+    except TypeError:
+        # orjson refuses unpaired surrogates (quoted from a refused input in an error):
+        # the standard encoder writes them as the JSON escapes they came as.
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "backslashreplace"
+        )
     return Response(
         body, status_code=status, media_type=f"{media_type}; charset=utf-8", headers=headers
     )

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from inspect import isawaitable
@@ -31,15 +31,18 @@ from typing import Any, TypeGuard
 from graphql import (
     DocumentNode,
     FragmentDefinitionNode,
+    GraphQLEnumType,
     GraphQLError,
     GraphQLField,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLResolveInfo,
+    GraphQLScalarType,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
+    get_nullable_type,
     is_leaf_type,
     located_error,
 )
@@ -74,6 +77,9 @@ class FieldPlan:
     definition: GraphQLField
     python_name: str
     relation: Any = None
+    # For an attribute that holds a scalar or an enum: its serialisation, the fast path.
+    serialize: Callable[[Any], Any] | None = None
+    non_null: bool = False
 
 
 @dataclass
@@ -120,7 +126,15 @@ class _Field:
     key: str
     plan: FieldPlan
     details: list[FieldDetails]
-    path: Path
+
+    @property
+    def path(self) -> Path:
+        return Path(self.item.path, self.key, self.item.type.name)
+
+
+# A field of a selection, planned: its response key, its plan (None for __typename), and
+# the nodes it was selected by.
+Entry = tuple[str, FieldPlan | None, list[FieldDetails]]
 
 
 def plannable(document: DocumentNode, operation: OperationDefinitionNode) -> bool:
@@ -187,7 +201,12 @@ def _plan_field(definition: GraphQLField, name: str) -> FieldPlan:
         return FieldPlan(Kind.RELATION, definition, python_name, relation)
     if getattr(strawberry_field, "base_resolver", None) is not None:
         return FieldPlan(Kind.RESOLVER, definition, python_name)
-    return FieldPlan(Kind.ATTRIBUTE, definition, python_name)
+    nullable = get_nullable_type(definition.type)
+    serialize = (
+        nullable.serialize if isinstance(nullable, GraphQLScalarType | GraphQLEnumType) else None
+    )
+    non_null = isinstance(definition.type, GraphQLNonNull)
+    return FieldPlan(Kind.ATTRIBUTE, definition, python_name, None, serialize, non_null)
 
 
 class _Run:
@@ -214,7 +233,7 @@ class _Run:
             for name, definition in self.fragment_definitions.items()
         }
         self.errors: list[GraphQLError] = []
-        self._subfields: dict[tuple[str, int], dict[str, list[FieldDetails]]] = {}
+        self._subfields: dict[tuple[str, int], list[Entry]] = {}
         self._helpers = GraphQLResolveInfoHelpers(gather=_gather, track=_ignore)
 
     async def run(self) -> Outcome:
@@ -228,16 +247,18 @@ class _Run:
         level = [
             _Item(None, root_type, [], data, Slot(result, "data", nullable=True, parent=None), None)
         ]
-        self._subfields[(root_type.name, id(level[0].fields))] = grouped
+        self._subfields[(root_type.name, id(level[0].fields))] = self._entries(root_type, grouped)
         while level:
             level = await self._level(level)
         return Outcome(result["data"], self.errors)
 
-    def _fields_of(self, item: _Item) -> dict[str, list[FieldDetails]]:
+    def _fields_of(self, item: _Item) -> list[Entry]:
+        """The fields selected on ``item``: collected once for all the objects of one type
+        under one selection."""
         memo_key = (item.type.name, id(item.fields))
-        grouped = self._subfields.get(memo_key)
-        if grouped is None:
-            grouped = self._subfields[memo_key] = collect_subfields(
+        entries = self._subfields.get(memo_key)
+        if entries is None:
+            grouped = collect_subfields(
                 self.schema,
                 self.fragments,
                 self.variables,
@@ -245,34 +266,73 @@ class _Run:
                 item.type,
                 item.fields,
             ).grouped_field_set
-        return grouped
+            entries = self._subfields[memo_key] = self._entries(item.type, grouped)
+        return entries
+
+    def _entries(
+        self, parent: GraphQLObjectType, grouped: dict[str, list[FieldDetails]]
+    ) -> list[Entry]:
+        return [
+            (
+                key,
+                None
+                if details[0].node.name.value == "__typename"
+                else self.planner.field_plan(parent, details[0].node.name.value),
+                details,
+            )
+            for key, details in grouped.items()
+        ]
 
     async def _level(self, items: list[_Item]) -> list[_Item]:
         following: list[_Item] = []
         batches: dict[Source[Any, Any], list[_Field]] = defaultdict(list)
         awaited: list[tuple[Awaitable[Any], _Field]] = []
         for item in items:
-            if not item.slot.alive():
-                continue
-            for key, details in self._fields_of(item).items():
-                name = details[0].node.name.value
-                if name == "__typename":
-                    item.out[key] = item.type.name
-                    continue
-                plan = self.planner.field_plan(item.type, name)
-                item.out[key] = None  # its place in the response's order
-                field = _Field(item, key, plan, details, Path(item.path, key, item.type.name))
-                if plan.kind is Kind.ATTRIBUTE:
-                    self._complete(getattr(item.value, plan.python_name), field, following)
-                elif plan.kind is Kind.RELATION:
-                    if getattr(item.value, plan.relation.key) is None:
-                        self._build(field, None, following)
-                    else:
-                        batches[plan.relation.source].append(field)
-                else:
-                    self._resolve(field, following, awaited)
+            if item.slot.alive():
+                self._collect(item, following, batches, awaited)
         await self._settle(batches, awaited, following)
         return following
+
+    def _collect(
+        self,
+        item: _Item,
+        following: list[_Item],
+        batches: dict[Source[Any, Any], list[_Field]],
+        awaited: list[tuple[Awaitable[Any], _Field]],
+    ) -> None:
+        """Every field of one object of the level: the leaves at once, the rest into the
+        level's batches and awaited resolvers."""
+        out = item.out
+        value = item.value
+        for key, plan, details in self._fields_of(item):
+            if plan is None:
+                out[key] = item.type.name
+                continue
+            serialize = plan.serialize
+            if serialize is not None:
+                # The bulk of a response: a scalar read off the object, serialised.
+                leaf = getattr(value, plan.python_name)
+                if leaf is None:
+                    out[key] = None
+                    if plan.non_null:
+                        self._complete(None, _Field(item, key, plan, details), following)
+                    continue
+                try:
+                    out[key] = serialize(leaf)
+                except Exception as error:  # it becomes the field's error
+                    self._fail(error, _Field(item, key, plan, details))
+                continue
+            out[key] = None  # its place in the response's order
+            field = _Field(item, key, plan, details)
+            if plan.kind is Kind.ATTRIBUTE:
+                self._complete(getattr(value, plan.python_name), field, following)
+            elif plan.kind is Kind.RELATION:
+                if getattr(item.value, plan.relation.key) is None:
+                    self._build(field, None, following)
+                else:
+                    batches[plan.relation.source].append(field)
+            else:
+                self._resolve(field, following, awaited)
 
     def _resolve(
         self, field: _Field, following: list[_Item], awaited: list[tuple[Awaitable[Any], _Field]]
