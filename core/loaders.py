@@ -10,7 +10,7 @@ benchmark compares the batched variant with.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Hashable, Iterable
+from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from aiodataloader import DataLoader
@@ -49,6 +49,15 @@ class Loaders:
 
     async def load_many(self, source: Source[K, V], keys: Iterable[K]) -> list[V]:
         return list(await self.loader(source).load_many(list(keys)))
+
+    async def batch(self, source: Source[K, V], keys: Sequence[K]) -> list[V]:
+        """The values of ``keys`` in one call of the source, a key asked twice fetched once,
+        with no future per key: how the planner loads a whole level. Its values are not
+        kept for later loads."""
+        unique = list(dict.fromkeys(keys))
+        fetched = await self.call(source.store, source.fetch(self._connections, unique))
+        found = dict(zip(unique, fetched, strict=True))
+        return [found[key] for key in keys]
 
     def prime(self, source: Source[K, V], key: K, value: V) -> None:
         self.loader(source).prime(key, value)

@@ -49,7 +49,7 @@ def _by_id(model: Any) -> Source[int, Any]:
     return Source(
         f"{table.name} by id",
         Store.POSTGRES,
-        lambda stores, ids: lookups.rows_by_id(engine=stores.reader, table=table, ids=ids),
+        lambda stores, ids: lookups.records_by_id(engine=stores.reader, table=table, ids=ids),
     )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Row, Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from datasources.postgres_dialect import equals_any
+from datasources.records import WIDTH, record_type_of, to_records
 
 SORT_KEY = "sort_key"
 PARENT_ID = "parent_id"
@@ -44,7 +45,10 @@ class PageRequest:
 
 @dataclass(frozen=True)
 class Page:
-    rows: list[Row[Any]]
+    """A page of records, each with its sort value: with its id, its position."""
+
+    records: list[Any]
+    sort_keys: list[Any]
     has_next: bool
     has_previous: bool
 
@@ -67,13 +71,17 @@ def _order(ordering: Ordering, request: PageRequest) -> list[ColumnElement[Any]]
     return [column.desc() if descending else column.asc() for column in (ordering.key, ordering.id)]
 
 
-def _page(rows: Sequence[Row[Any]], request: PageRequest) -> Page:
+def _page(rows: Sequence[Row[Any]], request: PageRequest, record: type[Any]) -> Page:
     more = len(rows) > request.limit
     kept = list(rows[: request.limit])
     if request.backward:
         kept.reverse()
-        return Page(kept, has_next=request.before is not None, has_previous=more)
-    return Page(kept, has_next=more, has_previous=request.after is not None)
+    # The sort value is the first column after the table's.
+    width = WIDTH[record]
+    records, sort_keys = to_records(record, kept), [row[width] for row in kept]
+    if request.backward:
+        return Page(records, sort_keys, has_next=request.before is not None, has_previous=more)
+    return Page(records, sort_keys, has_next=more, has_previous=request.after is not None)
 
 
 async def fetch_page(
@@ -87,7 +95,7 @@ async def fetch_page(
     )
     async with engine.connect() as connection:
         rows = (await connection.execute(statement)).all()
-    return _page(rows, request)
+    return _page(rows, request, record_type_of(query))
 
 
 async def fetch_pages_by_parent(
@@ -118,10 +126,13 @@ async def fetch_pages_by_parent(
     )
     async with engine.connect() as connection:
         rows = (await connection.execute(statement)).all()
+    record = record_type_of(query)
+    # After the table's columns: the sort value, then the parent's id.
+    parent_at = WIDTH[record] + 1
     by_parent: dict[int, list[Row[Any]]] = defaultdict(list)
     for row in rows:
-        by_parent[getattr(row, PARENT_ID)].append(row)
-    return [_page(by_parent.get(parent_id, []), request) for parent_id in parent_ids]
+        by_parent[row[parent_at]].append(row)
+    return [_page(by_parent.get(parent_id, []), request, record) for parent_id in parent_ids]
 
 
 async def count_by_parent(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, Table, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from datasources import keyset
 from datasources.keyset import Ordering, Page, PageRequest
 from datasources.models import Author
+from datasources.records import record_type, to_records
 
 AUTHORS: Any = Author.__table__
 
@@ -44,8 +45,8 @@ async def count_authors_by_institution(
     )
 
 
-async def all_by_name(*, engine: AsyncEngine, table: Table) -> list[Row[Any]]:
+async def all_by_name(*, engine: AsyncEngine, table: Table) -> list[Any]:
     """A whole small table (report types), by name."""
     async with engine.connect() as connection:
         rows = await connection.execute(select(table).order_by(table.c.name, table.c.id))
-        return list(rows.all())
+        return to_records(record_type(table.name), rows.all())

@@ -33,7 +33,7 @@ from strawberry.http.ides import get_graphql_ide_html
 from strawberry.types import ExecutionResult
 
 from core.auth import AuthenticationError, Authenticator
-from core.context import REQUEST_ID_HEADER, Context
+from core.context import LOOKUPS_HEADER, REQUEST_ID_HEADER, Context
 from core.errors import ErrorCode, client_error, request_error, shorten
 from core.settings import Settings
 from gateway.operations import PLANNER, STRAWBERRY, PreparedDocument, operation_extensions
@@ -245,6 +245,8 @@ class GraphQLOverHTTP:
         return (
             document is not None
             and request.headers.get(EXECUTOR_HEADER, "").lower() != STRAWBERRY
+            # Naive lookups (benchmarks) are a DataLoader matter: Strawberry's executor.
+            and request.headers.get(LOOKUPS_HEADER, "").lower() != "naive"
             and plannable(document, operation)
         )
 

@@ -42,8 +42,6 @@ from graphql import (
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
-    get_nullable_type,
-    is_leaf_type,
     located_error,
 )
 from graphql.execution.collect_fields import (
@@ -71,18 +69,43 @@ class Kind(Enum):
     RESOLVER = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """An output type, unwrapped once: what completing a value of it takes."""
+
+    non_null: bool
+    # A scalar or an enum: how to serialise it.
+    serialize: Callable[[Any], Any] | None = None
+    # A list: the shape of its items.
+    item: Shape | None = None
+    # An object type; None for an interface or union, whose object type is the value's.
+    object_type: GraphQLObjectType | None = None
+
+
+def shape_of(output_type: Any) -> Shape:
+    non_null = isinstance(output_type, GraphQLNonNull)
+    nullable = output_type.of_type if non_null else output_type
+    if isinstance(nullable, GraphQLScalarType | GraphQLEnumType):
+        return Shape(non_null, serialize=nullable.serialize)
+    if isinstance(nullable, GraphQLList):
+        return Shape(non_null, item=shape_of(nullable.of_type))
+    if isinstance(nullable, GraphQLObjectType):
+        return Shape(non_null, object_type=nullable)
+    return Shape(non_null)
+
+
+@dataclass(frozen=True, slots=True)
 class FieldPlan:
     kind: Kind
     definition: GraphQLField
     python_name: str
+    shape: Shape
     relation: Any = None
     # For an attribute that holds a scalar or an enum: its serialisation, the fast path.
     serialize: Callable[[Any], Any] | None = None
-    non_null: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Slot:
     """Where a value sits in the response, and whether null may stand there; a null in a
     non-null field nulls the nearest nullable slot above it."""
@@ -108,17 +131,17 @@ class Outcome:
     errors: list[GraphQLError]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     value: Any
     type: GraphQLObjectType
     fields: list[FieldDetails]
     out: dict[str, Any]
     slot: Slot
-    path: Path | None
+    path: Trail
 
 
-@dataclass
+@dataclass(slots=True)
 class _Field:
     """One field of one object of a level, on its way into the response."""
 
@@ -128,8 +151,28 @@ class _Field:
     details: list[FieldDetails]
 
     @property
-    def path(self) -> Path:
-        return Path(self.item.path, self.key, self.item.type.name)
+    def path(self) -> tuple[Any, str | int, str | None]:
+        return (self.item.path, self.key, self.item.type.name)
+
+
+# Where a value is, as a chain of (the parent's trail, key, type name): made for every
+# value that nests, so it is a plain tuple; turned into graphql-core's Path or a list only
+# for an error or a resolver's info.
+Trail = tuple[Any, str | int, str | None] | None
+
+
+def as_list(trail: Trail) -> list[str | int]:
+    keys: list[str | int] = []
+    while trail is not None:
+        trail, key, _ = trail
+        keys.append(key)
+    keys.reverse()
+    return keys
+
+
+def as_path(trail: tuple[Any, str | int, str | None]) -> Path:
+    parent, key, type_name = trail
+    return Path(None if parent is None else as_path(parent), key, type_name)
 
 
 # A field of a selection, planned: its response key, its plan (None for __typename), and
@@ -197,16 +240,12 @@ def _plan_field(definition: GraphQLField, name: str) -> FieldPlan:
     strawberry_field = (definition.extensions or {}).get("strawberry-definition")
     python_name = getattr(strawberry_field, "python_name", name)
     relation = (getattr(strawberry_field, "metadata", None) or {}).get(RELATION)
+    shape = shape_of(definition.type)
     if relation is not None:
-        return FieldPlan(Kind.RELATION, definition, python_name, relation)
+        return FieldPlan(Kind.RELATION, definition, python_name, shape, relation)
     if getattr(strawberry_field, "base_resolver", None) is not None:
-        return FieldPlan(Kind.RESOLVER, definition, python_name)
-    nullable = get_nullable_type(definition.type)
-    serialize = (
-        nullable.serialize if isinstance(nullable, GraphQLScalarType | GraphQLEnumType) else None
-    )
-    non_null = isinstance(definition.type, GraphQLNonNull)
-    return FieldPlan(Kind.ATTRIBUTE, definition, python_name, None, serialize, non_null)
+        return FieldPlan(Kind.RESOLVER, definition, python_name, shape)
+    return FieldPlan(Kind.ATTRIBUTE, definition, python_name, shape, serialize=shape.serialize)
 
 
 class _Run:
@@ -314,7 +353,7 @@ class _Run:
                 leaf = getattr(value, plan.python_name)
                 if leaf is None:
                     out[key] = None
-                    if plan.non_null:
+                    if plan.shape.non_null:
                         self._complete(None, _Field(item, key, plan, details), following)
                     continue
                 try:
@@ -346,7 +385,7 @@ class _Run:
                 nodes,
                 definition.type,
                 field.item.type,
-                field.path,
+                as_path(field.path),
                 self.schema,
                 self.fragment_definitions,
                 None,
@@ -378,7 +417,7 @@ class _Run:
         loaders = self.context.loaders
         sources = list(batches)
         fetches = [
-            loaders.load_many(
+            loaders.batch(
                 source,
                 [getattr(field.item.value, field.plan.relation.key) for field in batches[source]],
             )
@@ -411,28 +450,21 @@ class _Run:
         if not isinstance(error, Exception):
             raise error
         nodes = [detail.node for detail in field.details]
-        if not isinstance(field.plan.definition.type, GraphQLNonNull):
-            self.errors.append(located_error(error, nodes, field.path.as_list()))
+        if not field.plan.shape.non_null:
+            self.errors.append(located_error(error, nodes, as_list(field.path)))
             field.item.out[field.key] = None
         elif field.item.slot.alive():
-            self.errors.append(located_error(error, nodes, field.path.as_list()))
+            self.errors.append(located_error(error, nodes, as_list(field.path)))
             _null_above(field.item.slot)
         # Otherwise an earlier failure has nulled what this one would: as in graphql-core,
         # only the first failure that propagates to a place is reported.
 
     def _complete(self, value: Any, field: _Field, following: list[_Item]) -> None:
-        return_type = field.plan.definition.type
-        slot = Slot(
-            field.item.out, field.key, not isinstance(return_type, GraphQLNonNull), field.item.slot
-        )
+        shape = field.plan.shape
+        slot = Slot(field.item.out, field.key, not shape.non_null, field.item.slot)
         try:
             self._place(
-                value,
-                return_type,
-                slot,
-                details=field.details,
-                path=field.path,
-                following=following,
+                value, shape, slot, details=field.details, path=field.path, following=following
             )
         except _FieldError as failure:
             self._fail(failure.error, field)
@@ -440,65 +472,56 @@ class _Run:
     def _place(
         self,
         value: Any,
-        return_type: Any,
+        shape: Shape,
         slot: Slot,
         *,
         details: list[FieldDetails],
-        path: Path,
+        path: Trail,
         following: list[_Item],
     ) -> None:
         """Put ``value`` in ``slot``: serialised, as a list, or as an object of the next
         level. A failure of the value itself raises; one of a list item is that item's."""
-        if isinstance(return_type, GraphQLNonNull):
-            if value is None:
-                raise _FieldError(
-                    TypeError(f"Cannot return null for non-nullable field at {path.as_list()}.")
-                )
-            return_type = return_type.of_type
         if value is None:
+            if shape.non_null:
+                raise _FieldError(
+                    TypeError(f"Cannot return null for non-nullable field at {as_list(path)}.")
+                )
             slot.container[slot.key] = None
-            return
-        if is_leaf_type(return_type):
+        elif shape.serialize is not None:
             try:
-                slot.container[slot.key] = return_type.serialize(value)
+                slot.container[slot.key] = shape.serialize(value)
             except Exception as error:
                 raise _FieldError(error) from error
-            return
-        if isinstance(return_type, GraphQLList):
+        elif shape.item is not None:
             self._place_list(
-                value, return_type.of_type, slot, details=details, path=path, following=following
+                value, shape.item, slot, details=details, path=path, following=following
             )
-            return
-        concrete = (
-            return_type
-            if isinstance(return_type, GraphQLObjectType)
-            else self._concrete_type(value)
-        )
-        out: dict[str, Any] = {}
-        slot.container[slot.key] = out
-        following.append(_Item(value, concrete, details, out, slot, path))
+        else:
+            out: dict[str, Any] = {}
+            slot.container[slot.key] = out
+            concrete = shape.object_type or self._concrete_type(value)
+            following.append(_Item(value, concrete, details, out, slot, path))
 
     def _place_list(
         self,
         values: Sequence[Any],
-        item_type: Any,
+        item: Shape,
         slot: Slot,
         *,
         details: list[FieldDetails],
-        path: Path,
+        path: Trail,
         following: list[_Item],
     ) -> None:
         placed: list[Any] = [None] * len(values)
         slot.container[slot.key] = placed
-        nullable = not isinstance(item_type, GraphQLNonNull)
+        nullable = not item.non_null
         for index, value in enumerate(values):
-            item_path = Path(path, index, None)
-            item_slot = Slot(placed, index, nullable, slot)
+            item_path = (path, index, None)
             try:
                 self._place(
                     value,
-                    item_type,
-                    item_slot,
+                    item,
+                    Slot(placed, index, nullable, slot),
                     details=details,
                     path=item_path,
                     following=following,
@@ -506,7 +529,7 @@ class _Run:
             except _FieldError as failure:
                 if nullable or slot.alive():
                     nodes = [detail.node for detail in details]
-                    self.errors.append(located_error(failure.error, nodes, item_path.as_list()))
+                    self.errors.append(located_error(failure.error, nodes, as_list(item_path)))
                 if nullable:
                     placed[index] = None
                 else:

@@ -27,6 +27,6 @@ class AuthorQuery:
         before: str | None = None,
     ) -> Connection[Author]:
         return await listing(
-            info, table=AUTHORS, ordering=AUTHOR_ORDERING, node=Author.from_row,
+            info, table=AUTHORS, ordering=AUTHOR_ORDERING, node=Author.from_record,
             first=first, after=after, last=last, before=before,
         )  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import strawberry
 
@@ -22,9 +22,17 @@ from core.errors import ErrorCode, GatewayError
 from datasources.counters import ReportCounters
 from datasources.keyset import Page, PageRequest
 from datasources.models import ReportStatus as StoredStatus
+from datasources.records import (
+    AuthorRecord,
+    AuthorshipRecord,
+    InstitutionRecord,
+    ReportRecord,
+    ReportTypeRecord,
+    TechnologyRecord,
+)
 from datasources.reports import ReportParent, ReportSort
 from resolvers.documents import ReportDocument
-from resolvers.nodes import Node, fields_of, to_global_id
+from resolvers.nodes import Node, to_global_id
 from resolvers.pagination import (
     Connection,
     connection,
@@ -35,9 +43,6 @@ from resolvers.pagination import (
 )
 from resolvers.relations import relation
 from resolvers.stats import ReportStats
-
-if TYPE_CHECKING:
-    from sqlalchemy import Row
 
 Info = strawberry.Info[Context, None]
 AUTHOR_ORDERING = "authors:name:asc"
@@ -101,7 +106,7 @@ def report_page_request(
 
 
 def report_connection(page: Page, order: ReportOrder, counter: Any) -> Connection[Report]:
-    return connection(page, ordering=ordering_tag(order), node=Report.from_row, counter=counter)
+    return connection(page, ordering=ordering_tag(order), node=Report.from_record, counter=counter)
 
 
 def report_list(parent: ReportParent, description: str) -> Any:
@@ -134,10 +139,10 @@ def report_list(parent: ReportParent, description: str) -> Any:
     return strawberry.field(resolver=resolve, description=description)
 
 
-def _report_type(row: Row[Any] | None) -> ReportType:
-    if row is None:  # the foreign key makes this impossible short of a concurrent delete
+def _report_type(record: ReportTypeRecord | None) -> ReportType:
+    if record is None:  # the foreign key makes this impossible short of a concurrent delete
         raise GatewayError("the report's type no longer exists", ErrorCode.NOT_FOUND)
-    return ReportType.from_row(row)
+    return ReportType.from_record(record)
 
 
 def _stats(counters: ReportCounters | None) -> ReportStats:
@@ -159,17 +164,19 @@ class Report(Node):
     report_type_id: strawberry.Private[int]
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> Report:
+    def from_record(cls, record: ReportRecord) -> Report:
         return cls(
-            id=to_global_id("Report", row.id),
-            database_id=row.id,
-            status=ReportStatus(row.status),
-            report_type_id=row.report_type_id,
-            **fields_of(
-                row, "title", "abstract", "publication_date", "word_count", "created_at",
-                "updated_at",
-            ),
-        )  # fmt: skip
+            id=to_global_id("Report", record.id),
+            database_id=record.id,
+            title=record.title,
+            abstract=record.abstract,
+            publication_date=record.publication_date,
+            word_count=record.word_count,
+            status=ReportStatus(record.status),
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            report_type_id=record.report_type_id,
+        )
 
     report_type: ReportType = relation(
         sources.REPORT_TYPE, key="report_type_id", build=_report_type, name="type"
@@ -177,20 +184,20 @@ class Report(Node):
     authors: list[Authorship] = relation(
         sources.AUTHORSHIPS_OF_REPORT,
         key="database_id",
-        build=lambda rows: [Authorship.from_row(row) for row in rows],
+        build=lambda records: [Authorship.from_record(record) for record in records],
         description="The report's authors, primary author first.",
     )
     primary_author: Author | None = relation(
         sources.AUTHORSHIPS_OF_REPORT,
         key="database_id",
-        build=lambda rows: next(
-            (Author.from_row(row) for row in rows if row.is_primary_author), None
+        build=lambda links: next(
+            (Author.from_record(link.author) for link in links if link.is_primary_author), None
         ),
     )
     technologies: list[Technology] = relation(
         sources.TECHNOLOGIES_OF_REPORT,
         key="database_id",
-        build=lambda rows: [Technology.from_row(row) for row in rows],
+        build=lambda records: [Technology.from_record(record) for record in records],
     )
     document: ReportDocument | None = relation(
         sources.DOCUMENT_OF_REPORT,
@@ -224,13 +231,14 @@ class Author(Node):
     email_address: strawberry.Private[str]
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> Author:
+    def from_record(cls, record: AuthorRecord) -> Author:
         return cls(
-            id=to_global_id("Author", row.id),
-            database_id=row.id,
-            institution_id=row.institution_id,
-            email_address=row.email,
-            **fields_of(row, "name", "orcid"),
+            id=to_global_id("Author", record.id),
+            database_id=record.id,
+            name=record.name,
+            orcid=record.orcid,
+            institution_id=record.institution_id,
+            email_address=record.email,
         )
 
     email: str | None = strawberry.field(
@@ -240,7 +248,7 @@ class Author(Node):
     institution: Institution | None = relation(
         sources.INSTITUTION,
         key="institution_id",
-        build=lambda row: None if row is None else Institution.from_row(row),
+        build=lambda record: None if record is None else Institution.from_record(record),
     )
     reports: Connection[Report] = report_list(
         ReportParent.AUTHOR, "The reports this author wrote or co-wrote."
@@ -254,9 +262,11 @@ class Authorship:
     position: int
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> Authorship:
+    def from_record(cls, record: AuthorshipRecord) -> Authorship:
         return cls(
-            author=Author.from_row(row), is_primary=row.is_primary_author, position=row.position
+            author=Author.from_record(record.author),
+            is_primary=record.is_primary_author,
+            position=record.position,
         )
 
 
@@ -270,7 +280,7 @@ def author_page_request(
 
 
 def author_connection(page: Page, counter: Any) -> Connection[Author]:
-    return connection(page, ordering=AUTHOR_ORDERING, node=Author.from_row, counter=counter)
+    return connection(page, ordering=AUTHOR_ORDERING, node=Author.from_record, counter=counter)
 
 
 @strawberry.type(description="A university, laboratory or company that authors belong to.")
@@ -281,11 +291,13 @@ class Institution(Node):
     website: str | None
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> Institution:
+    def from_record(cls, record: InstitutionRecord) -> Institution:
         return cls(
-            id=to_global_id("Institution", row.id),
-            database_id=row.id,
-            **fields_of(row, "name", "country", "website"),
+            id=to_global_id("Institution", record.id),
+            database_id=record.id,
+            name=record.name,
+            country=record.country,
+            website=record.website,
         )
 
     @strawberry.field(description="The institution's authors, by name.")
@@ -315,11 +327,14 @@ class Technology(Node):
     technology_type: str
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> Technology:
+    def from_record(cls, record: TechnologyRecord) -> Technology:
         return cls(
-            id=to_global_id("Technology", row.id),
-            database_id=row.id,
-            **fields_of(row, "name", "version", "description", "technology_type"),
+            id=to_global_id("Technology", record.id),
+            database_id=record.id,
+            name=record.name,
+            version=record.version,
+            description=record.description,
+            technology_type=record.technology_type,
         )
 
     reports: Connection[Report] = report_list(
@@ -334,11 +349,12 @@ class ReportType(Node):
     description: str | None
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> ReportType:
+    def from_record(cls, record: ReportTypeRecord) -> ReportType:
         return cls(
-            id=to_global_id("ReportType", row.id),
-            database_id=row.id,
-            **fields_of(row, "name", "description"),
+            id=to_global_id("ReportType", record.id),
+            database_id=record.id,
+            name=record.name,
+            description=record.description,
         )
 
     reports: Connection[Report] = report_list(ReportParent.REPORT_TYPE, "The reports of this kind.")

@@ -23,7 +23,7 @@ from resolvers.mutations import Conflict, Forbidden, NotFound, ValidationFailed,
 from resolvers.validation import EMAIL, ORCID, WEB_ADDRESS, Problems, given_fields
 
 if TYPE_CHECKING:
-    from sqlalchemy import Row
+    pass
 
 Info = strawberry.Info[Context, None]
 
@@ -149,23 +149,23 @@ class Kind:
     conflict: str
     validate: Callable[..., dict[str, Any]]
     source: Source[int, Any]
-    saved: Callable[[Row[Any]], Any]
+    saved: Callable[[Any], Any]
 
 
 AUTHOR = Kind(
     AuthorModel, "Author", "an author with this email exists, or the institution does not",
     _author_values, sources.AUTHOR,
-    lambda row: AuthorSaved(author=Author.from_row(row)),
+    lambda row: AuthorSaved(author=Author.from_record(row)),
 )  # fmt: skip
 INSTITUTION = Kind(
     InstitutionModel, "Institution", "an institution with this name exists",
     _institution_values, sources.INSTITUTION,
-    lambda row: InstitutionSaved(institution=Institution.from_row(row)),
+    lambda row: InstitutionSaved(institution=Institution.from_record(row)),
 )  # fmt: skip
 TECHNOLOGY = Kind(
     TechnologyModel, "Technology", "this version of this technology exists",
     _technology_values, sources.TECHNOLOGY,
-    lambda row: TechnologySaved(technology=Technology.from_row(row)),
+    lambda row: TechnologySaved(technology=Technology.from_record(row)),
 )  # fmt: skip
 
 

@@ -28,6 +28,6 @@ class InstitutionQuery:
         before: str | None = None,
     ) -> Connection[Institution]:
         return await listing(
-            info, table=INSTITUTIONS, ordering=ORDERING, node=Institution.from_row,
+            info, table=INSTITUTIONS, ordering=ORDERING, node=Institution.from_record,
             first=first, after=after, last=last, before=before,
         )  # fmt: skip

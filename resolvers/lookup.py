@@ -19,11 +19,11 @@ Info = strawberry.Info[Context, None]
 MAX_NODES = 100
 
 NODE_TYPES: dict[str, tuple[Source[int, Any], Callable[[Any], Node]]] = {
-    "Report": (sources.REPORT, Report.from_row),
-    "Author": (sources.AUTHOR, Author.from_row),
-    "Institution": (sources.INSTITUTION, Institution.from_row),
-    "ReportType": (sources.REPORT_TYPE, ReportType.from_row),
-    "Technology": (sources.TECHNOLOGY, Technology.from_row),
+    "Report": (sources.REPORT, Report.from_record),
+    "Author": (sources.AUTHOR, Author.from_record),
+    "Institution": (sources.INSTITUTION, Institution.from_record),
+    "ReportType": (sources.REPORT_TYPE, ReportType.from_record),
+    "Technology": (sources.TECHNOLOGY, Technology.from_record),
 }
 
 

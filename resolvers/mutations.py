@@ -284,7 +284,7 @@ async def _saved(info: Info, report_id: int) -> ReportSaved | NotFound:
         return NotFound(
             message="the report was deleted meanwhile", id=to_global_id("Report", report_id)
         )
-    return ReportSaved(report=Report.from_row(row))
+    return ReportSaved(report=Report.from_record(row))
 
 
 @strawberry.type

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+import functools
 
 import strawberry
 
@@ -16,6 +16,7 @@ class Node:
     id: strawberry.ID = strawberry.field(description="The object's global ID.")
 
 
+@functools.lru_cache(maxsize=65536)
 def to_global_id(type_name: str, database_id: int) -> strawberry.ID:
     encoded = base64.urlsafe_b64encode(f"{type_name}:{database_id}".encode()).decode()
     return strawberry.ID(encoded.rstrip("="))
@@ -50,7 +51,3 @@ def database_ids(
             )
         ids.append(database_id)
     return tuple(ids)
-
-
-def fields_of(row: Any, *names: str) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in names}

@@ -113,8 +113,8 @@ def connection(
     counter: Callable[[], Awaitable[int]],
 ) -> Connection[NodeType]:
     edges = [
-        Edge(cursor=encode_cursor(ordering, (row.sort_key, row.id)), node=node(row))
-        for row in page.rows
+        Edge(cursor=encode_cursor(ordering, (sort_key, record.id)), node=node(record))
+        for record, sort_key in zip(page.records, page.sort_keys, strict=True)
     ]
     return Connection(
         edges=edges,

@@ -28,4 +28,4 @@ class ReportTypeQuery:
         )
         for row in rows:
             loaders.prime(sources.REPORT_TYPE, row.id, row)
-        return [ReportType.from_row(row) for row in rows]
+        return [ReportType.from_record(row) for row in rows]

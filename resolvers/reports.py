@@ -84,7 +84,7 @@ class ReportQuery:
     async def report(self, info: Info, id: strawberry.ID) -> Report | None:
         database_id = int(id) if id.isdigit() else _report_id(id)
         row = await info.context.loaders.load(sources.REPORT, database_id)
-        return None if row is None else Report.from_row(row)
+        return None if row is None else Report.from_record(row)
 
     @strawberry.field(description="Reports, filtered and ordered, a page at a time.")
     async def reports(
@@ -121,8 +121,8 @@ class ReportQuery:
                 request=request,
             ),
         )
-        for row in page.rows:
-            loaders.prime(sources.REPORT, row.id, row)
+        for record in page.records:
+            loaders.prime(sources.REPORT, record.id, record)
 
         async def total() -> int:
             return await loaders.call(
@@ -151,7 +151,7 @@ class ReportQuery:
         )
         rows = await loaders.load_many(sources.REPORT, ids)
         # A report deleted since it was counted is skipped, not returned as null.
-        return [Report.from_row(row) for row in rows if row is not None]
+        return [Report.from_record(row) for row in rows if row is not None]
 
 
 def _report_id(value: str) -> int:

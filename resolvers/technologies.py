@@ -28,6 +28,6 @@ class TechnologyQuery:
         before: str | None = None,
     ) -> Connection[Technology]:
         return await listing(
-            info, table=TECHNOLOGIES, ordering=ORDERING, node=Technology.from_row,
+            info, table=TECHNOLOGIES, ordering=ORDERING, node=Technology.from_record,
             first=first, after=after, last=last, before=before,
         )  # fmt: skip

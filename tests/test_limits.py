@@ -232,12 +232,12 @@ async def test_an_operation_past_its_deadline_answers_and_stops_asking_stores(
         await asyncio.sleep(1.5)  # a hung store, injected
         return [1, 2, 3]
 
-    async def rows_by_id(**_: Any) -> list[Any]:
+    async def records_by_id(**_: Any) -> list[Any]:
         calls.append("rows")
         return []
 
     monkeypatch.setattr("resolvers.reports.top_report_ids", slow_leaderboard)
-    monkeypatch.setattr("datasources.lookups.rows_by_id", rows_by_id)
+    monkeypatch.setattr("datasources.lookups.records_by_id", records_by_id)
     app = create_app(settings.model_copy(update={"execution_timeout": 0.3}))
     async with lifespan_client(app) as client:
         response = await client.post(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from core.connections import StoreUrls
 from datasources import document_migrations
 from datasources.models import Base, Report, ReportAuthor, ReportType, Technology
+from datasources.records import RECORD_OF_TABLE
 from gateway import migrate
 
 TABLES = {
@@ -173,3 +175,10 @@ async def test_document_migrations_build_indexes_and_record_versions(documents: 
     assert {"tags": 1} in keys
     recorded = await documents[document_migrations.MIGRATIONS_COLLECTION].find().to_list()
     assert [entry["_id"] for entry in recorded] == [1, 2, 3]
+
+
+def test_records_follow_their_tables_columns() -> None:
+    """Rows become records by position: a record's fields are its table's columns, in order."""
+    for name, record in RECORD_OF_TABLE.items():
+        columns = [column.name for column in Base.metadata.tables[name].columns]
+        assert [field.name for field in dataclasses.fields(record)] == columns
