@@ -6,28 +6,19 @@ from typing import Any
 
 import strawberry
 
-from core.context import Context
 from datasources.models import Institution as InstitutionModel
 from resolvers.catalogue import Institution
-from resolvers.pagination import Connection, listing
+from resolvers.pagination import Connection, listing_field
 
-Info = strawberry.Info[Context, None]
 INSTITUTIONS: Any = InstitutionModel.__table__
 ORDERING = "institutions:name:asc"
 
 
 @strawberry.type
 class InstitutionQuery:
-    @strawberry.field(description="Institutions by name, a page at a time.")
-    async def institutions(
-        self,
-        info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        last: int | None = None,
-        before: str | None = None,
-    ) -> Connection[Institution]:
-        return await listing(
-            info, table=INSTITUTIONS, ordering=ORDERING, node=Institution.from_record,
-            first=first, after=after, last=last, before=before,
-        )  # fmt: skip
+    institutions: Connection[Institution] = listing_field(
+        table=INSTITUTIONS,
+        ordering=ORDERING,
+        node=Institution.from_record,
+        description="Institutions by name, a page at a time.",
+    )

@@ -174,3 +174,24 @@ async def listing(
             Store.POSTGRES, listings.count_entities(engine=engine, table=table)
         ),
     )
+
+
+def listing_field(
+    *, table: Table, ordering: str, node: Callable[[Any], Any], description: str
+) -> Any:
+    """A root field that lists named entities by name, a page at a time."""
+
+    async def resolve(
+        root: Any,
+        info: strawberry.Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Any:
+        return await listing(
+            info, table=table, ordering=ordering, node=node,
+            first=first, after=after, last=last, before=before,
+        )  # fmt: skip
+
+    return strawberry.field(resolver=resolve, description=description)
