@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".gateway-data")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Processes that serve the port; above 1, a parent process supervises them.
+    workers: int = Field(default=1, ge=1)
     log_level: str = "info"
     # Keys the hashes of stored API keys; required (and not a placeholder) in production.
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)

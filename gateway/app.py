@@ -51,13 +51,15 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return error_response(500, "Internal server error", request.headers)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, supervised: bool = False) -> Starlette:
+    """The application; ``supervised`` for a worker of ``serve --workers``, whose supervisor
+    applies the migrations and reconciles the stores once for all its workers."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with running_stores(
-            settings, apply_migrations=settings.is_development
+            settings, apply_migrations=settings.is_development and not supervised
         ) as connections:
             app.state.connections = connections
             app.state.authenticator = Authenticator(settings, connections.engine)
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             interval = settings.counter_snapshot_interval
             background = [
                 # Settle what a process that died mid-write left, without delaying start-up.
-                asyncio.create_task(reconcile_stores(connections, stop)),
+                *([] if supervised else [asyncio.create_task(reconcile_stores(connections, stop))]),
                 *(
                     [asyncio.create_task(refresh_counter_snapshots(connections, interval, stop))]
                     if interval

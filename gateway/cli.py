@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import logging
-import math
-import os
 import sys
-import threading
-import time
 from pathlib import Path
-from types import FrameType
 
-import uvicorn
 from pydantic import ValidationError
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from core.connections import StoreUrls
 from core.settings import Settings
@@ -26,11 +17,7 @@ from gateway import migrate
 from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
 from gateway.embedded.process import ServerStartError
 from gateway.runtime import running_stores
-
-logger = logging.getLogger("gateway")
-# Seconds the application's shutdown (background work, clients, embedded servers) may take
-# beyond one store call, once the requests' time is up; past it the process exits anyway.
-STOP_ALLOWANCE = 5.0
+from gateway.server import configure_logging, serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         problems = "; ".join(_describe(problem) for problem in error.errors())
         print(f"gateway: invalid configuration: {problems}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     try:
         result: int = arguments.handler(arguments, settings)
     except (DataDirectoryInUseError, ServerStartError) as error:
@@ -66,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve GraphQL (embedded stores if no URL is set)")
     serve.add_argument("--host", help="overrides GATEWAY_HOST")
     serve.add_argument("--port", type=int, help="overrides GATEWAY_PORT")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        help="processes serving one port; overrides GATEWAY_WORKERS",
+    )
     serve.set_defaults(handler=_serve)
 
     migration = commands.add_parser("migrate", help="migrate the PostgreSQL and MongoDB schemas")
@@ -106,7 +96,11 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
     overrides = {
         name: value
-        for name, value in (("host", arguments.host), ("port", arguments.port))
+        for name, value in (
+            ("host", arguments.host),
+            ("port", arguments.port),
+            ("workers", arguments.workers),
+        )
         if value is not None
     }
     settings = settings.model_copy(update=overrides)
@@ -119,86 +113,20 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
         settings.redis_url,
     ):
         raise DataDirectoryInUseError(settings.data_dir.resolve(), owner)
+    if settings.workers > 1:
+        from gateway.workers import supervise  # noqa: PLC0415 - only with several workers
+
+        return supervise(settings)
     from gateway.app import create_app  # noqa: PLC0415 - only `serve` needs the web stack
 
-    # Whole seconds for uvicorn: rounded up, so no request gets less than promised.
-    graceful = math.ceil(settings.shutdown_timeout)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        lifespan="on",
-        http=DrainingHttpProtocol,
-        # Requests still running then are cancelled: safe here, unlike on a request path,
-        # since the pools whose connections they hold are about to be closed anyway.
-        timeout_graceful_shutdown=graceful,
-    )
-    server = GatewayServer(config)
-    threading.Thread(
-        target=_exit_if_stuck,
-        args=(server.signalled, graceful + settings.store_timeout + STOP_ALLOWANCE),
-        name="shutdown-deadline",
-        daemon=True,
-    ).start()
-    # Once shut down, uvicorn raises the signal it caught again, with the handler it had
-    # replaced: a SIGTERM ends the process there, a SIGINT comes back as KeyboardInterrupt.
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+    serve(create_app(settings), settings)
     return 0
 
 
-class GatewayServer(uvicorn.Server):
-    """uvicorn's server, which also lets the shutdown deadline know when a signal came."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.signalled = threading.Event()
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.signalled.set()
-        super().handle_exit(sig, frame)
-
-
-class DrainingHttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 connection, which does not drop a request when shutdown begins.
-
-    uvicorn closes every connection that is between requests the moment it shuts down. A
-    request the client has already sent on it, but that the server has not read yet, is
-    lost: under load there are many. Instead, such a connection stays open until its
-    keep-alive time runs out, as at any other time, and a request that arrives meanwhile
-    is answered with ``Connection: close``. A connection accepted with no request read
-    yet gets the same time to send one.
-    """
-
-    draining = False
-
-    def shutdown(self) -> None:
-        self.draining = True
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False
-        elif self.timeout_keep_alive_task is None:
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
-            )
-
-    def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        if self.draining:
-            self.cycle.keep_alive = False
-
-
-def _exit_if_stuck(signalled: threading.Event, seconds: float) -> None:
-    """Exit once shutdown has run past its time, whatever a request or the loop is doing.
-
-    A thread, not a task: a request that blocks the event loop must not block this. The
-    watchdog then stops the embedded servers that the interrupted shutdown left running.
-    """
-    signalled.wait()
-    time.sleep(seconds)
-    logger.error("shutdown did not finish within %.0f s of the signal; exiting now", seconds)
-    os._exit(1)
+def _worker_count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return int(value)
 
 
 def _migrate(arguments: argparse.Namespace, settings: Settings) -> int:

@@ -32,6 +32,16 @@ async def running_stores(
     ``attach`` lets a short-lived command use the embedded servers of a gateway that
     already owns the data directory, instead of failing because it is taken.
     """
+    async with (
+        started_stores(settings, attach=attach) as urls,
+        connected_stores(settings, urls, apply_migrations=apply_migrations) as connections,
+    ):
+        yield connections
+
+
+@asynccontextmanager
+async def started_stores(settings: Settings, *, attach: bool = False) -> AsyncIterator[StoreUrls]:
+    """Yield every store's URL: the settings' own, or an embedded server's, started here."""
     embedded = EmbeddedStores(
         settings.data_dir,
         StoreUrls(
@@ -42,15 +52,22 @@ async def running_stores(
     )
     urls = await asyncio.to_thread(embedded.start, attach=attach)
     try:
-        connections = open_connections(settings, urls)
-        try:
-            if apply_migrations:
-                await migrate.upgrade(connections.engine, connections.documents)
-            yield connections
-        finally:
-            await connections.close()
+        yield urls
     finally:
         await asyncio.to_thread(embedded.stop)
+
+
+@asynccontextmanager
+async def connected_stores(
+    settings: Settings, urls: StoreUrls, *, apply_migrations: bool = False
+) -> AsyncIterator[Connections]:
+    connections = open_connections(settings, urls)
+    try:
+        if apply_migrations:
+            await migrate.upgrade(connections.engine, connections.documents)
+        yield connections
+    finally:
+        await connections.close()
 
 
 async def refresh_counter_snapshots(
@@ -58,7 +75,7 @@ async def refresh_counter_snapshots(
 ) -> None:
     """Copy counters to PostgreSQL every ``interval`` seconds, by one process of the cluster
     per period, until ``stop`` is set; a failing store skips a period."""
-    while not await _stopped_within(stop, interval):
+    while not await stopped_within(stop, interval):
         try:
             if await take_turn(redis=connections.redis, name="counter-snapshot", seconds=interval):
                 await snapshot_counters(redis=connections.redis, engine=connections.engine)
@@ -66,7 +83,7 @@ async def refresh_counter_snapshots(
             logger.warning("counter snapshot skipped: %s", error)
 
 
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
     # Only the wait on the event is ever cancelled here, never a store call: cancelling
     # a PyMongo or SQLAlchemy operation half-way can leave its connection pool stuck.
     with contextlib.suppress(TimeoutError):

@@ -32,13 +32,13 @@ SERVER_NAMES = {"postgres", "mongodb", "redis"}
 class Gateway:
     """``gateway serve`` as a process of its own, on a data directory of its own."""
 
-    def __init__(self, data_dir: Path, log: Path, **settings: str) -> None:
+    def __init__(self, data_dir: Path, log: Path, *arguments: str, **settings: str) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.log = log
         with log.open("ab") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve"],
+                [sys.executable, "-m", "gateway", "serve", *arguments],
                 env=_environment(data_dir, GATEWAY_PORT=str(self.port), **settings),
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -152,8 +152,8 @@ def launch(data_dir: Path, tmp_path: Path) -> Iterator[Launch]:
     """Start gateways on ``data_dir``; whatever they leave running is killed afterwards."""
     gateways: list[Gateway] = []
 
-    def start(log: str = "gateway.log", **settings: str) -> Gateway:
-        gateways.append(Gateway(data_dir, tmp_path / log, **settings))
+    def start(log: str = "gateway.log", *arguments: str, **settings: str) -> Gateway:
+        gateways.append(Gateway(data_dir, tmp_path / log, *arguments, **settings))
         gateways[-1].wait_until_ready()
         return gateways[-1]
 

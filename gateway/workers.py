@@ -1,0 +1,177 @@
+"""``gateway serve --workers N``: a supervising parent and N worker processes on one port.
+
+The parent does what there must be one of: it starts the embedded servers (owning the data
+directory, its lock and its watchdog as a single ``serve`` does), applies the migrations,
+reconciles the stores once at start-up, and holds the listening socket. Every worker inherits
+that socket, and the kernel gives each new connection to one of the workers waiting on it.
+Workers get the stores' URLs in their environment and never start or stop a server. Jobs
+that several processes run (counter snapshots) already take turns through Redis.
+
+A small supervisor rather than uvicorn's (``uvicorn.supervisors.Multiprocess``): uvicorn's
+workers are plain ``uvicorn.Server`` objects rebuilt from a pickled config, so they would
+lose the shutdown deadline of ``gateway.server``, and the application would have to be
+rebuilt from the parent's own environment, changed to carry the URLs. Nor do its workers
+notice the parent's death: a parent killed outright would leave them serving, on stores
+the watchdog has stopped. What is left to write is short: start N processes, replace the
+ones that exit, and pass the signal on at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+
+from uvicorn.config import STARTUP_FAILURE
+
+from core.connections import StoreUrls
+from core.settings import ENV_PREFIX, Settings
+from gateway.runtime import connected_stores, reconcile_stores, started_stores, stopped_within
+from gateway.server import STOP_ALLOWANCE, exit_if_stuck, shutdown_deadline
+
+logger = logging.getLogger(__name__)
+
+# How often the parent looks for workers that have exited. It also bounds how often a
+# worker that keeps failing is restarted.
+POLL_INTERVAL = 0.5
+# As many connections as a single process's listener queues.
+BACKLOG = 2048
+# Not ``-m``: the package imports the module first, and runpy warns about that.
+ENTRY_POINT = "import sys; from gateway.worker_process import main; sys.exit(main(sys.argv[1:]))"
+
+
+def supervise(settings: Settings) -> int:
+    """Serve with ``settings.workers`` processes until SIGTERM or SIGINT."""
+    signalled = threading.Event()
+    # Each worker keeps its own deadline; the parent's adds the time to stop the servers.
+    threading.Thread(
+        target=exit_if_stuck,
+        args=(signalled, shutdown_deadline(settings) + STOP_ALLOWANCE),
+        name="shutdown-deadline",
+        daemon=True,
+    ).start()
+    return asyncio.run(_supervise(settings, signalled))
+
+
+async def _supervise(settings: Settings, signalled: threading.Event) -> int:
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        signalled.set()
+        stop.set()
+
+    for received in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(received, on_signal)
+    async with (
+        started_stores(settings) as urls,
+        connected_stores(settings, urls, apply_migrations=settings.is_development) as connections,
+    ):
+        if stop.is_set():
+            return 0
+        try:
+            listener = _listen(settings)
+        except OSError as error:
+            logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
+            return 1
+        reconciliation = asyncio.create_task(reconcile_stores(connections, stop))
+        try:
+            return await Workers(settings, urls, listener).run(stop)
+        finally:
+            stop.set()
+            await reconciliation
+
+
+def _listen(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listener = socket.create_server((settings.host, settings.port), family=family, backlog=BACKLOG)
+    logger.info(
+        "serving on %s:%d with %d workers",
+        settings.host,
+        listener.getsockname()[1],
+        settings.workers,
+    )
+    return listener
+
+
+class Workers:
+    """The worker processes of one parent, kept at their number until told to stop."""
+
+    def __init__(self, settings: Settings, urls: StoreUrls, listener: socket.socket) -> None:
+        self._count = settings.workers
+        self._listener = listener
+        self._deadline = shutdown_deadline(settings)
+        # What a worker reads its settings from: the parent's own, with the bound port
+        # (the setting may be 0) and every store's URL, embedded or not.
+        self._environment = (
+            os.environ
+            | {f"{ENV_PREFIX}{name.upper()}": url for name, url in asdict(urls).items()}
+            | {
+                f"{ENV_PREFIX}HOST": settings.host,
+                f"{ENV_PREFIX}PORT": str(listener.getsockname()[1]),
+            }
+        )
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Keep the workers running until ``stop`` is set; then stop them, gracefully."""
+        supervisor = os.pidfd_open(os.getpid())
+        processes: list[subprocess.Popen[bytes]] = []
+        failed = False
+        try:
+            processes.extend(self._start(supervisor) for _ in range(self._count))
+            while not failed and not await stopped_within(stop, POLL_INTERVAL):
+                failed = self._replace_exited(processes, supervisor)
+        finally:
+            os.close(supervisor)
+            # Once the workers have closed theirs too, the port refuses new connections.
+            self._listener.close()
+            await self._stop(processes)
+        return 1 if failed else 0
+
+    def _replace_exited(self, processes: list[subprocess.Popen[bytes]], supervisor: int) -> bool:
+        """Start a worker in place of each one that has exited; True if one failed to start."""
+        for slot, process in enumerate(processes):
+            code = process.poll()
+            if code is None:
+                continue
+            if code == STARTUP_FAILURE:
+                # The application or its configuration is broken: every worker started
+                # in its place would fail the same way.
+                logger.error("worker %d failed to start; stopping", process.pid)
+                return True
+            logger.warning("worker %d exited (%s); starting another", process.pid, _describe(code))
+            processes[slot] = self._start(supervisor)
+        return False
+
+    def _start(self, supervisor: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", ENTRY_POINT, str(self._listener.fileno()), str(supervisor)],
+            env=self._environment,
+            pass_fds=(self._listener.fileno(), supervisor),
+        )
+
+    async def _stop(self, processes: list[subprocess.Popen[bytes]]) -> None:
+        for process in processes:
+            # SIGTERM even after a Ctrl-C has sent them SIGINT: a second SIGINT would
+            # make uvicorn exit at once, without finishing requests.
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        # A worker exits by its own deadline; this one only covers a worker that cannot.
+        deadline = time.monotonic() + self._deadline
+        while any(process.poll() is None for process in processes):
+            if time.monotonic() > deadline:
+                for process in processes:
+                    process.kill()
+                    process.wait()
+                return
+            await asyncio.sleep(0.05)
+
+
+def _describe(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"

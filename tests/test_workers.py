@@ -1,0 +1,235 @@
+"""``gateway serve --workers N`` as an operator runs it: one parent that owns the embedded
+servers, workers that share its port, a worker that dies, a parent that is stopped or killed."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+
+from tests import test_shutdown
+from tests.test_shutdown import (
+    GONE_TIMEOUT,
+    READY_TIMEOUT,
+    SERVER_NAMES,
+    TOP_REPORTS,
+    Gateway,
+    _alive,
+    _all_gone,
+    _servers,
+    _wait_for,
+    _watchdogs,
+)
+
+# The fixtures of the single-process tests: gateways on a data directory of their own.
+data_dir = test_shutdown.data_dir
+launch = test_shutdown.launch
+
+WORKERS = 2
+STARTED = "Application startup complete."
+# Requests per batch: each on a connection kept open until it is known which worker
+# accepted it, fewer than a worker's keep-alive time could close.
+BATCH = 20
+SERVICE = "{ service { name } }"
+
+
+class Cluster:
+    """A gateway started with ``--workers``, and the worker processes it has started."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.parent = psutil.Process(gateway.process.pid)
+        self.seen: set[psutil.Process] = set()
+
+    def workers(self, starts: int = WORKERS) -> list[psutil.Process]:
+        """The workers, once there have been ``starts`` starts of workers since the launch."""
+        _wait_for(
+            lambda: self.gateway.log.read_text().count(STARTED) >= starts,
+            f"{starts} starts of workers",
+            READY_TIMEOUT,
+        )
+        workers = [
+            child
+            for child in self.parent.children()
+            if "gateway.worker_process" in " ".join(child.cmdline())
+        ]
+        self.seen.update(workers)
+        return workers
+
+    def served_by(self, requests: int) -> Counter[int]:
+        """Send ``requests`` queries, each on a new connection: how many each worker served."""
+        workers = self.workers()
+        served: Counter[int] = Counter()
+        for _ in range(requests // BATCH):
+            connections = [self._served(self.query(SERVICE)) for _ in range(BATCH)]
+            # Answered, so accepted, and still open: kept alive by the worker that accepted it.
+            ports = {_client_port(connection) for connection in connections}
+            for worker in workers:
+                served[worker.pid] += sum(
+                    1
+                    for accepted in worker.net_connections("tcp")
+                    if accepted.raddr and accepted.raddr.port in ports
+                )
+            for connection in connections:
+                connection.close()
+        return served
+
+    def query(self, document: str) -> http.client.HTTPConnection:
+        """Send a query on a new connection; its answer is left to read."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.gateway.port, timeout=60)
+        connection.request(
+            "POST",
+            "/graphql",
+            body=json.dumps({"query": document}),
+            headers={"content-type": "application/json"},
+        )
+        return connection
+
+    def _served(self, connection: http.client.HTTPConnection) -> http.client.HTTPConnection:
+        """Read the answer: one at a time, so that each connection is a worker's to take."""
+        response = connection.getresponse()
+        assert json.loads(response.read())["data"] == {"service": {"name": "polyglot-gateway"}}
+        return connection
+
+    def accepted(self, connection: http.client.HTTPConnection) -> bool:
+        port = _client_port(connection)
+        return any(
+            accepted.raddr and accepted.raddr.port == port
+            for worker in self.workers()
+            for accepted in worker.net_connections("tcp")
+        )
+
+
+def _client_port(connection: http.client.HTTPConnection) -> int:
+    assert connection.sock is not None
+    port: int = connection.sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def cluster(launch: test_shutdown.Launch) -> Iterator[Callable[..., Cluster]]:
+    """Start ``serve --workers 2``; workers left running are killed afterwards."""
+    clusters: list[Cluster] = []
+
+    def start(**settings: str) -> Cluster:
+        clusters.append(Cluster(launch("gateway.log", "--workers", str(WORKERS), **settings)))
+        clusters[-1].workers()
+        return clusters[-1]
+
+    try:
+        yield start
+    finally:
+        leftovers = [worker for started in clusters for worker in started.seen]
+        for worker in leftovers:
+            if _alive(worker):
+                worker.kill()
+        psutil.wait_procs(leftovers, timeout=10)
+
+
+def test_the_parent_alone_starts_the_embedded_servers_and_migrates(
+    cluster: Callable[..., Cluster],
+) -> None:
+    started = cluster()
+    processes = [started.parent, *started.parent.children(recursive=True)]
+    postgres = {process.pid for process in processes if process.name() == "postgres"}
+    postmasters = [
+        process
+        for process in processes
+        if process.name() == "postgres" and process.ppid() not in postgres
+    ]
+    assert [postmaster.parent() for postmaster in postmasters] == [started.parent]
+    assert set(_servers(started.gateway.data_dir)) == SERVER_NAMES
+    assert all(server.parent() == started.parent for server in started.gateway.servers.values())
+    [watchdog] = _watchdogs(started.gateway.data_dir)
+    assert watchdog.parent() == started.parent
+    log = started.gateway.log.read_text()
+    assert log.count("embedded postgres listening") == 1
+    assert log.count("Running upgrade  -> 0001") == 1
+
+
+def test_every_worker_serves_its_share_of_new_connections(cluster: Callable[..., Cluster]) -> None:
+    started = cluster()
+    served = started.served_by(200)
+    assert sum(served.values()) == 200
+    # The kernel hands each connection to one of the workers waiting on the socket: no
+    # exact split is promised, but each gets at least half of an even share.
+    assert len(served) == WORKERS
+    assert min(served.values()) >= 200 / WORKERS / 2, served
+
+
+def test_a_killed_worker_is_replaced(cluster: Callable[..., Cluster]) -> None:
+    started = cluster()
+    killed, survivor = started.workers()
+    killed.kill()
+    _wait_for(lambda: not _alive(killed), "the worker to die")
+    replacement = next(
+        worker for worker in started.workers(starts=WORKERS + 1) if worker != survivor
+    )
+    assert replacement != killed
+    served = started.served_by(100)
+    assert set(served) == {survivor.pid, replacement.pid}
+    assert min(served.values()) > 0, served
+    # The stores were not restarted for it.
+    assert all(_alive(server) for server in started.gateway.servers.values())
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_parent_finishes_requests_and_stops_everything(
+    cluster: Callable[..., Cluster], stop: signal.Signals
+) -> None:
+    started = cluster(GATEWAY_STORE_TIMEOUT="30")
+    gateway = started.gateway
+    workers = started.workers()
+    redis = gateway.servers["redis"]
+    # Held up by a Redis that does not answer, the request is still in flight at SIGTERM.
+    redis.suspend()
+    try:
+        in_flight = started.query(TOP_REPORTS)
+        _wait_for(lambda: started.accepted(in_flight), "a worker to accept the request")
+        gateway.process.send_signal(stop)
+        _wait_for(
+            lambda: gateway.log.read_text().count("Shutting down") == WORKERS,
+            "the workers to begin shutting down",
+        )
+    finally:
+        redis.resume()
+    response = in_flight.getresponse()
+    assert response.status == 200
+    assert response.getheader("connection") == "close"
+    assert json.loads(response.read())["data"] == {"topReports": []}
+    in_flight.close()
+    assert gateway.process.wait(timeout=GONE_TIMEOUT) == 0
+    processes = [*workers, *gateway.servers.values()]
+    _wait_for(lambda: _all_gone(processes), "the workers and the embedded servers to stop")
+    assert gateway.log.read_text().count("Application shutdown complete.") == WORKERS
+    assert _watchdogs(gateway.data_dir) == []
+
+
+def test_workers_do_not_outlive_a_killed_parent(cluster: Callable[..., Cluster]) -> None:
+    started = cluster()
+    gateway = started.gateway
+    workers = started.workers()
+    watchdogs = _watchdogs(gateway.data_dir)
+    gateway.process.send_signal(signal.SIGKILL)
+    gateway.process.wait()
+    # The workers shut down as at a SIGTERM, and the watchdog stops the servers.
+    _wait_for(
+        lambda: _all_gone([*workers, *gateway.servers.values(), *watchdogs]),
+        "the workers, the embedded servers and the watchdog to stop",
+    )
+    assert _servers(gateway.data_dir) == {}
+    assert gateway.log.read_text().count("Application shutdown complete.") == WORKERS
+
+
+def test_one_worker_is_served_by_the_process_itself(launch: test_shutdown.Launch) -> None:
+    gateway = launch("gateway.log", "--workers", "1")
+    assert not any(
+        "gateway.worker_process" in " ".join(child.cmdline())
+        for child in psutil.Process(gateway.process.pid).children()
+    )
+    assert gateway.data(SERVICE) == {"service": {"name": "polyglot-gateway"}}
