@@ -17,6 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.auth import Authenticator
+from core.errors import INTERNAL_MESSAGE
 from core.settings import Settings
 from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
@@ -48,7 +49,7 @@ async def _http_error(request: Request, error: Exception) -> Response:
     if isinstance(error, HTTPException):
         return error_response(error.status_code, error.detail, request.headers)
     logger.error("unexpected error serving %s", request.url.path, exc_info=error)
-    return error_response(500, "Internal server error", request.headers)
+    return error_response(500, INTERNAL_MESSAGE, request.headers)
 
 
 def create_app(settings: Settings | None = None, *, supervised: bool = False) -> Starlette:
