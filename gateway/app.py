@@ -4,6 +4,7 @@ lifespan that owns the stores' clients."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +53,20 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return error_response(500, INTERNAL_MESSAGE, request.headers)
 
 
+# A response allocates thousands of short-lived objects that reference counting frees; at
+# the default threshold (700) the cycle collector ran every few hundred of them and walked
+# the whole heap of long-lived ones each time it reached the oldest generation. Measured
+# on the nested benchmark query (32 connections): 33 req/s with the defaults, 48 with the
+# start-up objects frozen, 58 frozen and with these thresholds.
+COLLECTOR_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_garbage_collector() -> None:
+    """Move everything start-up made out of the collector's sight, and let it run rarely."""
+    gc.freeze()
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
+
+
 def create_app(settings: Settings | None = None, *, supervised: bool = False) -> Starlette:
     """The application; ``supervised`` for a worker of ``serve --workers``, whose supervisor
     applies the migrations and reconciles the stores once for all its workers."""
@@ -77,6 +92,7 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
                     else []
                 ),
             ]
+            tune_garbage_collector()
             logger.info("GraphiQL at http://%s:%d%s", settings.host, settings.port, GRAPHQL_PATH)
             try:
                 yield

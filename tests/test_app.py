@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import json
 
 import httpx
@@ -8,7 +9,7 @@ from websockets.typing import Subprotocol
 
 from core.settings import Settings
 from gateway import SERVICE_NAME, __version__
-from gateway.app import create_app
+from gateway.app import COLLECTOR_THRESHOLDS, create_app
 from tests.conftest import serving
 
 SERVICE_QUERY = "{ service { name version environment } }"
@@ -84,3 +85,8 @@ async def test_websocket_endpoint_speaks_graphql_transport_ws(settings: Settings
             assert json.loads(await socket.recv()) == {"type": "connection_ack"}
             await socket.send(json.dumps({"type": "ping"}))
             assert json.loads(await socket.recv())["type"] == "pong"
+
+
+async def test_a_started_gateway_runs_the_cycle_collector_rarely(client: httpx.AsyncClient) -> None:
+    assert gc.get_threshold() == COLLECTOR_THRESHOLDS
+    assert gc.get_freeze_count() > 0
