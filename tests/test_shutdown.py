@@ -293,14 +293,7 @@ def test_a_gateway_restarted_at_once_waits_for_the_watchdog(launch: Launch) -> N
 
 def test_commands_that_attach_leave_the_servers_running(data_dir: Path, launch: Launch) -> None:
     gateway = launch()
-    migrated = subprocess.run(
-        [sys.executable, "-m", "gateway", "migrate"],
-        env=_environment(data_dir),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    migrated = gateway_command(data_dir, "migrate")
     assert migrated.returncode == 0, migrated.stderr
     _seed(data_dir, reports=5)
     # A killed command that attached has nothing to clean up, and nothing cleans up after it.
@@ -325,13 +318,18 @@ def test_commands_that_attach_leave_the_servers_running(data_dir: Path, launch: 
     assert gateway.data("{ service { name } }") == {"service": {"name": "polyglot-gateway"}}
 
 
-def _seed(data_dir: Path, *, reports: int) -> None:
-    seeded = subprocess.run(
-        [sys.executable, "-m", "gateway", "seed", "--reports", str(reports), "--no-progress"],
+def gateway_command(data_dir: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """A ``gateway`` command on ``data_dir``, run to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *arguments],
         env=_environment(data_dir),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def _seed(data_dir: Path, *, reports: int) -> None:
+    seeded = gateway_command(data_dir, "seed", "--reports", str(reports), "--no-progress")
     assert seeded.returncode == 0, seeded.stderr
