@@ -8,8 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,8 @@ from core.settings import Settings
 from gateway.app import create_app
 from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
 from gateway.embedded.process import free_port
-
-READY_TIMEOUT = 90.0
+from tests import processes
+from tests.processes import Launch, environment, gateway_command
 
 
 async def _write_everywhere(urls: StoreUrls) -> None:
@@ -93,44 +92,6 @@ def test_only_stores_without_a_url_are_embedded(tmp_path: Path) -> None:
     assert urls.redis_url.startswith("redis://127.0.0.1:")
 
 
-class GatewayProcess:
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        with log.open("ab") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--port", str(self.port)],
-                env=_environment(data_dir),
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_until_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"gateway not ready in {READY_TIMEOUT}s:\n{self.log.read_text()}")
-
-    def query(self, document: str) -> dict[str, Any]:
-        response = httpx.post(f"http://127.0.0.1:{self.port}/graphql", json={"query": document})
-        result: dict[str, Any] = response.json()
-        return result
-
-
-def _environment(data_dir: Path) -> dict[str, str]:
-    environment = {
-        name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")
-    }
-    environment["GATEWAY_DATA_DIR"] = str(data_dir)
-    return environment
-
-
 def _server_pids(data_dir: Path) -> dict[str, int]:
     return {
         record.stem: json.loads(record.read_text())["pid"]
@@ -138,33 +99,14 @@ def _server_pids(data_dir: Path) -> dict[str, int]:
     }
 
 
-@pytest.fixture
-def gateways(tmp_path: Path) -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for gateway in started:
-        if gateway.process.poll() is None:
-            gateway.process.kill()
-            gateway.process.wait()
-    # Whatever a killed gateway left running.
-    for pid in _server_pids(tmp_path / "data").values():
-        if psutil.pid_exists(pid):
-            psutil.Process(pid).kill()
-
-
-def test_a_killed_gateway_is_recovered_by_the_next_one(
-    tmp_path: Path, gateways: list[GatewayProcess]
-) -> None:
-    data_dir = tmp_path / "data"
-    first = GatewayProcess(data_dir, tmp_path / "first.log")
-    gateways.append(first)
-    first.wait_until_ready()
-    assert first.query("{ service { name } }")["data"] == {"service": {"name": "polyglot-gateway"}}
+def test_a_killed_gateway_is_recovered_by_the_next_one(data_dir: Path, launch: Launch) -> None:
+    first = launch("first.log")
+    assert first.data("{ service { name } }") == {"service": {"name": "polyglot-gateway"}}
 
     # While it serves, a second gateway on the same directory is refused in one clear line...
     second = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--port", str(free_port())],
-        env=_environment(data_dir),
+        env=environment(data_dir),
         capture_output=True,
         text=True,
         timeout=60,
@@ -174,14 +116,7 @@ def test_a_killed_gateway_is_recovered_by_the_next_one(
     assert f"is in use by another gateway (pid {first.process.pid})" in second.stderr
     assert "Traceback" not in second.stderr
     # ...while a seed attaches to its servers.
-    seeded = subprocess.run(
-        [sys.executable, "-m", "gateway", "seed", "--reports", "25", "--no-progress"],
-        env=_environment(data_dir),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    seeded = gateway_command(data_dir, "seed", "--reports", "25", "--no-progress")
     assert seeded.returncode == 0, seeded.stderr
     assert "25 reports" in seeded.stdout
 
@@ -196,9 +131,7 @@ def test_a_killed_gateway_is_recovered_by_the_next_one(
     first.process.wait()
     assert all(psutil.pid_exists(pid) for pid in orphans.values())
 
-    third = GatewayProcess(data_dir, tmp_path / "third.log")
-    gateways.append(third)
-    third.wait_until_ready()
+    third = launch("third.log")
     assert not any(psutil.pid_exists(pid) for pid in orphans.values())
     assert set(_server_pids(data_dir)) == {"postgres", "mongodb", "redis"}
     assert "stopping orphaned embedded postgres" in third.log.read_text()
@@ -221,6 +154,11 @@ async def _count_reports(database_url: str) -> int:
         count = await connection.scalar(text("SELECT count(*) FROM reports"))
     await engine.dispose()
     return int(count or 0)
+
+
+# Gateways on a data directory of their own, and whatever they leave killed afterwards.
+data_dir = processes.data_dir
+launch = processes.launch
 
 
 @pytest.fixture(params=["postgres", "mongodb", "redis"])

@@ -12,23 +12,23 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from tests import test_shutdown
-from tests.test_shutdown import (
+from tests import processes
+from tests.processes import (
     GONE_TIMEOUT,
     READY_TIMEOUT,
     SERVER_NAMES,
     TOP_REPORTS,
     Gateway,
-    _alive,
-    _all_gone,
-    _servers,
-    _wait_for,
-    _watchdogs,
+    alive,
+    all_gone,
+    recorded_servers,
+    wait_for,
+    watchdogs_of,
 )
 
 # The fixtures of the single-process tests: gateways on a data directory of their own.
-data_dir = test_shutdown.data_dir
-launch = test_shutdown.launch
+data_dir = processes.data_dir
+launch = processes.launch
 
 WORKERS = 2
 STARTED = "Application startup complete."
@@ -48,7 +48,7 @@ class Cluster:
 
     def workers(self, starts: int = WORKERS) -> list[psutil.Process]:
         """The workers, once there have been ``starts`` starts of workers since the launch."""
-        _wait_for(
+        wait_for(
             lambda: self.gateway.log.read_text().count(STARTED) >= starts,
             f"{starts} starts of workers",
             READY_TIMEOUT,
@@ -112,7 +112,7 @@ def _client_port(connection: http.client.HTTPConnection) -> int:
 
 
 @pytest.fixture
-def cluster(launch: test_shutdown.Launch) -> Iterator[Callable[..., Cluster]]:
+def cluster(launch: processes.Launch) -> Iterator[Callable[..., Cluster]]:
     """Start ``serve --workers 2``; workers left running are killed afterwards."""
     clusters: list[Cluster] = []
 
@@ -126,7 +126,7 @@ def cluster(launch: test_shutdown.Launch) -> Iterator[Callable[..., Cluster]]:
     finally:
         leftovers = [worker for started in clusters for worker in started.seen]
         for worker in leftovers:
-            if _alive(worker):
+            if alive(worker):
                 worker.kill()
         psutil.wait_procs(leftovers, timeout=10)
 
@@ -143,9 +143,9 @@ def test_the_parent_alone_starts_the_embedded_servers_and_migrates(
         if process.name() == "postgres" and process.ppid() not in postgres
     ]
     assert [postmaster.parent() for postmaster in postmasters] == [started.parent]
-    assert set(_servers(started.gateway.data_dir)) == SERVER_NAMES
+    assert set(recorded_servers(started.gateway.data_dir)) == SERVER_NAMES
     assert all(server.parent() == started.parent for server in started.gateway.servers.values())
-    [watchdog] = _watchdogs(started.gateway.data_dir)
+    [watchdog] = watchdogs_of(started.gateway.data_dir)
     assert watchdog.parent() == started.parent
     log = started.gateway.log.read_text()
     assert log.count("embedded postgres listening") == 1
@@ -166,7 +166,7 @@ def test_a_killed_worker_is_replaced(cluster: Callable[..., Cluster]) -> None:
     started = cluster()
     killed, survivor = started.workers()
     killed.kill()
-    _wait_for(lambda: not _alive(killed), "the worker to die")
+    wait_for(lambda: not alive(killed), "the worker to die")
     replacement = next(
         worker for worker in started.workers(starts=WORKERS + 1) if worker != survivor
     )
@@ -175,7 +175,7 @@ def test_a_killed_worker_is_replaced(cluster: Callable[..., Cluster]) -> None:
     assert set(served) == {survivor.pid, replacement.pid}
     assert min(served.values()) > 0, served
     # The stores were not restarted for it.
-    assert all(_alive(server) for server in started.gateway.servers.values())
+    assert all(alive(server) for server in started.gateway.servers.values())
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -190,9 +190,9 @@ def test_a_stopped_parent_finishes_requests_and_stops_everything(
     redis.suspend()
     try:
         in_flight = started.query(TOP_REPORTS)
-        _wait_for(lambda: started.accepted(in_flight), "a worker to accept the request")
+        wait_for(lambda: started.accepted(in_flight), "a worker to accept the request")
         gateway.process.send_signal(stop)
-        _wait_for(
+        wait_for(
             lambda: gateway.log.read_text().count("Shutting down") == WORKERS,
             "the workers to begin shutting down",
         )
@@ -205,28 +205,28 @@ def test_a_stopped_parent_finishes_requests_and_stops_everything(
     in_flight.close()
     assert gateway.process.wait(timeout=GONE_TIMEOUT) == 0
     processes = [*workers, *gateway.servers.values()]
-    _wait_for(lambda: _all_gone(processes), "the workers and the embedded servers to stop")
+    wait_for(lambda: all_gone(processes), "the workers and the embedded servers to stop")
     assert gateway.log.read_text().count("Application shutdown complete.") == WORKERS
-    assert _watchdogs(gateway.data_dir) == []
+    assert watchdogs_of(gateway.data_dir) == []
 
 
 def test_workers_do_not_outlive_a_killed_parent(cluster: Callable[..., Cluster]) -> None:
     started = cluster()
     gateway = started.gateway
     workers = started.workers()
-    watchdogs = _watchdogs(gateway.data_dir)
+    watchdogs = watchdogs_of(gateway.data_dir)
     gateway.process.send_signal(signal.SIGKILL)
     gateway.process.wait()
     # The workers shut down as at a SIGTERM, and the watchdog stops the servers.
-    _wait_for(
-        lambda: _all_gone([*workers, *gateway.servers.values(), *watchdogs]),
+    wait_for(
+        lambda: all_gone([*workers, *gateway.servers.values(), *watchdogs]),
         "the workers, the embedded servers and the watchdog to stop",
     )
-    assert _servers(gateway.data_dir) == {}
+    assert recorded_servers(gateway.data_dir) == {}
     assert gateway.log.read_text().count("Application shutdown complete.") == WORKERS
 
 
-def test_one_worker_is_served_by_the_process_itself(launch: test_shutdown.Launch) -> None:
+def test_one_worker_is_served_by_the_process_itself(launch: processes.Launch) -> None:
     gateway = launch("gateway.log", "--workers", "1")
     assert not any(
         "gateway.worker_process" in " ".join(child.cmdline())
