@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from core.connections import Connections
@@ -27,6 +28,7 @@ from datasources.reports import ReportParent, ReportSort
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class Store(StrEnum):
@@ -126,3 +128,47 @@ AUTHOR_COUNTS_OF_INSTITUTION: Source[int, int] = Source(
         engine=stores.reader, institution_ids=ids
     ),
 )
+
+
+@dataclass(frozen=True)
+class RecordFields:
+    """How the fields of an object type are read off the record its source fetches:
+    declared once, beside the type. Its ``from_record`` builds the Strawberry object from
+    it, and the planner projects the records with it directly, with no object between.
+
+    Each field (by its Python name) is read as a record attribute (a string), or computed
+    from the record (a function of it).
+    """
+
+    record: type[Any]
+    fields: dict[str, str | Callable[[Any], Any]]
+    _constructors: dict[type[Any], Callable[[Any], Any]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def reader(self, name: str) -> Callable[[Any], Any]:
+        source = self.fields[name]
+        return attrgetter(source) if isinstance(source, str) else source
+
+    def construct(self, cls: type[T], record: Any) -> T:
+        """``cls``'s object of ``record``, by a constructor generated once: one call with
+        every field read in place, as a hand-written one would."""
+        constructor = self._constructors.get(cls)
+        if constructor is None:
+            constructor = self._constructors[cls] = self._generate(cls)
+        built: T = constructor(record)
+        return built
+
+    def _generate(self, cls: type[Any]) -> Callable[[Any], Any]:
+        namespace: dict[str, Any] = {"cls": cls}
+        arguments = []
+        for index, (name, source) in enumerate(self.fields.items()):
+            if isinstance(source, str):
+                arguments.append(f"{name}=record.{source}")
+            else:
+                namespace[f"f{index}"] = source
+                arguments.append(f"{name}=f{index}(record)")
+        source_code = f"def construct(record):\n    return cls({', '.join(arguments)})\n"
+        exec(compile(source_code, f"<{cls.__name__} of a record>", "exec"), namespace)  # noqa: S102
+        constructor: Callable[[Any], Any] = namespace["construct"]
+        return constructor

@@ -30,13 +30,16 @@ class RoundTrips:
 current_round_trips: ContextVar[RoundTrips | None] = ContextVar("round_trips", default=None)
 
 
-def count_postgres_statements(engine: AsyncEngine) -> None:
-    def before_cursor_execute(*_: Any) -> None:
-        counter = current_round_trips.get()
-        if counter is not None:
-            counter.postgres += 1
+def count_postgres_round_trip(*_: Any) -> None:
+    counter = current_round_trips.get()
+    if counter is not None:
+        counter.postgres += 1
 
-    event.listen(engine.sync_engine, "before_cursor_execute", before_cursor_execute)
+
+def count_postgres_statements(engine: AsyncEngine) -> None:
+    """Count what SQLAlchemy executes; reads sent to the driver directly count themselves
+    (datasources/driver_reads.py)."""
+    event.listen(engine.sync_engine, "before_cursor_execute", count_postgres_round_trip)
 
 
 class MongoCommandCounter(monitoring.CommandListener):

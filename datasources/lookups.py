@@ -1,17 +1,23 @@
 """Batch lookups by id, under the DataLoader contract: one result per key, in key order,
-``None`` for a key that matches nothing."""
+``None`` for a key that matches nothing.
+
+They run at every level of every query, so each is a statement compiled once with the keys
+as its one array parameter (see datasources/driver_reads.py).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Table, select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from datasources.driver_reads import DriverRead
 from datasources.models import Author, ReportAuthor, ReportTechnology, Technology
-from datasources.postgres_dialect import equals_any
+from datasources.postgres_dialect import equals_any_given
 from datasources.records import (
     AuthorRecord,
     AuthorshipRecord,
@@ -20,28 +26,56 @@ from datasources.records import (
     to_records,
 )
 
+KEYS = "keys"
+AUTHORSHIP_LINKS: Any = ReportAuthor.__table__
+TECHNOLOGY_LINKS: Any = ReportTechnology.__table__
+
+AUTHORSHIPS = DriverRead(
+    select(
+        AUTHORSHIP_LINKS.c.report_id,
+        AUTHORSHIP_LINKS.c.is_primary_author,
+        AUTHORSHIP_LINKS.c.position,
+        Author.__table__,
+    )
+    .join(AUTHORSHIP_LINKS, AUTHORSHIP_LINKS.c.author_id == Author.id)
+    .where(equals_any_given(AUTHORSHIP_LINKS.c.report_id, KEYS))
+    .order_by(
+        AUTHORSHIP_LINKS.c.report_id,
+        AUTHORSHIP_LINKS.c.is_primary_author.desc(),
+        AUTHORSHIP_LINKS.c.position,
+        Author.id,
+    )
+)
+TECHNOLOGIES = DriverRead(
+    select(TECHNOLOGY_LINKS.c.report_id, Technology.__table__)
+    .join(TECHNOLOGY_LINKS, TECHNOLOGY_LINKS.c.technology_id == Technology.id)
+    .where(equals_any_given(TECHNOLOGY_LINKS.c.report_id, KEYS))
+    .order_by(TECHNOLOGY_LINKS.c.report_id, Technology.name, Technology.version)
+)
+
+
+@cache
+def _by_id(table: Table) -> DriverRead:
+    return DriverRead(select(table).where(equals_any_given(table.c.id, KEYS)))
+
 
 async def records_by_id(
     *, engine: AsyncEngine, table: Table, ids: Sequence[int]
 ) -> list[Any | None]:
-    statement = select(table).where(equals_any(table.c.id, ids))
-    async with engine.connect() as connection:
-        rows = (await connection.execute(statement)).all()
+    rows = await _by_id(table).rows(engine, **{KEYS: list(ids)})
     found = {record.id: record for record in to_records(record_type(table.name), rows)}
     return [found.get(key) for key in ids]
 
 
 async def _grouped(
     engine: AsyncEngine,
-    statement: Select[Any],
+    read: DriverRead,
     ids: Sequence[int],
     record: Callable[[Sequence[Any]], Any],
 ) -> list[list[Any]]:
-    """Rows of ``statement`` (the parent's id first) as records, grouped by parent."""
-    async with engine.connect() as connection:
-        rows = (await connection.execute(statement)).all()
+    """Rows of ``read`` (the parent's id first) as records, grouped by parent."""
     grouped: dict[int, list[Any]] = defaultdict(list)
-    for row in rows:
+    for row in await read.rows(engine, **{KEYS: list(ids)}):
         grouped[row[0]].append(record(row))
     return [grouped.get(key, []) for key in ids]
 
@@ -50,21 +84,9 @@ async def authorships_by_report(
     *, engine: AsyncEngine, report_ids: Sequence[int]
 ) -> list[list[AuthorshipRecord]]:
     """Each report's authors with their link (primary flag, position), primary first."""
-    link: Any = ReportAuthor.__table__
-    statement = (
-        select(
-            link.c.report_id,
-            link.c.is_primary_author,
-            link.c.position,
-            Author.__table__,
-        )
-        .join(link, link.c.author_id == Author.id)
-        .where(equals_any(link.c.report_id, report_ids))
-        .order_by(link.c.report_id, link.c.is_primary_author.desc(), link.c.position, Author.id)
-    )
     return await _grouped(
         engine,
-        statement,
+        AUTHORSHIPS,
         report_ids,
         lambda row: AuthorshipRecord(AuthorRecord(*row[3:]), row[1], row[2]),
     )
@@ -73,11 +95,4 @@ async def authorships_by_report(
 async def technologies_by_report(
     *, engine: AsyncEngine, report_ids: Sequence[int]
 ) -> list[list[TechnologyRecord]]:
-    link: Any = ReportTechnology.__table__
-    statement = (
-        select(link.c.report_id, Technology.__table__)
-        .join(link, link.c.technology_id == Technology.id)
-        .where(equals_any(link.c.report_id, report_ids))
-        .order_by(link.c.report_id, Technology.name, Technology.version)
-    )
-    return await _grouped(engine, statement, report_ids, lambda row: TechnologyRecord(*row[1:]))
+    return await _grouped(engine, TECHNOLOGIES, report_ids, lambda row: TechnologyRecord(*row[1:]))

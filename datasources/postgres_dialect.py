@@ -78,6 +78,11 @@ def equals_any(column: ColumnElement[Any], values: Sequence[int]) -> ColumnEleme
     return column == any_(bindparam(None, list(values), type_=ARRAY(Integer)))
 
 
+def equals_any_given(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column = ANY(:name)``, the array of integers given when the statement runs."""
+    return column == any_(bindparam(name, type_=ARRAY(Integer)))
+
+
 def matches_search(
     title: ColumnElement[Any], abstract: ColumnElement[Any], query: str
 ) -> ColumnElement[bool]:

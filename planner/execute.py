@@ -2,20 +2,23 @@
 
 graphql-core completes a result field by field: a resolver call and a future per field per
 object, which under load is most of the gateway's CPU. This executor walks the operation
-one *level* at a time instead:
+one *level* at a time instead, and within a level one *group* at a time: the objects of
+one type selected by the same fields.
 
-1. For every object of the level and every field selected on it: a plain attribute is
-   read and serialised at once; a relation (declared in the field's metadata, see
-   resolvers/relations.py) adds the object's key to its source's batch; any other field
-   is resolved by the field's own resolver, Strawberry's, called directly.
-2. Every batch of the level is loaded at once (one store call per source, the stores
-   concurrently), and the awaited resolvers with them.
-3. The values are completed into the response: leaves serialised, objects queued for the
-   next level.
+1. A group's leaves (scalars, enums, ``__typename``) are projected by a function generated
+   for its selection (see planner/projection.py): one dict display per object, no call per
+   field. An object the generated code cannot project (a null where none may be, a value
+   that does not serialise) is projected again field by field, which reports the error.
+2. A relation (declared in the field's metadata, see resolvers/relations.py) adds every
+   object's key to its source's batch; any other field is resolved by the field's own
+   resolver, Strawberry's, called directly.
+3. Every batch of the level is loaded at once (one store call per source, the stores
+   concurrently), and the awaited resolvers with them; the values go into the response,
+   objects into the next level's groups.
 
-Field collection (fragments, ``@skip``/``@include``, aliases) is graphql-core's own, once
-per type and selection, not per object. Errors are located and masked as on the other
-path, and a null in a non-null field propagates to the nearest nullable parent.
+Field collection (fragments, ``@skip``/``@include``, aliases) is graphql-core's, once per
+type and selection, not per object. Errors are located and masked as on the other path, and
+a null in a non-null field propagates to the nearest nullable parent.
 """
 
 from __future__ import annotations
@@ -23,22 +26,17 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import dataclass, field
 from inspect import isawaitable
+from operator import attrgetter
 from typing import Any, TypeGuard
 
 from graphql import (
     DocumentNode,
     FragmentDefinitionNode,
-    GraphQLEnumType,
     GraphQLError,
-    GraphQLField,
-    GraphQLList,
-    GraphQLNonNull,
     GraphQLObjectType,
     GraphQLResolveInfo,
-    GraphQLScalarType,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
@@ -55,74 +53,26 @@ from graphql.pyutils import Path
 from graphql.type.definition import GraphQLResolveInfoHelpers
 
 from core.context import Context
-from core.sources import Source
+from core.sources import RecordFields, Source
+from planner.projection import (
+    Entry,
+    FieldPlan,
+    Kind,
+    Projections,
+    Projector,
+    Shape,
+    plan_field,
+)
 
-RELATION = "relation"
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 INCREMENTAL = frozenset({"defer", "stream"})
 MAX_VARIABLE_ERRORS = 50
 
-
-class Kind(Enum):
-    ATTRIBUTE = 1
-    RELATION = 2
-    RESOLVER = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """An output type, unwrapped once: what completing a value of it takes."""
-
-    non_null: bool
-    # A scalar or an enum: how to serialise it.
-    serialize: Callable[[Any], Any] | None = None
-    # A list: the shape of its items.
-    item: Shape | None = None
-    # An object type; None for an interface or union, whose object type is the value's.
-    object_type: GraphQLObjectType | None = None
-
-
-def shape_of(output_type: Any) -> Shape:
-    non_null = isinstance(output_type, GraphQLNonNull)
-    nullable = output_type.of_type if non_null else output_type
-    if isinstance(nullable, GraphQLScalarType | GraphQLEnumType):
-        return Shape(non_null, serialize=nullable.serialize)
-    if isinstance(nullable, GraphQLList):
-        return Shape(non_null, item=shape_of(nullable.of_type))
-    if isinstance(nullable, GraphQLObjectType):
-        return Shape(non_null, object_type=nullable)
-    return Shape(non_null)
-
-
-@dataclass(frozen=True, slots=True)
-class FieldPlan:
-    kind: Kind
-    definition: GraphQLField
-    python_name: str
-    shape: Shape
-    relation: Any = None
-    # For an attribute that holds a scalar or an enum: its serialisation, the fast path.
-    serialize: Callable[[Any], Any] | None = None
-
-
-@dataclass(slots=True)
-class Slot:
-    """Where a value sits in the response, and whether null may stand there; a null in a
-    non-null field nulls the nearest nullable slot above it."""
-
-    container: Any
-    key: Any
-    nullable: bool
-    parent: Slot | None
-    dead: bool = False
-
-    def alive(self) -> bool:
-        slot: Slot | None = self
-        while slot is not None:
-            if slot.dead:
-                return False
-            slot = slot.parent
-        return True
+# Where a value sits in the response: (container, key, whether null may stand there, the
+# place of the object or list it is in). A null in a non-null place nulls the nearest
+# nullable place above it. Made for every value that nests, so it is a plain tuple; the
+# keys of its chain are the value's path.
+Place = tuple[Any, Any, bool, Any]
 
 
 @dataclass
@@ -132,52 +82,61 @@ class Outcome:
 
 
 @dataclass(slots=True)
-class _Item:
-    value: Any
+class _Group:
+    """The objects of one type, selected by the same fields, in one level: Strawberry's
+    objects, or the records they would be made from (read with ``fields``)."""
+
     type: GraphQLObjectType
-    fields: list[FieldDetails]
-    out: dict[str, Any]
-    slot: Slot
-    path: Trail
+    details: list[FieldDetails]
+    fields: RecordFields | None
+    values: list[Any] = field(default_factory=list)
+    places: list[Place] = field(default_factory=list)
 
 
 @dataclass(slots=True)
-class _Field:
-    """One field of one object of a level, on its way into the response."""
-
-    item: _Item
-    key: str
-    plan: FieldPlan
-    details: list[FieldDetails]
-
-    @property
-    def path(self) -> tuple[Any, str | int, str | None]:
-        return (self.item.path, self.key, self.item.type.name)
+class _Selection:
+    entries: list[Entry]
+    project: Projector
+    # The fields the projection leaves as None (relations, resolvers, nested objects),
+    # each with what reads its value (an attribute) or its key (a relation) off a value.
+    deferred: list[tuple[Entry, Callable[[Any], Any] | None]]
 
 
-# Where a value is, as a chain of (the parent's trail, key, type name): made for every
-# value that nests, so it is a plain tuple; turned into graphql-core's Path or a list only
-# for an error or a resolver's info.
-Trail = tuple[Any, str | int, str | None] | None
+@dataclass(slots=True)
+class _Chunk:
+    """One relation of one group, waiting for its source's batch."""
+
+    group: _Group
+    outs: list[dict[str, Any]]
+    entry: Entry
+    indices: list[int]
+    keys: list[Any]
 
 
-def as_list(trail: Trail) -> list[str | int]:
-    keys: list[str | int] = []
-    while trail is not None:
-        trail, key, _ = trail
-        keys.append(key)
+@dataclass(slots=True)
+class _Pending:
+    """One resolver's awaitable, and where its value goes."""
+
+    awaitable: Awaitable[Any]
+    out: dict[str, Any]
+    entry: Entry
+    place: Place
+
+
+def as_list(place: Place, key: str | None = None) -> list[str | int]:
+    keys: list[str | int] = [] if key is None else [key]
+    while place[3] is not None:
+        keys.append(place[1])
+        place = place[3]
     keys.reverse()
     return keys
 
 
-def as_path(trail: tuple[Any, str | int, str | None]) -> Path:
-    parent, key, type_name = trail
-    return Path(None if parent is None else as_path(parent), key, type_name)
-
-
-# A field of a selection, planned: its response key, its plan (None for __typename), and
-# the nodes it was selected by.
-Entry = tuple[str, FieldPlan | None, list[FieldDetails]]
+def as_path(place: Place, key: str, type_name: str) -> Path:
+    path: Path | None = None
+    for step in as_list(place):
+        path = Path(path, step, None)
+    return Path(path, key, type_name)
 
 
 def plannable(document: DocumentNode, operation: OperationDefinitionNode) -> bool:
@@ -206,16 +165,24 @@ def _uses_incremental_delivery(document: DocumentNode) -> bool:
 
 
 class Planner:
-    """Field plans of one schema, made once per field and kept."""
+    """Field plans and generated projections of one schema, made once and kept."""
 
     def __init__(self, schema: GraphQLSchema) -> None:
         self.schema = schema
         self._plans: dict[tuple[str, str], FieldPlan] = {}
+        self.projections = Projections()
+        # The object types whose objects are made from records, by record type.
+        self.record_types: dict[type[Any], tuple[GraphQLObjectType, RecordFields]] = {}
+        for graphql_type in schema.type_map.values():
+            if isinstance(graphql_type, GraphQLObjectType):
+                fields = record_fields_of(graphql_type)
+                if fields is not None:
+                    self.record_types[fields.record] = (graphql_type, fields)
 
     def field_plan(self, parent: GraphQLObjectType, name: str) -> FieldPlan:
         plan = self._plans.get((parent.name, name))
         if plan is None:
-            plan = self._plans[(parent.name, name)] = _plan_field(parent.fields[name], name)
+            plan = self._plans[(parent.name, name)] = plan_field(parent.fields[name], name)
         return plan
 
     async def execute(
@@ -234,18 +201,6 @@ class Planner:
         if isinstance(coerced, list):
             return Outcome(None, coerced)
         return await _Run(self, document, operation, coerced, context).run()
-
-
-def _plan_field(definition: GraphQLField, name: str) -> FieldPlan:
-    strawberry_field = (definition.extensions or {}).get("strawberry-definition")
-    python_name = getattr(strawberry_field, "python_name", name)
-    relation = (getattr(strawberry_field, "metadata", None) or {}).get(RELATION)
-    shape = shape_of(definition.type)
-    if relation is not None:
-        return FieldPlan(Kind.RELATION, definition, python_name, shape, relation)
-    if getattr(strawberry_field, "base_resolver", None) is not None:
-        return FieldPlan(Kind.RESOLVER, definition, python_name, shape)
-    return FieldPlan(Kind.ATTRIBUTE, definition, python_name, shape, serialize=shape.serialize)
 
 
 class _Run:
@@ -272,46 +227,53 @@ class _Run:
             for name, definition in self.fragment_definitions.items()
         }
         self.errors: list[GraphQLError] = []
-        self._subfields: dict[tuple[str, int], list[Entry]] = {}
+        self._selections: dict[tuple[str, int, bool], _Selection] = {}
         self._helpers = GraphQLResolveInfoHelpers(gather=_gather, track=_ignore)
+        # Places nulled by a failure, kept alive so that their ids stay theirs.
+        self._dead: dict[int, Place] = {}
 
     async def run(self) -> Outcome:
         root_type = self.schema.query_type
         assert root_type is not None
-        result: dict[str, Any] = {"data": {}}
-        data: dict[str, Any] = result["data"]
+        result: dict[str, Any] = {"data": None}
+        root = _Group(root_type, [], None, [None], [(result, "data", True, None)])
         grouped = collect_fields(
             self.schema, self.fragments, self.variables, root_type, self.operation
         ).grouped_field_set
-        level = [
-            _Item(None, root_type, [], data, Slot(result, "data", nullable=True, parent=None), None)
-        ]
-        self._subfields[(root_type.name, id(level[0].fields))] = self._entries(root_type, grouped)
+        self._selections[(root_type.name, id(root.details), False)] = self._selection(
+            root_type, grouped, None
+        )
+        level = [root]
         while level:
             level = await self._level(level)
         return Outcome(result["data"], self.errors)
 
-    def _fields_of(self, item: _Item) -> list[Entry]:
-        """The fields selected on ``item``: collected once for all the objects of one type
-        under one selection."""
-        memo_key = (item.type.name, id(item.fields))
-        entries = self._subfields.get(memo_key)
-        if entries is None:
+    def _selection_of(self, group: _Group) -> _Selection:
+        """The fields selected on a group's objects: collected once for all the objects of
+        one type under one selection."""
+        memo_key = (group.type.name, id(group.details), group.fields is not None)
+        selection = self._selections.get(memo_key)
+        if selection is None:
             grouped = collect_subfields(
                 self.schema,
                 self.fragments,
                 self.variables,
                 self.operation,
-                item.type,
-                item.fields,
+                group.type,
+                group.details,
             ).grouped_field_set
-            entries = self._subfields[memo_key] = self._entries(item.type, grouped)
-        return entries
+            selection = self._selections[memo_key] = self._selection(
+                group.type, grouped, group.fields
+            )
+        return selection
 
-    def _entries(
-        self, parent: GraphQLObjectType, grouped: dict[str, list[FieldDetails]]
-    ) -> list[Entry]:
-        return [
+    def _selection(
+        self,
+        parent: GraphQLObjectType,
+        grouped: dict[str, list[FieldDetails]],
+        fields: RecordFields | None,
+    ) -> _Selection:
+        entries: list[Entry] = [
             (
                 key,
                 None
@@ -321,71 +283,141 @@ class _Run:
             )
             for key, details in grouped.items()
         ]
+        project = self.planner.projections.projector(parent.name, entries, fields)
+        deferred = [
+            (entry, _reader(entry[1], fields))
+            for entry in entries
+            if entry[1] is not None and not entry[1].projected
+        ]
+        return _Selection(entries, project, deferred)
 
-    async def _level(self, items: list[_Item]) -> list[_Item]:
-        following: list[_Item] = []
-        batches: dict[Source[Any, Any], list[_Field]] = defaultdict(list)
-        awaited: list[tuple[Awaitable[Any], _Field]] = []
-        for item in items:
-            if item.slot.alive():
-                self._collect(item, following, batches, awaited)
+    async def _level(self, groups: list[_Group]) -> list[_Group]:
+        following: dict[tuple[str, int, bool], _Group] = {}
+        batches: dict[Source[Any, Any], list[_Chunk]] = defaultdict(list)
+        awaited: list[_Pending] = []
+        for group in groups:
+            if self._dead:
+                self._drop_dead(group)
+            if group.values:
+                self._collect(group, following, batches, awaited)
         await self._settle(batches, awaited, following)
-        return following
+        return list(following.values())
+
+    def _drop_dead(self, group: _Group) -> None:
+        alive = [index for index, place in enumerate(group.places) if self._alive(place)]
+        group.values = [group.values[index] for index in alive]
+        group.places = [group.places[index] for index in alive]
 
     def _collect(
         self,
-        item: _Item,
-        following: list[_Item],
-        batches: dict[Source[Any, Any], list[_Field]],
-        awaited: list[tuple[Awaitable[Any], _Field]],
+        group: _Group,
+        following: dict[tuple[str, int, bool], _Group],
+        batches: dict[Source[Any, Any], list[_Chunk]],
+        awaited: list[_Pending],
     ) -> None:
-        """Every field of one object of the level: the leaves at once, the rest into the
-        level's batches and awaited resolvers."""
-        out = item.out
-        value = item.value
-        for key, plan, details in self._fields_of(item):
-            if plan is None:
-                out[key] = item.type.name
-                continue
-            serialize = plan.serialize
-            if serialize is not None:
-                # The bulk of a response: a scalar read off the object, serialised.
-                leaf = getattr(value, plan.python_name)
-                if leaf is None:
-                    out[key] = None
-                    if plan.shape.non_null:
-                        self._complete(None, _Field(item, key, plan, details), following)
-                    continue
-                try:
-                    out[key] = serialize(leaf)
-                except Exception as error:  # it becomes the field's error
-                    self._fail(error, _Field(item, key, plan, details))
-                continue
-            out[key] = None  # its place in the response's order
-            field = _Field(item, key, plan, details)
-            if plan.kind is Kind.ATTRIBUTE:
-                self._complete(getattr(value, plan.python_name), field, following)
-            elif plan.kind is Kind.RELATION:
-                if getattr(item.value, plan.relation.key) is None:
-                    self._build(field, None, following)
-                else:
-                    batches[plan.relation.source].append(field)
+        """Every field of a group's objects: the leaves at once, the rest into the level's
+        batches and awaited resolvers."""
+        selection = self._selection_of(group)
+        values, places = group.values, group.places
+        outs, failed = selection.project(values)
+        for out, (container, key, _, _) in zip(outs, places, strict=True):
+            container[key] = out
+        for index in failed:
+            outs[index] = self._project_slowly(selection.entries, group, index, following)
+        objects = values
+        for entry, read in selection.deferred:
+            plan = entry[1]
+            assert plan is not None
+            if plan.kind is Kind.RELATION:
+                assert read is not None
+                self._batch(group, outs, entry, read, batches=batches, following=following)
+            elif plan.kind is Kind.ATTRIBUTE:
+                assert read is not None
+                for value, out, place in zip(values, outs, places, strict=True):
+                    self._complete(read(value), out, entry, place, following)
             else:
-                self._resolve(field, following, awaited)
+                if objects is values and group.fields is not None:
+                    # Resolvers are Strawberry's: they take the objects, not records.
+                    origin = group.type.extensions["strawberry-definition"].origin
+                    objects = [origin.from_record(value) for value in values]
+                for index, value in enumerate(objects):
+                    self._resolve(
+                        value, outs[index], entry, group.type, group.places[index],
+                        following=following, awaited=awaited,
+                    )  # fmt: skip
+
+    def _project_slowly(
+        self,
+        entries: list[Entry],
+        group: _Group,
+        index: int,
+        following: dict[tuple[str, int, bool], _Group],
+    ) -> dict[str, Any]:
+        """The leaves of one object, field by field: what the generated projection does,
+        with each failure reported on its own field."""
+        value, place = group.values[index], group.places[index]
+        out: dict[str, Any] = {}
+        place[0][place[1]] = out
+        for entry in entries:
+            key, plan, _ = entry
+            if plan is None:
+                out[key] = group.type.name
+            elif plan.projected:
+                out[key] = None
+                read = _reader(plan, group.fields)
+                assert read is not None
+                self._complete(read(value), out, entry, place, following)
+            else:
+                out[key] = None  # its place in the response's order
+        return out
+
+    def _batch(
+        self,
+        group: _Group,
+        outs: list[dict[str, Any]],
+        entry: Entry,
+        read_key: Callable[[Any], Any],
+        *,
+        batches: dict[Source[Any, Any], list[_Chunk]],
+        following: dict[tuple[str, int, bool], _Group],
+    ) -> None:
+        plan = entry[1]
+        assert plan is not None
+        indices: list[int] = []
+        keys: list[Any] = []
+        for index, value in enumerate(group.values):
+            key = read_key(value)
+            if key is None:
+                self._build(None, outs[index], entry, group.places[index], following)
+            else:
+                indices.append(index)
+                keys.append(key)
+        if keys:
+            batches[plan.relation.source].append(_Chunk(group, outs, entry, indices, keys))
 
     def _resolve(
-        self, field: _Field, following: list[_Item], awaited: list[tuple[Awaitable[Any], _Field]]
+        self,
+        value: Any,
+        out: dict[str, Any],
+        entry: Entry,
+        parent_type: GraphQLObjectType,
+        place: Place,
+        *,
+        following: dict[tuple[str, int, bool], _Group],
+        awaited: list[_Pending],
     ) -> None:
-        definition = field.plan.definition
-        nodes = [detail.node for detail in field.details]
+        key, plan, details = entry
+        assert plan is not None
+        definition = plan.definition
+        nodes = [detail.node for detail in details]
         try:
             arguments = get_argument_values(definition, nodes[0], self.variables)
             info = GraphQLResolveInfo(
                 nodes[0].name.value,
                 nodes,
                 definition.type,
-                field.item.type,
-                as_path(field.path),
+                parent_type,
+                as_path(place, key, parent_type.name),
                 self.schema,
                 self.fragment_definitions,
                 None,
@@ -397,143 +429,239 @@ class _Run:
                 self._helpers,
             )
             assert definition.resolve is not None
-            value = definition.resolve(field.item.value, info, **arguments)
+            resolved = definition.resolve(value, info, **arguments)
         except Exception as error:  # it becomes the field's error
-            self._fail(error, field)
+            self._fail(error, out, entry, place)
             return
-        if isawaitable(value):
-            awaited.append((value, field))
+        if isawaitable(resolved):
+            awaited.append(_Pending(resolved, out, entry, place))
         else:
-            self._complete(value, field, following)
+            self._complete(resolved, out, entry, place, following)
 
     async def _settle(
         self,
-        batches: dict[Source[Any, Any], list[_Field]],
-        awaited: list[tuple[Awaitable[Any], _Field]],
-        following: list[_Item],
+        batches: dict[Source[Any, Any], list[_Chunk]],
+        awaited: list[_Pending],
+        following: dict[tuple[str, int, bool], _Group],
     ) -> None:
         """Every batch of the level in one call per source, and every awaited resolver,
         all at once; then their values into the response."""
         loaders = self.context.loaders
         sources = list(batches)
         fetches = [
-            loaders.batch(
-                source,
-                [getattr(field.item.value, field.plan.relation.key) for field in batches[source]],
-            )
+            loaders.batch(source, [key for chunk in batches[source] for key in chunk.keys])
             for source in sources
         ]
         outcomes = await asyncio.gather(
-            *fetches, *(value for value, _ in awaited), return_exceptions=True
+            *fetches, *(pending.awaitable for pending in awaited), return_exceptions=True
         )
         for source, fetched in zip(sources, outcomes, strict=False):
-            for index, field in enumerate(batches[source]):
+            offset = 0
+            for chunk in batches[source]:
+                places, outs, entry = chunk.group.places, chunk.outs, chunk.entry
                 if isinstance(fetched, BaseException):
-                    self._fail(fetched, field)
-                else:
-                    self._build(field, fetched[index], following)
-        for (_, field), value in zip(awaited, outcomes[len(sources) :], strict=True):
+                    for index in chunk.indices:
+                        self._fail(fetched, outs[index], entry, places[index])
+                    continue
+                value_of = _value_of(entry)
+                values: list[Any] = []
+                targets: list[tuple[dict[str, Any], Place]] = []
+                for index in chunk.indices:
+                    try:
+                        values.append(value_of(fetched[offset]))
+                    except Exception as error:  # it becomes the field's error
+                        self._fail(error, outs[index], entry, places[index])
+                    else:
+                        targets.append((outs[index], places[index]))
+                    offset += 1
+                self._complete_many(values, targets, entry, following)
+        for pending, value in zip(awaited, outcomes[len(sources) :], strict=True):
             if isinstance(value, BaseException):
-                self._fail(value, field)
+                self._fail(value, pending.out, pending.entry, pending.place)
             else:
-                self._complete(value, field, following)
+                self._complete(value, pending.out, pending.entry, pending.place, following)
 
-    def _build(self, field: _Field, fetched: Any, following: list[_Item]) -> None:
+    def _build(
+        self,
+        fetched: Any,
+        out: dict[str, Any],
+        entry: Entry,
+        place: Place,
+        following: dict[tuple[str, int, bool], _Group],
+    ) -> None:
         try:
-            value = field.plan.relation.build(fetched)
+            value = _value_of(entry)(fetched)
         except Exception as error:  # it becomes the field's error
-            self._fail(error, field)
+            self._fail(error, out, entry, place)
             return
-        self._complete(value, field, following)
+        self._complete(value, out, entry, place, following)
 
-    def _fail(self, error: BaseException, field: _Field) -> None:
+    def _fail(self, error: BaseException, out: dict[str, Any], entry: Entry, place: Place) -> None:
+        """``error`` is the error of field ``entry`` of the object at ``place``."""
         if not isinstance(error, Exception):
             raise error
-        nodes = [detail.node for detail in field.details]
-        if not field.plan.shape.non_null:
-            self.errors.append(located_error(error, nodes, as_list(field.path)))
-            field.item.out[field.key] = None
-        elif field.item.slot.alive():
-            self.errors.append(located_error(error, nodes, as_list(field.path)))
-            _null_above(field.item.slot)
+        key, plan, details = entry
+        assert plan is not None
+        nodes = [detail.node for detail in details]
+        if not plan.shape.non_null:
+            self.errors.append(located_error(error, nodes, as_list(place, key)))
+            out[key] = None
+        elif self._alive(place):
+            self.errors.append(located_error(error, nodes, as_list(place, key)))
+            self._null_above(place)
         # Otherwise an earlier failure has nulled what this one would: as in graphql-core,
         # only the first failure that propagates to a place is reported.
 
-    def _complete(self, value: Any, field: _Field, following: list[_Item]) -> None:
-        shape = field.plan.shape
-        slot = Slot(field.item.out, field.key, not shape.non_null, field.item.slot)
+    def _complete(
+        self,
+        value: Any,
+        out: dict[str, Any],
+        entry: Entry,
+        place: Place,
+        following: dict[tuple[str, int, bool], _Group],
+    ) -> None:
+        key, plan, details = entry
+        assert plan is not None
+        shape = plan.shape
         try:
-            self._place(
-                value, shape, slot, details=field.details, path=field.path, following=following
-            )
+            self._place(value, shape, (out, key, not shape.non_null, place), details, following)
         except _FieldError as failure:
-            self._fail(failure.error, field)
+            self._fail(failure.error, out, entry, place)
 
     def _place(
         self,
         value: Any,
         shape: Shape,
-        slot: Slot,
-        *,
+        place: Place,
         details: list[FieldDetails],
-        path: Trail,
-        following: list[_Item],
+        following: dict[tuple[str, int, bool], _Group],
     ) -> None:
-        """Put ``value`` in ``slot``: serialised, as a list, or as an object of the next
+        """Put ``value`` at ``place``: serialised, as a list, or as an object of the next
         level. A failure of the value itself raises; one of a list item is that item's."""
         if value is None:
             if shape.non_null:
                 raise _FieldError(
-                    TypeError(f"Cannot return null for non-nullable field at {as_list(path)}.")
+                    TypeError(f"Cannot return null for non-nullable field at {as_list(place)}.")
                 )
-            slot.container[slot.key] = None
+            place[0][place[1]] = None
         elif shape.serialize is not None:
             try:
-                slot.container[slot.key] = shape.serialize(value)
+                place[0][place[1]] = shape.serialize(value)
             except Exception as error:
                 raise _FieldError(error) from error
         elif shape.item is not None:
-            self._place_list(
-                value, shape.item, slot, details=details, path=path, following=following
-            )
+            self._place_list(value, shape.item, place, details, following)
         else:
-            out: dict[str, Any] = {}
-            slot.container[slot.key] = out
-            concrete = shape.object_type or self._concrete_type(value)
-            following.append(_Item(value, concrete, details, out, slot, path))
+            # Filled by the next level, which makes the object's dict.
+            place[0][place[1]] = None
+            group = self._group_of(value, shape, details, following)
+            group.values.append(value)
+            group.places.append(place)
+
+    def _group_of(
+        self,
+        value: Any,
+        shape: Shape,
+        details: list[FieldDetails],
+        following: dict[tuple[str, int, bool], _Group],
+    ) -> _Group:
+        """The next level's group of an object: by its type, its selection, and whether it
+        is a record."""
+        record_type = self.planner.record_types.get(value.__class__)
+        if record_type is not None:
+            concrete, fields = record_type
+        else:
+            concrete, fields = shape.object_type or self._concrete_type(value), None
+        group_key = (concrete.name, id(details), fields is not None)
+        group = following.get(group_key)
+        if group is None:
+            group = following[group_key] = _Group(concrete, details, fields)
+        return group
 
     def _place_list(
         self,
         values: Sequence[Any],
         item: Shape,
-        slot: Slot,
-        *,
+        place: Place,
         details: list[FieldDetails],
-        path: Trail,
-        following: list[_Item],
+        following: dict[tuple[str, int, bool], _Group],
+        *,
+        groups: dict[type[Any], _Group] | None = None,
     ) -> None:
+        """A list's items at their places; ``groups``, the next level's group of each class
+        of object met so far in the lists of one field, spares finding it per item."""
         placed: list[Any] = [None] * len(values)
-        slot.container[slot.key] = placed
+        place[0][place[1]] = placed
         nullable = not item.non_null
+        objects = item.serialize is None and item.item is None
+        if groups is None:
+            groups = {}
         for index, value in enumerate(values):
-            item_path = (path, index, None)
+            item_place = (placed, index, nullable, place)
+            group = groups.get(value.__class__)
+            if group is not None:
+                group.values.append(value)
+                group.places.append(item_place)
+                continue
             try:
-                self._place(
-                    value,
-                    item,
-                    Slot(placed, index, nullable, slot),
-                    details=details,
-                    path=item_path,
-                    following=following,
-                )
+                self._place(value, item, item_place, details, following)
             except _FieldError as failure:
-                if nullable or slot.alive():
+                if nullable or self._alive(place):
                     nodes = [detail.node for detail in details]
-                    self.errors.append(located_error(failure.error, nodes, as_list(item_path)))
+                    self.errors.append(located_error(failure.error, nodes, as_list(item_place)))
                 if nullable:
                     placed[index] = None
                 else:
-                    _null_above(slot)
+                    self._null_above(place)
+                continue
+            if objects and value is not None:
+                groups[value.__class__] = self._group_of(value, item, details, following)
+
+    def _complete_many(
+        self,
+        values: list[Any],
+        targets: list[tuple[dict[str, Any], Place]],
+        entry: Entry,
+        following: dict[tuple[str, int, bool], _Group],
+    ) -> None:
+        """``_complete`` of one field's values in many objects (``targets``: each one's dict
+        and place). Objects and lists of objects, the bulk of a response, go straight to
+        their group in the next level."""
+        key, plan, details = entry
+        assert plan is not None
+        shape = plan.shape
+        item = shape.item
+        listed = item is not None and item.serialize is None and item.item is None
+        if shape.serialize is not None or (item is not None and not listed):
+            for value, (out, place) in zip(values, targets, strict=True):
+                self._complete(value, out, entry, place, following)
+            return
+        nullable = not shape.non_null
+        groups: dict[type[Any], _Group] = {}
+        for value, (out, place) in zip(values, targets, strict=True):
+            if value is None:
+                self._complete(None, out, entry, place, following)
+            elif listed:
+                assert item is not None
+                try:
+                    self._place_list(
+                        value, item, (out, key, nullable, place), details, following, groups=groups
+                    )
+                except _FieldError as failure:
+                    self._fail(failure.error, out, entry, place)
+            else:
+                group = groups.get(value.__class__)
+                if group is None:
+                    try:
+                        group = self._group_of(value, shape, details, following)
+                    except _FieldError as failure:
+                        self._fail(failure.error, out, entry, place)
+                        continue
+                    groups[value.__class__] = group
+                # Filled by the next level, which makes the object's dict.
+                out[key] = None
+                group.values.append(value)
+                group.places.append((out, key, nullable, place))
 
     def _concrete_type(self, value: Any) -> GraphQLObjectType:
         """The object type of a value of an interface or union: a Node is one of the
@@ -544,21 +672,55 @@ class _Run:
             raise _FieldError(TypeError(f"no object type for {type(value).__name__}"))
         return found
 
+    def _alive(self, place: Place | None) -> bool:
+        dead = self._dead
+        if not dead:
+            return True
+        while place is not None:
+            if id(place) in dead:
+                return False
+            place = place[3]
+        return True
+
+    def _null_above(self, place: Place | None) -> None:
+        """A non-null value failed in the object at ``place``: null the nearest nullable
+        place."""
+        while place is not None:
+            self._dead[id(place)] = place
+            if place[2]:
+                place[0][place[1]] = None
+                return
+            place = place[3]
+
+
+def record_fields_of(graphql_type: GraphQLObjectType) -> RecordFields | None:
+    """How the type's fields are read off records, where its Strawberry type declares it."""
+    definition = (graphql_type.extensions or {}).get("strawberry-definition")
+    fields = getattr(getattr(definition, "origin", None), "record_fields", None)
+    return fields if isinstance(fields, RecordFields) else None
+
+
+def _value_of(entry: Entry) -> Callable[[Any], Any]:
+    """What makes a relation's value of what its source fetched: records where the relation
+    gives them, projected with no object built; its objects otherwise."""
+    plan = entry[1]
+    assert plan is not None
+    relation = plan.relation
+    return relation.build if relation.records is None else relation.records  # type: ignore[no-any-return]
+
+
+def _reader(plan: FieldPlan | None, fields: RecordFields | None) -> Callable[[Any], Any] | None:
+    """What reads a field's value (a relation's: its key) off an object or its record."""
+    if plan is None or plan.kind is Kind.RESOLVER:
+        return None
+    name = plan.relation.key if plan.kind is Kind.RELATION else plan.python_name
+    return attrgetter(name) if fields is None else fields.reader(name)
+
 
 class _FieldError(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _null_above(slot: Slot | None) -> None:
-    """A non-null value failed in the object at ``slot``: null the nearest nullable slot."""
-    while slot is not None:
-        slot.dead = True
-        if slot.nullable:
-            slot.container[slot.key] = None
-            return
-        slot = slot.parent
 
 
 def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import strawberry
 
@@ -19,6 +19,7 @@ from core import sources
 from core.auth import Access
 from core.context import Context
 from core.errors import ErrorCode, GatewayError
+from core.sources import RecordFields
 from datasources.counters import ReportCounters
 from datasources.keyset import Page, PageRequest
 from datasources.models import ReportStatus as StoredStatus
@@ -41,7 +42,7 @@ from resolvers.pagination import (
     parse_int,
     parse_text,
 )
-from resolvers.relations import relation
+from resolvers.relations import record_relation, relation
 from resolvers.stats import ReportStats
 
 Info = strawberry.Info[Context, None]
@@ -139,10 +140,14 @@ def report_list(parent: ReportParent, description: str) -> Any:
     return strawberry.field(resolver=resolve, description=description)
 
 
-def _report_type(record: ReportTypeRecord | None) -> ReportType:
+def _existing_type(record: ReportTypeRecord | None) -> ReportTypeRecord:
     if record is None:  # the foreign key makes this impossible short of a concurrent delete
         raise GatewayError("the report's type no longer exists", ErrorCode.NOT_FOUND)
-    return ReportType.from_record(record)
+    return record
+
+
+def _primary_author(links: list[AuthorshipRecord]) -> AuthorRecord | None:
+    return next((link.author for link in links if link.is_primary_author), None)
 
 
 def _stats(counters: ReportCounters | None) -> ReportStats:
@@ -163,41 +168,45 @@ class Report(Node):
     updated_at: datetime
     report_type_id: strawberry.Private[int]
 
+    record_fields: ClassVar[RecordFields] = RecordFields(
+        ReportRecord,
+        {
+            "id": lambda record: to_global_id("Report", record.id),
+            "database_id": "id",
+            "title": "title",
+            "abstract": "abstract",
+            "publication_date": "publication_date",
+            "word_count": "word_count",
+            "status": lambda record: ReportStatus(record.status),
+            "created_at": "created_at",
+            "updated_at": "updated_at",
+            "report_type_id": "report_type_id",
+        },
+    )
+
     @classmethod
     def from_record(cls, record: ReportRecord) -> Report:
-        return cls(
-            id=to_global_id("Report", record.id),
-            database_id=record.id,
-            title=record.title,
-            abstract=record.abstract,
-            publication_date=record.publication_date,
-            word_count=record.word_count,
-            status=ReportStatus(record.status),
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            report_type_id=record.report_type_id,
-        )
+        return cls.record_fields.construct(cls, record)
 
-    report_type: ReportType = relation(
-        sources.REPORT_TYPE, key="report_type_id", build=_report_type, name="type"
+    report_type: ReportType = record_relation(
+        sources.REPORT_TYPE,
+        key="report_type_id",
+        node=lambda: ReportType,
+        pick=_existing_type,
+        name="type",
     )
-    authors: list[Authorship] = relation(
+    authors: list[Authorship] = record_relation(
         sources.AUTHORSHIPS_OF_REPORT,
         key="database_id",
-        build=lambda records: [Authorship.from_record(record) for record in records],
+        node=lambda: Authorship,
+        many=True,
         description="The report's authors, primary author first.",
     )
-    primary_author: Author | None = relation(
-        sources.AUTHORSHIPS_OF_REPORT,
-        key="database_id",
-        build=lambda links: next(
-            (Author.from_record(link.author) for link in links if link.is_primary_author), None
-        ),
+    primary_author: Author | None = record_relation(
+        sources.AUTHORSHIPS_OF_REPORT, key="database_id", node=lambda: Author, pick=_primary_author
     )
-    technologies: list[Technology] = relation(
-        sources.TECHNOLOGIES_OF_REPORT,
-        key="database_id",
-        build=lambda records: [Technology.from_record(record) for record in records],
+    technologies: list[Technology] = record_relation(
+        sources.TECHNOLOGIES_OF_REPORT, key="database_id", node=lambda: Technology, many=True
     )
     document: ReportDocument | None = relation(
         sources.DOCUMENT_OF_REPORT,
@@ -230,25 +239,28 @@ class Author(Node):
     institution_id: strawberry.Private[int | None]
     email_address: strawberry.Private[str]
 
+    record_fields: ClassVar[RecordFields] = RecordFields(
+        AuthorRecord,
+        {
+            "id": lambda record: to_global_id("Author", record.id),
+            "database_id": "id",
+            "name": "name",
+            "orcid": "orcid",
+            "institution_id": "institution_id",
+            "email_address": "email",
+        },
+    )
+
     @classmethod
     def from_record(cls, record: AuthorRecord) -> Author:
-        return cls(
-            id=to_global_id("Author", record.id),
-            database_id=record.id,
-            name=record.name,
-            orcid=record.orcid,
-            institution_id=record.institution_id,
-            email_address=record.email,
-        )
+        return cls.record_fields.construct(cls, record)
 
     email: str | None = strawberry.field(
         resolver=_email,
         description="For readers and above; null with FORBIDDEN otherwise.",
     )
-    institution: Institution | None = relation(
-        sources.INSTITUTION,
-        key="institution_id",
-        build=lambda record: None if record is None else Institution.from_record(record),
+    institution: Institution | None = record_relation(
+        sources.INSTITUTION, key="institution_id", node=lambda: Institution
     )
     reports: Connection[Report] = report_list(
         ReportParent.AUTHOR, "The reports this author wrote or co-wrote."
@@ -261,13 +273,18 @@ class Authorship:
     is_primary: bool
     position: int
 
+    record_fields: ClassVar[RecordFields] = RecordFields(
+        AuthorshipRecord,
+        {"author": "author", "is_primary": "is_primary_author", "position": "position"},
+    )
+
     @classmethod
     def from_record(cls, record: AuthorshipRecord) -> Authorship:
-        return cls(
-            author=Author.from_record(record.author),
-            is_primary=record.is_primary_author,
-            position=record.position,
-        )
+        authorship = cls.record_fields.construct(cls, record)
+        # The mapping reads the author's record, which the planner projects as it is; the
+        # object holds the author's object.
+        authorship.author = Author.from_record(record.author)
+        return authorship
 
 
 def author_page_request(
@@ -290,15 +307,20 @@ class Institution(Node):
     country: str | None
     website: str | None
 
+    record_fields: ClassVar[RecordFields] = RecordFields(
+        InstitutionRecord,
+        {
+            "id": lambda record: to_global_id("Institution", record.id),
+            "database_id": "id",
+            "name": "name",
+            "country": "country",
+            "website": "website",
+        },
+    )
+
     @classmethod
     def from_record(cls, record: InstitutionRecord) -> Institution:
-        return cls(
-            id=to_global_id("Institution", record.id),
-            database_id=record.id,
-            name=record.name,
-            country=record.country,
-            website=record.website,
-        )
+        return cls.record_fields.construct(cls, record)
 
     @strawberry.field(description="The institution's authors, by name.")
     async def authors(
@@ -326,16 +348,21 @@ class Technology(Node):
     description: str | None
     technology_type: str
 
+    record_fields: ClassVar[RecordFields] = RecordFields(
+        TechnologyRecord,
+        {
+            "id": lambda record: to_global_id("Technology", record.id),
+            "database_id": "id",
+            "name": "name",
+            "version": "version",
+            "description": "description",
+            "technology_type": "technology_type",
+        },
+    )
+
     @classmethod
     def from_record(cls, record: TechnologyRecord) -> Technology:
-        return cls(
-            id=to_global_id("Technology", record.id),
-            database_id=record.id,
-            name=record.name,
-            version=record.version,
-            description=record.description,
-            technology_type=record.technology_type,
-        )
+        return cls.record_fields.construct(cls, record)
 
     reports: Connection[Report] = report_list(
         ReportParent.TECHNOLOGY, "The reports that use this technology."
@@ -348,13 +375,18 @@ class ReportType(Node):
     name: str
     description: str | None
 
+    record_fields: ClassVar[RecordFields] = RecordFields(
+        ReportTypeRecord,
+        {
+            "id": lambda record: to_global_id("ReportType", record.id),
+            "database_id": "id",
+            "name": "name",
+            "description": "description",
+        },
+    )
+
     @classmethod
     def from_record(cls, record: ReportTypeRecord) -> ReportType:
-        return cls(
-            id=to_global_id("ReportType", record.id),
-            database_id=record.id,
-            name=record.name,
-            description=record.description,
-        )
+        return cls.record_fields.construct(cls, record)
 
     reports: Connection[Report] = report_list(ReportParent.REPORT_TYPE, "The reports of this kind.")

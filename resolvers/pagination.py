@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any, Generic, TypeVar
 
+import orjson
 import strawberry
 from sqlalchemy import Table
 
@@ -53,8 +54,8 @@ def encode_cursor(ordering: str, position: Position) -> str:
     value, row_id = position
     if isinstance(value, date):
         value = value.isoformat()
-    payload = json.dumps([ordering, value, row_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+    payload = orjson.dumps([ordering, value, row_id])
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
 def decode_cursor(

@@ -27,6 +27,9 @@ class Relation:
     # The parent's attribute whose value is the key.
     key: str
     build: Callable[[Any], Any]
+    # For a field whose value is made of records: the record (or list of records, or None)
+    # the fetched value gives it, which the planner projects with no object built.
+    records: Callable[[Any], Any] | None = None
 
 
 def relation(
@@ -36,8 +39,9 @@ def relation(
     build: Callable[[Any], Any],
     name: str | None = None,
     description: str | None = None,
+    records: Callable[[Any], Any] | None = None,
 ) -> Any:
-    declared = Relation(source, key, build)
+    declared = Relation(source, key, build, records)
 
     async def resolve(root: Any, info: strawberry.Info[Context, None]) -> Any:
         key_value = getattr(root, key)
@@ -50,8 +54,25 @@ def relation(
     )
 
 
-def relation_of(field: Any) -> Relation | None:
-    """The relation a schema field declares, if it declares one."""
-    metadata = getattr(field, "metadata", None) or {}
-    found = metadata.get(RELATION)
-    return found if isinstance(found, Relation) else None
+def record_relation(
+    source: Source[Any, Any],
+    *,
+    key: str,
+    node: Callable[[], Any],
+    many: bool = False,
+    pick: Callable[[Any], Any] = lambda fetched: fetched,
+    name: str | None = None,
+    description: str | None = None,
+) -> Any:
+    """A relation whose value is made of records of one object type (``node()``, named
+    lazily: the types of a module refer to each other): ``pick`` finds the record, or the
+    list of records with ``many``, in what the source fetched; each becomes the type's
+    object through its ``from_record``."""
+
+    def build(fetched: Any) -> Any:
+        picked = pick(fetched)
+        if many:
+            return [node().from_record(record) for record in picked]
+        return None if picked is None else node().from_record(picked)
+
+    return relation(source, key=key, build=build, name=name, description=description, records=pick)
