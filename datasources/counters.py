@@ -1,4 +1,5 @@
-"""Live counters in Redis: one hash per report, and a sorted set per leaderboard."""
+"""Live counters in Redis: one hash per report, and a sorted set per leaderboard that holds
+the same numbers."""
 
 from __future__ import annotations
 
@@ -53,18 +54,26 @@ async def set_report_counters(*, redis: Redis, counters: Sequence[ReportCounters
 async def counters_by_report(
     *, redis: Redis, report_ids: Sequence[int]
 ) -> list[ReportCounters | None]:
-    """Every report's counters in one pipelined round trip; ``None`` where none exist."""
+    """Every report's counters in one round trip; ``None`` where none exist.
+
+    Read from the leaderboards, which every write changes with the hashes (in one
+    transaction, or one pipeline): two commands for any number of reports, where the
+    hashes take one per report. A report has counters when it is on either board.
+    """
+    if not report_ids:
+        return []
+    members = [str(report_id) for report_id in report_ids]
     pipeline = redis.pipeline(transaction=False)
-    for report_id in report_ids:
-        pipeline.hmget(stats_key(report_id), [Counter.VIEWS.value, Counter.DOWNLOADS.value])
-    results = await pipeline.execute()
+    pipeline.zmscore(leaderboard_key(Counter.VIEWS), members)
+    pipeline.zmscore(leaderboard_key(Counter.DOWNLOADS), members)
+    views, downloads = await pipeline.execute()
     return [
         None
-        if views is None and downloads is None
+        if viewed is None and downloaded is None
         else ReportCounters(
-            report_id=report_id, views=int(views or 0), downloads=int(downloads or 0)
+            report_id=report_id, views=int(viewed or 0), downloads=int(downloaded or 0)
         )
-        for report_id, (views, downloads) in zip(report_ids, results, strict=True)
+        for report_id, viewed, downloaded in zip(report_ids, views, downloads, strict=True)
     ]
 
 
