@@ -1,18 +1,25 @@
-"""Reads compiled once and handed to PostgreSQL's driver as they are.
+"""Reads handed to PostgreSQL's driver as compiled SQL.
 
-The reads behind every level of a query (rows by id, a report's authors, its technologies)
-are the same statement each time with another array of keys. For a few hundred rows,
-SQLAlchemy's execution path (a cache key, an execution context, a result with its row
-processors) costs the gateway more CPU than asyncpg's own fetch. Under asyncpg such a
-statement is compiled once, sent on a connection of the same pool, and its rows are used
-as the driver decodes them; on any other driver it runs through SQLAlchemy like every other
-statement. Either way its failures are SQLAlchemy's exceptions, so that a store that fails
-is reported the same whichever path read it.
+For the few hundred rows of one level of a query, SQLAlchemy's execution path (an
+execution context, a result with its row processors, the greenlet it runs in) costs the
+gateway more CPU than asyncpg's own fetch. Under asyncpg, a read is compiled once per
+shape of statement and sent on a connection of the same pool, and its rows are used as
+the driver decodes them (they are indexed and sliced like SQLAlchemy's rows); on any other
+driver it runs through SQLAlchemy like every other statement. Either way its failures are
+SQLAlchemy's exceptions, so that a store that fails is reported the same whichever path
+read it.
+
+Two kinds of read: a ``DriverRead``, one statement whose only varying parts are named bind
+parameters, compiled once (the lookups behind every level); and ``rows_of`` any SELECT,
+compiled once per shape, the shape and its values taken apart by SQLAlchemy's own cache
+key (pages and counts, whose conditions vary with the request).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -23,6 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from datasources.instrumentation import count_postgres_round_trip
 
+DRIVER = "asyncpg"
+# Shapes of statement kept compiled: a shape is fixed by the query's text, not its values.
+MAX_SHAPES = 500
 # What asyncpg raises when the connection, not the statement, failed: a server shutting
 # down or restarting, a socket gone.
 CONNECTION_FAILURES = (
@@ -32,41 +42,105 @@ CONNECTION_FAILURES = (
     OSError,
 )
 
+Rows = Sequence[Sequence[Any]]
+# Any SELECT, whatever its columns.
+AnySelect = Select[*tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    # The bind parameters in their positional order, each with its bind processor.
+    parameters: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    # SQLAlchemy's compilation, which takes a statement's values out of its cache key.
+    compilation: Any
+
 
 class DriverRead:
     """A SELECT whose only varying parts are named bind parameters."""
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: AnySelect) -> None:
         self.statement = statement
-        self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._compiled: dict[str, _Compiled] = {}
 
-    def _compile(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
-        found = self._compiled.get(dialect.name)
-        if found is None:
-            compiled = self.statement.compile(dialect=dialect)
-            names = tuple(compiled.positiontup or ())
-            found = self._compiled[dialect.name] = (str(compiled), names)
-        return found
+    async def rows(self, engine: AsyncEngine, **parameters: Any) -> Rows:
+        if engine.dialect.driver != DRIVER:
+            return await _through_sqlalchemy(engine, self.statement, parameters)
+        compiled = self._compiled.get(engine.dialect.name)
+        if compiled is None:
+            found = _compile(self.statement, engine.dialect, None)
+            assert found is not None, "a lookup's statement renders no values at execution"
+            compiled = self._compiled[engine.dialect.name] = found
+        return await _fetch(engine, compiled, parameters)
 
-    async def rows(self, engine: AsyncEngine, **parameters: Any) -> Sequence[Sequence[Any]]:
-        if engine.dialect.driver != "asyncpg":
-            async with engine.connect() as connection:
-                processed: Sequence[Sequence[Any]] = (
-                    await connection.execute(self.statement, parameters)
-                ).all()
-                return processed
-        sql, names = self._compile(engine.dialect)
-        arguments = [parameters[name] for name in names]
-        async with engine.connect() as connection:
-            pooled = await connection.get_raw_connection()
-            driver: asyncpg.Connection = pooled.driver_connection
-            count_postgres_round_trip()
-            try:
-                rows: list[Sequence[Any]] = await driver.fetch(sql, *arguments)
-            except CONNECTION_FAILURES as error:
-                if driver.is_closed():
-                    await connection.invalidate(error)
-                raise OperationalError(sql, arguments, error) from error
-            except asyncpg.PostgresError as error:
-                raise DBAPIError(sql, arguments, error) from error
-            return rows
+
+_shapes: OrderedDict[tuple[str, Any], _Compiled | None] = OrderedDict()
+
+
+async def rows_of(engine: AsyncEngine, statement: AnySelect) -> Rows:
+    """The rows of ``statement``, compiled once per shape."""
+    cache_key = statement._generate_cache_key() if engine.dialect.driver == DRIVER else None
+    if cache_key is None:
+        return await _through_sqlalchemy(engine, statement, None)
+    shape = (engine.dialect.name, cache_key.key)
+    if shape in _shapes:
+        compiled = _shapes[shape]
+        _shapes.move_to_end(shape)
+    else:
+        compiled = _shapes[shape] = _compile(statement, engine.dialect, cache_key)
+        if len(_shapes) > MAX_SHAPES:
+            _shapes.popitem(last=False)
+    if compiled is None:
+        return await _through_sqlalchemy(engine, statement, None)
+    return await _fetch(engine, compiled, _extracted(compiled, cache_key))
+
+
+def _compile(statement: AnySelect, dialect: Dialect, cache_key: Any) -> _Compiled | None:
+    compilation = dialect.statement_compiler(dialect, statement, cache_key=cache_key)
+    if compilation.post_compile_params or compilation.literal_execute_params:
+        # Rendered again at each execution (an IN list's values): SQLAlchemy's part.
+        return None
+    processors = compilation._bind_processors
+    parameters: list[tuple[str, Callable[[Any], Any] | None]] = []
+    for name in compilation.positiontup or ():
+        process = processors.get(name)
+        if not (process is None or callable(process)):
+            return None  # a processor per element of a tuple: SQLAlchemy's part too
+        parameters.append((name, process))
+    return _Compiled(str(compilation), tuple(parameters), compilation)
+
+
+def _extracted(compiled: _Compiled, cache_key: Any) -> dict[str, Any]:
+    """The values of a statement of ``compiled``'s shape, from its own cache key."""
+    values: dict[str, Any] = compiled.compilation.construct_params(
+        extracted_parameters=cache_key.bindparams, escape_names=False
+    )
+    return values
+
+
+async def _fetch(engine: AsyncEngine, compiled: _Compiled, parameters: dict[str, Any]) -> Rows:
+    arguments = [
+        parameters[name] if process is None else process(parameters[name])
+        for name, process in compiled.parameters
+    ]
+    async with engine.connect() as connection:
+        pooled = await connection.get_raw_connection()
+        driver: asyncpg.Connection = pooled.driver_connection
+        count_postgres_round_trip()
+        try:
+            rows: list[Sequence[Any]] = await driver.fetch(compiled.sql, *arguments)
+        except CONNECTION_FAILURES as error:
+            if driver.is_closed():
+                await connection.invalidate(error)
+            raise OperationalError(compiled.sql, arguments, error) from error
+        except asyncpg.PostgresError as error:
+            raise DBAPIError(compiled.sql, arguments, error) from error
+        return rows
+
+
+async def _through_sqlalchemy(
+    engine: AsyncEngine, statement: AnySelect, parameters: dict[str, Any] | None
+) -> Rows:
+    async with engine.connect() as connection:
+        rows: Rows = (await connection.execute(statement, parameters)).all()
+        return rows

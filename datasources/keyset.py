@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from datasources.driver_reads import rows_of
 from datasources.postgres_dialect import equals_any
 from datasources.records import WIDTH, record_type_of, to_records
 
@@ -71,7 +72,7 @@ def _order(ordering: Ordering, request: PageRequest) -> list[ColumnElement[Any]]
     return [column.desc() if descending else column.asc() for column in (ordering.key, ordering.id)]
 
 
-def _page(rows: Sequence[Row[Any]], request: PageRequest, record: type[Any]) -> Page:
+def _page(rows: Sequence[Sequence[Any]], request: PageRequest, record: type[Any]) -> Page:
     more = len(rows) > request.limit
     kept = list(rows[: request.limit])
     if request.backward:
@@ -93,9 +94,7 @@ async def fetch_page(
         .order_by(*_order(ordering, request))
         .limit(request.limit + 1)
     )
-    async with engine.connect() as connection:
-        rows = (await connection.execute(statement)).all()
-    return _page(rows, request, record_type_of(query))
+    return _page(await rows_of(engine, statement), request, record_type_of(query))
 
 
 async def fetch_pages_by_parent(
@@ -124,12 +123,11 @@ async def fetch_pages_by_parent(
         .where(ranked.c[RANK] <= request.limit + 1)
         .order_by(ranked.c[PARENT_ID], ranked.c[RANK])
     )
-    async with engine.connect() as connection:
-        rows = (await connection.execute(statement)).all()
+    rows = await rows_of(engine, statement)
     record = record_type_of(query)
     # After the table's columns: the sort value, then the parent's id.
     parent_at = WIDTH[record] + 1
-    by_parent: dict[int, list[Row[Any]]] = defaultdict(list)
+    by_parent: dict[int, list[Sequence[Any]]] = defaultdict(list)
     for row in rows:
         by_parent[row[parent_at]].append(row)
     return [_page(by_parent.get(parent_id, []), request, record) for parent_id in parent_ids]
@@ -143,12 +141,11 @@ async def count_by_parent(
         .where(equals_any(parent, parent_ids))
         .group_by(parent)
     )
-    async with engine.connect() as connection:
-        counts = {row[0]: row[1] for row in await connection.execute(statement)}
+    counts = {row[0]: row[1] for row in await rows_of(engine, statement)}
     return [counts.get(parent_id, 0) for parent_id in parent_ids]
 
 
 async def count(engine: AsyncEngine, query: Select[Any]) -> int:
     statement = select(func.count()).select_from(query.subquery())
-    async with engine.connect() as connection:
-        return int(await connection.scalar(statement) or 0)
+    rows = await rows_of(engine, statement)
+    return int(rows[0][0] or 0)

@@ -9,6 +9,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from datasources import keyset
+from datasources.driver_reads import rows_of
 from datasources.keyset import Ordering, Page, PageRequest
 from datasources.models import Author
 from datasources.records import record_type, to_records
@@ -47,6 +48,5 @@ async def count_authors_by_institution(
 
 async def all_by_name(*, engine: AsyncEngine, table: Table) -> list[Any]:
     """A whole small table (report types), by name."""
-    async with engine.connect() as connection:
-        rows = await connection.execute(select(table).order_by(table.c.name, table.c.id))
-        return to_records(record_type(table.name), rows.all())
+    rows = await rows_of(engine, select(table).order_by(table.c.name, table.c.id))
+    return to_records(record_type(table.name), rows)
