@@ -60,7 +60,10 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
     engine = create_async_engine(
         urls.database_url,
         pool_size=POSTGRES_POOL_SIZE,
-        max_overflow=POSTGRES_POOL_SIZE,
+        # No connections beyond the pool: under load they were opened and closed again for
+        # a statement each, a server process started and stopped every time. A statement
+        # waits for a pooled connection instead (up to the pool timeout).
+        max_overflow=0,
         # No ping at each checkout, a round trip per statement: a connection that a
         # restart broke fails its statement as the store being unavailable, and is dropped.
         pool_pre_ping=False,
