@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from datasources.postgres_dialect import search_index
+from datasources.postgres_dialect import publication_sort_key, search_index
 
 # Stable constraint names, so migrations can name what they alter or drop.
 NAMING_CONVENTION = {
@@ -104,6 +104,15 @@ class Report(Timestamped, Base):
 
 
 search_index("ix_reports_search", Report.__table__.c.title, Report.__table__.c.abstract)
+# Pages are keysets over (sort value, id): with an index in that order, a page of reports is
+# an index scan of its own rows instead of a sort of the whole table, in either direction.
+Index(
+    "ix_reports_publication_order",
+    publication_sort_key(Report.__table__.c.publication_date),
+    Report.__table__.c.id,
+)
+Index("ix_reports_title_order", Report.__table__.c.title, Report.__table__.c.id)
+Index("ix_reports_word_count_order", Report.__table__.c.word_count, Report.__table__.c.id)
 
 
 class ReportAuthor(Base):

@@ -9,7 +9,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Index, Integer, Table, any_, bindparam, func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Index,
+    Integer,
+    Table,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 
@@ -27,6 +39,14 @@ def search_document(title: ColumnElement[Any], abstract: ColumnElement[Any]) -> 
         text(f"'{SEARCH_CONFIG}'::regconfig"),
         func.coalesce(title, "") + " " + func.coalesce(abstract, ""),
     )
+
+
+def publication_sort_key(publication_date: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A report's place in the date ordering: reports without a publication date sort as the
+    earliest, so that every report has one (a NULL would compare as unknown in a keyset
+    condition). The date is written in the statement, not sent as a parameter, so that the
+    index on this expression serves the ordering under any plan of a prepared statement."""
+    return func.coalesce(publication_date, literal_column("DATE '0001-01-01'", Date))
 
 
 def search_index(name: str, title: ColumnElement[Any], abstract: ColumnElement[Any]) -> Index:

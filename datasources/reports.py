@@ -8,7 +8,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from datasources import keyset
@@ -20,7 +20,7 @@ from datasources.models import (
     ReportCounterSnapshot,
     ReportTechnology,
 )
-from datasources.postgres_dialect import equals_any, matches_search
+from datasources.postgres_dialect import equals_any, matches_search, publication_sort_key
 
 REPORTS: Any = Report.__table__
 AUTHORSHIPS: Any = ReportAuthor.__table__
@@ -36,11 +36,8 @@ class ReportSort(StrEnum):
     VIEWS = "views"
 
 
-# Reports without a publication date sort as the earliest, so that every report has a
-# position in the date ordering (a NULL would compare as unknown in the keyset condition).
-UNDATED = date(1, 1, 1)
 SORT_KEYS: dict[ReportSort, ColumnElement[Any]] = {
-    ReportSort.PUBLICATION_DATE: func.coalesce(REPORTS.c.publication_date, literal(UNDATED)),
+    ReportSort.PUBLICATION_DATE: publication_sort_key(REPORTS.c.publication_date),
     ReportSort.TITLE: REPORTS.c.title,
     ReportSort.WORD_COUNT: REPORTS.c.word_count,
     # From the snapshot of Redis's counters; a report never counted has 0 views.

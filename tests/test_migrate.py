@@ -103,9 +103,12 @@ async def test_schema_has_the_indexes_queries_rely_on(engine: AsyncEngine, docum
         "ix_authors_institution_id", "ix_technologies_name", "ix_report_authors_author_id",
         "ix_report_technologies_technology_id", "uq_report_authors_one_primary",
         "uq_technologies_name_version", "pk_report_authors", "pk_report_technologies",
+        "ix_reports_title_order", "ix_reports_word_count_order",
     ):  # fmt: skip
         assert name in indexes
     assert "USING gin (to_tsvector('english'::regconfig" in indexes["ix_reports_search"]
+    order = indexes["ix_reports_publication_order"]
+    assert "COALESCE(publication_date, '0001-01-01'::date), id" in order
 
 
 async def _with_report(engine: AsyncEngine, documents: Any) -> None:
