@@ -333,8 +333,12 @@ class _Run:
                 self._batch(group, outs, entry, read, batches=batches, following=following)
             elif plan.kind is Kind.ATTRIBUTE:
                 assert read is not None
-                for value, out, place in zip(values, outs, places, strict=True):
-                    self._complete(read(value), out, entry, place, following)
+                self._complete_many(
+                    [read(value) for value in values],
+                    list(zip(outs, places, strict=True)),
+                    entry,
+                    following,
+                )
             else:
                 if objects is values and group.fields is not None:
                     # Resolvers are Strawberry's: they take the objects, not records.
