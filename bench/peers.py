@@ -15,17 +15,21 @@ shapes written in its own schema's naming:
   PostGraphile by its link table's primary key: ordering by a linked table's column needs
   a plugin, and the rows' number and shape are what this query is about.
 
+The gateway runs a second time as `serve --workers 2` (gateway-2-workers), for the
+nested queries: its CPU per request against one process's, its throughput against one
+process's, and each worker's share of the work (of the CPU the workers spent).
+
 For each server and query: requests per second and wrk's p50/p99 latency with C
 connections, one request's latency alone (median of sequential requests), and the CPU a
-request costs the server's process and PostgreSQL. Every server's nested answer is
-checked against the same rows read straight from the database. A run lasts --seconds, or
-longer (up to two minutes) for a query that takes long alone: a few answers on every
-connection. Installs wrk, PostgreSQL 15
-and the PostGraphile packages (Node 22 for version 5) when they are missing.
+request costs the server's process (its workers', with workers) and PostgreSQL. Every
+server's nested answer is checked against the same rows read straight from the database.
+A run lasts --seconds, or longer (up to two minutes) for a query that takes long alone: a
+few answers on every connection. Installs wrk, PostgreSQL 15 and the PostGraphile packages
+(Node 22 for version 5) when they are missing.
 
     python -m bench.peers [--reports 10000] [--seconds 20] [--clients 32]
-                          [--only gateway|postgraphile4|postgraphile5] [--keep]
-                          [--data-dir D]
+                          [--only gateway|gateway-2-workers|postgraphile4|postgraphile5]
+                          [--keep] [--data-dir D]
 """
 
 from __future__ import annotations
@@ -135,7 +139,8 @@ FROM (
 
 Rows = list[tuple[int, str, tuple[str, ...]]]
 
-SERVERS = ("gateway", "postgraphile4", "postgraphile5")
+SERVERS = ("gateway", "gateway-2-workers", "postgraphile4", "postgraphile5")
+WORKER_COMMAND = "gateway.worker_process"
 VARIABLES = {"first": 100}
 WARM_UP_SECONDS = 3.0
 # One request alone: this many after two unmeasured ones, or as many as fit this time.
@@ -194,6 +199,13 @@ GATEWAY = Server(
     {"nested": GATEWAY_NESTED, "nested+stores": NESTED_WITH_STORES, "wide": GATEWAY_WIDE},
     _gateway_rows,
 )
+# `serve --workers 2`: the CPU a request costs is the workers', each worker's share of it
+# is printed, and its throughput is compared with one process's.
+GATEWAY_WORKERS = Server(
+    "gateway-2-workers",
+    {"nested": GATEWAY_NESTED, "nested+stores": NESTED_WITH_STORES},
+    _gateway_rows,
+)
 
 
 def _postgraphile(version: int) -> Server:
@@ -216,6 +228,8 @@ class Result:
     alone_ms: float
     cpu_ms: float | None
     postgres_cpu_ms: float | None
+    # Each worker's part of the server's CPU, for a gateway with workers.
+    shares: tuple[float, ...] = ()
 
 
 def _count_objects(value: object) -> int:
@@ -250,8 +264,25 @@ def _alone_ms(client: httpx.Client, query: str) -> float:
 
 
 def _cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
+    """The server's CPU: its own, or its workers' where it has them."""
+    return sum(_worker_cpu(pid).values()) or _own_cpu(psutil.Process(pid))
+
+
+def _own_cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
     return times.user + times.system
+
+
+def _worker_cpu(pid: int) -> dict[int, float]:
+    """The CPU of each worker of a gateway with ``--workers`` (none for one process)."""
+    found: dict[int, float] = {}
+    for child in psutil.Process(pid).children():
+        try:
+            if WORKER_COMMAND in " ".join(child.cmdline()):
+                found[child.pid] = _own_cpu(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 def _wait_until_idle(pid: int, cluster: Cluster) -> None:
@@ -286,10 +317,15 @@ def _measure(
     body = {"query": query, "variables": VARIABLES}
     wrk.run(url, body, clients=arguments.clients, seconds=min(WARM_UP_SECONDS, arguments.seconds))
     _wait_until_idle(pid, cluster)
-    cpu, postgres_cpu = _cpu_seconds(pid), cluster.cpu_seconds()
+    cpu, postgres_cpu, workers = _cpu_seconds(pid), cluster.cpu_seconds(), _worker_cpu(pid)
     seconds = max(arguments.seconds, min(LONGEST_RUN, ROUNDS * arguments.clients * alone / 1000))
     load = wrk.run(url, body, clients=arguments.clients, seconds=seconds)
     cpu, postgres_cpu = _cpu_seconds(pid) - cpu, cluster.cpu_seconds() - postgres_cpu
+    worked = {
+        worker: spent - workers[worker]
+        for worker, spent in _worker_cpu(pid).items()
+        if worker in workers
+    }
     _wait_until_idle(pid, cluster)
     per_request = 1000 / load.requests if load.requests else None
     result = Result(
@@ -301,6 +337,7 @@ def _measure(
         alone,
         cpu * per_request if per_request else None,
         postgres_cpu * per_request if per_request else None,
+        tuple(spent / cpu for spent in worked.values()) if cpu > 0 else (),
     )
     print(_row(result), flush=True)
     return result
@@ -317,10 +354,13 @@ class Served(Protocol):
 def _served(name: str, data_dir: Path, cluster: Cluster) -> Iterator[tuple[int, int]]:
     """(port, pid) of server ``name`` over the cluster's database."""
     served: AbstractContextManager[Served]
-    if name == "gateway":
+    if name.startswith("gateway"):
         log = data_dir / "gateway" / "bench-gateway.log"
         database_url = cluster.url("postgresql+asyncpg")
-        served = serving(data_dir / "gateway", database_url=database_url, **GATEWAY_SETTINGS)
+        workers = "2" if name == GATEWAY_WORKERS.name else "1"
+        served = serving(
+            data_dir / "gateway", workers=workers, database_url=database_url, **GATEWAY_SETTINGS
+        )
     else:
         log = data_dir / f"{name}.log"
         served = serving_postgraphile(int(name[-1]), cluster.url(), log)
@@ -362,7 +402,7 @@ def _reference(cluster: Cluster) -> Rows:
 
 
 HEADER = (
-    f"{'server':<14} {'query':<14} {'objects':>7} {'rows':>5} {'run s':>5} {'req/s':>8} "
+    f"{'server':<18} {'query':<14} {'objects':>7} {'rows':>5} {'run s':>5} {'req/s':>8} "
     f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'alone ms':>8} {'CPU ms/req':>10} "
     f"{'PG CPU ms/req':>13}"
 )
@@ -376,7 +416,7 @@ def _row(result: Result) -> str:
     rows = {None: "-", True: "same", False: "DIFF"}[result.matches]
     load = result.load
     return (
-        f"{result.server:<14} {result.query:<14} {result.objects:>7} {rows:>5} "
+        f"{result.server:<18} {result.query:<14} {result.objects:>7} {rows:>5} "
         f"{load.seconds:>5.0f} {load.throughput:>8.1f} {load.p50_ms:>8.1f} {load.p99_ms:>8.1f} "
         f"{load.errors:>6} "
         f"{result.alone_ms:>8.1f} {_optional(result.cpu_ms, 10)} "
@@ -388,28 +428,49 @@ def _ratios(results: list[Result]) -> None:
     def find(server: str, query: str) -> Result | None:
         return next((r for r in results if r.server == server and r.query == query), None)
 
-    metrics: list[tuple[str, str, Callable[[Result], float | None], bool]] = [
-        ("throughput, nested", "nested", lambda r: r.load.throughput, True),
-        ("p99 latency, nested", "nested", lambda r: r.load.p99_ms, False),
-        ("one request alone, nested", "nested", lambda r: r.alone_ms, False),
-        ("one request alone, wide (~32k objects)", "wide", lambda r: r.alone_ms, False),
-        ("CPU per nested request", "nested", lambda r: r.cpu_ms, False),
+    # (label, the gateway's query, the peers' query, metric, whether higher is better)
+    metrics: list[tuple[str, str, str, Callable[[Result], float | None], bool]] = [
+        ("throughput, nested", "nested", "nested", lambda r: r.load.throughput, True),
+        (
+            "throughput, nested+stores / peer's nested",
+            "nested+stores",
+            "nested",
+            lambda r: r.load.throughput,
+            True,
+        ),
+        ("p99 latency, nested", "nested", "nested", lambda r: r.load.p99_ms, False),
+        ("one request alone, nested", "nested", "nested", lambda r: r.alone_ms, False),
+        ("one request alone, wide (~32k objects)", "wide", "wide", lambda r: r.alone_ms, False),
+        ("CPU per nested request", "nested", "nested", lambda r: r.cpu_ms, False),
     ]
     print("\ngateway / faster peer")
-    for label, query, metric, higher_is_better in metrics:
-        gateway = find("gateway", query)
+    for label, ours_query, peers_query, metric, higher_is_better in metrics:
+        gateway = find(GATEWAY.name, ours_query)
         peers = [
             (r.server, value)
             for r in results
-            if r.server != "gateway" and r.query == query and (value := metric(r))
+            if not r.server.startswith(GATEWAY.name)
+            and r.query == peers_query
+            and (value := metric(r))
         ]
         ours = metric(gateway) if gateway else None
         if not ours or not peers:
             continue
         choose = max if higher_is_better else min
         peer, theirs = choose(peers, key=lambda pair: pair[1])
-        worse = theirs / ours if higher_is_better else ours / theirs
-        print(f"  {label:<40} {ours / theirs:>8.3f}  ({peer}; the gateway is {worse:.1f}x worse)")
+        better = ours / theirs if higher_is_better else theirs / ours
+        verdict = f"{better:.2f}x better" if better >= 1 else f"{1 / better:.2f}x worse"
+        print(f"  {label:<42} {ours / theirs:>8.3f}  ({peer}; the gateway is {verdict})")
+    for query in ("nested", "nested+stores"):
+        alone, workers = find(GATEWAY.name, query), find(GATEWAY_WORKERS.name, query)
+        if alone is None or workers is None:
+            continue
+        print(f"\n{GATEWAY_WORKERS.name} / one process, {query}")
+        print(f"  throughput {workers.load.throughput / alone.load.throughput:>8.3f}")
+        if workers.cpu_ms and alone.cpu_ms:
+            print(f"  CPU per request {workers.cpu_ms / alone.cpu_ms:>8.3f}")
+        shares = ", ".join(f"{share:.0%}" for share in workers.shares)
+        print(f"  each worker's share of the CPU: {shares or '-'}")
 
 
 def _stop_on_sigterm() -> None:
@@ -433,11 +494,12 @@ def main() -> None:
     arguments = parser.parse_args()
     _stop_on_sigterm()
     chosen = [name for name in SERVERS if name in (arguments.only or SERVERS)]
-    servers = [GATEWAY if name == "gateway" else _postgraphile(int(name[-1])) for name in chosen]
+    gateways = {server.name: server for server in (GATEWAY, GATEWAY_WORKERS)}
+    servers = [gateways.get(name) or _postgraphile(int(name[-1])) for name in chosen]
 
     apt_packages()
     for server in servers:
-        if server.name != "gateway":
+        if server.name not in gateways:
             npm_folder(f"v{server.name[-1]}")
 
     data_dir: Path = arguments.data_dir or Path(tempfile.mkdtemp(prefix="gateway-peers-"))
