@@ -21,6 +21,7 @@ from datasources.instrumentation import (
     MongoCommandCounter,
     count_postgres_statements,
 )
+from datasources.postgres_dialect import decode_timestamps_from_text
 
 POSTGRES_POOL_SIZE = 20
 REDIS_MAX_CONNECTIONS = 64
@@ -68,9 +69,16 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         # restart broke fails its statement as the store being unavailable, and is dropped.
         pool_pre_ping=False,
         pool_timeout=timeout,
-        connect_args={"timeout": timeout, "command_timeout": timeout},
+        connect_args={
+            "timeout": timeout,
+            "command_timeout": timeout,
+            # Timestamps are read as text (see decode_timestamps_from_text): in UTC, as
+            # the API gives them.
+            "server_settings": {"timezone": "UTC"},
+        },
     )
     count_postgres_statements(engine)
+    decode_timestamps_from_text(engine)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         urls.mongo_url,
         serverSelectionTimeoutMS=int(timeout * 1000),
