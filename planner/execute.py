@@ -171,13 +171,21 @@ class Planner:
         self.schema = schema
         self._plans: dict[tuple[str, str], FieldPlan] = {}
         self.projections = Projections()
-        # The object types whose objects are made from records, by record type.
+        # How the fields of object types are read off records, where they are declared.
+        self.record_fields: dict[str, RecordFields] = {}
+        # The object type of a record met where an interface or union is expected: the one
+        # type that declares that record (a record that several declare, none).
         self.record_types: dict[type[Any], tuple[GraphQLObjectType, RecordFields]] = {}
+        declaring: defaultdict[type[Any], list[GraphQLObjectType]] = defaultdict(list)
         for graphql_type in schema.type_map.values():
             if isinstance(graphql_type, GraphQLObjectType):
                 fields = record_fields_of(graphql_type)
                 if fields is not None:
-                    self.record_types[fields.record] = (graphql_type, fields)
+                    self.record_fields[graphql_type.name] = fields
+                    declaring[fields.record].append(graphql_type)
+        for record, types in declaring.items():
+            if len(types) == 1:
+                self.record_types[record] = (types[0], self.record_fields[types[0].name])
 
     def field_plan(self, parent: GraphQLObjectType, name: str) -> FieldPlan:
         plan = self._plans.get((parent.name, name))
@@ -571,11 +579,18 @@ class _Run:
     ) -> _Group:
         """The next level's group of an object: by its type, its selection, and whether it
         is a record."""
-        record_type = self.planner.record_types.get(value.__class__)
-        if record_type is not None:
-            concrete, fields = record_type
+        concrete = shape.object_type
+        fields: RecordFields | None
+        if concrete is not None:
+            fields = self.planner.record_fields.get(concrete.name)
+            if fields is not None and value.__class__ is not fields.record:
+                fields = None
         else:
-            concrete, fields = shape.object_type or self._concrete_type(value), None
+            record_type = self.planner.record_types.get(value.__class__)
+            if record_type is not None:
+                concrete, fields = record_type
+            else:
+                concrete, fields = self._concrete_type(value), None
         group_key = (concrete.name, id(details), fields is not None)
         group = following.get(group_key)
         if group is None:

@@ -7,7 +7,7 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable
 from datetime import date
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import orjson
 import strawberry
@@ -15,7 +15,7 @@ from sqlalchemy import Table
 
 from core.context import Context
 from core.errors import ErrorCode, GatewayError
-from core.sources import Store
+from core.sources import RecordFields, Store
 from datasources import listings
 from datasources.keyset import Page, PageRequest, Position
 
@@ -33,10 +33,42 @@ class PageInfo:
     end_cursor: str | None
 
 
+class PageEntry(Generic[NodeType]):
+    """One edge of a page, as the page gives it: a record and its position.
+
+    Its ``cursor`` and ``node`` are made only when read, so an edge costs nothing for what
+    a query does not select. Strawberry's executor reads them as any object's attributes;
+    the planner reads the record itself as the node (see ``Edge.record_fields``), with no
+    object built.
+    """
+
+    __slots__ = ("build", "ordering", "record", "sort_key")
+
+    def __init__(
+        self, record: Any, sort_key: Any, ordering: str, build: Callable[[Any], NodeType]
+    ) -> None:
+        self.record = record
+        self.sort_key = sort_key
+        self.ordering = ordering
+        self.build = build
+
+    @property
+    def cursor(self) -> str:
+        return encode_cursor(self.ordering, (self.sort_key, self.record.id))
+
+    @property
+    def node(self) -> NodeType:
+        return self.build(self.record)
+
+
 @strawberry.type
 class Edge(Generic[NodeType]):
     cursor: str
     node: NodeType
+
+    record_fields: ClassVar[RecordFields] = RecordFields(
+        PageEntry, {"cursor": "cursor", "node": "record"}
+    )
 
 
 @strawberry.type
@@ -114,11 +146,12 @@ def connection(
     counter: Callable[[], Awaitable[int]],
 ) -> Connection[NodeType]:
     edges = [
-        Edge(cursor=encode_cursor(ordering, (sort_key, record.id)), node=node(record))
+        PageEntry(record, sort_key, ordering, node)
         for record, sort_key in zip(page.records, page.sort_keys, strict=True)
     ]
     return Connection(
-        edges=edges,
+        # Read like edges, through their attributes.
+        edges=cast("list[Edge[NodeType]]", edges),
         page_info=PageInfo(
             has_next_page=page.has_next,
             has_previous_page=page.has_previous,
