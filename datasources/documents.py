@@ -27,7 +27,8 @@ async def documents_by_report(
     *, database: AsyncDatabase[dict[str, Any]], report_ids: Sequence[int]
 ) -> list[dict[str, Any] | None]:
     cursor = database[REPORT_DOCUMENTS].find({"_id": {"$in": list(report_ids)}})
-    found = {document["_id"]: document async for document in cursor}
+    # In one call, not a step of iteration per document.
+    found = {document["_id"]: document for document in await cursor.to_list()}
     return [found.get(report_id) for report_id in report_ids]
 
 

@@ -208,10 +208,10 @@ class Report(Node):
     technologies: list[Technology] = record_relation(
         sources.TECHNOLOGIES_OF_REPORT, key="database_id", node=lambda: Technology, many=True
     )
-    document: ReportDocument | None = relation(
+    document: ReportDocument | None = record_relation(
         sources.DOCUMENT_OF_REPORT,
         key="database_id",
-        build=lambda document: None if document is None else ReportDocument.from_document(document),
+        node=lambda: ReportDocument,
         description="The report's document (MongoDB); null if it has none.",
     )
     stats: ReportStats | None = relation(
