@@ -22,6 +22,7 @@ from datasources.records import (
     AuthorRecord,
     AuthorshipRecord,
     TechnologyRecord,
+    from_values,
     record_type,
     to_records,
 )
@@ -88,11 +89,15 @@ async def authorships_by_report(
         engine,
         AUTHORSHIPS,
         report_ids,
-        lambda row: AuthorshipRecord(AuthorRecord(*row[3:]), row[1], row[2]),
+        lambda row: from_values(
+            AuthorshipRecord, (from_values(AuthorRecord, row[3:]), row[1], row[2])
+        ),
     )
 
 
 async def technologies_by_report(
     *, engine: AsyncEngine, report_ids: Sequence[int]
 ) -> list[list[TechnologyRecord]]:
-    return await _grouped(engine, TECHNOLOGIES, report_ids, lambda row: TechnologyRecord(*row[1:]))
+    return await _grouped(
+        engine, TECHNOLOGIES, report_ids, lambda row: from_values(TechnologyRecord, row[1:])
+    )
