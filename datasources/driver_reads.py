@@ -34,11 +34,14 @@ DRIVER = "asyncpg"
 # Shapes of statement kept compiled: a shape is fixed by the query's text, not its values.
 MAX_SHAPES = 500
 # What asyncpg raises when the connection, not the statement, failed: a server shutting
-# down or restarting, a socket gone.
+# down or restarting, a socket gone, or a connection whose server ended it while it sat in
+# the pool (its protocol is left waiting for the end of an error the server sent
+# unasked).
 CONNECTION_FAILURES = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     OSError,
 )
 
@@ -130,8 +133,9 @@ async def _fetch(engine: AsyncEngine, compiled: _Compiled, parameters: dict[str,
         try:
             rows: list[Sequence[Any]] = await driver.fetch(compiled.sql, *arguments)
         except CONNECTION_FAILURES as error:
-            if driver.is_closed():
-                await connection.invalidate(error)
+            # Never back into the pool: it may be closed, or in a state no statement
+            # can follow.
+            await connection.invalidate(error)
             raise OperationalError(compiled.sql, arguments, error) from error
         except asyncpg.PostgresError as error:
             raise DBAPIError(compiled.sql, arguments, error) from error

@@ -232,3 +232,29 @@ async def test_a_hung_store_cannot_hang_a_request(
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
     _check_partial(response.json(), store)
+
+
+async def test_a_connection_the_server_dropped_fails_one_read_and_is_replaced(
+    connections: Connections, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads go to the driver directly (datasources/driver_reads.py): a pooled connection
+    whose server process is gone fails its statement as the store being unavailable, and
+    the pool replaces it."""
+    await seed(connections, reports=3, progress=False)
+    monkeypatch.setattr("core.connections.POSTGRES_POOL_SIZE", 1)
+    app = create_app(settings)
+    query = {"query": "{ reports(first: 3) { edges { node { title type { name } } } } }"}
+    async with lifespan_client(app) as client:
+        assert "errors" not in (await client.post("/graphql", json=query)).json()
+        async with app.state.connections.engine.connect() as pooled:
+            pid = (await pooled.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with connections.engine.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        failed = await client.post("/graphql", json=query)
+        assert failed.status_code == 200
+        errors = failed.json()["errors"]
+        assert {error["extensions"]["code"] for error in errors} == {"SERVICE_UNAVAILABLE"}
+        assert {error["extensions"]["store"] for error in errors} == {"postgres"}
+        again = (await client.post("/graphql", json=query)).json()
+        assert "errors" not in again
+        assert len(again["data"]["reports"]["edges"]) == 3
