@@ -43,12 +43,23 @@ class Loaders:
         self._naive = naive
         self._deadline = deadline
         self._loaders: dict[Source[Any, Any], DataLoader[Any, Any]] = {}
+        # Values already read elsewhere in the operation (a listed page's rows): a plain
+        # dict, where a DataLoader's prime costs a future per key.
+        self._primed: dict[Source[Any, Any], dict[Any, Any]] = {}
 
     async def load(self, source: Source[K, V], key: K) -> V:
+        primed = self._primed.get(source)
+        if primed is not None and key in primed:
+            found: V = primed[key]
+            return found
         return await self.loader(source).load(key)
 
     async def load_many(self, source: Source[K, V], keys: Iterable[K]) -> list[V]:
-        return list(await self.loader(source).load_many(list(keys)))
+        keys = list(keys)
+        primed = self._primed.get(source, {})
+        missing = [key for key in keys if key not in primed]
+        loaded = dict(zip(missing, await self.loader(source).load_many(missing), strict=True))
+        return [primed[key] if key in primed else loaded[key] for key in keys]
 
     async def batch(self, source: Source[K, V], keys: Sequence[K]) -> list[V]:
         """The values of ``keys`` in one call of the source, a key asked twice fetched once,
@@ -60,9 +71,11 @@ class Loaders:
         return [found[key] for key in keys]
 
     def prime(self, source: Source[K, V], key: K, value: V) -> None:
-        self.loader(source).prime(key, value)
+        if not self._naive:  # naive lookups keep nothing
+            self._primed.setdefault(source, {}).setdefault(key, value)
 
     def clear(self, source: Source[K, V], key: K) -> None:
+        self._primed.get(source, {}).pop(key, None)
         self.loader(source).clear(key)
 
     def loader(self, source: Source[K, V]) -> DataLoader[K, V]:
