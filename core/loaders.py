@@ -21,7 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from core.connections import Connections
 from core.errors import ErrorCode, GatewayError
-from core.sources import Source, Store
+from core.sources import Read, Source, Store
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -69,6 +69,10 @@ class Loaders:
         fetched = await self.call(source.store, source.fetch(self._connections, unique))
         found = dict(zip(unique, fetched, strict=True))
         return [found[key] for key in keys]
+
+    async def read(self, read: Read[V]) -> V:
+        """A root field's read, under the same rules as every store call."""
+        return await self.call(read.store, read.fetch(self._connections))
 
     def prime(self, source: Source[K, V], key: K, value: V) -> None:
         if not self._naive:  # naive lookups keep nothing

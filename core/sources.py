@@ -18,13 +18,15 @@ from enum import StrEnum
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy import Table
+
 from core.connections import Connections
 from datasources import listings, lookups, reports
-from datasources.counters import ReportCounters, counters_by_report
-from datasources.documents import documents_by_report
+from datasources.counters import Counter, ReportCounters, counters_by_report, top_report_ids
+from datasources.documents import documents_by_report, report_ids_tagged
 from datasources.keyset import Page, PageRequest
 from datasources.models import Author, Institution, Report, ReportType, Technology
-from datasources.reports import ReportParent, ReportSort
+from datasources.reports import ReportFilter, ReportParent, ReportSort
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -44,6 +46,17 @@ class Source(Generic[K, V]):
     fetch: Callable[[Connections, Sequence[K]], Awaitable[Sequence[V]]] = field(compare=False)
     # What makes two sources of one name different: a page's size and position, say.
     arguments: tuple[Hashable, ...] = ()
+
+
+@dataclass(frozen=True)
+class Read(Generic[V]):
+    """A read of a root field, with no key to batch: a page of a list, a count, a
+    leaderboard. Declared here like the sources, so that resolvers name what they read and
+    never a store or its client."""
+
+    name: str
+    store: Store
+    fetch: Callable[[Connections], Awaitable[V]] = field(compare=False)
 
 
 def _by_id(model: Any) -> Source[int, Any]:
@@ -128,6 +141,82 @@ AUTHOR_COUNTS_OF_INSTITUTION: Source[int, int] = Source(
         engine=stores.reader, institution_ids=ids
     ),
 )
+
+
+def listed_reports(
+    criteria: ReportFilter,
+    tagged_ids: Sequence[int] | None,
+    sort: ReportSort,
+    *,
+    descending: bool,
+    request: PageRequest,
+) -> Read[Page]:
+    """A page of the reports that match ``criteria`` (and are among ``tagged_ids``, when
+    the tags were asked for)."""
+    ordering = reports.report_ordering(sort, descending=descending)
+    return Read(
+        "reports",
+        Store.POSTGRES,
+        lambda stores: reports.report_page(
+            engine=stores.reader,
+            criteria=criteria,
+            tagged_ids=tagged_ids,
+            ordering=ordering,
+            request=request,
+        ),
+    )
+
+
+def counted_reports(criteria: ReportFilter, tagged_ids: Sequence[int] | None) -> Read[int]:
+    return Read(
+        "report count",
+        Store.POSTGRES,
+        lambda stores: reports.count_reports(
+            engine=stores.reader, criteria=criteria, tagged_ids=tagged_ids
+        ),
+    )
+
+
+def tagged_report_ids(tags: Sequence[str]) -> Read[list[int]]:
+    return Read(
+        "reports tagged",
+        Store.MONGODB,
+        lambda stores: report_ids_tagged(database=stores.documents, tags=tags),
+    )
+
+
+def top_reports(counter: Counter, limit: int) -> Read[list[int]]:
+    return Read(
+        "top reports",
+        Store.REDIS,
+        lambda stores: top_report_ids(redis=stores.redis, counter=counter, limit=limit),
+    )
+
+
+def listed_entities(table: Table, request: PageRequest) -> Read[Page]:
+    """A page of authors, institutions or technologies, by name."""
+    return Read(
+        f"{table.name} listed",
+        Store.POSTGRES,
+        lambda stores: listings.entity_page(engine=stores.reader, table=table, request=request),
+    )
+
+
+def counted_entities(table: Table) -> Read[int]:
+    return Read(
+        f"{table.name} count",
+        Store.POSTGRES,
+        lambda stores: listings.count_entities(engine=stores.reader, table=table),
+    )
+
+
+def every_row(table: Table) -> Read[list[Any]]:
+    """A whole small table (the report types), by name."""
+    return Read(
+        f"every {table.name}",
+        Store.POSTGRES,
+        lambda stores: listings.all_by_name(engine=stores.reader, table=table),
+    )
 
 
 @dataclass(frozen=True)

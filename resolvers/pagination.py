@@ -13,10 +13,10 @@ import orjson
 import strawberry
 from sqlalchemy import Table
 
+from core import sources
 from core.context import Context
 from core.errors import ErrorCode, GatewayError
-from core.sources import RecordFields, Store
-from datasources import listings
+from core.sources import RecordFields
 from datasources.keyset import Page, PageRequest, Position
 
 DEFAULT_PAGE_SIZE = 20
@@ -196,18 +196,9 @@ async def listing(
         first=first, after=after, last=last, before=before, ordering=ordering, parse=parse_text
     )
     loaders = info.context.loaders
-    engine = info.context.connections.reader
-    page = await loaders.call(
-        Store.POSTGRES, listings.entity_page(engine=engine, table=table, request=request)
-    )
-    return connection(
-        page,
-        ordering=ordering,
-        node=node,
-        counter=lambda: loaders.call(
-            Store.POSTGRES, listings.count_entities(engine=engine, table=table)
-        ),
-    )
+    page = await loaders.read(sources.listed_entities(table, request))
+    count = sources.counted_entities(table)
+    return connection(page, ordering=ordering, node=node, counter=lambda: loaders.read(count))
 
 
 def listing_field(

@@ -8,8 +8,6 @@ import strawberry
 
 from core import sources
 from core.context import Context
-from core.sources import Store
-from datasources import listings
 from datasources.models import ReportType as ReportTypeModel
 from resolvers.catalogue import ReportType
 
@@ -22,10 +20,7 @@ class ReportTypeQuery:
     @strawberry.field(description="Every kind of report, by name.")
     async def report_types(self, info: Info) -> list[ReportType]:
         loaders = info.context.loaders
-        rows = await loaders.call(
-            Store.POSTGRES,
-            listings.all_by_name(engine=info.context.connections.reader, table=REPORT_TYPES),
-        )
+        rows = await loaders.read(sources.every_row(REPORT_TYPES))
         for row in rows:
             loaders.prime(sources.REPORT_TYPE, row.id, row)
         return [ReportType.from_record(row) for row in rows]

@@ -10,10 +10,7 @@ import strawberry
 from core import sources
 from core.context import Context
 from core.errors import ErrorCode, GatewayError
-from core.sources import Store
-from datasources import reports as report_data
-from datasources.counters import Counter, top_report_ids
-from datasources.documents import report_ids_tagged
+from datasources.counters import Counter
 from datasources.reports import ReportFilter, ReportSort
 from resolvers.catalogue import (
     OrderDirection,
@@ -101,36 +98,22 @@ class ReportQuery:
         criteria = filter.criteria() if filter else ReportFilter()
         request = report_page_request(order, first=first, after=after, last=last, before=before)
         loaders = info.context.loaders
-        connections = info.context.connections
         tagged_ids = None
         if criteria.tags:
-            tagged_ids = await loaders.call(
-                Store.MONGODB, report_ids_tagged(database=connections.documents, tags=criteria.tags)
-            )
-        engine = connections.reader
-        page = await loaders.call(
-            Store.POSTGRES,
-            report_data.report_page(
-                engine=engine,
-                criteria=criteria,
-                tagged_ids=tagged_ids,
-                ordering=report_data.report_ordering(
-                    ReportSort(order.field.value),
-                    descending=order.direction is OrderDirection.DESC,
-                ),
+            tagged_ids = await loaders.read(sources.tagged_report_ids(criteria.tags))
+        page = await loaders.read(
+            sources.listed_reports(
+                criteria,
+                tagged_ids,
+                ReportSort(order.field.value),
+                descending=order.direction is OrderDirection.DESC,
                 request=request,
-            ),
+            )
         )
         for record in page.records:
             loaders.prime(sources.REPORT, record.id, record)
-
-        async def total() -> int:
-            return await loaders.call(
-                Store.POSTGRES,
-                report_data.count_reports(engine=engine, criteria=criteria, tagged_ids=tagged_ids),
-            )
-
-        return report_connection(page, order, total)
+        count = sources.counted_reports(criteria, tagged_ids)
+        return report_connection(page, order, lambda: loaders.read(count))
 
     @strawberry.field(description="The reports with the highest live counter, highest first.")
     async def top_reports(
@@ -143,12 +126,7 @@ class ReportQuery:
                 argument="limit",
             )
         loaders = info.context.loaders
-        ids = await loaders.call(
-            Store.REDIS,
-            top_report_ids(
-                redis=info.context.connections.redis, counter=Counter(by.value), limit=limit
-            ),
-        )
+        ids = await loaders.read(sources.top_reports(Counter(by.value), limit))
         rows = await loaders.load_many(sources.REPORT, ids)
         # A report deleted since it was counted is skipped, not returned as null.
         return [Report.from_record(row) for row in rows if row is not None]

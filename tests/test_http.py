@@ -266,7 +266,7 @@ def broken_leaderboard(monkeypatch: pytest.MonkeyPatch) -> None:
         # A fault injected on purpose: what a driver's error may carry.
         raise RuntimeError("SELECT secret-detail FROM reports WHERE id = $1 (asyncpg)")
 
-    monkeypatch.setattr("resolvers.reports.top_report_ids", failing)
+    monkeypatch.setattr("core.sources.top_report_ids", failing)
 
 
 async def test_unexpected_errors_are_masked_over_http_with_the_logged_request_id(

@@ -236,7 +236,7 @@ async def test_an_operation_past_its_deadline_answers_and_stops_asking_stores(
         calls.append("rows")
         return []
 
-    monkeypatch.setattr("resolvers.reports.top_report_ids", slow_leaderboard)
+    monkeypatch.setattr("core.sources.top_report_ids", slow_leaderboard)
     monkeypatch.setattr("datasources.lookups.records_by_id", records_by_id)
     app = create_app(settings.model_copy(update={"execution_timeout": 0.3}))
     async with lifespan_client(app) as client:
