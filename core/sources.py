@@ -8,6 +8,10 @@ contract: one value per key, in key order (``None``, or an empty list for a sour
 where a key matches nothing). Sources that take arguments (a page of a list, say) are made
 by functions; two sources with the same name and arguments are the same source, and share
 one batch.
+
+A ``Read`` is a root field's read, with no key to batch (a page of a list, a count). And
+``RecordFields``, declared by each object type beside itself, says how the type's fields are
+read off the records its sources fetch.
 """
 
 from __future__ import annotations
