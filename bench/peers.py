@@ -27,7 +27,12 @@ A run lasts --seconds, or longer (up to two minutes) for a query that takes long
 few answers on every connection. Installs wrk, PostgreSQL 15 and the PostGraphile packages
 (Node 22 for version 5) when they are missing.
 
-    python -m bench.peers [--reports 10000] [--seconds 20] [--clients 32]
+With --rounds R the servers are measured R times over, every other pass in the reverse
+order; each ratio is computed within a pass (side by side) and its median over the passes
+is printed with its range. The machine's speed drifts by a fifth within minutes: a single
+pass can favour whichever server ran in a fast moment.
+
+    python -m bench.peers [--reports 10000] [--seconds 20] [--clients 32] [--rounds 1]
                           [--only gateway|gateway-2-workers|postgraphile4|postgraphile5]
                           [--keep] [--data-dir D]
 """
@@ -230,6 +235,8 @@ class Result:
     postgres_cpu_ms: float | None
     # Each worker's part of the server's CPU, for a gateway with workers.
     shares: tuple[float, ...] = ()
+    # Which pass over the servers measured it (see --rounds).
+    round: int = 0
 
 
 def _count_objects(value: object) -> int:
@@ -307,6 +314,7 @@ def _measure(
     cluster: Cluster,
     reference: Rows,
     arguments: argparse.Namespace,
+    number: int,
 ) -> Result:
     query = server.queries[query_name]
     url = f"http://127.0.0.1:{port}/graphql"
@@ -338,6 +346,7 @@ def _measure(
         cpu * per_request if per_request else None,
         postgres_cpu * per_request if per_request else None,
         tuple(spent / cpu for spent in worked.values()) if cpu > 0 else (),
+        number,
     )
     print(_row(result), flush=True)
     return result
@@ -402,8 +411,8 @@ def _reference(cluster: Cluster) -> Rows:
 
 
 HEADER = (
-    f"{'server':<18} {'query':<14} {'objects':>7} {'rows':>5} {'run s':>5} {'req/s':>8} "
-    f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'alone ms':>8} {'CPU ms/req':>10} "
+    f"{'round':>5} {'server':<18} {'query':<14} {'objects':>7} {'rows':>5} {'run s':>5} "
+    f"{'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'alone ms':>8} {'CPU ms/req':>10} "
     f"{'PG CPU ms/req':>13}"
 )
 
@@ -416,7 +425,8 @@ def _row(result: Result) -> str:
     rows = {None: "-", True: "same", False: "DIFF"}[result.matches]
     load = result.load
     return (
-        f"{result.server:<18} {result.query:<14} {result.objects:>7} {rows:>5} "
+        f"{result.round + 1:>5} {result.server:<18} {result.query:<14} {result.objects:>7} "
+        f"{rows:>5} "
         f"{load.seconds:>5.0f} {load.throughput:>8.1f} {load.p50_ms:>8.1f} {load.p99_ms:>8.1f} "
         f"{load.errors:>6} "
         f"{result.alone_ms:>8.1f} {_optional(result.cpu_ms, 10)} "
@@ -424,53 +434,96 @@ def _row(result: Result) -> str:
     )
 
 
-def _ratios(results: list[Result]) -> None:
-    def find(server: str, query: str) -> Result | None:
-        return next((r for r in results if r.server == server and r.query == query), None)
+# (label, the gateway's query, the peers' query, metric, whether higher is better)
+METRICS: list[tuple[str, str, str, Callable[[Result], float | None], bool]] = [
+    ("throughput, nested", "nested", "nested", lambda r: r.load.throughput, True),
+    (
+        "throughput, nested+stores / peer's nested",
+        "nested+stores",
+        "nested",
+        lambda r: r.load.throughput,
+        True,
+    ),
+    ("p99 latency, nested", "nested", "nested", lambda r: r.load.p99_ms, False),
+    ("one request alone, nested", "nested", "nested", lambda r: r.alone_ms, False),
+    ("one request alone, wide (~32k objects)", "wide", "wide", lambda r: r.alone_ms, False),
+    ("CPU per nested request", "nested", "nested", lambda r: r.cpu_ms, False),
+]
 
-    # (label, the gateway's query, the peers' query, metric, whether higher is better)
-    metrics: list[tuple[str, str, str, Callable[[Result], float | None], bool]] = [
-        ("throughput, nested", "nested", "nested", lambda r: r.load.throughput, True),
-        (
-            "throughput, nested+stores / peer's nested",
-            "nested+stores",
-            "nested",
-            lambda r: r.load.throughput,
-            True,
-        ),
-        ("p99 latency, nested", "nested", "nested", lambda r: r.load.p99_ms, False),
-        ("one request alone, nested", "nested", "nested", lambda r: r.alone_ms, False),
-        ("one request alone, wide (~32k objects)", "wide", "wide", lambda r: r.alone_ms, False),
-        ("CPU per nested request", "nested", "nested", lambda r: r.cpu_ms, False),
+
+def _find(results: list[Result], server: str, query: str) -> Result | None:
+    return next((r for r in results if r.server == server and r.query == query), None)
+
+
+def _against_peer(
+    results: list[Result],
+    ours_query: str,
+    peers_query: str,
+    metric: Callable[[Result], float | None],
+    higher_is_better: bool,
+) -> tuple[float, str] | None:
+    """The gateway's figure over the faster peer's, in one round, and that peer."""
+    gateway = _find(results, GATEWAY.name, ours_query)
+    peers = [
+        (r.server, value)
+        for r in results
+        if not r.server.startswith(GATEWAY.name) and r.query == peers_query and (value := metric(r))
     ]
-    print("\ngateway / faster peer")
-    for label, ours_query, peers_query, metric, higher_is_better in metrics:
-        gateway = find(GATEWAY.name, ours_query)
-        peers = [
-            (r.server, value)
-            for r in results
-            if not r.server.startswith(GATEWAY.name)
-            and r.query == peers_query
-            and (value := metric(r))
+    ours = metric(gateway) if gateway else None
+    if not ours or not peers:
+        return None
+    choose = max if higher_is_better else min
+    peer, theirs = choose(peers, key=lambda pair: pair[1])
+    return ours / theirs, peer
+
+
+def _spread(values: list[float]) -> str:
+    """The median of per-round figures, with their range when there are several."""
+    middle = f"{statistics.median(values):>8.3f}"
+    return middle if len(values) == 1 else f"{middle}  ({min(values):.3f}-{max(values):.3f})"
+
+
+def _ratios(results: list[Result]) -> None:
+    """Every ratio computed within each round (servers measured side by side), then the
+    median over the rounds: the machine's speed drifts between rounds, not within a
+    ratio."""
+    rounds = [
+        [r for r in results if r.round == number] for number in sorted({r.round for r in results})
+    ]
+    several = f", median of {len(rounds)} rounds (range)" if len(rounds) > 1 else ""
+    print(f"\ngateway / faster peer{several}")
+    for label, ours_query, peers_query, metric, higher_is_better in METRICS:
+        found = [
+            ratio
+            for measured in rounds
+            if (ratio := _against_peer(measured, ours_query, peers_query, metric, higher_is_better))
         ]
-        ours = metric(gateway) if gateway else None
-        if not ours or not peers:
+        if not found:
             continue
-        choose = max if higher_is_better else min
-        peer, theirs = choose(peers, key=lambda pair: pair[1])
-        better = ours / theirs if higher_is_better else theirs / ours
+        values = [value for value, _ in found]
+        median = statistics.median(values)
+        better = median if higher_is_better else 1 / median
         verdict = f"{better:.2f}x better" if better >= 1 else f"{1 / better:.2f}x worse"
-        print(f"  {label:<42} {ours / theirs:>8.3f}  ({peer}; the gateway is {verdict})")
+        peers = "/".join(sorted({peer for _, peer in found}))
+        print(f"  {label:<42} {_spread(values)}  ({peers}; the gateway is {verdict})")
     for query in ("nested", "nested+stores"):
-        alone, workers = find(GATEWAY.name, query), find(GATEWAY_WORKERS.name, query)
-        if alone is None or workers is None:
+        pairs = [
+            (alone, workers)
+            for measured in rounds
+            if (alone := _find(measured, GATEWAY.name, query))
+            and (workers := _find(measured, GATEWAY_WORKERS.name, query))
+        ]
+        if not pairs:
             continue
-        print(f"\n{GATEWAY_WORKERS.name} / one process, {query}")
-        print(f"  throughput {workers.load.throughput / alone.load.throughput:>8.3f}")
-        if workers.cpu_ms and alone.cpu_ms:
-            print(f"  CPU per request {workers.cpu_ms / alone.cpu_ms:>8.3f}")
-        shares = ", ".join(f"{share:.0%}" for share in workers.shares)
-        print(f"  each worker's share of the CPU: {shares or '-'}")
+        print(f"\n{GATEWAY_WORKERS.name} / one process, {query}{several}")
+        throughput = [w.load.throughput / a.load.throughput for a, w in pairs]
+        print(f"  throughput {_spread(throughput)}")
+        cpu = [w.cpu_ms / a.cpu_ms for a, w in pairs if w.cpu_ms and a.cpu_ms]
+        if cpu:
+            print(f"  CPU per request {_spread(cpu)}")
+        for _, workers in pairs:
+            shares = ", ".join(f"{share:.0%}" for share in workers.shares)
+            print(f"  each worker's share of the CPU, round {workers.round + 1}: {shares or '-'}")
 
 
 def _stop_on_sigterm() -> None:
@@ -488,6 +541,9 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="passes over the servers; ratios are per pass"
+    )
     parser.add_argument("--only", choices=SERVERS, action="append", help="repeatable")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     parser.add_argument("--data-dir", type=Path, help="a directory kept by an earlier --keep")
@@ -516,11 +572,13 @@ def main() -> None:
                 f"{arguments.seconds:.0f} s a run\n{HEADER}",
                 flush=True,
             )
-            for server in servers:
-                with _served(server.name, data_dir, cluster) as (port, pid):
-                    for query in server.queries:
-                        results.append(
-                            _measure(
+            for number in range(arguments.rounds):
+                # Every other round in the reverse order, so that a drift of the machine's
+                # speed during a round favours no server.
+                for server in servers if number % 2 == 0 else servers[::-1]:
+                    with _served(server.name, data_dir, cluster) as (port, pid):
+                        for query in server.queries:
+                            result = _measure(
                                 server,
                                 query,
                                 port=port,
@@ -528,8 +586,9 @@ def main() -> None:
                                 cluster=cluster,
                                 reference=reference,
                                 arguments=arguments,
+                                number=number,
                             )
-                        )
+                            results.append(result)
     except KeyboardInterrupt:
         print("interrupted; servers stopped", file=sys.stderr)
         raise SystemExit(130) from None
