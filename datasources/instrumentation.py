@@ -60,9 +60,17 @@ class MongoCommandCounter(monitoring.CommandListener):
 class CountingRedisConnection(RedisConnection):
     """A pipeline is packed into one send: counting sends counts round trips.
 
-    The handshake of a new connection (HELLO, SELECT...) is not counted: it belongs to
-    the pool, not to the request that happened to open the connection.
+    The handshake of a new connection (HELLO, SELECT...) and the PING of a health check on
+    a connection idle for a while are not counted: they belong to the pool, not to the
+    request that happened to take the connection.
     """
+
+    async def check_health(self) -> None:
+        token = current_round_trips.set(None)
+        try:
+            await super().check_health()  # type: ignore[no-untyped-call]
+        finally:
+            current_round_trips.reset(token)
 
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True

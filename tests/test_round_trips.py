@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import SecretStr
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from core.settings import Environment
+from datasources.instrumentation import CountingRedisConnection, RoundTrips, current_round_trips
 from gateway.app import create_app
 from tests.conftest import Seeded, lifespan_client
 
@@ -117,3 +121,25 @@ async def test_round_trips_are_reported_in_production_only_on_request(seeded: Se
         assert "extensions" not in plain
         asked = await client.post("/graphql", json=query, headers={"x-gateway-round-trips": "1"})
     assert asked.json()["extensions"]["roundTrips"] == {"postgres": 1, "mongodb": 0, "redis": 0}
+
+
+async def test_a_health_check_is_the_pools_not_the_requests(redis_url: str) -> None:
+    """A connection idle past the health-check interval is PINGed before its next command:
+    a round trip of the pool's, not of the request that happened to take the connection."""
+    pool = BlockingConnectionPool.from_url(
+        redis_url,
+        max_connections=1,
+        health_check_interval=0.05,
+        connection_class=CountingRedisConnection,
+    )
+    client = Redis.from_pool(pool)
+    trips = RoundTrips()
+    token = current_round_trips.set(trips)
+    try:
+        await client.get("health-check")
+        await asyncio.sleep(0.2)
+        await client.get("health-check")
+    finally:
+        current_round_trips.reset(token)
+        await client.aclose()
+    assert trips.redis == 2
