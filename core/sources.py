@@ -88,11 +88,21 @@ TECHNOLOGIES_OF_REPORT: Source[int, list[Any]] = Source(
     Store.POSTGRES,
     lambda stores, ids: lookups.technologies_by_report(engine=stores.reader, report_ids=ids),
 )
-DOCUMENT_OF_REPORT: Source[int, dict[str, Any] | None] = Source(
-    "document of a report",
-    Store.MONGODB,
-    lambda stores, ids: documents_by_report(database=stores.documents, report_ids=ids),
-)
+
+
+def document_of_report(paths: frozenset[str] | None = None) -> Source[int, dict[str, Any] | None]:
+    """A report's document, whole or only its ``paths`` (see RecordFields.paths)."""
+    return Source(
+        "document of a report",
+        Store.MONGODB,
+        lambda stores, ids: documents_by_report(
+            database=stores.documents, report_ids=ids, paths=paths
+        ),
+        () if paths is None else (paths,),
+    )
+
+
+DOCUMENT_OF_REPORT = document_of_report()
 COUNTERS_OF_REPORT: Source[int, ReportCounters | None] = Source(
     "counters of a report",
     Store.REDIS,
@@ -230,11 +240,15 @@ class RecordFields:
     it, and the planner projects the records with it directly, with no object between.
 
     Each field (by its Python name) is read as a record attribute (a string), or computed
-    from the record (a function of it).
+    from the record (a function of it). ``paths`` names where in the stored record a
+    computed field is read (a document's key); an attribute is its own path. A source that
+    can fetch parts of records (see ``Relation.narrow``) fetches only the paths of the
+    fields selected, and the whole record when one of them has no path.
     """
 
     record: type[Any]
     fields: dict[str, str | Callable[[Any], Any]]
+    paths: dict[str, str] = field(default_factory=dict)
     _constructors: dict[type[Any], Callable[[Any], Any]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -242,6 +256,10 @@ class RecordFields:
     def reader(self, name: str) -> Callable[[Any], Any]:
         source = self.fields[name]
         return attrgetter(source) if isinstance(source, str) else source
+
+    def path_of(self, name: str) -> str | None:
+        source = self.fields.get(name)
+        return source if isinstance(source, str) else self.paths.get(name)
 
     def construct(self, cls: type[T], record: Any) -> T:
         """``cls``'s object of ``record``, by a constructor generated once: one call with

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from pymongo import ReplaceOne
@@ -24,9 +24,15 @@ async def replace_documents(
 
 
 async def documents_by_report(
-    *, database: AsyncDatabase[dict[str, Any]], report_ids: Sequence[int]
+    *,
+    database: AsyncDatabase[dict[str, Any]],
+    report_ids: Sequence[int],
+    paths: Collection[str] | None = None,
 ) -> list[dict[str, Any] | None]:
-    cursor = database[REPORT_DOCUMENTS].find({"_id": {"$in": list(report_ids)}})
+    """The reports' documents; with ``paths`` (dotted, as MongoDB names them), only those
+    parts of each: a selection of a few fields fetches and decodes a few fields."""
+    projection = None if paths is None else dict.fromkeys(paths, 1)
+    cursor = database[REPORT_DOCUMENTS].find({"_id": {"$in": list(report_ids)}}, projection)
     # In one call, not a step of iteration per document.
     found = {document["_id"]: document for document in await cursor.to_list()}
     return [found.get(report_id) for report_id in report_ids]

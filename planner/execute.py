@@ -239,6 +239,8 @@ class _Run:
         self._helpers = GraphQLResolveInfoHelpers(gather=_gather, track=_ignore)
         # Places nulled by a failure, kept alive so that their ids stay theirs.
         self._dead: dict[int, Place] = {}
+        # The stored paths each relation's selection reads (see _stored_paths).
+        self._paths: dict[int, frozenset[str] | None] = {}
 
     async def run(self) -> Outcome:
         root_type = self.schema.query_type
@@ -407,6 +409,55 @@ class _Run:
         if keys:
             batches[plan.relation.source].append(_Chunk(group, outs, entry, indices, keys))
 
+    def _narrowest(self, source: Source[Any, Any], chunks: list[_Chunk]) -> Source[Any, Any]:
+        """``source``, narrowed to the paths its chunks' selections read where every
+        relation of the batch can narrow it: one store call for all of them still."""
+        narrow = None
+        paths: set[str] = set()
+        for chunk in chunks:
+            plan = chunk.entry[1]
+            assert plan is not None
+            narrow = plan.relation.narrow
+            details = chunk.entry[2]
+            if id(details) not in self._paths:
+                self._paths[id(details)] = self._stored_paths(plan.shape, details)
+            read = self._paths[id(details)]
+            if narrow is None or read is None:
+                return source
+            paths.update(read)
+        assert narrow is not None
+        narrowed: Source[Any, Any] = narrow(frozenset(paths))
+        return narrowed
+
+    def _stored_paths(self, shape: Shape, details: list[FieldDetails]) -> frozenset[str] | None:
+        """The stored paths the fields selected by ``details`` on a value of ``shape``
+        read; None where one of them reads no known path (a resolver, say).
+
+        Whole top-level paths: a path into the items of an array (``sections.heading``)
+        is MongoDB's, not every server of its protocol's (the embedded one answers it with
+        empty arrays).
+        """
+        while shape.item is not None:
+            shape = shape.item
+        object_type = shape.object_type
+        fields = None if object_type is None else self.planner.record_fields.get(object_type.name)
+        if object_type is None or fields is None:
+            return None
+        grouped = collect_subfields(
+            self.schema, self.fragments, self.variables, self.operation, object_type, details
+        ).grouped_field_set
+        paths: set[str] = set()
+        for selected in grouped.values():
+            name = selected[0].node.name.value
+            if name == "__typename":
+                continue
+            plan = self.planner.field_plan(object_type, name)
+            path = fields.path_of(plan.python_name)
+            if path is None or plan.kind is not Kind.ATTRIBUTE:
+                return None
+            paths.add(path)
+        return frozenset(paths)
+
     def _resolve(
         self,
         value: Any,
@@ -461,7 +512,10 @@ class _Run:
         loaders = self.context.loaders
         sources = list(batches)
         fetches = [
-            loaders.batch(source, [key for chunk in batches[source] for key in chunk.keys])
+            loaders.batch(
+                self._narrowest(source, batches[source]),
+                [key for chunk in batches[source] for key in chunk.keys],
+            )
             for source in sources
         ]
         outcomes = await asyncio.gather(

@@ -213,6 +213,7 @@ class Report(Node):
         key="database_id",
         node=lambda: ReportDocument,
         description="The report's document (MongoDB); null if it has none.",
+        narrow=sources.document_of_report,
     )
     stats: ReportStats | None = relation(
         sources.COUNTERS_OF_REPORT,

@@ -2,8 +2,9 @@
 
 A document and its sections and references are dicts as the store gives them; each type
 declares how its fields are read off its dict, with the defaults a document written before
-a field existed needs. The planner projects the dicts directly; ``from_record`` builds the
-objects Strawberry's executor reads.
+a field existed needs, and the key a document's field is stored under, so that a
+selection of a few fields fetches only those. The planner projects the dicts directly;
+``from_record`` builds the objects Strawberry's executor reads.
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ class ReportDocument:
             "metadata": lambda document: document.get("metadata", {}),
             "revision": lambda document: int(document.get("revision", 1)),
             "updated_at": lambda document: document.get("updated_at"),
+        },
+        paths={
+            "sections": "sections",
+            "tags": "tags",
+            "references": "references",
+            "metadata": "metadata",
+            "revision": "revision",
+            "updated_at": "updated_at",
         },
     )
 

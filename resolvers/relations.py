@@ -30,6 +30,9 @@ class Relation:
     # For a field whose value is made of records: the record (or list of records, or None)
     # the fetched value gives it, which the planner projects with no object built.
     records: Callable[[Any], Any] | None = None
+    # The source reading only the given paths of the records (see RecordFields.paths),
+    # which the planner asks for when every field selected under the relation has one.
+    narrow: Callable[[frozenset[str]], Source[Any, Any]] | None = None
 
 
 def relation(
@@ -40,8 +43,9 @@ def relation(
     name: str | None = None,
     description: str | None = None,
     records: Callable[[Any], Any] | None = None,
+    narrow: Callable[[frozenset[str]], Source[Any, Any]] | None = None,
 ) -> Any:
-    declared = Relation(source, key, build, records)
+    declared = Relation(source, key, build, records, narrow)
 
     async def resolve(root: Any, info: strawberry.Info[Context, None]) -> Any:
         key_value = getattr(root, key)
@@ -63,6 +67,7 @@ def record_relation(
     pick: Callable[[Any], Any] = lambda fetched: fetched,
     name: str | None = None,
     description: str | None = None,
+    narrow: Callable[[frozenset[str]], Source[Any, Any]] | None = None,
 ) -> Any:
     """A relation whose value is made of records of one object type (``node()``, named
     lazily: the types of a module refer to each other): ``pick`` finds the record, or the
@@ -75,4 +80,12 @@ def record_relation(
             return [node().from_record(record) for record in picked]
         return None if picked is None else node().from_record(picked)
 
-    return relation(source, key=key, build=build, name=name, description=description, records=pick)
+    return relation(
+        source,
+        key=key,
+        build=build,
+        name=name,
+        description=description,
+        records=pick,
+        narrow=narrow,
+    )

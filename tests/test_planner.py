@@ -12,6 +12,7 @@ import httpx
 import pytest
 from hypothesis_graphql import queries
 
+from core import sources
 from core.settings import Environment, Settings
 from gateway.app import create_app
 from gateway.schema import build_schema
@@ -40,6 +41,11 @@ CORPUS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "aliases": (
         "{ a: reports(first: 2) { edges { node { t: title x: title type { n: name } } } }"
         " b: reports(last: 2) { pageInfo { hasPreviousPage startCursor } } }",
+        None,
+    ),
+    "documents read in part, under aliases": (
+        "{ reports(first: 4) { edges { node { a: document { tags } b: document { __typename }"
+        " c: document { tags metadata sections { heading } } } } } }",
         None,
     ),
     "named and inline fragments, __typename": (
@@ -173,6 +179,34 @@ async def test_a_stopped_store_costs_the_same_fields_on_both(
         strawberry, planned = await _both(client, query, None)
     assert planned[1] == strawberry[1]
     assert b"SERVICE_UNAVAILABLE" in planned[1]
+
+
+async def test_a_document_is_fetched_only_as_far_as_it_is_selected(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetched: list[tuple[Any, set[str]]] = []
+    whole = sources.documents_by_report
+
+    async def documents(**arguments: Any) -> list[dict[str, Any] | None]:
+        found = await whole(**arguments)
+        fetched.append((arguments["paths"], {key for doc in found if doc for key in doc}))
+        return found
+
+    monkeypatch.setattr(sources, "documents_by_report", documents)
+    query = (
+        "{ reports(first: 5) { edges { node {"
+        " a: document { tags } b: document { metadata __typename } } } } }"
+    )
+    response = await seeded.client.post("/graphql", json={"query": query})
+    assert "errors" not in response.json()
+    # One call for both aliases, for the keys they read, and the store sent no more.
+    assert fetched == [(frozenset({"tags", "metadata"}), {"_id", "tags", "metadata"})]
+
+    fetched.clear()
+    await seeded.client.post(
+        "/graphql", json={"query": query}, headers={"x-gateway-executor": "strawberry"}
+    )
+    assert fetched[0][0] is None  # Strawberry's objects are built whole
 
 
 def _shares(total: int, parts: int) -> list[int]:
