@@ -14,6 +14,7 @@ from hypothesis_graphql import queries
 
 from core import sources
 from core.settings import Environment, Settings
+from datasources.documents import documents_by_report
 from gateway.app import create_app
 from gateway.schema import build_schema
 from tests.conftest import Seeded, lifespan_client
@@ -185,10 +186,9 @@ async def test_a_document_is_fetched_only_as_far_as_it_is_selected(
     seeded: Seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fetched: list[tuple[Any, set[str]]] = []
-    whole = sources.documents_by_report
 
     async def documents(**arguments: Any) -> list[dict[str, Any] | None]:
-        found = await whole(**arguments)
+        found = await documents_by_report(**arguments)
         fetched.append((arguments["paths"], {key for doc in found if doc for key in doc}))
         return found
 
