@@ -2,8 +2,11 @@
 
 The parent does what there must be one of: it starts the embedded servers (owning the data
 directory, its lock and its watchdog as a single ``serve`` does), applies the migrations,
-reconciles the stores once at start-up, and holds the listening socket. Every worker inherits
-that socket, and the kernel gives each new connection to one of the workers waiting on it.
+reconciles the stores once at start-up, and holds the listening sockets: one per worker, all
+on one port (``SO_REUSEPORT``), so that the kernel spreads new connections evenly over the
+workers. On one shared socket, whichever worker woke first accepted every connection
+waiting, and a load generator's burst of connections could all go to one worker. A worker
+put in place of one that exited takes over its socket, and the connections queued there.
 Workers get the stores' URLs in their environment and never start or stop a server. Jobs
 that several processes run (counter snapshots) already take turns through Redis.
 
@@ -76,36 +79,48 @@ async def _supervise(settings: Settings, signalled: threading.Event) -> int:
         if stop.is_set():
             return 0
         try:
-            listener = _listen(settings)
+            listeners = _listen(settings)
         except OSError as error:
             logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
             return 1
         reconciliation = asyncio.create_task(reconcile_stores(connections, stop))
         try:
-            return await Workers(settings, urls, listener).run(stop)
+            return await Workers(settings, urls, listeners).run(stop)
         finally:
             stop.set()
             await reconciliation
 
 
-def _listen(settings: Settings) -> socket.socket:
+def _listen(settings: Settings) -> list[socket.socket]:
+    """A listening socket per worker, on the port of the first (the setting may be 0)."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    listener = socket.create_server((settings.host, settings.port), family=family, backlog=BACKLOG)
+    listeners: list[socket.socket] = []
+    try:
+        for _ in range(settings.workers):
+            port = listeners[0].getsockname()[1] if listeners else settings.port
+            listeners.append(
+                socket.create_server(
+                    (settings.host, port), family=family, backlog=BACKLOG, reuse_port=True
+                )
+            )
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
     logger.info(
         "serving on %s:%d with %d workers",
         settings.host,
-        listener.getsockname()[1],
+        listeners[0].getsockname()[1],
         settings.workers,
     )
-    return listener
+    return listeners
 
 
 class Workers:
     """The worker processes of one parent, kept at their number until told to stop."""
 
-    def __init__(self, settings: Settings, urls: StoreUrls, listener: socket.socket) -> None:
-        self._count = settings.workers
-        self._listener = listener
+    def __init__(self, settings: Settings, urls: StoreUrls, listeners: list[socket.socket]) -> None:
+        self._listeners = listeners
         self._deadline = shutdown_deadline(settings)
         # What a worker reads its settings from: the parent's own, with the bound port
         # (the setting may be 0) and every store's URL, embedded or not.
@@ -114,7 +129,7 @@ class Workers:
             | {f"{ENV_PREFIX}{name.upper()}": url for name, url in asdict(urls).items()}
             | {
                 f"{ENV_PREFIX}HOST": settings.host,
-                f"{ENV_PREFIX}PORT": str(listener.getsockname()[1]),
+                f"{ENV_PREFIX}PORT": str(listeners[0].getsockname()[1]),
             }
         )
 
@@ -124,13 +139,14 @@ class Workers:
         processes: list[subprocess.Popen[bytes]] = []
         failed = False
         try:
-            processes.extend(self._start(supervisor) for _ in range(self._count))
+            processes.extend(self._start(slot, supervisor) for slot in range(len(self._listeners)))
             while not failed and not await stopped_within(stop, POLL_INTERVAL):
                 failed = self._replace_exited(processes, supervisor)
         finally:
             os.close(supervisor)
             # Once the workers have closed theirs too, the port refuses new connections.
-            self._listener.close()
+            for listener in self._listeners:
+                listener.close()
             await self._stop(processes)
         return 1 if failed else 0
 
@@ -146,14 +162,15 @@ class Workers:
                 logger.error("worker %d failed to start; stopping", process.pid)
                 return True
             logger.warning("worker %d exited (%s); starting another", process.pid, _describe(code))
-            processes[slot] = self._start(supervisor)
+            processes[slot] = self._start(slot, supervisor)
         return False
 
-    def _start(self, supervisor: int) -> subprocess.Popen[bytes]:
+    def _start(self, slot: int, supervisor: int) -> subprocess.Popen[bytes]:
+        listener = self._listeners[slot].fileno()
         return subprocess.Popen(
-            [sys.executable, "-c", ENTRY_POINT, str(self._listener.fileno()), str(supervisor)],
+            [sys.executable, "-c", ENTRY_POINT, str(listener), str(supervisor)],
             env=self._environment,
-            pass_fds=(self._listener.fileno(), supervisor),
+            pass_fds=(listener, supervisor),
         )
 
     async def _stop(self, processes: list[subprocess.Popen[bytes]]) -> None:

@@ -61,12 +61,20 @@ class Cluster:
         self.seen.update(workers)
         return workers
 
-    def served_by(self, requests: int) -> Counter[int]:
-        """Send ``requests`` queries, each on a new connection: how many each worker served."""
+    def served_by(self, requests: int, *, at_once: bool = False) -> Counter[int]:
+        """Send ``requests`` queries, each on a new connection: how many each worker served.
+        In batches, each answer read before the next connection opens, or ``at_once``: the
+        batch's connections all opened and sent before any answer is read, as a load
+        generator opens its connections."""
         workers = self.workers()
         served: Counter[int] = Counter()
         for _ in range(requests // BATCH):
-            connections = [self._served(self.query(SERVICE)) for _ in range(BATCH)]
+            if at_once:
+                connections = [
+                    self._served(sent) for sent in [self.query(SERVICE) for _ in range(BATCH)]
+                ]
+            else:
+                connections = [self._served(self.query(SERVICE)) for _ in range(BATCH)]
             # Answered, so accepted, and still open: kept alive by the worker that accepted it.
             ports = {_client_port(connection) for connection in connections}
             for worker in workers:
@@ -160,6 +168,14 @@ def test_every_worker_serves_its_share_of_new_connections(cluster: Callable[...,
     # exact split is promised, but each gets at least half of an even share.
     assert len(served) == WORKERS
     assert min(served.values()) >= 200 / WORKERS / 2, served
+
+
+def test_a_burst_of_connections_is_spread_over_the_workers(
+    cluster: Callable[..., Cluster],
+) -> None:
+    served = cluster().served_by(BATCH * 4, at_once=True)
+    assert len(served) == WORKERS
+    assert min(served.values()) >= BATCH * 4 / WORKERS / 4, served
 
 
 def test_a_killed_worker_is_replaced(cluster: Callable[..., Cluster]) -> None:
