@@ -21,7 +21,8 @@ process's, and each worker's share of the work (of the CPU the workers spent).
 
 For each server and query: requests per second and wrk's p50/p99 latency with C
 connections, one request's latency alone (median of sequential requests), and the CPU a
-request costs the server's process (its workers', with workers) and PostgreSQL. Every
+request costs the server's process (its workers', with workers), PostgreSQL and the
+gateway's embedded MongoDB-protocol and Redis servers (stores CPU). Every
 server's nested answer is checked against the same rows read straight from the database.
 A run lasts --seconds, or longer (up to two minutes) for a query that takes long alone: a
 few answers on every connection. Installs wrk, PostgreSQL 15 and the PostGraphile packages
@@ -146,6 +147,8 @@ Rows = list[tuple[int, str, tuple[str, ...]]]
 
 SERVERS = ("gateway", "gateway-2-workers", "postgraphile4", "postgraphile5")
 WORKER_COMMAND = "gateway.worker_process"
+# What the embedded MongoDB-protocol and Redis servers' command lines contain.
+EMBEDDED_COMMANDS = ("nx_27017", "valkey")
 VARIABLES = {"first": 100}
 WARM_UP_SECONDS = 3.0
 # One request alone: this many after two unmeasured ones, or as many as fit this time.
@@ -233,6 +236,8 @@ class Result:
     alone_ms: float
     cpu_ms: float | None
     postgres_cpu_ms: float | None
+    # The gateway's embedded MongoDB-protocol and Redis servers'.
+    embedded_cpu_ms: float | None
     # Each worker's part of the server's CPU, for a gateway with workers.
     shares: tuple[float, ...] = ()
     # Which pass over the servers measured it (see --rounds).
@@ -292,6 +297,18 @@ def _worker_cpu(pid: int) -> dict[int, float]:
     return found
 
 
+def _embedded_cpu(pid: int) -> dict[int, float]:
+    """The CPU of each store server a gateway embeds (none for a peer)."""
+    found: dict[int, float] = {}
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if any(command in " ".join(child.cmdline()) for command in EMBEDDED_COMMANDS):
+                found[child.pid] = _own_cpu(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def _wait_until_idle(pid: int, cluster: Cluster) -> None:
     """Waits for the server and PostgreSQL to finish the requests that wrk abandoned when
     its run ended, so that their work does not count against the next run."""
@@ -326,9 +343,13 @@ def _measure(
     wrk.run(url, body, clients=arguments.clients, seconds=min(WARM_UP_SECONDS, arguments.seconds))
     _wait_until_idle(pid, cluster)
     cpu, postgres_cpu, workers = _cpu_seconds(pid), cluster.cpu_seconds(), _worker_cpu(pid)
+    embedded = _embedded_cpu(pid)
     seconds = max(arguments.seconds, min(LONGEST_RUN, ROUNDS * arguments.clients * alone / 1000))
     load = wrk.run(url, body, clients=arguments.clients, seconds=seconds)
     cpu, postgres_cpu = _cpu_seconds(pid) - cpu, cluster.cpu_seconds() - postgres_cpu
+    embedded = {
+        server: _embedded_cpu(pid).get(server, spent) - spent for server, spent in embedded.items()
+    }
     worked = {
         worker: spent - workers[worker]
         for worker, spent in _worker_cpu(pid).items()
@@ -345,6 +366,7 @@ def _measure(
         alone,
         cpu * per_request if per_request else None,
         postgres_cpu * per_request if per_request else None,
+        sum(embedded.values()) * per_request if per_request and embedded else None,
         tuple(spent / cpu for spent in worked.values()) if cpu > 0 else (),
         number,
     )
@@ -413,7 +435,7 @@ def _reference(cluster: Cluster) -> Rows:
 HEADER = (
     f"{'round':>5} {'server':<18} {'query':<14} {'objects':>7} {'rows':>5} {'run s':>5} "
     f"{'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'alone ms':>8} {'CPU ms/req':>10} "
-    f"{'PG CPU ms/req':>13}"
+    f"{'PG CPU ms/req':>13} {'stores CPU ms/req':>17}"
 )
 
 
@@ -430,7 +452,7 @@ def _row(result: Result) -> str:
         f"{load.seconds:>5.0f} {load.throughput:>8.1f} {load.p50_ms:>8.1f} {load.p99_ms:>8.1f} "
         f"{load.errors:>6} "
         f"{result.alone_ms:>8.1f} {_optional(result.cpu_ms, 10)} "
-        f"{_optional(result.postgres_cpu_ms, 13)}"
+        f"{_optional(result.postgres_cpu_ms, 13)} {_optional(result.embedded_cpu_ms, 17)}"
     )
 
 
@@ -603,7 +625,8 @@ def main() -> None:
     print(
         "objects: JSON objects in one answer; rows: the nested answer against the database; "
         "alone: median of sequential requests;\nCPU: the server's process; PG CPU: "
-        "PostgreSQL's server and backends; both per request completed under load"
+        "PostgreSQL's server and backends; stores CPU: the gateway's embedded MongoDB-protocol\n"
+        "and Redis servers; all per request completed under load"
     )
     _ratios(results)
 
