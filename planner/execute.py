@@ -10,8 +10,9 @@ one type selected by the same fields.
    field. An object the generated code cannot project (a null where none may be, a value
    that does not serialise) is projected again field by field, which reports the error.
 2. A relation (declared in the field's metadata, see resolvers/relations.py) adds every
-   object's key to its source's batch; any other field is resolved by the field's own
-   resolver, Strawberry's, called directly.
+   object's key to its source's batch, which reads only the stored paths the selections
+   under it read where the relation can narrow its source; any other field is resolved by
+   the field's own resolver, Strawberry's, called directly.
 3. Every batch of the level is loaded at once (one store call per source, the stores
    concurrently), and the awaited resolvers with them; the values go into the response,
    objects into the next level's groups.

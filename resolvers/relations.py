@@ -32,6 +32,8 @@ class Relation:
     records: Callable[[Any], Any] | None = None
     # The source reading only the given paths of the records (see RecordFields.paths),
     # which the planner asks for when every field selected under the relation has one.
+    # The paths are the field's own type's: a relation that picks its value out of what
+    # the source fetched (``records``) declares none.
     narrow: Callable[[frozenset[str]], Source[Any, Any]] | None = None
 
 
