@@ -4,6 +4,12 @@ A position in an ordering is the pair (sort value, id): the id breaks ties, so e
 has exactly one position and a page boundary is stable while rows are inserted or deleted
 elsewhere in the list. Pages of many parents at once (the first five reports of each of
 fifty authors) are one query, ranked per parent with a window function.
+
+A page's and a count's statements are kept by what they are made of (the list's query,
+the ordering, the page asked for), so that a page asked again, the first page of a list
+above all, costs no statement building: SQLAlchemy keeps the cache key it computes on the
+statement, and datasources/driver_reads.py keeps the compiled SQL by that key. The lists'
+queries are made once per distinct filter for the same reason.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, select, tuple_
@@ -25,6 +32,8 @@ PARENT_ID = "parent_id"
 RANK = "rank"
 
 Position = tuple[Any, int]
+# Statements kept: distinct lists, orderings and positions asked for recently.
+STATEMENTS = 256
 
 
 @dataclass(frozen=True)
@@ -88,13 +97,21 @@ def _page(rows: Sequence[Sequence[Any]], request: PageRequest, record: type[Any]
 async def fetch_page(
     engine: AsyncEngine, query: Select[Any], ordering: Ordering, request: PageRequest
 ) -> Page:
+    statement, record = _page_statement(query, ordering, request)
+    return _page(await rows_of(engine, statement), request, record)
+
+
+@lru_cache(maxsize=STATEMENTS)
+def _page_statement(
+    query: Select[Any], ordering: Ordering, request: PageRequest
+) -> tuple[Select[Any], type[Any]]:
     statement = (
         query.add_columns(ordering.key.label(SORT_KEY))
         .where(*_conditions(ordering, request))
         .order_by(*_order(ordering, request))
         .limit(request.limit + 1)
     )
-    return _page(await rows_of(engine, statement), request, record_type_of(query))
+    return statement, record_type_of(query)
 
 
 async def fetch_pages_by_parent(
@@ -146,6 +163,10 @@ async def count_by_parent(
 
 
 async def count(engine: AsyncEngine, query: Select[Any]) -> int:
-    statement = select(func.count()).select_from(query.subquery())
-    rows = await rows_of(engine, statement)
+    rows = await rows_of(engine, _count_statement(query))
     return int(rows[0][0] or 0)
+
+
+@lru_cache(maxsize=STATEMENTS)
+def _count_statement(query: Select[Any]) -> Select[Any]:
+    return select(func.count()).select_from(query.subquery())

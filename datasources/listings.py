@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from datasources import keyset
@@ -17,16 +18,22 @@ from datasources.records import record_type, to_records
 AUTHORS: Any = Author.__table__
 
 
+@cache
+def _every(table: Table) -> Select[Any]:
+    """One statement per table, so that its pages' statements are kept (see keyset)."""
+    return select(table)
+
+
 def by_name(table: Table) -> Ordering:
     return Ordering(key=table.c.name, id=table.c.id, descending=False)
 
 
 async def entity_page(*, engine: AsyncEngine, table: Table, request: PageRequest) -> Page:
-    return await keyset.fetch_page(engine, select(table), by_name(table), request)
+    return await keyset.fetch_page(engine, _every(table), by_name(table), request)
 
 
 async def count_entities(*, engine: AsyncEngine, table: Table) -> int:
-    return await keyset.count(engine, select(table))
+    return await keyset.count(engine, _every(table))
 
 
 async def author_pages_by_institution(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, select
@@ -109,6 +110,18 @@ def _conditions(
 
 
 def _filtered(criteria: ReportFilter, tagged_ids: Sequence[int] | None) -> Select[Any]:
+    if tagged_ids is None:
+        return _untagged(criteria)
+    # Not kept: the ids of a tag's reports can be thousands.
+    return _where(criteria, tagged_ids)
+
+
+@lru_cache(maxsize=keyset.STATEMENTS)
+def _untagged(criteria: ReportFilter) -> Select[Any]:
+    return _where(criteria, None)
+
+
+def _where(criteria: ReportFilter, tagged_ids: Sequence[int] | None) -> Select[Any]:
     return select(REPORTS).where(and_(True, *_conditions(criteria, tagged_ids)))
 
 

@@ -7,8 +7,11 @@ from typing import Any, cast
 
 import pytest
 
+from datasources import keyset, reports
 from datasources.counters import Counter, leaderboard_key
 from datasources.document_migrations import REPORT_DOCUMENTS
+from datasources.keyset import PageRequest
+from datasources.reports import ReportFilter, ReportSort
 from resolvers.nodes import to_global_id
 from tests.conftest import Seeded
 
@@ -314,3 +317,18 @@ async def test_lookups_by_id(seeded: Seeded) -> None:
     assert data["unknown"] is None
     assert data["node"] == {"id": author_id, "databaseId": 3}
     assert data["nodes"] == [{"id": report_id}, {"id": author_id}, None]
+
+
+def test_a_page_asked_again_is_the_same_statement() -> None:
+    """Kept by what it is made of, so that its building and its cache key are paid once;
+    the ids of tagged reports, possibly thousands, are never kept."""
+
+    def statement(criteria: ReportFilter, tagged_ids: list[int] | None) -> Any:
+        query = reports._filtered(criteria, tagged_ids)
+        ordering = reports.report_ordering(ReportSort.PUBLICATION_DATE, descending=True)
+        return keyset._page_statement(query, ordering, PageRequest(10, after=(date(2020, 1, 1), 7)))
+
+    first = statement(ReportFilter(statuses=("published",)), None)
+    assert statement(ReportFilter(statuses=("published",)), None) is first
+    assert statement(ReportFilter(statuses=("draft",)), None) is not first
+    assert statement(ReportFilter(), [1, 2]) is not statement(ReportFilter(), [1, 2])
