@@ -27,6 +27,7 @@ from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from datasources.instrumentation import count_postgres_round_trip
 
@@ -126,20 +127,26 @@ async def _fetch(engine: AsyncEngine, compiled: _Compiled, parameters: dict[str,
         parameters[name] if process is None else process(parameters[name])
         for name, process in compiled.parameters
     ]
-    async with engine.connect() as connection:
-        pooled = await connection.get_raw_connection()
-        driver: asyncpg.Connection = pooled.driver_connection
-        count_postgres_round_trip()
-        try:
-            rows: list[Sequence[Any]] = await driver.fetch(compiled.sql, *arguments)
-        except CONNECTION_FAILURES as error:
-            # Never back into the pool: it may be closed, or in a state no statement
-            # can follow.
-            await connection.invalidate(error)
-            raise OperationalError(compiled.sql, arguments, error) from error
-        except asyncpg.PostgresError as error:
-            raise DBAPIError(compiled.sql, arguments, error) from error
-        return rows
+    # From the engine's pool itself: the same connections, checked out and in by the
+    # pool's own rules, without the engine connection around them (half the CPU).
+    pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
+    driver: asyncpg.Connection = pooled.driver_connection
+    count_postgres_round_trip()
+    invalidated = False
+    try:
+        rows: list[Sequence[Any]] = await driver.fetch(compiled.sql, *arguments)
+    except CONNECTION_FAILURES as error:
+        # Never back into the pool: it may be closed, or in a state no statement can
+        # follow. Invalidating it returns its slot to the pool, to reconnect.
+        invalidated = True
+        await greenlet_spawn(pooled.invalidate, error)
+        raise OperationalError(compiled.sql, arguments, error) from error
+    except asyncpg.PostgresError as error:
+        raise DBAPIError(compiled.sql, arguments, error) from error
+    finally:
+        if not invalidated:
+            await greenlet_spawn(pooled.close)
+    return rows
 
 
 async def _through_sqlalchemy(
