@@ -201,18 +201,23 @@ def _inlined(leaf_type: Any, name: str, namespace: dict[str, Any]) -> str:
         names = namespace[f"{name}_names"] = _enum_names(leaf_type, wrapped)
         namespace[f"{name}_class"] = wrapped
         if names:
-            return f"{name}_names[x] if {{read}}.__class__ is {name}_class else {name}(x)"
+            # By the member's value: a member's own hash is a Python-level call.
+            return f"{name}_names[x._value_] if {{read}}.__class__ is {name}_class else {name}(x)"
     return f"{name}({{read}})"
 
 
 def _enum_names(enum_type: GraphQLEnumType, wrapped: type[Enum]) -> dict[Any, str]:
-    """What the enum's serialize answers for each of its members: the first name whose
-    value is the member's value."""
+    """What the enum's serialize answers for each of its members, by the member's value:
+    the first name whose value is the member's value. None where a value is not hashable
+    (the enum's serialize answers for those)."""
     names: dict[Any, str] = {}
     for member in wrapped:
         for name, value in enum_type.values.items():
             if member.value == value.value:
-                names[member] = name
+                try:
+                    names[member.value] = name
+                except TypeError:
+                    return {}
                 break
     return names
 
