@@ -252,3 +252,71 @@ async def test_an_operation_past_its_deadline_answers_and_stops_asking_stores(
         await asyncio.sleep(1.5)
     # The leaderboard call ran to its end; nothing was started after the deadline.
     assert calls == ["leaderboard"]
+
+
+async def test_operations_past_the_concurrency_limit_wait_their_turn(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held_leaderboard(**_: Any) -> list[int]:
+        events.append("started")
+        started.set()
+        await release.wait()  # a store that answers when told, injected
+        events.append("finished")
+        return []
+
+    monkeypatch.setattr("core.sources.top_report_ids", held_leaderboard)
+    app = create_app(settings.model_copy(update={"max_concurrent_operations": 1}))
+    query = {"query": "{ topReports(limit: 3) { title } }"}
+    async with lifespan_client(app) as client:
+        first = asyncio.create_task(client.post("/graphql", json=query))
+        second = asyncio.create_task(client.post("/graphql", json=query))
+        await started.wait()
+        await asyncio.sleep(0.2)
+        # One operation at a time: the second waits for the first's turn to end.
+        assert events == ["started"]
+        # Requests that execute nothing take no turn.
+        assert (await client.get("/healthz")).status_code == 200
+        release.set()
+        answers = await asyncio.gather(first, second)
+    assert [answer.json()["data"] for answer in answers] == [{"topReports": []}] * 2
+    assert events == ["started", "finished", "started", "finished"]
+
+
+async def test_an_operation_that_waits_longer_than_it_may_run_is_told_the_gateway_is_busy(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = asyncio.Event()
+
+    async def held_leaderboard(**_: Any) -> list[int]:
+        await release.wait()
+        return []
+
+    monkeypatch.setattr("core.sources.top_report_ids", held_leaderboard)
+    app = create_app(
+        settings.model_copy(update={"max_concurrent_operations": 1, "execution_timeout": 0.5})
+    )
+    hanging = {"query": "{ topReports(limit: 3) { title } }"}
+    async with lifespan_client(app) as client:
+        # The first holds the one turn until its deadline (0.5 s), the second from then
+        # until 1.0 s: the third, waiting from 0.3 s, gives up at 0.8 s.
+        held = [asyncio.create_task(client.post("/graphql", json=hanging))]
+        await asyncio.sleep(0.1)
+        held.append(asyncio.create_task(client.post("/graphql", json=hanging)))
+        await asyncio.sleep(0.2)
+        busy = await client.post(
+            "/graphql",
+            json={"query": "{ service { name } }"},
+            headers={"accept": GRAPHQL_RESPONSE},
+        )
+        release.set()
+        answers = await asyncio.gather(*held)
+    assert busy.status_code == 503
+    assert busy.headers["retry-after"] == "1"
+    (error,) = busy.json()["errors"]
+    assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    # The first ran to its deadline; the second was answered when the store was.
+    assert answers[0].json()["errors"][0]["extensions"]["code"] == "DEADLINE_EXCEEDED"
+    assert answers[1].json()["data"] == {"topReports": []}
