@@ -13,7 +13,7 @@ from datasources import keyset
 from datasources.driver_reads import rows_of
 from datasources.keyset import Ordering, Page, PageRequest
 from datasources.models import Author
-from datasources.records import record_type, to_records
+from datasources.records import record_columns, record_type, to_records
 
 AUTHORS: Any = Author.__table__
 
@@ -21,7 +21,7 @@ AUTHORS: Any = Author.__table__
 @cache
 def _every(table: Table) -> Select[Any]:
     """One statement per table, so that its pages' statements are kept (see keyset)."""
-    return select(table)
+    return select(*record_columns(table))
 
 
 def by_name(table: Table) -> Ordering:
@@ -40,7 +40,8 @@ async def author_pages_by_institution(
     *, engine: AsyncEngine, institution_ids: Sequence[int], request: PageRequest
 ) -> list[Page]:
     return await keyset.fetch_pages_by_parent(
-        engine, select(AUTHORS), parent=AUTHORS.c.institution_id, parent_ids=institution_ids,
+        engine, select(*record_columns(AUTHORS)), parent=AUTHORS.c.institution_id,
+        parent_ids=institution_ids,
         ordering=by_name(AUTHORS), request=request,
     )  # fmt: skip
 
@@ -49,11 +50,12 @@ async def count_authors_by_institution(
     *, engine: AsyncEngine, institution_ids: Sequence[int]
 ) -> list[int]:
     return await keyset.count_by_parent(
-        engine, select(AUTHORS), AUTHORS.c.institution_id, institution_ids
+        engine, select(*record_columns(AUTHORS)), AUTHORS.c.institution_id, institution_ids
     )
 
 
 async def all_by_name(*, engine: AsyncEngine, table: Table) -> list[Any]:
     """A whole small table (report types), by name."""
-    rows = await rows_of(engine, select(table).order_by(table.c.name, table.c.id))
+    statement = select(*record_columns(table)).order_by(table.c.name, table.c.id)
+    rows = await rows_of(engine, statement)
     return to_records(record_type(table.name), rows)

@@ -23,6 +23,7 @@ from datasources.records import (
     AuthorshipRecord,
     TechnologyRecord,
     from_values,
+    record_columns,
     record_type,
     to_records,
 )
@@ -30,13 +31,15 @@ from datasources.records import (
 KEYS = "keys"
 AUTHORSHIP_LINKS: Any = ReportAuthor.__table__
 TECHNOLOGY_LINKS: Any = ReportTechnology.__table__
+AUTHORS: Any = Author.__table__
+TECHNOLOGIES_TABLE: Any = Technology.__table__
 
 AUTHORSHIPS = DriverRead(
     select(
         AUTHORSHIP_LINKS.c.report_id,
         AUTHORSHIP_LINKS.c.is_primary_author,
         AUTHORSHIP_LINKS.c.position,
-        Author.__table__,
+        *record_columns(AUTHORS),
     )
     .join(AUTHORSHIP_LINKS, AUTHORSHIP_LINKS.c.author_id == Author.id)
     .where(equals_any_given(AUTHORSHIP_LINKS.c.report_id, KEYS))
@@ -48,7 +51,7 @@ AUTHORSHIPS = DriverRead(
     )
 )
 TECHNOLOGIES = DriverRead(
-    select(TECHNOLOGY_LINKS.c.report_id, Technology.__table__)
+    select(TECHNOLOGY_LINKS.c.report_id, *record_columns(TECHNOLOGIES_TABLE))
     .join(TECHNOLOGY_LINKS, TECHNOLOGY_LINKS.c.technology_id == Technology.id)
     .where(equals_any_given(TECHNOLOGY_LINKS.c.report_id, KEYS))
     .order_by(TECHNOLOGY_LINKS.c.report_id, Technology.name, Technology.version)
@@ -57,7 +60,7 @@ TECHNOLOGIES = DriverRead(
 
 @cache
 def _by_id(table: Table) -> DriverRead:
-    return DriverRead(select(table).where(equals_any_given(table.c.id, KEYS)))
+    return DriverRead(select(*record_columns(table)).where(equals_any_given(table.c.id, KEYS)))
 
 
 async def records_by_id(

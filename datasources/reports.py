@@ -22,6 +22,7 @@ from datasources.models import (
     ReportTechnology,
 )
 from datasources.postgres_dialect import equals_any, matches_search, publication_sort_key
+from datasources.records import record_columns
 
 REPORTS: Any = Report.__table__
 AUTHORSHIPS: Any = ReportAuthor.__table__
@@ -122,7 +123,7 @@ def _untagged(criteria: ReportFilter) -> Select[Any]:
 
 
 def _where(criteria: ReportFilter, tagged_ids: Sequence[int] | None) -> Select[Any]:
-    return select(REPORTS).where(and_(True, *_conditions(criteria, tagged_ids)))
+    return select(*record_columns(REPORTS)).where(and_(True, *_conditions(criteria, tagged_ids)))
 
 
 async def report_page(
@@ -150,14 +151,16 @@ class ReportParent(StrEnum):
 
 def _under(parent: ReportParent) -> tuple[Select[Any], ColumnElement[int]]:
     if parent is ReportParent.AUTHOR:
-        query = select(REPORTS).join(AUTHORSHIPS, AUTHORSHIPS.c.report_id == REPORTS.c.id)
+        query = select(*record_columns(REPORTS)).join(
+            AUTHORSHIPS, AUTHORSHIPS.c.report_id == REPORTS.c.id
+        )
         return query, AUTHORSHIPS.c.author_id
     if parent is ReportParent.TECHNOLOGY:
-        query = select(REPORTS).join(
+        query = select(*record_columns(REPORTS)).join(
             REPORT_TECHNOLOGIES, REPORT_TECHNOLOGIES.c.report_id == REPORTS.c.id
         )
         return query, REPORT_TECHNOLOGIES.c.technology_id
-    return select(REPORTS), REPORTS.c.report_type_id
+    return select(*record_columns(REPORTS)), REPORTS.c.report_type_id
 
 
 async def report_pages_by_parent(
