@@ -15,14 +15,14 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from datasources.driver_reads import DriverRead
+from datasources.driver_reads import DriverRead, Rows
 from datasources.models import Author, ReportAuthor, ReportTechnology, Technology
 from datasources.postgres_dialect import equals_any_given
 from datasources.records import (
     AuthorRecord,
     AuthorshipRecord,
     TechnologyRecord,
-    from_values,
+    make_record,
     record_columns,
     record_type,
     to_records,
@@ -75,12 +75,14 @@ async def _grouped(
     engine: AsyncEngine,
     read: DriverRead,
     ids: Sequence[int],
-    record: Callable[[Sequence[Any]], Any],
+    records: Callable[[Rows], list[Any]],
 ) -> list[list[Any]]:
-    """Rows of ``read`` (the parent's id first) as records, grouped by parent."""
+    """Rows of ``read`` (the parent's id first) as ``records`` makes them, grouped by
+    parent."""
+    rows = await read.rows(engine, **{KEYS: list(ids)})
     grouped: dict[int, list[Any]] = defaultdict(list)
-    for row in await read.rows(engine, **{KEYS: list(ids)}):
-        grouped[row[0]].append(record(row))
+    for row, record in zip(rows, records(rows), strict=True):
+        grouped[row[0]].append(record)
     return [grouped.get(key, []) for key in ids]
 
 
@@ -92,9 +94,10 @@ async def authorships_by_report(
         engine,
         AUTHORSHIPS,
         report_ids,
-        lambda row: from_values(
-            AuthorshipRecord, (from_values(AuthorRecord, row[3:]), row[1], row[2])
-        ),
+        lambda rows: [
+            make_record(AuthorshipRecord, (make_record(AuthorRecord, row[3:]), row[1], row[2]))
+            for row in rows
+        ],
     )
 
 
@@ -102,5 +105,5 @@ async def technologies_by_report(
     *, engine: AsyncEngine, report_ids: Sequence[int]
 ) -> list[list[TechnologyRecord]]:
     return await _grouped(
-        engine, TECHNOLOGIES, report_ids, lambda row: from_values(TechnologyRecord, row[1:])
+        engine, TECHNOLOGIES, report_ids, lambda rows: to_records(TechnologyRecord, rows, 1)
     )

@@ -13,9 +13,9 @@ up), read by attribute.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from sqlalchemy import Column, Select, Table
 
@@ -77,8 +77,9 @@ RECORD_OF_TABLE: dict[str, type[Any]] = {
     "technologies": TechnologyRecord,
 }
 WIDTH = {record: len(record._fields) for record in RECORD_OF_TABLE.values()}
-R = TypeVar("R", bound=tuple[Any, ...])
-_new = tuple.__new__
+# A record of values, its fields in order, made without calling the record's ``__new__``:
+# ``make_record(AuthorRecord, values)``.
+make_record: Callable[..., Any] = tuple.__new__
 
 
 def record_type(table_name: str) -> type[Any]:
@@ -96,12 +97,7 @@ def record_type_of(query: Select[Any]) -> type[Any]:
     return RECORD_OF_TABLE[query.selected_columns[0].table.name]
 
 
-def to_records(record: type[Any], rows: Sequence[Sequence[Any]]) -> list[Any]:
-    width = WIDTH[record]
-    return [_new(record, row[:width]) for row in rows]
-
-
-def from_values(record: type[R], values: Sequence[Any]) -> R:
-    """A record of ``values``, its fields in order, made without calling its ``__new__``."""
-    made: R = _new(record, values)
-    return made
+def to_records(record: type[Any], rows: Sequence[Sequence[Any]], start: int = 0) -> list[Any]:
+    """A record of each row, of its columns from ``start`` on."""
+    stop = start + WIDTH[record]
+    return [make_record(record, row[start:stop]) for row in rows]
