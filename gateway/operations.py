@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from graphql import (
     DocumentNode,
     GraphQLError,
@@ -46,6 +47,8 @@ from core.errors import request_error
 from gateway.limits import Limits, measure_cost, measure_shape, too_complex
 
 MAX_CACHED_DOCUMENTS = 2000
+# Costs kept per document, one per distinct set of variables.
+MAX_COSTS_KEPT = 32
 # Validation stops there: a document built to be wrong in ten thousand places is refused
 # as fast as one wrong in a hundred.
 MAX_VALIDATION_ERRORS = 50
@@ -67,6 +70,9 @@ class PreparedDocument:
     cost_bound: int
     schema: GraphQLSchema
     limits: Limits
+    _costs: dict[tuple[str | None, bytes], int] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def operation(self, name: str | None) -> OperationDefinitionNode | GraphQLError:
         """The operation a request runs, as the GraphQL spec picks it."""
@@ -103,17 +109,30 @@ class PreparedDocument:
         if problems:
             return problems
         if self.cost_bound > self.limits.cost:
-            assert self.document is not None
-            cost = measure_cost(self.schema, self.document, operation, variables or {})
+            cost = self.cost(operation_name, variables)
             if cost > self.limits.cost:
                 return [too_complex("cost", cost, self.limits.cost)]
         return []
 
     def cost(self, operation_name: str | None, variables: Mapping[str, Any] | None) -> int:
+        """The operation's cost with these variables, measured once for each distinct
+        set of them (reported on every response in development)."""
+        try:
+            key = (operation_name, orjson.dumps(variables, option=orjson.OPT_SORT_KEYS))
+        except TypeError:  # values JSON cannot hold as orjson writes them (huge integers)
+            key = None
+        found = self._costs.get(key) if key is not None else None
+        if found is not None:
+            return found
         operation = self.operation(operation_name)
         if self.document is None or isinstance(operation, GraphQLError):
             return 0
-        return measure_cost(self.schema, self.document, operation, variables or {})
+        cost = measure_cost(self.schema, self.document, operation, variables or {})
+        if key is not None:
+            if len(self._costs) >= MAX_COSTS_KEPT:
+                self._costs.clear()
+            self._costs[key] = cost
+        return cost
 
 
 class OperationCache:

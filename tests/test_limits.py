@@ -193,6 +193,24 @@ def test_repeated_documents_are_prepared_once() -> None:
     assert operations.prepare("{ __typename }") is first
 
 
+def test_a_cost_is_measured_once_per_set_of_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    prepared = build_schema().operations.prepare(
+        "query($n: Int!) { reports(first: $n) { edges { node { title } } } }"
+    )
+    measured: list[Any] = []
+
+    def measure(*arguments: Any) -> int:
+        measured.append(arguments[-1])
+        return int(arguments[-1]["n"])
+
+    monkeypatch.setattr("gateway.operations.measure_cost", measure)
+    costs = [prepared.cost(None, variables) for variables in ({"n": 5}, {"n": 50}, {"n": 5})]
+    assert costs == [5, 50, 5]
+    assert measured == [{"n": 5}, {"n": 50}]
+    # Integers orjson cannot write are measured every time, not refused.
+    assert prepared.cost(None, {"n": 2**70}) == 2**70
+
+
 def test_the_cache_is_bounded() -> None:
     schema = build_schema()
     schema.operations._max_documents = 3
