@@ -17,7 +17,10 @@ shapes written in its own schema's naming:
 
 The gateway runs a second time as `serve --workers 2` (gateway-2-workers), for the
 nested queries: its CPU per request against one process's, its throughput against one
-process's, and each worker's share of the work (of the CPU the workers spent).
+process's, and each worker's share of the work (of the CPU the workers spent). And a
+third time with no limit on the operations it executes at once (gateway-unlimited), for
+the same queries: what GATEWAY_MAX_CONCURRENT_OPERATIONS is worth in throughput, CPU per
+request and p99.
 
 For each server and query: requests per second and wrk's p50/p99 latency with C
 connections, one request's latency alone (median of sequential requests), and the CPU a
@@ -34,7 +37,8 @@ is printed with its range. The machine's speed drifts by a fifth within minutes:
 pass can favour whichever server ran in a fast moment.
 
     python -m bench.peers [--reports 10000] [--seconds 20] [--clients 32] [--rounds 1]
-                          [--only gateway|gateway-2-workers|postgraphile4|postgraphile5]
+                          [--only gateway|gateway-2-workers|gateway-unlimited|postgraphile4|
+                                  postgraphile5]
                           [--keep] [--data-dir D]
 """
 
@@ -145,7 +149,13 @@ FROM (
 
 Rows = list[tuple[int, str, tuple[str, ...]]]
 
-SERVERS = ("gateway", "gateway-2-workers", "postgraphile4", "postgraphile5")
+SERVERS = (
+    "gateway",
+    "gateway-2-workers",
+    "gateway-unlimited",
+    "postgraphile4",
+    "postgraphile5",
+)
 WORKER_COMMAND = "gateway.worker_process"
 # What the embedded MongoDB-protocol and Redis servers' command lines contain.
 EMBEDDED_COMMANDS = ("nx_27017", "valkey")
@@ -167,6 +177,8 @@ GATEWAY_SETTINGS = {
     "max_cost": "100000000",
     "execution_timeout": "600",
 }
+# gateway-unlimited: as many operations at once as there are connections.
+UNLIMITED = {"max_concurrent_operations": "100000"}
 
 
 def _gateway_rows(data: dict[str, Any]) -> Rows:
@@ -214,6 +226,13 @@ GATEWAY_WORKERS = Server(
     {"nested": GATEWAY_NESTED, "nested+stores": NESTED_WITH_STORES},
     _gateway_rows,
 )
+# With no limit on the operations it executes at once: what the limit is worth.
+GATEWAY_UNLIMITED = Server(
+    "gateway-unlimited",
+    {"nested": GATEWAY_NESTED, "nested+stores": NESTED_WITH_STORES},
+    _gateway_rows,
+)
+VARIANTS = (GATEWAY, GATEWAY_WORKERS, GATEWAY_UNLIMITED)
 
 
 def _postgraphile(version: int) -> Server:
@@ -389,8 +408,13 @@ def _served(name: str, data_dir: Path, cluster: Cluster) -> Iterator[tuple[int, 
         log = data_dir / "gateway" / "bench-gateway.log"
         database_url = cluster.url("postgresql+asyncpg")
         workers = "2" if name == GATEWAY_WORKERS.name else "1"
+        limit = UNLIMITED if name == GATEWAY_UNLIMITED.name else {}
         served = serving(
-            data_dir / "gateway", workers=workers, database_url=database_url, **GATEWAY_SETTINGS
+            data_dir / "gateway",
+            workers=workers,
+            database_url=database_url,
+            **GATEWAY_SETTINGS,
+            **limit,
         )
     else:
         log = data_dir / f"{name}.log"
@@ -546,6 +570,22 @@ def _ratios(results: list[Result]) -> None:
         for _, workers in pairs:
             shares = ", ".join(f"{share:.0%}" for share in workers.shares)
             print(f"  each worker's share of the CPU, round {workers.round + 1}: {shares or '-'}")
+    for query in ("nested", "nested+stores"):
+        limited = [
+            (unlimited, alone)
+            for measured in rounds
+            if (alone := _find(measured, GATEWAY.name, query))
+            and (unlimited := _find(measured, GATEWAY_UNLIMITED.name, query))
+        ]
+        if not limited:
+            continue
+        print(f"\n{GATEWAY.name} / {GATEWAY_UNLIMITED.name}, {query}{several}")
+        throughput = [a.load.throughput / u.load.throughput for u, a in limited]
+        print(f"  throughput {_spread(throughput)}")
+        cpu = [a.cpu_ms / u.cpu_ms for u, a in limited if a.cpu_ms and u.cpu_ms]
+        if cpu:
+            print(f"  CPU per request {_spread(cpu)}")
+        print(f"  p99 latency {_spread([a.load.p99_ms / u.load.p99_ms for u, a in limited])}")
 
 
 def _stop_on_sigterm() -> None:
@@ -572,7 +612,7 @@ def main() -> None:
     arguments = parser.parse_args()
     _stop_on_sigterm()
     chosen = [name for name in SERVERS if name in (arguments.only or SERVERS)]
-    gateways = {server.name: server for server in (GATEWAY, GATEWAY_WORKERS)}
+    gateways = {server.name: server for server in VARIANTS}
     servers = [gateways.get(name) or _postgraphile(int(name[-1])) for name in chosen]
 
     apt_packages()

@@ -142,12 +142,10 @@ class GraphQLOverHTTP:
     async def _turn(self) -> AsyncIterator[None]:
         """One of the operations this process executes at once, in arrival order.
 
-        Every operation interleaved with every other (32 clients, 32 operations) made each
-        slower than its share: their rows, objects and answers no longer fit in the
-        processor's caches, and a response waited for all the others' store calls. Eight at
-        a time served the nested benchmark query with about 40% more throughput, at less
-        CPU per request (see README.md, Limits). An operation that waits longer than it may
-        run is answered that the gateway is busy.
+        A burst of clients costs a bounded amount of memory and store connections, and the
+        operations running are not slowed by every other one interleaved with them (see
+        README.md, Limits). An operation that waits longer than it may run is answered that
+        the gateway is busy.
         """
         try:
             async with asyncio.timeout(self._settings.execution_timeout):
