@@ -552,40 +552,37 @@ def _ratios(results: list[Result]) -> None:
         verdict = f"{better:.2f}x better" if better >= 1 else f"{1 / better:.2f}x worse"
         peers = "/".join(sorted({peer for _, peer in found}))
         print(f"  {label:<42} {_spread(values)}  ({peers}; the gateway is {verdict})")
+    _against_variant(rounds, GATEWAY_WORKERS, GATEWAY, "one process", several)
+    _against_variant(rounds, GATEWAY, GATEWAY_UNLIMITED, GATEWAY_UNLIMITED.name, several)
+
+
+def _against_variant(
+    rounds: list[list[Result]], variant: Server, base: Server, base_label: str, several: str
+) -> None:
+    """``variant``'s figures over ``base``'s, for each query both ran, within each round."""
     for query in ("nested", "nested+stores"):
         pairs = [
-            (alone, workers)
+            (ours, theirs)
             for measured in rounds
-            if (alone := _find(measured, GATEWAY.name, query))
-            and (workers := _find(measured, GATEWAY_WORKERS.name, query))
+            if (ours := _find(measured, variant.name, query))
+            and (theirs := _find(measured, base.name, query))
         ]
         if not pairs:
             continue
-        print(f"\n{GATEWAY_WORKERS.name} / one process, {query}{several}")
-        throughput = [w.load.throughput / a.load.throughput for a, w in pairs]
+        print(f"\n{variant.name} / {base_label}, {query}{several}")
+        throughput = [ours.load.throughput / theirs.load.throughput for ours, theirs in pairs]
         print(f"  throughput {_spread(throughput)}")
-        cpu = [w.cpu_ms / a.cpu_ms for a, w in pairs if w.cpu_ms and a.cpu_ms]
-        if cpu:
-            print(f"  CPU per request {_spread(cpu)}")
-        for _, workers in pairs:
-            shares = ", ".join(f"{share:.0%}" for share in workers.shares)
-            print(f"  each worker's share of the CPU, round {workers.round + 1}: {shares or '-'}")
-    for query in ("nested", "nested+stores"):
-        limited = [
-            (unlimited, alone)
-            for measured in rounds
-            if (alone := _find(measured, GATEWAY.name, query))
-            and (unlimited := _find(measured, GATEWAY_UNLIMITED.name, query))
+        cpu = [
+            ours.cpu_ms / theirs.cpu_ms for ours, theirs in pairs if ours.cpu_ms and theirs.cpu_ms
         ]
-        if not limited:
-            continue
-        print(f"\n{GATEWAY.name} / {GATEWAY_UNLIMITED.name}, {query}{several}")
-        throughput = [a.load.throughput / u.load.throughput for u, a in limited]
-        print(f"  throughput {_spread(throughput)}")
-        cpu = [a.cpu_ms / u.cpu_ms for u, a in limited if a.cpu_ms and u.cpu_ms]
         if cpu:
             print(f"  CPU per request {_spread(cpu)}")
-        print(f"  p99 latency {_spread([a.load.p99_ms / u.load.p99_ms for u, a in limited])}")
+        p99 = [ours.load.p99_ms / theirs.load.p99_ms for ours, theirs in pairs]
+        print(f"  p99 latency {_spread(p99)}")
+        for ours, _ in pairs:
+            if ours.shares:
+                shares = ", ".join(f"{share:.0%}" for share in ours.shares)
+                print(f"  each worker's share of the CPU, round {ours.round + 1}: {shares}")
 
 
 def _stop_on_sigterm() -> None:
