@@ -20,7 +20,8 @@ AUTHORS: Any = Author.__table__
 
 @cache
 def _every(table: Table) -> Select[Any]:
-    """One statement per table, so that its pages' statements are kept (see keyset)."""
+    """A table's records, one statement per table, so that its pages' statements are kept
+    (see keyset)."""
     return select(*record_columns(table))
 
 
@@ -40,8 +41,7 @@ async def author_pages_by_institution(
     *, engine: AsyncEngine, institution_ids: Sequence[int], request: PageRequest
 ) -> list[Page]:
     return await keyset.fetch_pages_by_parent(
-        engine, select(*record_columns(AUTHORS)), parent=AUTHORS.c.institution_id,
-        parent_ids=institution_ids,
+        engine, _every(AUTHORS), parent=AUTHORS.c.institution_id, parent_ids=institution_ids,
         ordering=by_name(AUTHORS), request=request,
     )  # fmt: skip
 
@@ -50,7 +50,7 @@ async def count_authors_by_institution(
     *, engine: AsyncEngine, institution_ids: Sequence[int]
 ) -> list[int]:
     return await keyset.count_by_parent(
-        engine, select(*record_columns(AUTHORS)), AUTHORS.c.institution_id, institution_ids
+        engine, _every(AUTHORS), AUTHORS.c.institution_id, institution_ids
     )
 
 
