@@ -92,8 +92,15 @@ async def _supervise(settings: Settings, signalled: threading.Event) -> int:
 
 
 def _listen(settings: Settings) -> list[socket.socket]:
-    """A listening socket per worker, on the port of the first (the setting may be 0)."""
+    """A listening socket per worker, on the port of the first (the setting may be 0).
+
+    A port given is bound alone first: sockets that all allow the port to be shared would
+    share it with another gateway of the same user already serving there, where one
+    listening socket is refused it.
+    """
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    if settings.port:
+        socket.create_server((settings.host, settings.port), family=family).close()
     listeners: list[socket.socket] = []
     try:
         for _ in range(settings.workers):

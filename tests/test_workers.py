@@ -6,12 +6,15 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
 
 import psutil
 import pytest
 
+from core.settings import Settings
+from gateway.workers import _listen
 from tests import processes
 from tests.processes import (
     GONE_TIMEOUT,
@@ -249,3 +252,19 @@ def test_one_worker_is_served_by_the_process_itself(launch: processes.Launch) ->
         for child in psutil.Process(gateway.process.pid).children()
     )
     assert gateway.data(SERVICE) == {"service": {"name": "polyglot-gateway"}}
+
+
+def test_a_port_another_gateway_serves_is_refused_not_shared() -> None:
+    # Listening as another gateway's workers do, sharing their port.
+    other = socket.create_server(("127.0.0.1", 0), reuse_port=True)
+    port = other.getsockname()[1]
+    settings = Settings(host="127.0.0.1", port=port, workers=WORKERS)
+    with pytest.raises(OSError, match="in use"):
+        _listen(settings)
+    other.close()
+    listeners = _listen(settings)
+    try:
+        assert [listener.getsockname()[1] for listener in listeners] == [port] * WORKERS
+    finally:
+        for listener in listeners:
+            listener.close()
