@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import Column, Select, Table
@@ -76,6 +77,9 @@ RECORD_OF_TABLE: dict[str, type[Any]] = {
     "reports": ReportRecord,
     "technologies": TechnologyRecord,
 }
+# Queries whose record is kept: reading it off a statement walks its selected columns,
+# and the lists' queries are made once and asked about at every page.
+QUERIES_KEPT = 256
 WIDTH = {record: len(record._fields) for record in RECORD_OF_TABLE.values()}
 # A record of values, its fields in order, made without calling the record's ``__new__``:
 # ``make_record(AuthorRecord, values)``.
@@ -91,6 +95,7 @@ def record_columns(table: Table) -> list[Column[Any]]:
     return [table.c[name] for name in RECORD_OF_TABLE[table.name]._fields]
 
 
+@lru_cache(maxsize=QUERIES_KEPT)
 def record_type_of(query: Select[Any]) -> type[Any]:
     """The record of the table whose ``record_columns`` a query selects (joined tables
     only filter)."""

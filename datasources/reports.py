@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, select
@@ -149,7 +149,9 @@ class ReportParent(StrEnum):
     REPORT_TYPE = "report_type"
 
 
+@cache
 def _under(parent: ReportParent) -> tuple[Select[Any], ColumnElement[int]]:
+    """The reports under a kind of parent, one statement each (see keyset)."""
     if parent is ReportParent.AUTHOR:
         query = select(*record_columns(REPORTS)).join(
             AUTHORSHIPS, AUTHORSHIPS.c.report_id == REPORTS.c.id
