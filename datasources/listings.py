@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, Table, select
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from datasources import keyset
 from datasources.driver_reads import rows_of
 from datasources.keyset import Ordering, Page, PageRequest
 from datasources.models import Author
-from datasources.records import record_columns, record_type, to_records
+from datasources.records import record_query, record_type, to_records
 
 AUTHORS: Any = Author.__table__
-
-
-@cache
-def _every(table: Table) -> Select[Any]:
-    """A table's records, one statement per table, so that its pages' statements are kept
-    (see keyset)."""
-    return select(*record_columns(table))
 
 
 def by_name(table: Table) -> Ordering:
@@ -30,18 +22,18 @@ def by_name(table: Table) -> Ordering:
 
 
 async def entity_page(*, engine: AsyncEngine, table: Table, request: PageRequest) -> Page:
-    return await keyset.fetch_page(engine, _every(table), by_name(table), request)
+    return await keyset.fetch_page(engine, record_query(table), by_name(table), request)
 
 
 async def count_entities(*, engine: AsyncEngine, table: Table) -> int:
-    return await keyset.count(engine, _every(table))
+    return await keyset.count(engine, record_query(table))
 
 
 async def author_pages_by_institution(
     *, engine: AsyncEngine, institution_ids: Sequence[int], request: PageRequest
 ) -> list[Page]:
     return await keyset.fetch_pages_by_parent(
-        engine, _every(AUTHORS), parent=AUTHORS.c.institution_id, parent_ids=institution_ids,
+        engine, record_query(AUTHORS), parent=AUTHORS.c.institution_id, parent_ids=institution_ids,
         ordering=by_name(AUTHORS), request=request,
     )  # fmt: skip
 
@@ -50,12 +42,12 @@ async def count_authors_by_institution(
     *, engine: AsyncEngine, institution_ids: Sequence[int]
 ) -> list[int]:
     return await keyset.count_by_parent(
-        engine, _every(AUTHORS), AUTHORS.c.institution_id, institution_ids
+        engine, record_query(AUTHORS), AUTHORS.c.institution_id, institution_ids
     )
 
 
 async def all_by_name(*, engine: AsyncEngine, table: Table) -> list[Any]:
     """A whole small table (report types), by name."""
-    statement = select(*record_columns(table)).order_by(table.c.name, table.c.id)
+    statement = record_query(table).order_by(table.c.name, table.c.id)
     rows = await rows_of(engine, statement)
     return to_records(record_type(table.name), rows)

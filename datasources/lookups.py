@@ -24,6 +24,7 @@ from datasources.records import (
     TechnologyRecord,
     make_record,
     record_columns,
+    record_query,
     record_type,
     to_records,
 )
@@ -60,7 +61,7 @@ TECHNOLOGIES = DriverRead(
 
 @cache
 def _by_id(table: Table) -> DriverRead:
-    return DriverRead(select(*record_columns(table)).where(equals_any_given(table.c.id, KEYS)))
+    return DriverRead(record_query(table).where(equals_any_given(table.c.id, KEYS)))
 
 
 async def records_by_id(

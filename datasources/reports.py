@@ -22,7 +22,7 @@ from datasources.models import (
     ReportTechnology,
 )
 from datasources.postgres_dialect import equals_any, matches_search, publication_sort_key
-from datasources.records import record_columns
+from datasources.records import record_query
 
 REPORTS: Any = Report.__table__
 AUTHORSHIPS: Any = ReportAuthor.__table__
@@ -123,7 +123,7 @@ def _untagged(criteria: ReportFilter) -> Select[Any]:
 
 
 def _where(criteria: ReportFilter, tagged_ids: Sequence[int] | None) -> Select[Any]:
-    return select(*record_columns(REPORTS)).where(and_(True, *_conditions(criteria, tagged_ids)))
+    return record_query(REPORTS).where(and_(True, *_conditions(criteria, tagged_ids)))
 
 
 async def report_page(
@@ -153,16 +153,14 @@ class ReportParent(StrEnum):
 def _under(parent: ReportParent) -> tuple[Select[Any], ColumnElement[int]]:
     """The reports under a kind of parent, one statement each (see keyset)."""
     if parent is ReportParent.AUTHOR:
-        query = select(*record_columns(REPORTS)).join(
-            AUTHORSHIPS, AUTHORSHIPS.c.report_id == REPORTS.c.id
-        )
+        query = record_query(REPORTS).join(AUTHORSHIPS, AUTHORSHIPS.c.report_id == REPORTS.c.id)
         return query, AUTHORSHIPS.c.author_id
     if parent is ReportParent.TECHNOLOGY:
-        query = select(*record_columns(REPORTS)).join(
+        query = record_query(REPORTS).join(
             REPORT_TECHNOLOGIES, REPORT_TECHNOLOGIES.c.report_id == REPORTS.c.id
         )
         return query, REPORT_TECHNOLOGIES.c.technology_id
-    return select(*record_columns(REPORTS)), REPORTS.c.report_type_id
+    return record_query(REPORTS), REPORTS.c.report_type_id
 
 
 async def report_pages_by_parent(

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from core.connections import StoreUrls
 from datasources import document_migrations
 from datasources.models import Base, Report, ReportAuthor, ReportType, Technology
-from datasources.records import RECORD_OF_TABLE
+from datasources.records import JOINS, RECORD_OF_TABLE
 from gateway import migrate
 
 TABLES = {
@@ -185,9 +185,13 @@ UNTIMED = {"authors", "institutions"}
 
 def test_records_follow_their_tables_columns() -> None:
     """Rows become records by position: a record's fields are columns of its table, in the
-    table's order, and only an author's and an institution's timestamps are left out."""
+    table's order (only an author's and an institution's timestamps are left out), then the
+    columns it reads from a joined table, in the join's order."""
     for name, record in RECORD_OF_TABLE.items():
+        joined = [column.name for column in JOINS[name][2]] if name in JOINS else []
+        own = list(record._fields[: len(record._fields) - len(joined)])
+        assert list(record._fields[len(own) :]) == joined
         columns = [column.name for column in Base.metadata.tables[name].columns]
-        assert list(record._fields) == [column for column in columns if column in record._fields]
-        left_out = set(columns) - set(record._fields)
+        assert own == [column for column in columns if column in own]
+        left_out = set(columns) - set(own)
         assert left_out == ({"created_at", "updated_at"} if name in UNTIMED else set())
