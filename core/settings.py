@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # the execution timeout (then 503). Raise it where the stores are far (their round
     # trips, not the gateway's CPU, are then most of an operation's time).
     max_concurrent_operations: int = Field(default=8, gt=0)
+    # Seconds Redis keeps a persisted query's document after it was registered.
+    persisted_query_ttl: int = Field(default=7 * 24 * 3600, gt=0)
     # A line per HTTP request in the log: off by default, since it costs every request
     # a formatted log record.
     access_log: bool = False

@@ -38,6 +38,7 @@ from core.context import LOOKUPS_HEADER, REQUEST_ID_HEADER, Context
 from core.errors import ErrorCode, client_error, request_error, shorten
 from core.settings import Settings
 from gateway.operations import PLANNER, STRAWBERRY, PreparedDocument, operation_extensions
+from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
 from gateway.schema import GatewaySchema
 from planner.execute import Planner, plannable
 
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
 ALLOWED_METHODS = "GET, HEAD, POST"
-PERSISTED_QUERY = "persistedQuery"
 # "strawberry": run a query on Strawberry's executor rather than the planned one (the
 # differential tests compare the two).
 EXECUTOR_HEADER = "x-gateway-executor"
@@ -79,6 +79,8 @@ class GraphQLRequest:
     query: str
     operation_name: str | None
     variables: dict[str, Any] | None
+    # The hash of a persisted query sent with its document, to keep once it validates.
+    registering: str | None = None
 
 
 class GraphQLOverHTTP:
@@ -91,6 +93,7 @@ class GraphQLOverHTTP:
         # Operations whose client was answered at the deadline, finishing their store calls.
         self._overdue: set[asyncio.Task[ExecutionResult]] = set()
         self._turns = asyncio.Semaphore(settings.max_concurrent_operations)
+        self._persisted = PersistedQueries(settings.persisted_query_ttl)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -194,7 +197,18 @@ class GraphQLOverHTTP:
                         params[name] = json.loads(params[name])
                     except ValueError as error:
                         raise RequestError.of(400, f"{name} is not JSON: {error}") from error
-        return _graphql_request(params)
+        extensions = params.get("extensions")
+        if extensions is not None and not isinstance(extensions, dict):
+            raise RequestError.of(400, "extensions must be a JSON object")
+        query = params.get("query")
+        try:
+            digest = requested_digest(extensions)
+            if digest is not None and (query is None or isinstance(query, str)):
+                redis = request.app.state.connections.redis
+                params = {**params, "query": await self._persisted.document(redis, digest, query)}
+        except PersistedQueryError as refusal:
+            raise RequestError(400, [refusal.error], graphql=True) from refusal
+        return _graphql_request(params, registering=digest if query is not None else None)
 
     async def _body(self, request: Request) -> bytes:
         content_type = request.headers.get("content-type", "")
@@ -227,6 +241,11 @@ class GraphQLOverHTTP:
         operation = prepared.operation(graphql_request.operation_name)
         if isinstance(operation, GraphQLError):
             raise RequestError(400, [operation], graphql=True)
+        if graphql_request.registering is not None:
+            redis = request.app.state.connections.redis
+            await self._persisted.register(
+                redis, graphql_request.registering, graphql_request.query
+            )
         if operation.operation is OperationType.SUBSCRIPTION:
             raise RequestError.of(400, "subscriptions are served over WebSocket at this same path")
         if operation.operation is OperationType.MUTATION and request.method != "POST":
@@ -320,17 +339,10 @@ class GraphQLOverHTTP:
         raise RequestError(504, [request_error(message, ErrorCode.DEADLINE_EXCEEDED)], graphql=True)
 
 
-def _graphql_request(params: Mapping[str, Any]) -> GraphQLRequest:
+def _graphql_request(params: Mapping[str, Any], registering: str | None) -> GraphQLRequest:
     query = params.get("query")
     operation_name = params.get("operationName")
     variables = params.get("variables")
-    extensions = params.get("extensions")
-    if extensions is not None and not isinstance(extensions, dict):
-        raise RequestError.of(400, "extensions must be a JSON object")
-    if query is None and isinstance(extensions, dict) and PERSISTED_QUERY in extensions:
-        raise RequestError.of(
-            400, "persisted query not found: send the query", ErrorCode.PERSISTED_QUERY_NOT_FOUND
-        )
     if query is None:
         raise RequestError.of(400, "the request has no query")
     if not isinstance(query, str):
@@ -339,7 +351,7 @@ def _graphql_request(params: Mapping[str, Any]) -> GraphQLRequest:
         raise RequestError.of(400, "operationName must be a string")
     if variables is not None and not isinstance(variables, dict):
         raise RequestError.of(400, "variables must be a JSON object")
-    return GraphQLRequest(query, operation_name, variables)
+    return GraphQLRequest(query, operation_name, variables, registering)
 
 
 def _in_order(error: GraphQLError) -> tuple[Any, ...]:

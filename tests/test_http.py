@@ -121,7 +121,6 @@ async def test_the_named_operation_runs(seeded: Seeded) -> None:
         (b'{"query": "{ __typename }", "variables": "{}"}', "application/json", 400),
         (b'{"query": "{ __typename }", "operationName": 3}', "application/json", 400),
         (b'{"query": "{ __typename }", "extensions": 3}', "application/json", 400),
-        (b'{"extensions": {"persistedQuery": {"sha256Hash": "ab"}}}', "application/json", 400),
         (b"{}", "application/json", 400),
         (b"\xff\xfe", "application/json", 400),
         (b"query=%7B__typename%7D", "application/x-www-form-urlencoded", 415),
@@ -132,7 +131,7 @@ async def test_the_named_operation_runs(seeded: Seeded) -> None:
     ids=[
         "malformed JSON", "batched array", "a string", "query not a string", "variables a list",
         "variables a string", "operationName a number", "extensions a number",
-        "hash-only persisted query", "no query", "not UTF-8", "form", "text/plain", "latin-1",
+        "no query", "not UTF-8", "form", "text/plain", "latin-1",
         "application/graphql",
     ],
 )  # fmt: skip
@@ -143,9 +142,7 @@ async def test_malformed_requests_get_json_errors(
         "/graphql", content=content, headers={"content-type": content_type}
     )
     assert response.status_code == status
-    error = _json_error(response)
-    if b"persistedQuery" in content:
-        assert error["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    _json_error(response)
 
 
 async def test_queries_run_over_get_with_json_variables(seeded: Seeded) -> None:
