@@ -37,9 +37,17 @@ STORE_FAILURES: dict[Store, tuple[type[BaseException], ...]] = {
 
 class Loaders:
     def __init__(
-        self, connections: Connections, *, naive: bool = False, deadline: float | None = None
+        self,
+        connections: Connections,
+        *,
+        naive: bool = False,
+        deadline: float | None = None,
+        record_tags: bool = False,
     ) -> None:
         self._connections = connections
+        # The cache tags of everything read (see core/sources.py), when the operation's
+        # response may be cached: its value is the set of them.
+        self.tags: set[str] | None = set() if record_tags else None
         self._naive = naive
         self._deadline = deadline
         self._loaders: dict[Source[Any, Any], DataLoader[Any, Any]] = {}
@@ -67,12 +75,17 @@ class Loaders:
         kept for later loads."""
         unique = list(dict.fromkeys(keys))
         fetched = await self.call(source.store, source.fetch(self._connections, unique))
+        if self.tags is not None:
+            self.tags.update(source.tags(unique, fetched))
         found = dict(zip(unique, fetched, strict=True))
         return [found[key] for key in keys]
 
     async def read(self, read: Read[V]) -> V:
         """A root field's read, under the same rules as every store call."""
-        return await self.call(read.store, read.fetch(self._connections))
+        value = await self.call(read.store, read.fetch(self._connections))
+        if self.tags is not None:
+            self.tags.update(read.tags(value))
+        return value
 
     def prime(self, source: Source[K, V], key: K, value: V) -> None:
         if not self._naive:  # naive lookups keep nothing
@@ -89,7 +102,10 @@ class Loaders:
         if found is None:
 
             async def batch(keys: list[K]) -> list[V]:
-                return list(await self.call(source.store, source.fetch(self._connections, keys)))
+                fetched = await self.call(source.store, source.fetch(self._connections, keys))
+                if self.tags is not None:
+                    self.tags.update(source.tags(keys, fetched))
+                return list(fetched)
 
             found = self._loaders[source] = (
                 DataLoader(batch, batch=False, cache=False) if self._naive else DataLoader(batch)

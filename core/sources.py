@@ -12,11 +12,16 @@ one batch.
 A ``Read`` is a root field's read, with no key to batch (a page of a list, a count). And
 ``RecordFields``, declared by each object type beside itself, says how the type's fields are
 read off the records its sources fetch.
+
+Each source and read also names what it read, as cache tags (see core/response_cache.py):
+an entity (``Report:42``), every list of a type (``Report:list``), or the live counters
+(``Counters``), which change without a mutation. A mutation invalidates the tags of what
+it wrote, so a response cached with its tags is never one a mutation has changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from operator import attrgetter
@@ -33,6 +38,47 @@ from datasources.models import Author, Institution, Report, ReportType, Technolo
 from datasources.reports import ReportFilter, ReportParent, ReportSort
 
 K = TypeVar("K", bound=Hashable)
+Tags = Iterable[str]
+# The type of the tags of the live counters, which also change without a mutation (the
+# snapshot of them that orders reports by views): a report's, the leaderboards', the
+# snapshot's. Responses that read them live the counters' own, short, time.
+COUNTERS = "Counters"
+LEADERBOARDS_TAG = f"{COUNTERS}:top"
+SNAPSHOT_TAG = f"{COUNTERS}:snapshot"
+TYPE_OF_TABLE = {
+    "reports": "Report",
+    "authors": "Author",
+    "institutions": "Institution",
+    "report_types": "ReportType",
+    "technologies": "Technology",
+}
+
+
+def entity_tag(type_name: str, database_id: int) -> str:
+    return f"{type_name}:{database_id}"
+
+
+def list_tag(type_name: str) -> str:
+    """Every list of a type, and its counts: what a created or deleted entity, or one whose
+    filter or sort fields changed, invalidates."""
+    return f"{type_name}:list"
+
+
+def _keys_of(type_name: str) -> Callable[[Sequence[Any], Sequence[Any]], Tags]:
+    return lambda keys, _: [f"{type_name}:{key}" for key in keys]
+
+
+def _of_list(type_name: str, *others: str) -> Callable[..., Tags]:
+    tags = (list_tag(type_name), *others)
+    return lambda *_: tags
+
+
+def _of_reports(sort: ReportSort) -> Callable[..., Tags]:
+    """Lists of reports; those by views are ordered by the counters' snapshots, which
+    change without a mutation."""
+    return _of_list("Report", *((SNAPSHOT_TAG,) if sort is ReportSort.VIEWS else ()))
+
+
 V = TypeVar("V")
 T = TypeVar("T")
 
@@ -48,6 +94,8 @@ class Source(Generic[K, V]):
     name: str
     store: Store
     fetch: Callable[[Connections, Sequence[K]], Awaitable[Sequence[V]]] = field(compare=False)
+    # The cache tags of a batch: of its keys, and of the values fetched for them.
+    tags: Callable[[Sequence[K], Sequence[V]], Tags] = field(compare=False)
     # What makes two sources of one name different: a page's size and position, say.
     arguments: tuple[Hashable, ...] = ()
 
@@ -61,6 +109,8 @@ class Read(Generic[V]):
     name: str
     store: Store
     fetch: Callable[[Connections], Awaitable[V]] = field(compare=False)
+    # The cache tags of what was read.
+    tags: Callable[[V], Tags] = field(compare=False)
 
 
 def _by_id(model: Any) -> Source[int, Any]:
@@ -69,6 +119,7 @@ def _by_id(model: Any) -> Source[int, Any]:
         f"{table.name} by id",
         Store.POSTGRES,
         lambda stores, ids: lookups.records_by_id(engine=stores.reader, table=table, ids=ids),
+        _keys_of(TYPE_OF_TABLE[table.name]),
     )
 
 
@@ -82,11 +133,19 @@ AUTHORSHIPS_OF_REPORT: Source[int, list[Any]] = Source(
     "authorships of a report",
     Store.POSTGRES,
     lambda stores, ids: lookups.authorships_by_report(engine=stores.reader, report_ids=ids),
+    lambda ids, authorships: [
+        *_keys_of("Report")(ids, authorships),
+        *(f"Author:{link.author.id}" for links in authorships for link in links),
+    ],
 )
 TECHNOLOGIES_OF_REPORT: Source[int, list[Any]] = Source(
     "technologies of a report",
     Store.POSTGRES,
     lambda stores, ids: lookups.technologies_by_report(engine=stores.reader, report_ids=ids),
+    lambda ids, technologies: [
+        *_keys_of("Report")(ids, technologies),
+        *(f"Technology:{technology.id}" for listed in technologies for technology in listed),
+    ],
 )
 
 
@@ -98,6 +157,7 @@ def document_of_report(paths: frozenset[str] | None = None) -> Source[int, dict[
         lambda stores, ids: documents_by_report(
             database=stores.documents, report_ids=ids, paths=paths
         ),
+        _keys_of("Report"),
         () if paths is None else (paths,),
     )
 
@@ -107,6 +167,7 @@ COUNTERS_OF_REPORT: Source[int, ReportCounters | None] = Source(
     "counters of a report",
     Store.REDIS,
     lambda stores, ids: counters_by_report(redis=stores.redis, report_ids=ids),
+    lambda ids, counters: [*_keys_of("Report")(ids, counters), *_keys_of(COUNTERS)(ids, counters)],
 )
 
 
@@ -122,6 +183,7 @@ def report_pages(
         lambda stores, ids: reports.report_pages_by_parent(
             engine=stores.reader, parent=parent, parent_ids=ids, ordering=ordering, request=request
         ),
+        _of_reports(sort),
         (parent, sort, descending, request),
     )
 
@@ -133,6 +195,7 @@ def report_counts(parent: ReportParent) -> Source[int, int]:
         lambda stores, ids: reports.count_reports_by_parent(
             engine=stores.reader, parent=parent, parent_ids=ids
         ),
+        _of_list("Report"),
         (parent,),
     )
 
@@ -144,6 +207,7 @@ def author_pages_of_institution(request: PageRequest) -> Source[int, Page]:
         lambda stores, ids: listings.author_pages_by_institution(
             engine=stores.reader, institution_ids=ids, request=request
         ),
+        _of_list("Author"),
         (request,),
     )
 
@@ -154,6 +218,7 @@ AUTHOR_COUNTS_OF_INSTITUTION: Source[int, int] = Source(
     lambda stores, ids: listings.count_authors_by_institution(
         engine=stores.reader, institution_ids=ids
     ),
+    _of_list("Author"),
 )
 
 
@@ -178,6 +243,7 @@ def listed_reports(
             ordering=ordering,
             request=request,
         ),
+        _of_reports(sort),
     )
 
 
@@ -188,6 +254,7 @@ def counted_reports(criteria: ReportFilter, tagged_ids: Sequence[int] | None) ->
         lambda stores: reports.count_reports(
             engine=stores.reader, criteria=criteria, tagged_ids=tagged_ids
         ),
+        _of_list("Report"),
     )
 
 
@@ -196,6 +263,7 @@ def tagged_report_ids(tags: Sequence[str]) -> Read[list[int]]:
         "reports tagged",
         Store.MONGODB,
         lambda stores: report_ids_tagged(database=stores.documents, tags=tags),
+        _of_list("Report"),
     )
 
 
@@ -204,6 +272,7 @@ def top_reports(counter: Counter, limit: int) -> Read[list[int]]:
         "top reports",
         Store.REDIS,
         lambda stores: top_report_ids(redis=stores.redis, counter=counter, limit=limit),
+        lambda _: (LEADERBOARDS_TAG,),
     )
 
 
@@ -213,6 +282,7 @@ def listed_entities(table: Table, request: PageRequest) -> Read[Page]:
         f"{table.name} listed",
         Store.POSTGRES,
         lambda stores: listings.entity_page(engine=stores.reader, table=table, request=request),
+        _of_list(TYPE_OF_TABLE[table.name]),
     )
 
 
@@ -221,6 +291,7 @@ def counted_entities(table: Table) -> Read[int]:
         f"{table.name} count",
         Store.POSTGRES,
         lambda stores: listings.count_entities(engine=stores.reader, table=table),
+        _of_list(TYPE_OF_TABLE[table.name]),
     )
 
 
@@ -230,6 +301,7 @@ def every_row(table: Table) -> Read[list[Any]]:
         f"every {table.name}",
         Store.POSTGRES,
         lambda stores: listings.all_by_name(engine=stores.reader, table=table),
+        _of_list(TYPE_OF_TABLE[table.name]),
     )
 
 
