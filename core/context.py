@@ -21,6 +21,7 @@ from starlette.responses import Response
 from core.auth import ANONYMOUS, Viewer
 from core.connections import Connections
 from core.loaders import Loaders
+from core.response_cache import ResponseCache
 from core.settings import Settings
 from datasources.instrumentation import RoundTrips, current_round_trips
 
@@ -43,6 +44,9 @@ COST_HEADER = "x-gateway-cost"
 # "naive": one store call per lookup, for benchmarks; honoured only when the settings allow.
 LOOKUPS_HEADER = "x-gateway-lookups"
 REQUEST_ID_HEADER = "x-request-id"
+# "strawberry": run a query on Strawberry's executor rather than the planned one (the
+# differential tests compare the two).
+EXECUTOR_HEADER = "x-gateway-executor"
 # A request id a client or proxy gives is kept only if it cannot forge a log line.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -62,6 +66,11 @@ class Context:
     viewer: Viewer = ANONYMOUS
     # A WebSocket's connection_init payload (where its credentials are).
     connection_params: dict[str, Any] = field(default_factory=dict)
+    cache: ResponseCache | None = None
+    # Whether the operation's response may be cached, so that its reads record their tags;
+    # and the scope of the operation it began last.
+    caching: bool = False
+    scope: OperationScope | None = None
 
     @classmethod
     def of(cls, connection: HTTPConnection, response: Response | None, viewer: Viewer) -> Context:
@@ -80,6 +89,7 @@ class Context:
             naive_lookups=settings.allow_naive_lookups
             and headers.get(LOOKUPS_HEADER, "").lower() == "naive",
             viewer=viewer,
+            cache=getattr(connection.app.state, "response_cache", None),
         )
 
     def begin_operation(self) -> OperationScope:
@@ -92,13 +102,24 @@ class Context:
         deadline = asyncio.get_running_loop().time() + self.settings.execution_timeout
         round_trips = RoundTrips()
         scope = OperationScope(
-            loaders=Loaders(self.connections, naive=self.naive_lookups, deadline=deadline),
+            loaders=Loaders(
+                self.connections,
+                naive=self.naive_lookups,
+                deadline=deadline,
+                record_tags=self.caching,
+            ),
             round_trips=round_trips,
             deadline=deadline,
         )
         current_round_trips.set(round_trips)
         current_operation.set(scope)
+        self.scope = scope
         return scope
+
+    async def invalidate(self, *tags: str) -> None:
+        """After a write: no cached response that read ``tags`` is served again."""
+        if self.cache is not None:
+            await self.cache.invalidate(tags)
 
     @property
     def operation(self) -> OperationScope:

@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     max_concurrent_operations: int = Field(default=8, gt=0)
     # Seconds Redis keeps a persisted query's document after it was registered.
     persisted_query_ttl: int = Field(default=7 * 24 * 3600, gt=0)
+    # The response cache (see core/response_cache.py): on, how long an entry lives (per
+    # type it read, as JSON: {"Report": 30}; the shortest of its types counts), how long
+    # one that read the live counters lives, and the bytes each process keeps in memory.
+    response_cache: bool = True
+    cache_ttl: float = Field(default=60.0, gt=0)
+    cache_ttls: dict[str, float] = Field(default_factory=dict)
+    cache_volatile_ttl: float = Field(default=1.0, gt=0)
+    cache_memory_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     # A line per HTTP request in the log: off by default, since it costs every request
     # a formatted log record.
     access_log: bool = False

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.auth import Authenticator
 from core.errors import INTERNAL_MESSAGE
+from core.response_cache import ResponseCache
 from core.settings import Settings
 from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
@@ -79,6 +80,19 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
         ) as connections:
             app.state.connections = connections
             app.state.authenticator = Authenticator(settings, connections.engine)
+            cache = app.state.response_cache = (
+                ResponseCache(
+                    connections.redis,
+                    ttl=settings.cache_ttl,
+                    ttls=settings.cache_ttls,
+                    volatile_ttl=settings.cache_volatile_ttl,
+                    memory_bytes=settings.cache_memory_bytes,
+                )
+                if settings.response_cache
+                else None
+            )
+            if cache is not None:
+                await cache.start()
             # Background work stops at a signal and finishes its current store call;
             # it is never cancelled half-way through one (see runtime.py).
             stop = asyncio.Event()
@@ -87,7 +101,11 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
                 # Settle what a process that died mid-write left, without delaying start-up.
                 *([] if supervised else [asyncio.create_task(reconcile_stores(connections, stop))]),
                 *(
-                    [asyncio.create_task(refresh_counter_snapshots(connections, interval, stop))]
+                    [
+                        asyncio.create_task(
+                            refresh_counter_snapshots(connections, interval, stop, cache)
+                        )
+                    ]
                     if interval
                     else []
                 ),
@@ -99,6 +117,8 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
             finally:
                 stop.set()
                 await asyncio.gather(*background)
+                if cache is not None:
+                    await cache.stop()
 
     schema = build_schema(Limits.from_settings(settings))
     origins = OriginPolicy(settings)

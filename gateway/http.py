@@ -34,9 +34,18 @@ from strawberry.http.ides import get_graphql_ide_html
 from strawberry.types import ExecutionResult
 
 from core.auth import AuthenticationError, Authenticator
-from core.context import LOOKUPS_HEADER, REQUEST_ID_HEADER, Context
+from core.context import EXECUTOR_HEADER, LOOKUPS_HEADER, REQUEST_ID_HEADER, Context
 from core.errors import ErrorCode, client_error, request_error, shorten
+from core.response_cache import Entry, Found, ResponseCache
 from core.settings import Settings
+from gateway.cached_responses import (
+    cache_key,
+    cached,
+    canonical,
+    entry_response,
+    may_cache,
+    scope_of,
+)
 from gateway.operations import PLANNER, STRAWBERRY, PreparedDocument, operation_extensions
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
 from gateway.schema import GatewaySchema
@@ -47,9 +56,7 @@ logger = logging.getLogger(__name__)
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
 ALLOWED_METHODS = "GET, HEAD, POST"
-# "strawberry": run a query on Strawberry's executor rather than the planned one (the
-# differential tests compare the two).
-EXECUTOR_HEADER = "x-gateway-executor"
+QUERY = OperationType.QUERY
 
 
 @dataclass
@@ -81,6 +88,18 @@ class GraphQLRequest:
     variables: dict[str, Any] | None
     # The hash of a persisted query sent with its document, to keep once it validates.
     registering: str | None = None
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """A request whose operation passed every check, about to be answered."""
+
+    request: Request
+    graphql: GraphQLRequest
+    context: Context
+    media_type: str
+    prepared: PreparedDocument
+    operation: OperationDefinitionNode
 
 
 class GraphQLOverHTTP:
@@ -128,9 +147,18 @@ class GraphQLOverHTTP:
                     406, f"responses are {GRAPHQL_RESPONSE_JSON} or {JSON}; accept one of them"
                 )
             context = await self._context(request)
-            graphql_request = await self._read(request)
+            raw = await self._body(request) if request.method == "POST" else b""
+            lookup = None
+            if context.cache is not None and may_cache(request):
+                # Looked up before anything is parsed: a hit costs a hash and a look-up.
+                key = cache_key(scope_of(context), request.method, raw or request.url.query)
+                found = await context.cache.find(key)
+                if found.entry is not None:
+                    return cached(request, context, found, media_type)
+                lookup = (key, found)
+            graphql_request = await self._read(request, raw)
             async with self._turn():
-                return await self._execute(request, graphql_request, context, media_type)
+                return await self._execute(request, graphql_request, context, media_type, lookup)
         except RequestError as refusal:
             request_id = context.request_id if context else None
             errors = [client_error(error, request_id) for error in refusal.errors]
@@ -176,9 +204,8 @@ class GraphQLOverHTTP:
             ) from error
         return Context.of(request, None, viewer)
 
-    async def _read(self, request: Request) -> GraphQLRequest:
+    async def _read(self, request: Request, body: bytes) -> GraphQLRequest:
         if request.method == "POST":
-            body = await self._body(request)
             try:
                 params = json.loads(body)
             except (ValueError, UnicodeDecodeError) as error:
@@ -233,7 +260,12 @@ class GraphQLOverHTTP:
         return b"".join(chunks)
 
     async def _execute(
-        self, request: Request, graphql_request: GraphQLRequest, context: Context, media_type: str
+        self,
+        request: Request,
+        graphql_request: GraphQLRequest,
+        context: Context,
+        media_type: str,
+        lookup: tuple[str, Found] | None,
     ) -> Response:
         prepared = self._schema.operations.prepare(graphql_request.query)
         if prepared.errors:
@@ -252,26 +284,82 @@ class GraphQLOverHTTP:
             raise RequestError(
                 405, [request_error("mutations are sent with POST")], {"allow": "POST"}
             )
+        asked = _Asked(request, graphql_request, context, media_type, prepared, operation)
+        if (
+            context.cache is None
+            or lookup is None
+            or operation.operation is not OperationType.QUERY
+        ):
+            return self._respond_with(await self._result(asked), context, media_type)
+        return await self._through_cache(asked, context.cache, lookup)
+
+    async def _through_cache(
+        self, asked: _Asked, cache: ResponseCache, lookup: tuple[str, Found]
+    ) -> Response:
+        """A query's answer from the cache under its canonical key, from a caller who is
+        computing the same one, or computed and kept."""
+        request, context, media_type = asked.request, asked.context, asked.media_type
+        raw_key, found = lookup
+        key = cache_key(
+            scope_of(context),
+            "operation",
+            asked.prepared.normalized,
+            asked.operation.name.value if asked.operation.name else "",
+            canonical(asked.graphql.variables),
+        )
+        spelled_alike = await cache.find(key)
+        if spelled_alike.entry is not None:
+            await cache.store([raw_key], spelled_alike.entry, found)
+            return cached(request, context, spelled_alike, media_type)
+        cache.missed()
+        waited = await cache.single_flight(key, self._settings.execution_timeout)
+        if waited is not None:
+            computed = waited.result() if waited.done() else None
+            if computed is None:  # the first caller failed, or is slow: this one runs its own
+                return self._respond_with(await self._result(asked), context, media_type)
+            return cached(request, context, Found(computed, "single flight", None, 0), media_type)
+        entry = None
+        context.caching = True
+        try:
+            result = await self._result(asked)
+            if result.data is not None and not result.errors and context.scope is not None:
+                tags = context.scope.loaders.tags or set()
+                body = orjson.dumps({"data": result.data})
+                entry = Entry.of(body, cache.time_to_live(tags), tags)
+                await cache.store([raw_key, key], entry, found)
+        finally:
+            cache.landed(key, entry)
+        if entry is None:
+            return self._respond_with(result, context, media_type)
+        extensions = dict(result.extensions or {})
+        if context.settings.is_development:
+            extensions["cache"] = {"hit": False}
+        return entry_response(request, context, entry, media_type, hit=False, extensions=extensions)
+
+    async def _result(self, asked: _Asked) -> ExecutionResult:
+        request, prepared, operation = asked.request, asked.prepared, asked.operation
+        graphql_request, context = asked.graphql, asked.context
         if self._planned(request, prepared.document, operation):
             problems = prepared.check(graphql_request.operation_name, graphql_request.variables)
             if problems:
                 raise RequestError(400, problems, graphql=True)
-            result = await self._run(
+            return await self._run(
                 self._execute_planned(prepared, operation, graphql_request, context),
                 graphql_request,
                 context,
             )
-        else:
-            result = await self._run(
-                self._schema.execute(
-                    graphql_request.query,
-                    variable_values=graphql_request.variables,
-                    context_value=context,
-                    operation_name=graphql_request.operation_name,
-                ),
-                graphql_request,
-                context,
-            )
+        return await self._run(
+            self._schema.execute(
+                graphql_request.query,
+                variable_values=graphql_request.variables,
+                context_value=context,
+                operation_name=graphql_request.operation_name,
+            ),
+            graphql_request,
+            context,
+        )
+
+    def _respond_with(self, result: ExecutionResult, context: Context, media_type: str) -> Response:
         headers = {REQUEST_ID_HEADER: context.request_id}
         if result.data is None and result.errors and all(e.path is None for e in result.errors):
             # Failed before execution: variables that do not coerce, or a request check.

@@ -32,6 +32,7 @@ from graphql import (
     StringValueNode,
     TokenKind,
     parse,
+    print_ast,
     specified_rules,
     validate,
     visit,
@@ -70,6 +71,9 @@ class PreparedDocument:
     cost_bound: int
     schema: GraphQLSchema
     limits: Limits
+    # The document printed in one canonical spelling: two spellings of one document (its
+    # spaces, its comments) share a cached response.
+    normalized: str = ""
     _costs: dict[tuple[str | None, bytes], int] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -182,7 +186,7 @@ class OperationCache:
             ),
             default=0,
         )
-        return PreparedDocument(document, (), bound, self.schema, limits)
+        return PreparedDocument(document, (), bound, self.schema, limits, print_ast(document))
 
     def _refused(self, *errors: GraphQLError) -> PreparedDocument:
         return PreparedDocument(None, errors, 0, self.schema, self.limits)

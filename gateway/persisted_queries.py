@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.errors import ErrorCode, request_error
+from core.outages import Outage
 from datasources.persisted_queries import digest_of, persist_query, persisted_query
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,12 @@ class PersistedQueries:
     def __init__(self, seconds: int) -> None:
         self._seconds = seconds
         self._kept: OrderedDict[str, str] = OrderedDict()
-        self._redis_down = False
+        self._outage = Outage(
+            logger,
+            began="persisted queries are unavailable while Redis is: clients send whole "
+            "documents until it is back",
+            ended="persisted queries are available again",
+        )
 
     async def document(self, redis: Redis, digest: str, query: str | None) -> str:
         """The document a request names by ``digest``: ``query`` itself if it sent one
@@ -81,10 +87,10 @@ class PersistedQueries:
         try:
             found = await persisted_query(redis=redis, digest=digest)
         except REDIS_FAILURES as error:
-            self._failed(error)
+            self._outage.failed(error)
             found = None
         else:
-            self._recovered()
+            self._outage.recovered()
         if found is None:
             raise PersistedQueryError(
                 "persisted query not found: send the query with its hash",
@@ -101,25 +107,12 @@ class PersistedQueries:
         try:
             await persist_query(redis=redis, digest=digest, query=query, seconds=self._seconds)
         except REDIS_FAILURES as error:
-            self._failed(error)
+            self._outage.failed(error)
         else:
-            self._recovered()
+            self._outage.recovered()
 
     def _keep(self, digest: str, query: str) -> None:
         self._kept[digest] = query
         if len(self._kept) > DOCUMENTS_KEPT:
             self._kept.popitem(last=False)
 
-    def _failed(self, error: BaseException) -> None:
-        if not self._redis_down:
-            self._redis_down = True
-            logger.warning(
-                "persisted queries are unavailable while Redis is (%s): clients send whole "
-                "documents until it is back",
-                type(error).__name__,
-            )
-
-    def _recovered(self) -> None:
-        if self._redis_down:
-            self._redis_down = False
-            logger.info("persisted queries are available again")

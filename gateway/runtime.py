@@ -13,7 +13,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from core.connections import Connections, StoreUrls, open_connections
+from core.response_cache import ResponseCache
 from core.settings import Settings
+from core.sources import SNAPSHOT_TAG
 from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import take_turn
 from datasources.report_writes import reconcile_documents
@@ -71,14 +73,17 @@ async def connected_stores(
 
 
 async def refresh_counter_snapshots(
-    connections: Connections, interval: float, stop: asyncio.Event
+    connections: Connections, interval: float, stop: asyncio.Event, cache: ResponseCache | None
 ) -> None:
     """Copy counters to PostgreSQL every ``interval`` seconds, by one process of the cluster
-    per period, until ``stop`` is set; a failing store skips a period."""
+    per period, until ``stop`` is set; a failing store skips a period. Lists ordered by
+    views follow each copy at once."""
     while not await stopped_within(stop, interval):
         try:
             if await take_turn(redis=connections.redis, name="counter-snapshot", seconds=interval):
                 await snapshot_counters(redis=connections.redis, engine=connections.engine)
+                if cache is not None:
+                    await cache.invalidate([SNAPSHOT_TAG])
         except (RedisError, DBAPIError, OSError, TimeoutError) as error:
             logger.warning("counter snapshot skipped: %s", error)
 

@@ -177,7 +177,18 @@ async def _write(info: Info, operation: Awaitable[Any], conflict: str) -> Any:
         return Conflict(message=conflict)
 
 
+async def _written(info: Info, type_name: str, row_id: int) -> None:
+    """After a write, no cached response that read the row, or a list of its type, is
+    served again. Reports are filtered by their authors' institutions, so their lists
+    change with an author."""
+    tags = [sources.entity_tag(type_name, row_id), sources.list_tag(type_name)]
+    if type_name == "Author":
+        tags.append(sources.list_tag("Report"))
+    await info.context.invalidate(*tags)
+
+
 async def _saved(info: Info, kind: Kind, row_id: int) -> Any:
+    await _written(info, kind.type_name, row_id)
     loaders = info.context.loaders
     loaders.clear(kind.source, row_id)
     row = await loaders.load(kind.source, row_id)
@@ -251,6 +262,7 @@ class DirectoryMutation:
             )
         if not outcome.deleted:
             return NotFound(message="no such author", id=id)
+        await _written(info, "Author", author_id)
         info.context.loaders.clear(sources.AUTHOR, author_id)
         return AuthorDeleted(deleted_id=id)
 

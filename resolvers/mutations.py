@@ -267,8 +267,13 @@ async def _check_fields(
     return columns, authors, technology_ids
 
 
-def _forget(info: Info, report_id: int) -> None:
-    """After a write, this request's loaders must read the new state."""
+async def _forget(info: Info, report_id: int) -> None:
+    """After a write, this request's loaders and every cached response must read the new
+    state: the report's, and every list's (a write may change what filters and sorts
+    read)."""
+    await info.context.invalidate(
+        sources.entity_tag("Report", report_id), sources.list_tag("Report")
+    )
     loaders = info.context.loaders
     for source in (
         sources.REPORT, sources.AUTHORSHIPS_OF_REPORT, sources.TECHNOLOGIES_OF_REPORT,
@@ -278,7 +283,7 @@ def _forget(info: Info, report_id: int) -> None:
 
 
 async def _saved(info: Info, report_id: int) -> ReportSaved | NotFound:
-    _forget(info, report_id)
+    await _forget(info, report_id)
     row = await info.context.loaders.load(sources.REPORT, report_id)
     if row is None:
         return NotFound(
@@ -413,7 +418,7 @@ class ReportMutation:
         )  # fmt: skip
         if not deleted or report_id is None:
             return NotFound(message="no such report", id=id)
-        _forget(info, report_id)
+        await _forget(info, report_id)
         return ReportDeleted(deleted_id=id)
 
     @strawberry.mutation(
@@ -465,6 +470,9 @@ async def _count(info: Info, report_id: strawberry.ID, counter: Counter) -> Coun
         report_writes.record(
             redis=info.context.connections.redis, report_id=database_id, counter=counter
         ),
+    )
+    await info.context.invalidate(
+        sources.entity_tag(sources.COUNTERS, database_id), sources.LEADERBOARDS_TAG
     )
     info.context.loaders.clear(sources.COUNTERS_OF_REPORT, database_id)
     return Counted(

@@ -12,7 +12,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,15 @@ async def call(settings: Settings, connections: Connections) -> AsyncIterator[Ca
     keys = {role.value: (await issue_key(connections, settings, role)).key for role in Role}
     async with lifespan_client(create_app(settings)) as client:
         yield Caller(client, keys)
+
+
+@contextmanager
+def own_redis(settings: Settings, directory: Path) -> Iterator[tuple[Settings, EmbeddedStores]]:
+    """``settings`` with a Redis server of their own, which the caller may stop."""
+    wanted = StoreUrls(settings.database_url, settings.mongo_url, None)
+    with EmbeddedStores(directory, wanted) as own:
+        urls = own.start()
+        yield settings.model_copy(update={"redis_url": urls.redis_url, "store_timeout": 1.0}), own
 
 
 @asynccontextmanager

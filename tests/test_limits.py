@@ -286,7 +286,10 @@ async def test_operations_past_the_concurrency_limit_wait_their_turn(
         return []
 
     monkeypatch.setattr("core.sources.top_report_ids", held_leaderboard)
-    app = create_app(settings.model_copy(update={"max_concurrent_operations": 1}))
+    # Both execute: no answer from the response cache for the second.
+    app = create_app(
+        settings.model_copy(update={"max_concurrent_operations": 1, "response_cache": False})
+    )
     query = {"query": "{ topReports(limit: 3) { title } }"}
     async with lifespan_client(app) as client:
         first = asyncio.create_task(client.post("/graphql", json=query))

@@ -171,8 +171,9 @@ async def failing_store(
     wanted = StoreUrls(settings.database_url, settings.mongo_url, settings.redis_url)
     with EmbeddedStores(tmp_path / "own", StoreUrls(**{**wanted.__dict__, field: None})) as own:
         urls = own.start()
+        # Every request reaches the stores: no answer from the response cache.
         own_settings = settings.model_copy(
-            update={field: getattr(urls, field), "store_timeout": 1.0}
+            update={field: getattr(urls, field), "store_timeout": 1.0, "response_cache": False}
         )
         stores = open_connections(own_settings, urls)
         await document_migrations.upgrade(stores.documents)
@@ -242,7 +243,7 @@ async def test_a_connection_the_server_dropped_fails_one_read_and_is_replaced(
     the pool replaces it."""
     await seed(connections, reports=3, progress=False)
     monkeypatch.setattr("core.connections.POSTGRES_POOL_SIZE", 1)
-    app = create_app(settings)
+    app = create_app(settings.model_copy(update={"response_cache": False}))
     query = {"query": "{ reports(first: 3) { edges { node { title type { name } } } } }"}
     async with lifespan_client(app) as client:
         assert "errors" not in (await client.post("/graphql", json=query)).json()

@@ -1,0 +1,332 @@
+"""The response cache: what a query answered, kept for the next caller of the same scope
+who sends the same request, until a mutation changes something it read or its time is up.
+
+Two tiers. Redis holds entries for every process (see datasources/response_cache.py);
+each process keeps the entries it met last in memory, bounded by bytes, in front of it. A
+process's own tier stays correct across processes through Redis: every invalidation is
+published, and each process drops its entries that carry an invalidated tag. A process
+uses its tier only while it is subscribed: when the subscription fails, it empties the
+tier and reads Redis alone until it is subscribed again. With Redis down, nothing is
+looked up or stored: requests are executed, as they would be with no cache.
+
+An entry carries the tags of everything its response read (see core/sources.py) and lives
+as long as the shortest time to live of their types: the live counters' (``Counters``)
+is a second by default, whatever the others'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.outages import Outage
+from core.sources import COUNTERS
+from datasources.response_cache import CHANNEL, cached, invalidate_tags, store_entry
+
+logger = logging.getLogger(__name__)
+
+REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+# Seconds between attempts to subscribe again after the subscription failed, and to use
+# Redis again after a call failed: a hung Redis costs one request a second its timeout.
+RESUBSCRIBE_AFTER = 1.0
+RETRY_AFTER = 1.0
+# Seconds a subscriber waits for a message at a time, so that it notices a stop.
+LISTEN_FOR = 1.0
+# Every entry of the process's tier is dropped by this message (a flush).
+EVERYTHING = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A cached response: its JSON (``data`` only), when it was stored, until when it
+    holds, and the tags of what it read."""
+
+    body: bytes
+    stored_at: float
+    expires_at: float
+    tags: tuple[str, ...]
+    # The body's HTTP entity tag.
+    etag: str
+
+    @classmethod
+    def of(cls, body: bytes, ttl: float, tags: Iterable[str]) -> Entry:
+        now = time.time()
+        etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        return cls(body, now, now + ttl, tuple(sorted(tags)), etag)
+
+    def encode(self) -> bytes:
+        header = orjson.dumps([self.stored_at, self.expires_at, self.tags, self.etag])
+        return header + b"\n" + self.body
+
+    @classmethod
+    def decode(cls, stored: bytes) -> Entry:
+        header, _, body = stored.partition(b"\n")
+        stored_at, expires_at, tags, etag = orjson.loads(header)
+        return cls(body, stored_at, expires_at, tuple(tags), etag)
+
+    @property
+    def age(self) -> int:
+        return max(0, int(time.time() - self.stored_at))
+
+    @property
+    def remaining(self) -> int:
+        return max(0, int(self.expires_at - time.time()))
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What a look-up found: an entry and the tier it came from, or none; and the Redis
+    epoch and local generation read before, which a fill of the same response needs."""
+
+    entry: Entry | None
+    tier: str | None
+    epoch: bytes | None
+    generation: int
+
+
+@dataclass
+class CacheCounters:
+    """Kept for the metrics endpoint to read."""
+
+    hits: dict[str, int] = field(default_factory=lambda: {"memory": 0, "redis": 0})
+    misses: int = 0
+    stored: int = 0
+    stored_bytes: int = 0
+    invalidations: int = 0
+    single_flight_waits: int = 0
+
+
+class ResponseCache:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        ttl: float,
+        ttls: Mapping[str, float],
+        volatile_ttl: float,
+        memory_bytes: int,
+    ) -> None:
+        self._redis = redis
+        self._ttl = ttl
+        self._ttls = dict(ttls)
+        self._volatile_ttl = volatile_ttl
+        self._memory_bytes = memory_bytes
+        self._local: OrderedDict[str, Entry] = OrderedDict()
+        self._local_size = 0
+        self._by_tag: defaultdict[str, set[str]] = defaultdict(set)
+        # Invalidations this process has applied: a look-up or fill that saw another number
+        # may hold what they dropped, and is not kept in memory.
+        self._generation = 0
+        self._subscribed = False
+        self._outage = Outage(
+            logger,
+            began="the response cache is bypassed while Redis is unavailable",
+            ended="the response cache is in use again",
+        )
+        self._retry_at = 0.0
+        # Tags a mutation invalidated while Redis was unavailable: invalidated first when it
+        # is back, before any entry is read from it.
+        self._pending: set[str] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._flights: dict[str, asyncio.Future[Entry | None]] = {}
+        self.counters = CacheCounters()
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen())
+
+    async def stop(self) -> None:
+        # The listener only waits for messages: cancelling it leaves no write half-done,
+        # and its connection is closed on the way out.
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+
+    def time_to_live(self, tags: Iterable[str]) -> float:
+        ttl = self._ttl
+        for tag in tags:
+            type_name = tag.partition(":")[0]
+            if type_name == COUNTERS:
+                ttl = min(ttl, self._volatile_ttl)
+            else:
+                ttl = min(ttl, self._ttls.get(type_name, self._ttl))
+        return ttl
+
+    async def find(self, digest: str) -> Found:
+        generation = self._generation
+        entry = self._local.get(digest)
+        if entry is not None:
+            if entry.expires_at > time.time():
+                self._local.move_to_end(digest)
+                self.counters.hits["memory"] += 1
+                return Found(entry, "memory", None, generation)
+            self._drop(digest)
+        if not await self._available():
+            return Found(None, None, None, generation)
+        try:
+            stored, epoch = await cached(redis=self._redis, digest=digest)
+        except REDIS_FAILURES as error:
+            self._failed(error)
+            return Found(None, None, None, generation)
+        if stored is None:
+            return Found(None, None, epoch, generation)
+        entry = Entry.decode(stored)
+        self.counters.hits["redis"] += 1
+        self._keep(digest, entry, generation)
+        return Found(entry, "redis", epoch, generation)
+
+    def missed(self) -> None:
+        self.counters.misses += 1
+
+    async def store(self, digests: list[str], entry: Entry, found: Found) -> None:
+        """Keep ``entry`` under ``digests``, unless what it read was invalidated since
+        ``found`` was looked up."""
+        if found.epoch is None:  # Redis was down at the look-up
+            return
+        milliseconds = int((entry.expires_at - entry.stored_at) * 1000)
+        if milliseconds <= 0 or not await self._available():
+            return
+        try:
+            stored = await store_entry(
+                redis=self._redis,
+                digests=digests,
+                entry=entry.encode(),
+                tags=entry.tags,
+                milliseconds=milliseconds,
+                epoch=found.epoch,
+            )
+        except REDIS_FAILURES as error:
+            self._failed(error)
+            return
+        if stored:
+            self.counters.stored += 1
+            self.counters.stored_bytes += len(entry.body)
+            for digest in digests:
+                self._keep(digest, entry, found.generation)
+
+    async def invalidate(self, tags: Iterable[str]) -> None:
+        """Drop every entry that read one of ``tags``, in every process; this process's
+        at once."""
+        unique = sorted(set(tags))
+        if not unique:
+            return
+        self.counters.invalidations += 1
+        self._drop_tagged(unique)
+        self._pending.update(unique)
+        await self._available()
+
+    async def _available(self) -> bool:
+        """Whether Redis may be used now: not within a second of a failure, and with every
+        invalidation made while it was unavailable applied."""
+        if self._outage.ongoing and time.monotonic() < self._retry_at:
+            return False
+        if self._pending:
+            tags = sorted(self._pending)
+            try:
+                await invalidate_tags(redis=self._redis, tags=tags, message=orjson.dumps(tags))
+            except REDIS_FAILURES as error:
+                self._failed(error)
+                return False
+            self._pending.difference_update(tags)
+        self._outage.recovered()
+        return True
+
+    async def single_flight(self, digest: str, wait: float) -> asyncio.Future[Entry | None] | None:
+        """None if the caller is the first to compute ``digest`` (it must call ``landed``),
+        else the future of the first caller's entry, after at most ``wait`` seconds."""
+        flight = self._flights.get(digest)
+        if flight is None:
+            self._flights[digest] = asyncio.get_running_loop().create_future()
+            return None
+        self.counters.single_flight_waits += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(flight), wait)
+        return flight
+
+    def landed(self, digest: str, entry: Entry | None) -> None:
+        flight = self._flights.pop(digest, None)
+        if flight is not None and not flight.done():
+            flight.set_result(entry)
+
+    def _keep(self, digest: str, entry: Entry, generation: int) -> None:
+        if not self._subscribed or generation != self._generation:
+            return
+        if len(entry.body) > self._memory_bytes // 8:
+            return  # one response may not push out most of the others
+        self._drop(digest)
+        self._local[digest] = entry
+        self._local_size += len(entry.body)
+        for tag in entry.tags:
+            self._by_tag[tag].add(digest)
+        while self._local_size > self._memory_bytes:
+            self._drop(next(iter(self._local)))
+
+    def _drop(self, digest: str) -> None:
+        entry = self._local.pop(digest, None)
+        if entry is None:
+            return
+        self._local_size -= len(entry.body)
+        for tag in entry.tags:
+            tagged = self._by_tag.get(tag)
+            if tagged is not None:
+                tagged.discard(digest)
+                if not tagged:
+                    del self._by_tag[tag]
+
+    def _drop_tagged(self, tags: Iterable[str]) -> None:
+        self._generation += 1
+        for tag in tags:
+            if tag == EVERYTHING:
+                self._clear()
+                return
+            for digest in list(self._by_tag.get(tag, ())):
+                self._drop(digest)
+
+    def _clear(self) -> None:
+        self._generation += 1
+        self._local.clear()
+        self._by_tag.clear()
+        self._local_size = 0
+
+    async def _listen(self) -> None:
+        """Apply every process's invalidations to this process's tier, for as long as the
+        process runs; without a subscription, the tier is empty and unused."""
+        while not self._stop.is_set():
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                # Anything kept before this point may have missed an invalidation.
+                self._clear()
+                self._subscribed = True
+                while not self._stop.is_set():
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=LISTEN_FOR
+                    )
+                    if message is not None and message.get("type") == "message":
+                        self._drop_tagged(orjson.loads(message["data"]))
+            except REDIS_FAILURES as error:
+                self._failed(error)
+            finally:
+                self._subscribed = False
+                self._clear()
+                with contextlib.suppress(*REDIS_FAILURES):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), RESUBSCRIBE_AFTER)
+
+    def _failed(self, error: BaseException) -> None:
+        self._clear()
+        self._retry_at = time.monotonic() + RETRY_AFTER
+        self._outage.failed(error)

@@ -1,0 +1,273 @@
+"""The response cache, against the real stores: hits and misses, invalidation by every
+kind of write, scopes, volatility, single flight, HTTP caching, two processes on one Redis,
+and Redis stopped."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.connections import Connections
+from core.settings import Settings
+from datasources.counters import ReportCounters, set_report_counters
+from gateway.app import create_app
+from resolvers.nodes import to_global_id
+from tests.conftest import Caller, lifespan_client, own_redis
+from tests.test_mutations import CREATE, report_input
+
+REPORT = "query($id: ID!) { report(id: $id) { title wordCount authors { author { name } } } }"
+LIST = "{ reports(first: 50) { totalCount edges { node { databaseId title } } } }"
+# The same operation, spelled otherwise.
+LIST_RESPELLED = """
+# the same list
+{ reports( first : 50 ) {
+    totalCount
+    edges { node { databaseId   title } }
+} }"""
+STATS = "query($id: ID!) { report(id: $id) { stats { views } } }"
+REPORT_ID = to_global_id("Report", 3)
+
+
+async def _ask(
+    client: httpx.AsyncClient,
+    document: str,
+    variables: dict[str, Any] | None = None,
+    key: str | None = None,
+) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    response = await client.post(
+        "/graphql", json={"query": document, "variables": variables or {}}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def _mutate(call: Caller, document: str, variables: dict[str, Any]) -> dict[str, Any]:
+    return await call(document, variables, role="admin")
+
+
+async def test_a_repeated_query_is_a_hit_with_its_age(call: Caller) -> None:
+    first = await _ask(call.client, LIST)
+    second = await _ask(call.client, LIST)
+    assert first.headers["x-cache"] == "MISS"
+    assert first.headers["age"] == "0"
+    assert second.headers["x-cache"] == "HIT"
+    assert int(second.headers["age"]) >= 0
+    assert second.json()["data"] == first.json()["data"]
+    # Development says so in the body as well, and a hit costs no round trip.
+    assert second.json()["extensions"]["cache"]["hit"] is True
+    assert "roundTrips" not in second.json()["extensions"]
+    assert first.json()["extensions"]["cache"] == {"hit": False}
+
+
+async def test_two_spellings_of_one_query_share_an_entry(call: Caller) -> None:
+    first = await _ask(call.client, LIST)
+    respelled = await _ask(call.client, LIST_RESPELLED)
+    assert respelled.headers["x-cache"] == "HIT"
+    assert respelled.json()["data"] == first.json()["data"]
+
+
+async def _titles(client: httpx.AsyncClient) -> list[str]:
+    data = (await _ask(client, LIST)).json()["data"]
+    return [edge["node"]["title"] for edge in data["reports"]["edges"]]
+
+
+async def test_an_updated_report_is_never_answered_from_before(call: Caller) -> None:
+    before = (await _ask(call.client, REPORT, {"id": REPORT_ID})).json()["data"]
+    await _titles(call.client)
+    await _mutate(
+        call,
+        'mutation($id: ID!) { updateReport(id: $id, input: {title: "Renamed", wordCount: 9})'
+        " { __typename } }",
+        {"id": REPORT_ID},
+    )
+    after = await _ask(call.client, REPORT, {"id": REPORT_ID})
+    assert after.headers["x-cache"] == "MISS"
+    assert after.json()["data"]["report"]["title"] == "Renamed"
+    assert after.json()["data"]["report"]["wordCount"] == 9
+    assert before["report"]["title"] != "Renamed"
+    assert "Renamed" in await _titles(call.client)
+
+
+async def test_lists_gain_created_reports_and_lose_deleted_ones(call: Caller) -> None:
+    listed = (await _ask(call.client, LIST)).json()["data"]["reports"]
+    created = (await _mutate(call, CREATE, {"input": report_input(title="Brand new")}))[
+        "createReport"
+    ]["report"]
+    grown = (await _ask(call.client, LIST)).json()["data"]["reports"]
+    assert grown["totalCount"] == listed["totalCount"] + 1
+    assert "Brand new" in [edge["node"]["title"] for edge in grown["edges"]]
+    new_id = to_global_id("Report", created["databaseId"])
+    await _mutate(
+        call, "mutation($id: ID!) { deleteReport(id: $id) { __typename } }", {"id": new_id}
+    )
+    shrunk = (await _ask(call.client, LIST)).json()["data"]["reports"]
+    assert shrunk == listed
+
+
+async def test_a_renamed_author_is_renamed_in_every_cached_report(call: Caller) -> None:
+    report = (await _ask(call.client, REPORT, {"id": REPORT_ID})).json()["data"]["report"]
+    named = report["authors"][0]["author"]["name"]
+    authors = await _ask(call.client, "{ authors(first: 100) { edges { node { id name } } } }")
+    author_id = next(
+        edge["node"]["id"]
+        for edge in authors.json()["data"]["authors"]["edges"]
+        if edge["node"]["name"] == named
+    )
+    await _mutate(
+        call,
+        'mutation($id: ID!) { updateAuthor(id: $id, input: {name: "Ada Renamed"}) { __typename } }',
+        {"id": author_id},
+    )
+    again = (await _ask(call.client, REPORT, {"id": REPORT_ID})).json()["data"]["report"]
+    assert again["authors"][0]["author"]["name"] == "Ada Renamed"
+    renamed = await _ask(call.client, "{ authors(first: 100) { edges { node { id name } } } }")
+    assert "Ada Renamed" in str(renamed.json()["data"])
+
+
+async def test_a_changed_document_and_a_counted_view_are_read_at_once(call: Caller) -> None:
+    document = "query($id: ID!) { report(id: $id) { document { tags } } }"
+    await _ask(call.client, document, {"id": REPORT_ID})
+    await _mutate(
+        call,
+        'mutation($id: ID!) { upsertReportDocument(reportId: $id, document: {tags: ["fresh"]})'
+        " { __typename } }",
+        {"id": REPORT_ID},
+    )
+    tags = (await _ask(call.client, document, {"id": REPORT_ID})).json()["data"]
+    assert tags["report"]["document"]["tags"] == ["fresh"]
+    views = (await _ask(call.client, STATS, {"id": REPORT_ID})).json()["data"]
+    await _mutate(call, "mutation($id: ID!) { recordView(reportId: $id) { __typename } }",
+                  {"id": REPORT_ID})  # fmt: skip
+    counted = (await _ask(call.client, STATS, {"id": REPORT_ID})).json()["data"]
+    assert counted["report"]["stats"]["views"] == views["report"]["stats"]["views"] + 1
+
+
+async def test_counters_changed_without_a_mutation_are_at_most_their_ttl_old(
+    settings: Settings, connections: Connections, call: Caller
+) -> None:
+    volatile = settings.model_copy(update={"cache_volatile_ttl": 0.3})
+    async with lifespan_client(create_app(volatile)) as client:
+        await _ask(client, STATS, {"id": REPORT_ID})
+        await set_report_counters(
+            redis=connections.redis,
+            counters=[ReportCounters(report_id=3, views=123_456, downloads=0)],
+        )
+        cached = await _ask(client, STATS, {"id": REPORT_ID})
+        assert cached.headers["x-cache"] == "HIT"
+        assert int(cached.headers["age"]) <= 1
+        await asyncio.sleep(0.4)
+        fresh = (await _ask(client, STATS, {"id": REPORT_ID})).json()["data"]
+    assert fresh["report"]["stats"]["views"] == 123_456
+
+
+async def test_roles_never_share_an_entry(call: Caller) -> None:
+    emails = "{ authors(first: 3) { edges { node { email } } } }"
+    reader = await _ask(call.client, emails, key=call.keys["reader"])
+    assert "errors" not in reader.json()
+    anonymous = await _ask(call.client, emails)
+    assert anonymous.headers.get("x-cache") != "HIT"
+    assert anonymous.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    editor = await _ask(call.client, emails, key=call.keys["editor"])
+    assert editor.headers["x-cache"] == "MISS"
+    assert editor.json()["data"] == reader.json()["data"]
+
+
+async def test_answers_with_errors_are_not_kept(call: Caller) -> None:
+    emails = "{ authors(first: 3) { edges { node { email } } } }"
+    for _ in range(2):
+        response = await _ask(call.client, emails)
+        assert "errors" in response.json()
+        assert "x-cache" not in response.headers
+
+
+async def test_concurrent_identical_misses_execute_once(
+    call: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held_leaderboard(**_: Any) -> list[int]:
+        calls.append(1)
+        started.set()
+        await release.wait()  # a store that answers when told, injected
+        return [1, 2]
+
+    monkeypatch.setattr("core.sources.top_report_ids", held_leaderboard)
+    document = "{ topReports(limit: 2) { title } }"
+    asked = [asyncio.create_task(_ask(call.client, document)) for _ in range(32)]
+    await started.wait()
+    await asyncio.sleep(0.2)
+    release.set()
+    answers = await asyncio.gather(*asked)
+    assert calls == [1]
+    assert all(response.json()["data"] == answers[0].json()["data"] for response in answers)
+
+
+async def test_get_answers_carry_http_caching_headers(call: Caller) -> None:
+    query = {"query": LIST}
+    first = await call.client.get("/graphql", params=query)
+    assert first.headers["cache-control"].startswith("public, max-age=")
+    etag = first.headers["etag"]
+    unchanged = await call.client.get("/graphql", params=query, headers={"if-none-match": etag})
+    assert unchanged.status_code == 304
+    assert unchanged.content == b""
+    authenticated = await call.client.get(
+        "/graphql", params=query, headers={"authorization": f"Bearer {call.keys['reader']}"}
+    )
+    assert authenticated.headers["cache-control"].startswith("private, max-age=")
+
+
+async def _eventually(check: Any) -> None:
+    """Until ``check()`` holds: invalidations reach other processes through Redis's
+    pub/sub, a moment after the write."""
+    for _ in range(100):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("never held")
+
+
+async def test_two_processes_see_each_others_invalidations(
+    call: Caller, settings: Settings
+) -> None:
+    async with lifespan_client(create_app(settings)) as other:
+        for client in (call.client, other, call.client, other):
+            await _ask(client, REPORT, {"id": REPORT_ID})  # in both tiers of both
+        assert (await _ask(other, REPORT, {"id": REPORT_ID})).headers["x-cache"] == "HIT"
+        await _mutate(
+            call,
+            'mutation($id: ID!) { updateReport(id: $id, input: {title: "Seen everywhere"})'
+            " { __typename } }",
+            {"id": REPORT_ID},
+        )
+
+        async def fresh_in_other() -> bool:
+            data = (await _ask(other, REPORT, {"id": REPORT_ID})).json()["data"]
+            return bool(data["report"]["title"] == "Seen everywhere")
+
+        await _eventually(fresh_in_other)
+
+
+async def test_with_redis_stopped_every_answer_stays_correct(
+    settings: Settings, connections: Connections, tmp_path: Path, call: Caller
+) -> None:
+    with own_redis(settings, tmp_path / "own") as (own_settings, own):
+        async with lifespan_client(create_app(own_settings)) as client:
+            await _ask(client, REPORT, {"id": REPORT_ID})
+            assert (await _ask(client, REPORT, {"id": REPORT_ID})).headers["x-cache"] == "HIT"
+            own.stop()
+            await call(
+                'mutation($id: ID!) { updateReport(id: $id, input: {title: "While down"})'
+                " { __typename } }",
+                {"id": REPORT_ID},
+                role="admin",
+            )
+            # Another process wrote it; this one's memory went with its Redis.
+            answered = await _ask(client, REPORT, {"id": REPORT_ID})
+            assert answered.json()["data"]["report"]["title"] == "While down"
+            assert "x-cache" not in answered.headers or answered.headers["x-cache"] == "MISS"
