@@ -139,7 +139,8 @@ def main() -> None:
     arguments = parser.parse_args()
     in_process(arguments.runs)
     data_dir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    settings = {"counter_snapshot_interval": "0"}
+    # The probe executes each time: no answer comes from the response cache.
+    settings = {"counter_snapshot_interval": "0", "response_cache": "false"}
     try:
         run_command(data_dir, "seed", "--reports", str(arguments.reports), "--no-progress")
         with serving(data_dir, **settings) as gateway:
