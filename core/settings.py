@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     max_concurrent_operations: int = Field(default=8, gt=0)
     # Seconds Redis keeps a persisted query's document after it was registered.
     persisted_query_ttl: int = Field(default=7 * 24 * 3600, gt=0)
+    # Accept only operations of the allow-list (`gateway persisted add`), by hash or by
+    # document; unset: on in production, off elsewhere.
+    persisted_queries_only: bool | None = None
     # The response cache (see core/response_cache.py): on, how long an entry lives (per
     # type it read, as JSON: {"Report": 30}; the shortest of its types counts), how long
     # one that read the live counters lives, and the bytes each process keeps in memory.
@@ -114,3 +117,9 @@ class Settings(BaseSettings):
     @property
     def is_development(self) -> bool:
         return self.environment is Environment.DEVELOPMENT
+
+    @property
+    def accepts_only_persisted_queries(self) -> bool:
+        if self.persisted_queries_only is not None:
+            return self.persisted_queries_only
+        return self.environment is Environment.PRODUCTION

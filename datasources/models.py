@@ -210,3 +210,15 @@ class IdempotencyKey(Base):
     operation: Mapped[str] = mapped_column(String(50))
     report_id: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PersistedQuery(Base):
+    """An operation of the allow-list (``gateway persisted add``), under the SHA-256 of its
+    document: what a gateway that accepts only persisted queries serves."""
+
+    __tablename__ = "persisted_queries"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document: Mapped[str] = mapped_column(Text)
+    operation_name: Mapped[str | None] = mapped_column(String(200))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

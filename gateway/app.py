@@ -25,6 +25,7 @@ from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
 from gateway.http import GraphQLOverHTTP, error_response
 from gateway.limits import Limits
+from gateway.persisted_queries import PersistedQueries
 from gateway.runtime import reconcile_stores, refresh_counter_snapshots, running_stores
 from gateway.schema import build_schema
 from gateway.websocket import GraphQLOverWebSocket
@@ -122,7 +123,11 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
 
     schema = build_schema(Limits.from_settings(settings))
     origins = OriginPolicy(settings)
-    graphql = GraphQLPath(GraphQLOverHTTP(schema, settings), GraphQLOverWebSocket(schema, origins))
+    persisted = PersistedQueries(settings)
+    graphql = GraphQLPath(
+        GraphQLOverHTTP(schema, settings, persisted),
+        GraphQLOverWebSocket(schema, origins, persisted),
+    )
     app = Starlette(
         routes=[
             # Every method reaches the endpoint, which answers the ones it refuses in JSON.

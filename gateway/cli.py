@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, migrate, seed, export-schema."""
+"""The ``gateway`` command: serve, migrate, seed, apikey, persisted, export-schema."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from core.connections import StoreUrls
 from core.settings import Settings
 from datasources import api_keys
 from datasources.models import Role
+from datasources.persisted_queries import allow_queries
 from gateway import migrate
 from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
 from gateway.embedded.process import ServerStartError
@@ -86,6 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key")
     key_commands.add_parser("list", help="list keys (never the keys themselves)")
     keys.set_defaults(handler=_apikey)
+
+    persisted = commands.add_parser("persisted", help="manage the allow-list of persisted queries")
+    persisted_commands = persisted.add_subparsers(dest="persisted_command", required=True)
+    add = persisted_commands.add_parser(
+        "add",
+        help="add the operations of a file: Apollo's persisted-query manifest, or a JSON "
+        "object of documents by SHA-256",
+    )
+    add.add_argument("file", type=Path)
+    persisted.set_defaults(handler=_persisted)
 
     export = commands.add_parser("export-schema", help="print the GraphQL SDL")
     export.add_argument("--output", type=Path, help="write to this file instead of stdout")
@@ -194,6 +205,27 @@ def _apikey(arguments: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def _persisted(arguments: argparse.Namespace, settings: Settings) -> int:
+    from gateway.limits import Limits  # noqa: PLC0415 - the schema is only needed here
+    from gateway.persisted_queries import allow_list_of  # noqa: PLC0415
+    from gateway.schema import build_schema  # noqa: PLC0415
+
+    try:
+        text = arguments.file.read_text(encoding="utf-8")
+        allowed = allow_list_of(text, build_schema(Limits.from_settings(settings)).operations)
+    except (OSError, ValueError) as error:
+        print(f"gateway: {arguments.file}: {error}", file=sys.stderr)
+        return 1
+
+    async def run() -> None:
+        async with running_stores(settings, attach=True, apply_migrations=True) as connections:
+            await allow_queries(engine=connections.engine, queries=allowed)
+
+    asyncio.run(run())
+    print(f"{len(allowed)} operations in the allow-list")
+    return 0
 
 
 def _export_schema(arguments: argparse.Namespace, _: Settings) -> int:

@@ -105,14 +105,16 @@ class _Asked:
 class GraphQLOverHTTP:
     """The ASGI endpoint of ``/graphql`` for HTTP (WebSocket has its own)."""
 
-    def __init__(self, schema: GatewaySchema, settings: Settings) -> None:
+    def __init__(
+        self, schema: GatewaySchema, settings: Settings, persisted: PersistedQueries
+    ) -> None:
         self._schema = schema
         self._settings = settings
         self._planner = Planner(schema._schema)
         # Operations whose client was answered at the deadline, finishing their store calls.
         self._overdue: set[asyncio.Task[ExecutionResult]] = set()
         self._turns = asyncio.Semaphore(settings.max_concurrent_operations)
-        self._persisted = PersistedQueries(settings.persisted_query_ttl)
+        self._persisted = persisted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -228,13 +230,14 @@ class GraphQLOverHTTP:
         if extensions is not None and not isinstance(extensions, dict):
             raise RequestError.of(400, "extensions must be a JSON object")
         query = params.get("query")
+        persisted = self._persisted
         try:
             digest = requested_digest(extensions)
-            if digest is not None and (query is None or isinstance(query, str)):
-                redis = request.app.state.connections.redis
-                params = {**params, "query": await self._persisted.document(redis, digest, query)}
+            if (digest is not None or persisted.only) and (query is None or isinstance(query, str)):
+                stores = request.app.state.connections
+                params = {**params, "query": await persisted.document(stores, digest, query)}
         except PersistedQueryError as refusal:
-            raise RequestError(400, [refusal.error], graphql=True) from refusal
+            raise RequestError(refusal.status, [refusal.error], graphql=True) from refusal
         return _graphql_request(params, registering=digest if query is not None else None)
 
     async def _body(self, request: Request) -> bytes:
@@ -274,9 +277,8 @@ class GraphQLOverHTTP:
         if isinstance(operation, GraphQLError):
             raise RequestError(400, [operation], graphql=True)
         if graphql_request.registering is not None:
-            redis = request.app.state.connections.redis
             await self._persisted.register(
-                redis, graphql_request.registering, graphql_request.query
+                request.app.state.connections, graphql_request.registering, graphql_request.query
             )
         if operation.operation is OperationType.SUBSCRIPTION:
             raise RequestError.of(400, "subscriptions are served over WebSocket at this same path")

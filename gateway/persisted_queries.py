@@ -9,22 +9,38 @@ leaves after ``GATEWAY_PERSISTED_QUERY_TTL``) and in each process for the ones i
 
 With Redis down, look-ups find nothing and nothing is kept, so that clients send whole
 documents and are served; the outage is logged once, not per request.
+
+In the allow-list mode (``GATEWAY_PERSISTED_QUERIES_ONLY``, on by default in production)
+the gateway runs only the operations loaded with ``gateway persisted add``, kept in
+PostgreSQL: by hash, or by a document that is one of them; any other document gets
+``PERSISTED_QUERY_NOT_IN_LIST``, and nothing a client sends is registered.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from core.connections import Connections
 from core.errors import ErrorCode, request_error
+from core.loaders import STORE_FAILURES
 from core.outages import Outage
-from datasources.persisted_queries import digest_of, persist_query, persisted_query
+from core.settings import Settings
+from core.sources import Store
+from datasources.persisted_queries import (
+    AllowedQuery,
+    allowed_query,
+    digest_of,
+    persist_query,
+    persisted_query,
+)
+from gateway.operations import OperationCache
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +54,12 @@ REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
 
 class PersistedQueryError(Exception):
-    def __init__(self, message: str, code: ErrorCode = ErrorCode.BAD_USER_INPUT) -> None:
+    def __init__(
+        self, message: str, code: ErrorCode = ErrorCode.BAD_USER_INPUT, status: int = 400
+    ) -> None:
         super().__init__(message)
         self.error = request_error(message, code)
+        self.status = status
 
 
 def requested_digest(extensions: Mapping[str, Any] | None) -> str | None:
@@ -61,8 +80,14 @@ def requested_digest(extensions: Mapping[str, Any] | None) -> str | None:
 
 
 class PersistedQueries:
-    def __init__(self, seconds: int) -> None:
-        self._seconds = seconds
+    """The documents requests name by hash. With ``only`` (the allow-list mode), every
+    request must name an operation of the allow-list, by hash or by its document, and
+    nothing a client sends is kept; otherwise clients register their own (APQ)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._seconds = settings.persisted_query_ttl
+        self.only = settings.accepts_only_persisted_queries
+        # Documents met last: registered ones, or allow-listed ones in the allow-list mode.
         self._kept: OrderedDict[str, str] = OrderedDict()
         self._outage = Outage(
             logger,
@@ -71,27 +96,33 @@ class PersistedQueries:
             ended="persisted queries are available again",
         )
 
-    async def document(self, redis: Redis, digest: str, query: str | None) -> str:
-        """The document a request names by ``digest``: ``query`` itself if it sent one
-        (checked against the hash), else the one kept under the hash."""
+    async def document(self, stores: Connections, digest: str | None, query: str | None) -> str:
+        """The document a request runs: the one kept under ``digest`` if it sent no
+        ``query``, else ``query`` itself, checked against the hash, and in the allow-list
+        mode against the allow-list."""
         if query is not None:
-            if digest_of(query) != digest:
+            if digest is not None and digest_of(query) != digest:
                 raise PersistedQueryError(
                     "extensions.persistedQuery.sha256Hash is not the SHA-256 of the query"
                 )
-            return query
+            if not self.only:
+                return query
+            digest = digest_of(query)
+        assert digest is not None, "a request with no query names its document by hash"
         found = self._kept.get(digest)
         if found is not None:
             self._kept.move_to_end(digest)
             return found
-        try:
-            found = await persisted_query(redis=redis, digest=digest)
-        except REDIS_FAILURES as error:
-            self._outage.failed(error)
-            found = None
-        else:
-            self._outage.recovered()
+        found = await (
+            self._allowed(stores, digest) if self.only else self._registered(stores, digest)
+        )
         if found is None:
+            if query is not None:
+                raise PersistedQueryError(
+                    "this gateway runs only the operations of its allow-list",
+                    ErrorCode.PERSISTED_QUERY_NOT_IN_LIST,
+                    403,
+                )
             raise PersistedQueryError(
                 "persisted query not found: send the query with its hash",
                 ErrorCode.PERSISTED_QUERY_NOT_FOUND,
@@ -99,13 +130,33 @@ class PersistedQueries:
         self._keep(digest, found)
         return found
 
-    async def register(self, redis: Redis, digest: str, query: str) -> None:
-        """Keep ``query``, which parsed and validated, under its hash."""
-        if digest in self._kept:
+    async def _registered(self, stores: Connections, digest: str) -> str | None:
+        try:
+            found = await persisted_query(redis=stores.redis, digest=digest)
+        except REDIS_FAILURES as error:
+            self._outage.failed(error)
+            return None
+        self._outage.recovered()
+        return found
+
+    async def _allowed(self, stores: Connections, digest: str) -> str | None:
+        try:
+            return await allowed_query(engine=stores.engine, digest=digest)
+        except STORE_FAILURES[Store.POSTGRES] as error:
+            raise PersistedQueryError(
+                "postgres is unavailable; try again later", ErrorCode.SERVICE_UNAVAILABLE, 503
+            ) from error
+
+    async def register(self, stores: Connections, digest: str, query: str) -> None:
+        """Keep ``query``, which parsed and validated, under its hash; never in the
+        allow-list mode, where only the allow-list is served."""
+        if self.only or digest in self._kept:
             return
         self._keep(digest, query)
         try:
-            await persist_query(redis=redis, digest=digest, query=query, seconds=self._seconds)
+            await persist_query(
+                redis=stores.redis, digest=digest, query=query, seconds=self._seconds
+            )
         except REDIS_FAILURES as error:
             self._outage.failed(error)
         else:
@@ -116,3 +167,39 @@ class PersistedQueries:
         if len(self._kept) > DOCUMENTS_KEPT:
             self._kept.popitem(last=False)
 
+
+def allow_list_of(text: str, operations: OperationCache) -> list[AllowedQuery]:
+    """The operations of an allow-list file: Apollo's persisted-query manifest
+    (``{"format": "apollo-persisted-query-manifest", "operations": [{"id", "name",
+    "body"}]}``), or a JSON object of documents by their SHA-256. Every hash must be its
+    document's, and every document must parse and validate: ValueError says which do not.
+    """
+    try:
+        manifest = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"not JSON: {error}") from error
+    if isinstance(manifest, dict) and isinstance(manifest.get("operations"), list):
+        entries = [
+            (entry.get("id"), entry.get("body"), entry.get("name"))
+            for entry in manifest["operations"]
+            if isinstance(entry, dict)
+        ]
+    elif isinstance(manifest, dict):
+        entries = [(digest, body, None) for digest, body in manifest.items()]
+    else:
+        raise ValueError("expected a persisted-query manifest or an object of documents")
+    allowed, problems = [], []
+    for digest, body, name in entries:
+        if not isinstance(digest, str) or not isinstance(body, str):
+            problems.append(f"{digest!r}: an id and a document are strings")
+        elif digest.lower() != digest_of(body):
+            problems.append(f"{digest}: not the SHA-256 of its document")
+        elif errors := operations.prepare(body).errors:
+            problems.append(f"{digest}: {errors[0].message}")
+        else:
+            allowed.append(
+                AllowedQuery(digest.lower(), body, name if isinstance(name, str) else None)
+            )
+    if problems:
+        raise ValueError("; ".join(problems))
+    return allowed

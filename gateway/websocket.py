@@ -8,6 +8,8 @@ Strawberry's protocol handlers, with three things added on the way in and out.
   escaping the handler and dropping the connection without a close frame.
 - Messages out: every error carries a code. Operations' errors have one already (see
   core.errors); this covers the few that the protocol handlers write themselves.
+- Persisted queries: an operation may name its document by hash, and in the allow-list
+  mode must be one of the allow-list's, as over HTTP (see gateway/persisted_queries.py).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from core.auth import ANONYMOUS, AuthenticationError, Authenticator
 from core.context import Context
-from core.errors import ErrorCode
+from core.errors import ErrorCode, client_error
 from gateway.cors import OriginPolicy
+from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
 from gateway.schema import GatewaySchema
 
 INVALID_MESSAGE = 4400
@@ -55,6 +58,24 @@ def well_formed(message: object) -> bool:
     return kind not in OBJECT_PAYLOADS or payload is None or isinstance(payload, Mapping)
 
 
+async def admitted(persisted: PersistedQueries, context: Context, message: Any) -> tuple[Any, Any]:
+    """``message`` with the document its operation runs, or the error that refuses it."""
+    if message["type"] not in ("subscribe", "start"):
+        return message, None
+    payload = message["payload"]
+    query, extensions = payload.get("query"), payload.get("extensions")
+    if query is not None and not isinstance(query, str):
+        return message, None  # the protocol handler refuses it
+    try:
+        digest = requested_digest(extensions if isinstance(extensions, Mapping) else None)
+        if digest is None and not persisted.only:
+            return message, None
+        document = await persisted.document(context.connections, digest, query)
+    except PersistedQueryError as refusal:
+        return None, client_error(refusal.error, context.request_id).formatted
+    return {**message, "payload": {**payload, "query": document}}, None
+
+
 def with_codes(message: Mapping[str, Any]) -> Mapping[str, Any]:
     """``message`` with a code on each of its errors that has none."""
     payload = message.get("payload")
@@ -76,7 +97,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if not well_formed(message):
             await self.handle_invalid_message("Invalid message")
             return
-        await super().handle_message(message)
+        persisted = cast("GraphQLOverWebSocket", self.view).persisted
+        resolved, refusal = await admitted(persisted, self.context, message)
+        if resolved is None:
+            await self.send_message({"type": "error", "id": message["id"], "payload": [refusal]})
+            return
+        await super().handle_message(resolved)
 
     async def send_message(self, message: Any) -> None:
         await super().send_message(cast("Any", with_codes(message)))
@@ -87,7 +113,12 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         if not well_formed(message):
             await self.websocket.close(code=INVALID_MESSAGE, reason="Invalid message")
             return
-        await super().handle_message(message)
+        persisted = cast("GraphQLOverWebSocket", self.view).persisted
+        resolved, refusal = await admitted(persisted, self.context, message)
+        if resolved is None:
+            await self.send_message({"type": "error", "id": message["id"], "payload": refusal})
+            return
+        await super().handle_message(resolved)
 
     async def send_message(self, message: Any) -> None:
         await super().send_message(cast("Any", with_codes(message)))
@@ -97,13 +128,16 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
 
-    def __init__(self, schema: GatewaySchema, origins: OriginPolicy) -> None:
+    def __init__(
+        self, schema: GatewaySchema, origins: OriginPolicy, persisted: PersistedQueries
+    ) -> None:
         super().__init__(
             schema,
             graphql_ide=None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         )
         self._origins = origins
+        self.persisted = persisted
 
     def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
         return self._origins.allows(origin)

@@ -145,6 +145,15 @@ def settings(
 
 
 @pytest.fixture
+def configured(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """``settings`` in the environment, where the command line reads them."""
+    for name in ("database_url", "mongo_url", "redis_url", "mongo_database", "data_dir"):
+        monkeypatch.setenv(f"GATEWAY_{name.upper()}", str(getattr(settings, name)))
+    monkeypatch.setenv("GATEWAY_LOG_LEVEL", "warning")
+    return settings
+
+
+@pytest.fixture
 async def connections(settings: Settings) -> AsyncIterator[Connections]:
     opened = open_connections(
         settings,

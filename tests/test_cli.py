@@ -10,14 +10,6 @@ from gateway.migrate import alembic_config
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-@pytest.fixture
-def configured(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in ("database_url", "mongo_url", "redis_url", "mongo_database", "data_dir"):
-        monkeypatch.setenv(f"GATEWAY_{name.upper()}", str(getattr(settings, name)))
-    monkeypatch.setenv("GATEWAY_LOG_LEVEL", "warning")
-    return settings
-
-
 def test_migrate_current_downgrade_and_upgrade(
     configured: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,6 +20,7 @@ from gateway import migrate
 TABLES = {
     "institutions", "authors", "report_types", "reports", "report_authors", "technologies",
     "report_technologies", "report_counter_snapshots", "api_keys", "idempotency_keys",
+    "persisted_queries",
 }  # fmt: skip
 
 

@@ -8,15 +8,19 @@ import json
 import logging
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from core.settings import Settings
 from datasources.persisted_queries import persisted_query_key
+from gateway import cli
 from gateway.app import create_app
-from tests.conftest import lifespan_client, own_redis
+from tests.conftest import lifespan_client, own_redis, serving
 
 QUERY = "query Kinds { reportTypes { name } }"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -154,3 +158,85 @@ async def test_without_redis_whole_documents_are_still_served(
                     assert again.json()["data"] == whole.json()["data"]
     outages = [record for record in caplog.records if record.name == "gateway.persisted_queries"]
     assert len(outages) == 1
+
+
+ALLOWED = "query Allowed { reportTypes { name } }"
+OTHER = "{ reportTypes { id } }"
+
+
+@pytest.fixture
+def allow_listed(configured: Settings, tmp_path: Path) -> Settings:
+    """Settings that accept only the allow-list, which ``gateway persisted add`` filled
+    from an Apollo manifest."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({
+        "format": "apollo-persisted-query-manifest",
+        "version": 1,
+        "operations": [{"id": _hash(ALLOWED), "name": "Allowed", "type": "query", "body": ALLOWED}],
+    }))  # fmt: skip
+    assert cli.main(["persisted", "add", str(manifest)]) == 0
+    return configured.model_copy(update={"persisted_queries_only": True})
+
+
+async def test_the_allow_list_serves_its_operations_and_refuses_others(
+    allow_listed: Settings,
+) -> None:
+    async with lifespan_client(create_app(allow_listed)) as client:
+        by_hash = await _get(client, extensions=_extensions(_hash(ALLOWED)))
+        assert by_hash.json() == {"data": {"reportTypes": []}, "extensions": ANY}
+        whole = await _post(client, query=ALLOWED)
+        assert whole.json()["data"] == by_hash.json()["data"]
+        refused = await _post(client, query=OTHER)
+        assert _code(refused) == "PERSISTED_QUERY_NOT_IN_LIST"
+        strict = await client.post(
+            "/graphql", json={"query": OTHER}, headers={"accept": GRAPHQL_RESPONSE}
+        )
+        assert strict.status_code == 403
+        # A client cannot add to it by registering its own.
+        registering = await _post(client, query=OTHER, extensions=_extensions(_hash(OTHER)))
+        assert _code(registering) == "PERSISTED_QUERY_NOT_IN_LIST"
+        unknown = await _post(client, extensions=_extensions(_hash(OTHER)))
+        assert _code(unknown) == "PERSISTED_QUERY_NOT_FOUND"
+
+
+async def test_the_allow_list_holds_over_websocket(allow_listed: Settings) -> None:
+    async with (
+        serving(create_app(allow_listed)) as address,
+        connect(
+            f"ws://{address}/graphql", subprotocols=[Subprotocol("graphql-transport-ws")]
+        ) as socket,
+    ):
+        await socket.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await socket.recv()) == {"type": "connection_ack"}
+        await socket.send(json.dumps(
+            {"type": "subscribe", "id": "1", "payload": {"query": OTHER}}
+        ))  # fmt: skip
+        refused = json.loads(await socket.recv())
+        assert refused["type"] == "error"
+        assert refused["payload"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_IN_LIST"
+        await socket.send(json.dumps({"type": "subscribe", "id": "2", "payload": {
+            "extensions": _extensions(_hash(ALLOWED)),
+        }}))  # fmt: skip
+        served = json.loads(await socket.recv())
+        assert served["type"] == "next"
+        assert served["payload"]["data"] == {"reportTypes": []}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        json.dumps({_hash(OTHER): ALLOWED}),
+        json.dumps({_hash("{ nope }"): "{ nope }"}),
+        "[1, 2]",
+        "{",
+    ],
+    ids=["a hash of another document", "invalid document", "not an object", "not JSON"],
+)
+@pytest.mark.usefixtures("configured")
+def test_a_bad_allow_list_adds_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    listed = tmp_path / "list.json"
+    listed.write_text(content)
+    assert cli.main(["persisted", "add", str(listed)]) == 1
+    assert "gateway:" in capsys.readouterr().err

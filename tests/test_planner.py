@@ -174,7 +174,11 @@ async def test_a_stopped_store_costs_the_same_fields_on_both(
     )
     # Started as in production, where the lifespan applies no migrations (they would need
     # the stopped store); requests still see the development settings.
-    application = create_app(pointed.model_copy(update={"environment": Environment.PRODUCTION}))
+    application = create_app(
+        pointed.model_copy(
+            update={"environment": Environment.PRODUCTION, "persisted_queries_only": False}
+        )
+    )
     application.state.settings = pointed
     async with lifespan_client(application) as client:
         strawberry, planned = await _both(client, query, None)

@@ -113,7 +113,11 @@ async def test_naive_lookups_cost_a_round_trip_per_row_when_allowed(seeded: Seed
 
 async def test_round_trips_are_reported_in_production_only_on_request(seeded: Seeded) -> None:
     production = seeded.settings.model_copy(
-        update={"environment": Environment.PRODUCTION, "secret_key": SecretStr("a-real-secret")}
+        update={
+            "environment": Environment.PRODUCTION,
+            "secret_key": SecretStr("a-real-secret"),
+            "persisted_queries_only": False,
+        }
     )
     query = {"query": "{ reports(first: 5) { edges { node { title } } } }"}
     async with lifespan_client(create_app(production)) as client:
