@@ -19,15 +19,20 @@ def _system_command(name: str) -> Path:
     return Path(shutil.which(name) or f"/usr/bin/{name}")
 
 
-def apt_packages() -> None:
-    """wrk, PostgreSQL 15 and (for PostGraphile 4) Node and npm, from the distribution."""
+def apt_packages(*only: str) -> None:
+    """wrk, PostgreSQL 15 and (for PostGraphile 4) Node and npm, from the distribution;
+    or ``only`` those of them."""
     wanted = {
         "wrk": _system_command("wrk"),
         "postgresql-15": POSTGRES_BIN / "postgres",
         "nodejs": _system_command("node"),
         "npm": _system_command("npm"),
     }
-    missing = [package for package, path in wanted.items() if not path.exists()]
+    missing = [
+        package
+        for package, path in wanted.items()
+        if not path.exists() and (not only or package in only)
+    ]
     if not missing:
         return
     if os.geteuid() != 0:

@@ -9,8 +9,8 @@ bound to the task that runs the operation.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
-import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,13 +77,12 @@ class Context:
         """The context of an HTTP request or a WebSocket connection."""
         settings: Settings = connection.app.state.settings
         headers = connection.headers
-        given_id = headers.get(REQUEST_ID_HEADER, "")
         return cls(
             request=connection,
             response=response,
             settings=settings,
             connections=connection.app.state.connections,
-            request_id=given_id if CLIENT_REQUEST_ID.fullmatch(given_id) else uuid.uuid4().hex,
+            request_id=request_id_of(headers.get(REQUEST_ID_HEADER, "")),
             report_round_trips=settings.is_development or _asks(headers.get(ROUND_TRIPS_HEADER)),
             report_cost=settings.is_development or _asks(headers.get(COST_HEADER)),
             naive_lookups=settings.allow_naive_lookups
@@ -128,6 +127,11 @@ class Context:
     @property
     def loaders(self) -> Loaders:
         return current_operation.get().loaders
+
+
+def request_id_of(given: str) -> str:
+    """The request's id: the client's, if it cannot forge a log line, else a new one."""
+    return given if CLIENT_REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
 
 
 def _asks(value: str | None) -> bool:

@@ -23,7 +23,7 @@ import logging
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 from redis.asyncio import Redis
@@ -49,30 +49,42 @@ EVERYTHING = "*"
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A cached response: its JSON (``data`` only), when it was stored, until when it
-    holds, and the tags of what it read."""
+    holds, its HTTP entity tag, and the tags of what it read.
 
-    body: bytes
+    Stored as a small header, the body, then the tags: a hit read from Redis decodes the
+    header only, and the tags (hundreds, for a page with its authors) only when it is kept
+    in memory, where invalidations need them.
+    """
+
+    body: bytes | memoryview
     stored_at: float
     expires_at: float
-    tags: tuple[str, ...]
-    # The body's HTTP entity tag.
     etag: str
+    _tags: tuple[str, ...] | memoryview
 
     @classmethod
     def of(cls, body: bytes, ttl: float, tags: Iterable[str]) -> Entry:
         now = time.time()
         etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-        return cls(body, now, now + ttl, tuple(sorted(tags)), etag)
+        return cls(body, now, now + ttl, etag, tuple(sorted(tags)))
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        tags = self._tags
+        return tags if isinstance(tags, tuple) else tuple(orjson.loads(tags))
 
     def encode(self) -> bytes:
-        header = orjson.dumps([self.stored_at, self.expires_at, self.tags, self.etag])
-        return header + b"\n" + self.body
+        header = orjson.dumps([self.stored_at, self.expires_at, self.etag, len(self.body)])
+        return b"".join((header, b"\n", self.body, orjson.dumps(self.tags)))
 
     @classmethod
     def decode(cls, stored: bytes) -> Entry:
-        header, _, body = stored.partition(b"\n")
-        stored_at, expires_at, tags, etag = orjson.loads(header)
-        return cls(body, stored_at, expires_at, tuple(tags), etag)
+        # Views, not copies: the body goes out as it came in.
+        whole = memoryview(stored)
+        end = stored.index(b"\n")
+        stored_at, expires_at, etag, length = orjson.loads(whole[:end])
+        body_end = end + 1 + length
+        return cls(whole[end + 1 : body_end], stored_at, expires_at, etag, whole[body_end:])
 
     @property
     def age(self) -> int:
@@ -266,9 +278,12 @@ class ResponseCache:
         if len(entry.body) > self._memory_bytes // 8:
             return  # one response may not push out most of the others
         self._drop(digest)
+        tags = entry.tags
+        # Kept with its tags decoded: dropping it reads them.
+        entry = replace(entry, _tags=tags)
         self._local[digest] = entry
         self._local_size += len(entry.body)
-        for tag in entry.tags:
+        for tag in tags:
             self._by_tag[tag].add(digest)
         while self._local_size > self._memory_bytes:
             self._drop(next(iter(self._local)))

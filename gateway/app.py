@@ -21,6 +21,7 @@ from core.auth import Authenticator
 from core.errors import INTERNAL_MESSAGE
 from core.response_cache import ResponseCache
 from core.settings import Settings
+from gateway.cached_responses import EarlyHits
 from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
 from gateway.http import GraphQLOverHTTP, error_response
@@ -136,7 +137,10 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
         ],
-        middleware=[Middleware(JSONErrorCORSMiddleware, policy=origins)],
+        middleware=[
+            Middleware(EarlyHits, path=GRAPHQL_PATH, settings=settings),
+            Middleware(JSONErrorCORSMiddleware, policy=origins),
+        ],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
         lifespan=lifespan,
     )

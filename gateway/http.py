@@ -33,12 +33,13 @@ from starlette.types import Receive, Scope, Send
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.types import ExecutionResult
 
-from core.auth import AuthenticationError, Authenticator
+from core.auth import ANONYMOUS, AuthenticationError, Authenticator
 from core.context import EXECUTOR_HEADER, LOOKUPS_HEADER, REQUEST_ID_HEADER, Context
 from core.errors import ErrorCode, client_error, request_error, shorten
 from core.response_cache import Entry, Found, ResponseCache
 from core.settings import Settings
 from gateway.cached_responses import (
+    EARLY_LOOKUP,
     cache_key,
     cached,
     canonical,
@@ -46,6 +47,7 @@ from gateway.cached_responses import (
     may_cache,
     scope_of,
 )
+from gateway.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_type
 from gateway.operations import PLANNER, STRAWBERRY, PreparedDocument, operation_extensions
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
 from gateway.schema import GatewaySchema
@@ -53,8 +55,6 @@ from planner.execute import Planner, plannable
 
 logger = logging.getLogger(__name__)
 
-GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
-JSON = "application/json"
 ALLOWED_METHODS = "GET, HEAD, POST"
 QUERY = OperationType.QUERY
 
@@ -131,7 +131,7 @@ class GraphQLOverHTTP:
         await response(scope, receive, send)
 
     async def _respond(self, request: Request) -> Response:
-        media_type = _response_type(request.headers.get("accept"))
+        media_type = response_type(request.headers.get("accept"))
         context: Context | None = None
         try:
             if request.method == "OPTIONS":
@@ -150,10 +150,12 @@ class GraphQLOverHTTP:
                 )
             context = await self._context(request)
             raw = await self._body(request) if request.method == "POST" else b""
-            lookup = None
-            if context.cache is not None and may_cache(request):
-                # Looked up before anything is parsed: a hit costs a hash and a look-up.
-                key = cache_key(scope_of(context), request.method, raw or request.url.query)
+            # Looked up before anything is parsed (EarlyHits did for anonymous callers): a
+            # hit costs a hash and a look-up.
+            lookup = request.scope.get(EARLY_LOOKUP)
+            if lookup is None and context.cache is not None and may_cache(request):
+                query_string = request.scope["query_string"]
+                key = cache_key(scope_of(context), request.method, raw or query_string)
                 found = await context.cache.find(key)
                 if found.entry is not None:
                     return cached(request, context, found, media_type)
@@ -336,7 +338,16 @@ class GraphQLOverHTTP:
         extensions = dict(result.extensions or {})
         if context.settings.is_development:
             extensions["cache"] = {"hit": False}
-        return entry_response(request, context, entry, media_type, hit=False, extensions=extensions)
+        return entry_response(
+            entry,
+            media_type,
+            hit=False,
+            extensions=extensions,
+            method=request.method,
+            if_none_match=request.headers.get("if-none-match", ""),
+            request_id=context.request_id,
+            public=context.viewer == ANONYMOUS,
+        )
 
     async def _result(self, asked: _Asked) -> ExecutionResult:
         request, prepared, operation = asked.request, asked.prepared, asked.operation
@@ -460,37 +471,6 @@ def _too_large(limit: int) -> RequestError:
     )
 
 
-def _response_type(accept: str | None) -> str | None:
-    """The response media type the client accepts best, or None if neither is acceptable.
-    No Accept, or one that takes anything, means an older client: application/json."""
-    if not accept:
-        return JSON
-    best: tuple[float, int, str | None] = (0.0, 0, None)
-    for media_range in accept.split(","):
-        media, *parameters = (part.strip() for part in media_range.split(";"))
-        media = media.lower()
-        quality = 1.0
-        for parameter in parameters:
-            name, _, value = parameter.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        # On equal quality, the specific GraphQL type first, then JSON, then wildcards.
-        if media == GRAPHQL_RESPONSE_JSON:
-            candidate = (quality, 3, GRAPHQL_RESPONSE_JSON)
-        elif media == JSON:
-            candidate = (quality, 2, JSON)
-        elif media in ("*/*", "application/*"):
-            candidate = (quality, 1, JSON)
-        else:
-            continue
-        if candidate[0] > 0 and candidate[:2] > best[:2]:
-            best = candidate
-    return best[2]
-
-
 def _wants_ide(request: Request) -> bool:
     return "query" not in request.query_params and "text/html" in request.headers.get("accept", "")
 
@@ -516,7 +496,7 @@ def error_response(status: int, message: str, request_headers: Headers) -> Respo
     code = {500: ErrorCode.INTERNAL_SERVER_ERROR, 503: ErrorCode.SERVICE_UNAVAILABLE}.get(
         status, ErrorCode.BAD_USER_INPUT
     )
-    media_type = _response_type(request_headers.get("accept")) or JSON
+    media_type = response_type(request_headers.get("accept")) or JSON
     return _response(
         {"errors": [{"message": shorten(message), "extensions": {"code": code.value}}]},
         status,
