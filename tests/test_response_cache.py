@@ -271,3 +271,24 @@ async def test_with_redis_stopped_every_answer_stays_correct(
             answered = await _ask(client, REPORT, {"id": REPORT_ID})
             assert answered.json()["data"]["report"]["title"] == "While down"
             assert "x-cache" not in answered.headers or answered.headers["x-cache"] == "MISS"
+
+
+async def test_hits_carry_the_request_id_and_cors_headers_for_an_origin(call: Caller) -> None:
+    await _ask(call.client, LIST)
+    given = await call.client.post(
+        "/graphql", json={"query": LIST, "variables": {}}, headers={"x-request-id": "trace-42"}
+    )
+    assert given.headers["x-cache"] == "HIT"
+    assert given.headers["x-request-id"] == "trace-42"
+    origin = "http://localhost:3000"
+    cross = await call.client.post(
+        "/graphql", json={"query": LIST, "variables": {}}, headers={"origin": origin}
+    )
+    assert cross.headers["x-cache"] == "HIT"
+    assert cross.headers["access-control-allow-origin"] == origin
+    refused = await call.client.post(
+        "/graphql",
+        json={"query": LIST, "variables": {}},
+        headers={"accept": "text/html"},
+    )
+    assert refused.status_code == 406
