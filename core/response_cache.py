@@ -31,7 +31,13 @@ from redis.exceptions import RedisError
 
 from core.outages import Outage
 from core.sources import COUNTERS
-from datasources.response_cache import CHANNEL, cached, invalidate_tags, store_entry
+from datasources.response_cache import (
+    CHANNEL,
+    EntryReader,
+    cached,
+    invalidate_tags,
+    store_entry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ RESUBSCRIBE_AFTER = 1.0
 RETRY_AFTER = 1.0
 # Seconds a subscriber waits for a message at a time, so that it notices a stop.
 LISTEN_FOR = 1.0
+# Connections of the hit path kept open between hits.
+READERS_KEPT = 32
 # Every entry of the process's tier is dropped by this message (a flush).
 EVERYTHING = "*"
 
@@ -127,8 +135,11 @@ class ResponseCache:
         ttls: Mapping[str, float],
         volatile_ttl: float,
         memory_bytes: int,
+        timeout: float,
     ) -> None:
         self._redis = redis
+        # Hits are read past redis-py where the connection allows it (see EntryReader).
+        self._reader = EntryReader.of(redis, timeout=timeout, kept=READERS_KEPT)
         self._ttl = ttl
         self._ttls = dict(ttls)
         self._volatile_ttl = volatile_ttl
@@ -165,6 +176,8 @@ class ResponseCache:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+        if self._reader is not None:
+            self._reader.close()
 
     def time_to_live(self, tags: Iterable[str]) -> float:
         ttl = self._ttl
@@ -188,7 +201,11 @@ class ResponseCache:
         if not await self._available():
             return Found(None, None, None, generation)
         try:
-            stored, epoch = await cached(redis=self._redis, digest=digest)
+            stored, epoch = await (
+                self._reader.read(digest)
+                if self._reader is not None
+                else cached(redis=self._redis, digest=digest)
+            )
         except REDIS_FAILURES as error:
             self._failed(error)
             return Found(None, None, None, generation)

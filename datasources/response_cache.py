@@ -12,10 +12,14 @@ that orders fills after invalidations.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 EPOCH = "cache:epoch"
 CHANNEL = "cache:invalidated"
@@ -63,6 +67,120 @@ async def cached(*, redis: Redis, digest: str) -> tuple[Any, Any]:
     # Bytes: the client decodes no responses.
     entry, epoch = await redis.mget(entry_key(digest), EPOCH)
     return entry, epoch or b"0"
+
+
+class EntryReader:
+    """``cached``, the one command of a hit from Redis, over connections of its own.
+
+    Around a command, redis-py's machinery (its pool's condition, its response callbacks, a
+    timeout per socket read) cost more than the round trip itself: about 110 µs against
+    50 µs for an entry of 64 KB, measured in one process on loopback. This speaks the
+    protocol for that command alone; everything else goes through redis-py. A connection
+    that fails, times out or is interrupted mid-reply is closed, never reused.
+    """
+
+    def __init__(
+        self, *, address: tuple[str, int] | str, handshake: list[bytes], timeout: float, kept: int
+    ) -> None:
+        self._address = address
+        self._handshake = handshake
+        self._timeout = timeout
+        self._kept = kept
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    @classmethod
+    def of(cls, redis: Redis, *, timeout: float, kept: int) -> EntryReader | None:
+        """A reader for the server ``redis`` talks to; None where its connections are not
+        plain TCP or Unix sockets (TLS), or speak RESP3."""
+        pool = redis.connection_pool
+        options = pool.connection_kwargs
+        if options.get("protocol") not in (None, 2, "2"):
+            return None
+        address: tuple[str, int] | str
+        kind = pool.connection_class
+        if issubclass(kind, UnixDomainSocketConnection):
+            address = options["path"]
+        elif issubclass(kind, Connection) and not issubclass(kind, SSLConnection):
+            address = (options.get("host", "localhost"), int(options.get("port", 6379)))
+        else:
+            return None
+        handshake = []
+        if options.get("password"):
+            credentials = [options["username"]] if options.get("username") else []
+            handshake.append(_command("AUTH", *credentials, options["password"]))
+        if int(options.get("db") or 0):
+            handshake.append(_command("SELECT", str(options["db"])))
+        return cls(address=address, handshake=handshake, timeout=timeout, kept=kept)
+
+    async def read(self, digest: str) -> tuple[bytes | None, bytes]:
+        connection = self._idle.pop() if self._idle else None
+        try:
+            async with asyncio.timeout(self._timeout):
+                if connection is None:
+                    connection = await self._connect()
+                reader, writer = connection
+                writer.write(_command("MGET", entry_key(digest), EPOCH))
+                if await _line(reader) != b"*2\r\n":
+                    raise ResponseError("unexpected reply to MGET")
+                entry, epoch = await _bulk(reader), await _bulk(reader)
+        except BaseException as error:
+            if connection is not None:
+                connection[1].close()
+            if isinstance(error, (OSError, asyncio.IncompleteReadError)):
+                raise RedisConnectionError(str(error)) from error
+            raise
+        if len(self._idle) < self._kept:
+            self._idle.append(connection)
+        else:
+            connection[1].close()
+        return entry, epoch or b"0"
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if isinstance(self._address, str):
+            reader, writer = await asyncio.open_unix_connection(self._address, limit=2**20)
+        else:
+            reader, writer = await asyncio.open_connection(*self._address, limit=2**20)
+        for command in self._handshake:
+            writer.write(command)
+            reply = await _line(reader)
+            if not reply.startswith(b"+"):
+                writer.close()
+                raise ResponseError(reply.decode(errors="replace").strip())
+        return reader, writer
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop()[1].close()
+
+
+def _command(*parts: str) -> bytes:
+    encoded = [part.encode() for part in parts]
+    return b"".join(
+        [
+            f"*{len(encoded)}\r\n".encode(),
+            *(b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded),
+        ]
+    )
+
+
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    line = await reader.readline()
+    if not line:
+        raise RedisConnectionError("the server closed the connection")
+    return line
+
+
+async def _bulk(reader: asyncio.StreamReader) -> bytes | None:
+    header = await _line(reader)
+    if header[:1] == b"-":
+        raise ResponseError(header[1:].decode(errors="replace").strip())
+    if header[:1] != b"$":
+        raise ResponseError("unexpected reply")
+    length = int(header[1:])
+    if length < 0:
+        return None
+    value = await reader.readexactly(length + 2)
+    return value[:-2]
 
 
 async def store_entry(

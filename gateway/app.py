@@ -24,9 +24,10 @@ from core.settings import Settings
 from gateway.cached_responses import EarlyHits
 from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
-from gateway.http import GraphQLOverHTTP, error_response
+from gateway.http import GraphQLOverHTTP
 from gateway.limits import Limits
 from gateway.persisted_queries import PersistedQueries
+from gateway.responses import error_response
 from gateway.runtime import reconcile_stores, refresh_counter_snapshots, running_stores
 from gateway.schema import build_schema
 from gateway.websocket import GraphQLOverWebSocket
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
                     ttls=settings.cache_ttls,
                     volatile_ttl=settings.cache_volatile_ttl,
                     memory_bytes=settings.cache_memory_bytes,
+                    timeout=settings.store_timeout,
                 )
                 if settings.response_cache
                 else None

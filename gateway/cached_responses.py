@@ -13,12 +13,14 @@ otherwise, for as long as the entry has left, with an ``ETag`` that a matching
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +37,7 @@ from core.context import (
 )
 from core.response_cache import Entry, Found, ResponseCache
 from core.settings import Settings
-from gateway.media_types import response_type
+from gateway.responses import response_type, shutting_down
 
 # Requests that ask how an operation runs are executed, never answered from the cache.
 DIAGNOSTIC_HEADERS = (ROUND_TRIPS_HEADER, COST_HEADER, LOOKUPS_HEADER, EXECUTOR_HEADER)
@@ -166,7 +168,12 @@ class EarlyHits:
             await self._app(scope, receive, send)
             return
         key = cache_key(ANONYMOUS_SCOPE, method, body or scope["query_string"])
-        found = await cache.find(key)
+        try:
+            found = await cache.find(key)
+        except asyncio.CancelledError:
+            # Shutting down, past the grace period, with Redis slow to answer.
+            await shutting_down(Headers(scope=scope))(scope, receive, send)
+            raise
         if found.entry is None:
             scope[EARLY_LOOKUP] = (key, found)
             await self._app(scope, _replaying(body, receive), send)

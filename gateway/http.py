@@ -26,7 +26,6 @@ from typing import Any
 
 import orjson
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType
-from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -35,7 +34,7 @@ from strawberry.types import ExecutionResult
 
 from core.auth import ANONYMOUS, AuthenticationError, Authenticator
 from core.context import EXECUTOR_HEADER, LOOKUPS_HEADER, REQUEST_ID_HEADER, Context
-from core.errors import ErrorCode, client_error, request_error, shorten
+from core.errors import ErrorCode, client_error, request_error
 from core.response_cache import Entry, Found, ResponseCache
 from core.settings import Settings
 from gateway.cached_responses import (
@@ -47,9 +46,15 @@ from gateway.cached_responses import (
     may_cache,
     scope_of,
 )
-from gateway.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_type
 from gateway.operations import PLANNER, STRAWBERRY, PreparedDocument, operation_extensions
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
+from gateway.responses import (
+    GRAPHQL_RESPONSE_JSON,
+    JSON,
+    json_response,
+    response_type,
+    shutting_down,
+)
 from gateway.schema import GatewaySchema
 from planner.execute import Planner, plannable
 
@@ -123,10 +128,7 @@ class GraphQLOverHTTP:
         except asyncio.CancelledError:
             # The server is shutting down and this request ran past its grace period: the
             # client still gets a GraphQL answer rather than the server's plain-text 500.
-            unavailable = error_response(
-                503, "the gateway is shutting down; try again", request.headers
-            )
-            await unavailable(scope, receive, send)
+            await shutting_down(request.headers)(scope, receive, send)
             raise
         await response(scope, receive, send)
 
@@ -166,7 +168,7 @@ class GraphQLOverHTTP:
         except RequestError as refusal:
             request_id = context.request_id if context else None
             errors = [client_error(error, request_id) for error in refusal.errors]
-            return _response(
+            return json_response(
                 {"errors": [error.formatted for error in errors]},
                 200 if refusal.graphql and media_type == JSON else refusal.status,
                 media_type or JSON,
@@ -383,7 +385,7 @@ class GraphQLOverHTTP:
         payload["data"] = result.data
         if result.extensions:
             payload["extensions"] = result.extensions
-        return _response(payload, 200, media_type, headers)
+        return json_response(payload, 200, media_type, headers)
 
     def _planned(
         self, request: Request, document: DocumentNode | None, operation: OperationDefinitionNode
@@ -473,33 +475,3 @@ def _too_large(limit: int) -> RequestError:
 
 def _wants_ide(request: Request) -> bool:
     return "query" not in request.query_params and "text/html" in request.headers.get("accept", "")
-
-
-def _response(
-    payload: dict[str, Any], status: int, media_type: str, headers: Mapping[str, str]
-) -> Response:
-    try:
-        body = orjson.dumps(payload)
-    except TypeError:
-        # orjson refuses unpaired surrogates (quoted from a refused input in an error):
-        # the standard encoder writes them as the JSON escapes they came as.
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(
-            "utf-8", "backslashreplace"
-        )
-    return Response(
-        body, status_code=status, media_type=f"{media_type}; charset=utf-8", headers=headers
-    )
-
-
-def error_response(status: int, message: str, request_headers: Headers) -> Response:
-    """A GraphQL JSON body for errors raised outside the endpoint (unknown paths, crashes)."""
-    code = {500: ErrorCode.INTERNAL_SERVER_ERROR, 503: ErrorCode.SERVICE_UNAVAILABLE}.get(
-        status, ErrorCode.BAD_USER_INPUT
-    )
-    media_type = response_type(request_headers.get("accept")) or JSON
-    return _response(
-        {"errors": [{"message": shorten(message), "extensions": {"code": code.value}}]},
-        status,
-        media_type,
-        {},
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -251,6 +252,12 @@ async def test_a_connection_the_server_dropped_fails_one_read_and_is_replaced(
             pid = (await pooled.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         async with connections.engine.connect() as other:
             await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            # The signal is sent, not waited for: until the backend is gone it may answer.
+            gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            for _ in range(500):
+                if not (await other.execute(gone, {"pid": pid})).scalar_one():
+                    break
+                await asyncio.sleep(0.01)
         failed = await client.post("/graphql", json=query)
         assert failed.status_code == 200
         errors = failed.json()["errors"]

@@ -10,10 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy import make_url
 
 from core.connections import Connections
 from core.settings import Settings
 from datasources.counters import ReportCounters, set_report_counters
+from datasources.response_cache import EPOCH, EntryReader, entry_key
 from gateway.app import create_app
 from resolvers.nodes import to_global_id
 from tests.conftest import Caller, lifespan_client, own_redis
@@ -292,3 +296,30 @@ async def test_hits_carry_the_request_id_and_cors_headers_for_an_origin(call: Ca
         headers={"accept": "text/html"},
     )
     assert refused.status_code == 406
+
+
+async def test_the_hit_path_reads_what_redis_py_wrote_in_any_database(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with own_redis(settings, tmp_path / "own") as (own_settings, own):
+        readers = []
+        for database in (0, 3):
+            url = str(make_url(str(own_settings.redis_url)).set(database=str(database)))
+            redis = Redis.from_url(url)
+            reader = EntryReader.of(redis, timeout=1.0, kept=2)
+            assert reader is not None
+            readers.append(reader)
+            try:
+                await redis.set(entry_key("abc"), b"\x00entry\r\n" * 10_000)
+                await redis.set(EPOCH, 7)
+                assert await reader.read("abc") == (b"\x00entry\r\n" * 10_000, b"7")
+                assert await reader.read("none") == (None, b"7")
+                await redis.delete(EPOCH)
+                assert await reader.read("none") == (None, b"0")
+            finally:
+                await redis.aclose()
+        own.stop()
+        for reader in readers:
+            with pytest.raises(RedisConnectionError):
+                await reader.read("abc")
+            reader.close()
