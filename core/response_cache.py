@@ -224,7 +224,9 @@ class ResponseCache:
         ``found`` was looked up."""
         if found.epoch is None:  # Redis was down at the look-up
             return
-        milliseconds = int((entry.expires_at - entry.stored_at) * 1000)
+        # What the entry has left: an entry found under one key and stored under another
+        # (two spellings) must not outlive its first storing.
+        milliseconds = int((entry.expires_at - time.time()) * 1000)
         if milliseconds <= 0 or not await self._available():
             return
         try:

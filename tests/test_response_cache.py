@@ -5,6 +5,7 @@ and Redis stopped."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from core.settings import Settings
 from datasources.counters import ReportCounters, set_report_counters
 from datasources.response_cache import EPOCH, EntryReader, entry_key
 from gateway.app import create_app
+from gateway.cached_responses import ANONYMOUS_SCOPE, cache_key
 from resolvers.nodes import to_global_id
 from tests.conftest import Caller, lifespan_client, own_redis
 from tests.test_mutations import CREATE, report_input
@@ -323,3 +325,25 @@ async def test_the_hit_path_reads_what_redis_py_wrote_in_any_database(
             with pytest.raises(RedisConnectionError):
                 await reader.read("abc")
             reader.close()
+
+
+async def test_an_entry_kept_under_a_second_spelling_lives_no_longer(
+    settings: Settings, call: Caller
+) -> None:
+    short = settings.model_copy(update={"cache_ttl": 2.0})
+    respelled = json.dumps({"query": LIST_RESPELLED}).encode()
+    async with lifespan_client(create_app(short)) as client:
+        await _ask(client, LIST)
+        await asyncio.sleep(1.0)
+        # Another process: found in Redis under the canonical key, kept under its own.
+        async with lifespan_client(create_app(short)) as other:
+            answer = await other.post(
+                "/graphql", content=respelled, headers={"content-type": "application/json"}
+            )
+            assert answer.headers["x-cache"] == "HIT"
+        redis = Redis.from_url(str(settings.redis_url))
+        try:
+            left = await redis.pttl(entry_key(cache_key(ANONYMOUS_SCOPE, "POST", respelled)))
+        finally:
+            await redis.aclose()
+    assert 0 < left <= 1100
