@@ -276,6 +276,24 @@ async def call(settings: Settings, connections: Connections) -> AsyncIterator[Ca
         yield Caller(client, keys)
 
 
+class HeldStoreCall:
+    """A store call injected in place of a real one: it starts, then answers ``value``
+    when ``release`` is set; ``events`` says what it did."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.events: list[str] = []
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, **_: Any) -> Any:
+        self.events.append("started")
+        self.started.set()
+        await self.release.wait()
+        self.events.append("finished")
+        return self.value
+
+
 @contextmanager
 def own_redis(settings: Settings, directory: Path) -> Iterator[tuple[Settings, EmbeddedStores]]:
     """``settings`` with a Redis server of their own, which the caller may stop."""

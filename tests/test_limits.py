@@ -15,7 +15,7 @@ from core.settings import Settings
 from gateway.app import create_app
 from gateway.limits import Limits, measure_shape
 from gateway.schema import build_schema
-from tests.conftest import Seeded, lifespan_client
+from tests.conftest import HeldStoreCall, Seeded, lifespan_client
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 ATTACK = (
@@ -275,16 +275,12 @@ async def test_an_operation_past_its_deadline_answers_and_stops_asking_stores(
 async def test_operations_past_the_concurrency_limit_wait_their_turn(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events: list[str] = []
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def held_leaderboard(**_: Any) -> list[int]:
-        events.append("started")
-        started.set()
-        await release.wait()  # a store that answers when told, injected
-        events.append("finished")
-        return []
-
+    held_leaderboard = HeldStoreCall([])
+    events, started, release = (
+        held_leaderboard.events,
+        held_leaderboard.started,
+        held_leaderboard.release,
+    )
     monkeypatch.setattr("core.sources.top_report_ids", held_leaderboard)
     # Both execute: no answer from the response cache for the second.
     app = create_app(

@@ -22,7 +22,7 @@ from datasources.response_cache import EPOCH, EntryReader, entry_key
 from gateway.app import create_app
 from gateway.cached_responses import ANONYMOUS_SCOPE, cache_key
 from resolvers.nodes import to_global_id
-from tests.conftest import Caller, lifespan_client, own_redis
+from tests.conftest import Caller, HeldStoreCall, lifespan_client, own_redis
 from tests.test_mutations import CREATE, report_input
 
 REPORT = "query($id: ID!) { report(id: $id) { title wordCount authors { author { name } } } }"
@@ -194,15 +194,8 @@ async def test_answers_with_errors_are_not_kept(call: Caller) -> None:
 async def test_concurrent_identical_misses_execute_once(
     call: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[int] = []
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def held_leaderboard(**_: Any) -> list[int]:
-        calls.append(1)
-        started.set()
-        await release.wait()  # a store that answers when told, injected
-        return [1, 2]
-
+    held_leaderboard = HeldStoreCall([1, 2])
+    started, release = held_leaderboard.started, held_leaderboard.release
     monkeypatch.setattr("core.sources.top_report_ids", held_leaderboard)
     document = "{ topReports(limit: 2) { title } }"
     asked = [asyncio.create_task(_ask(call.client, document)) for _ in range(32)]
@@ -210,7 +203,7 @@ async def test_concurrent_identical_misses_execute_once(
     await asyncio.sleep(0.2)
     release.set()
     answers = await asyncio.gather(*asked)
-    assert calls == [1]
+    assert held_leaderboard.events.count("started") == 1
     assert all(response.json()["data"] == answers[0].json()["data"] for response in answers)
 
 
