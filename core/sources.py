@@ -14,9 +14,12 @@ A ``Read`` is a root field's read, with no key to batch (a page of a list, a cou
 read off the records its sources fetch.
 
 Each source and read also names what it read, as cache tags (see core/response_cache.py):
-an entity (``Report:42``), every list of a type (``Report:list``), or the live counters
-(``Counters``), which change without a mutation. A mutation invalidates the tags of what
-it wrote, so a response cached with its tags is never one a mutation has changed.
+an entity (``Report:42``), every list of a type (``Report:list``), the lists of reports
+under one parent (``Report:list:author:7``: an author's, or a root list filtered by that
+author), or the live counters (``Counters``), which change without a mutation. A mutation
+invalidates the tags of what it wrote, so a response cached with its tags is never one a
+mutation has changed; a list that only a parent's reports can enter is left alone by
+writes to other reports.
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ def list_tag(type_name: str) -> str:
     return f"{type_name}:list"
 
 
+def report_list_tag(parent: ReportParent, parent_id: int) -> str:
+    """The lists of reports that only ``parent``'s reports can enter: what a write to one
+    of its reports (or to the links that make it one) invalidates, besides ``Report:list``."""
+    return f"{list_tag('Report')}:{parent}:{parent_id}"
+
+
 def _keys_of(type_name: str) -> Callable[[Sequence[Any], Sequence[Any]], Tags]:
     return lambda keys, _: [f"{type_name}:{key}" for key in keys]
 
@@ -73,10 +82,43 @@ def _of_list(type_name: str, *others: str) -> Callable[..., Tags]:
     return lambda *_: tags
 
 
-def _of_reports(sort: ReportSort) -> Callable[..., Tags]:
-    """Lists of reports; those by views are ordered by the counters' snapshots, which
-    change without a mutation."""
-    return _of_list("Report", *((SNAPSHOT_TAG,) if sort is ReportSort.VIEWS else ()))
+def _by_views(sort: ReportSort) -> tuple[str, ...]:
+    """Lists by views are ordered by the counters' snapshots, which change without a
+    mutation."""
+    return (SNAPSHOT_TAG,) if sort is ReportSort.VIEWS else ()
+
+
+def _of_parents(parent: ReportParent, sort: ReportSort | None = None) -> Callable[..., Tags]:
+    """Lists of reports under parents: each parent's own tag."""
+    others = _by_views(sort) if sort is not None else ()
+    return lambda ids, _: [*(report_list_tag(parent, key) for key in ids), *others]
+
+
+# The filters whose ids name report parents: a list filtered by them holds only those
+# parents' reports, whatever else it filters on (a report's own fields, which a write to
+# it invalidates with its parents' tags).
+_PARENT_FILTERS = {
+    ReportParent.AUTHOR: attrgetter("author_ids"),
+    ReportParent.TECHNOLOGY: attrgetter("technology_ids"),
+    ReportParent.REPORT_TYPE: attrgetter("type_ids"),
+}
+
+
+def _of_filtered(criteria: ReportFilter, sort: ReportSort | None = None) -> Callable[..., Tags]:
+    """A root list of reports. Its parents' tags are exact when it is filtered by parents,
+    and only by them and the reports' own fields: the institutions of authors change with
+    an author, and the tags of documents with a document, so those filters read every
+    list."""
+    others = _by_views(sort) if sort is not None else ()
+    narrowing = [
+        (parent, ids) for parent, ids_of in _PARENT_FILTERS.items() if (ids := ids_of(criteria))
+    ]
+    if not narrowing or criteria.institution_ids or criteria.tags:
+        return _of_list("Report", *others)
+    # Any one parent filter is exact; the one with the fewest ids is invalidated least.
+    parent, ids = min(narrowing, key=lambda narrowed: len(narrowed[1]))
+    tags = (*(report_list_tag(parent, key) for key in ids), *others)
+    return lambda *_: tags
 
 
 V = TypeVar("V")
@@ -183,7 +225,7 @@ def report_pages(
         lambda stores, ids: reports.report_pages_by_parent(
             engine=stores.reader, parent=parent, parent_ids=ids, ordering=ordering, request=request
         ),
-        _of_reports(sort),
+        _of_parents(parent, sort),
         (parent, sort, descending, request),
     )
 
@@ -195,7 +237,7 @@ def report_counts(parent: ReportParent) -> Source[int, int]:
         lambda stores, ids: reports.count_reports_by_parent(
             engine=stores.reader, parent=parent, parent_ids=ids
         ),
-        _of_list("Report"),
+        _of_parents(parent),
         (parent,),
     )
 
@@ -243,7 +285,7 @@ def listed_reports(
             ordering=ordering,
             request=request,
         ),
-        _of_reports(sort),
+        _of_filtered(criteria, sort),
     )
 
 
@@ -254,7 +296,7 @@ def counted_reports(criteria: ReportFilter, tagged_ids: Sequence[int] | None) ->
         lambda stores: reports.count_reports(
             engine=stores.reader, criteria=criteria, tagged_ids=tagged_ids
         ),
-        _of_list("Report"),
+        _of_filtered(criteria),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from datasources.counters import Counter, ReportCounters, leaderboard_key, stats_key
@@ -29,6 +29,7 @@ from datasources.models import (
     ReportTechnology,
 )
 from datasources.postgres_dialect import equals_any
+from datasources.reports import ReportParent
 
 REPORTS: Any = Report.__table__
 AUTHORSHIPS: Any = ReportAuthor.__table__
@@ -37,6 +38,9 @@ IDEMPOTENCY: Any = IdempotencyKey.__table__
 PENDING = "pending_since"
 Database = AsyncDatabase[dict[str, Any]]
 Hook = Callable[[AsyncConnection], Awaitable[None]]
+# The parents a report is listed under (its type, authors and technologies): what a write
+# to it changes the lists of, before and after the write.
+Parents = frozenset[tuple[ReportParent, int]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,45 @@ async def idempotent_result(*, engine: AsyncEngine, key: str) -> tuple[str, int]
             await connection.execute(select(IDEMPOTENCY).where(IDEMPOTENCY.c.key == key))
         ).first()
     return None if row is None else (row.operation, row.report_id)
+
+
+def parents_given(
+    report_type_id: int | None,
+    authors: Sequence[Authorship] | None,
+    technology_ids: Sequence[int] | None,
+) -> Parents:
+    """The parents a write gives a report (None: left as they were)."""
+    return frozenset((
+        *(((ReportParent.REPORT_TYPE, report_type_id),) if report_type_id is not None else ()),
+        *((ReportParent.AUTHOR, author.author_id) for author in authors or ()),
+        *((ReportParent.TECHNOLOGY, technology_id) for technology_id in technology_ids or ()),
+    ))  # fmt: skip
+
+
+async def _locked_parents(connection: AsyncConnection, report_id: int) -> Parents | None:
+    """The report's parents, its row locked until the transaction ends (None if there is
+    no such report). Every write to a report's links first writes or locks its row, so
+    they cannot change before then."""
+    found = (
+        await connection.execute(
+            select(REPORTS.c.report_type_id).where(REPORTS.c.id == report_id).with_for_update()
+        )
+    ).first()
+    if found is None:
+        return None
+    links = await connection.execute(
+        union_all(
+            select(literal(ReportParent.AUTHOR.value), AUTHORSHIPS.c.author_id).where(
+                AUTHORSHIPS.c.report_id == report_id
+            ),
+            select(
+                literal(ReportParent.TECHNOLOGY.value), REPORT_TECHNOLOGIES.c.technology_id
+            ).where(REPORT_TECHNOLOGIES.c.report_id == report_id),
+        )
+    )
+    return parents_given(found.report_type_id, (), ()) | {
+        (ReportParent(kind), parent_id) for kind, parent_id in links
+    }
 
 
 async def _write_links(
@@ -164,25 +207,27 @@ async def update_report(
     fields: dict[str, Any],
     authors: Sequence[Authorship] | None,
     technology_ids: Sequence[int] | None,
-) -> bool:
-    """Change the given columns and links; False if there is no such report."""
+) -> Parents | None:
+    """Change the given columns and links: the report's parents before and after, or None
+    if there is no such report."""
     async with engine.begin() as connection:
-        found = await connection.scalar(
+        before = await _locked_parents(connection, report_id)
+        if before is None:
+            return None
+        await connection.execute(
             update(REPORTS)
             .where(REPORTS.c.id == report_id)
             .values(**fields, updated_at=datetime.now(UTC))
-            .returning(REPORTS.c.id)
         )
-        if found is None:
-            return False
         await _write_links(connection, report_id, authors, technology_ids)
-    return True
+    return before | parents_given(fields.get("report_type_id"), authors, technology_ids)
 
 
 async def move_status(
     *, engine: AsyncEngine, report_id: int, current: str, target: str, publish_on: date | None
-) -> bool:
-    """Move from ``current`` to ``target`` unless someone moved it first."""
+) -> Parents | None:
+    """Move from ``current`` to ``target`` unless someone moved it first: the report's
+    parents, or None if it was not moved."""
     values: dict[str, Any] = {"status": target, "updated_at": datetime.now(UTC)}
     if publish_on is not None:
         values["publication_date"] = publish_on
@@ -193,7 +238,7 @@ async def move_status(
             .values(**values)
             .returning(REPORTS.c.id)
         )
-    return moved is not None
+        return None if moved is None else await _locked_parents(connection, report_id)
 
 
 async def delete_report(
@@ -203,19 +248,19 @@ async def delete_report(
     redis: Redis,
     report_id: int,
     faults: WriteFaults = NO_FAULTS,
-) -> bool:
-    """Delete the row (with its links), the document and the counters; False if none."""
+) -> Parents | None:
+    """Delete the row (with its links), the document and the counters: the parents it was
+    listed under, or None if there was no such report."""
     collection = documents[REPORT_DOCUMENTS]
     async with engine.connect() as connection:
         transaction = await connection.begin()
         removed: dict[str, Any] | None = None
         try:
-            deleted = await connection.scalar(
-                delete(REPORTS).where(REPORTS.c.id == report_id).returning(REPORTS.c.id)
-            )
-            if deleted is None:
+            parents = await _locked_parents(connection, report_id)
+            if parents is None:
                 await transaction.rollback()
-                return False
+                return None
+            await connection.execute(delete(REPORTS).where(REPORTS.c.id == report_id))
             removed = await collection.find_one_and_delete({"_id": report_id})
             if faults.before_commit:
                 await faults.before_commit(connection)
@@ -231,7 +276,7 @@ async def delete_report(
     for counter in Counter:
         pipeline.zrem(leaderboard_key(counter), str(report_id))
     await pipeline.execute()
-    return True
+    return parents
 
 
 async def update_document(

@@ -18,6 +18,7 @@ from datasources import catalogue
 from datasources.models import Author as AuthorModel
 from datasources.models import Institution as InstitutionModel
 from datasources.models import Technology as TechnologyModel
+from datasources.reports import ReportParent
 from resolvers.catalogue import Author, Institution, Technology
 from resolvers.mutations import Conflict, Forbidden, NotFound, ValidationFailed, failed, forbidden
 from resolvers.validation import EMAIL, ORCID, WEB_ADDRESS, Problems, given_fields
@@ -180,10 +181,10 @@ async def _write(info: Info, operation: Awaitable[Any], conflict: str) -> Any:
 async def _written(info: Info, type_name: str, row_id: int) -> None:
     """After a write, no cached response that read the row, or a list of its type, is
     served again. Reports are filtered by their authors' institutions, so their lists
-    change with an author."""
+    change with an author; and a deleted author's reports are no longer theirs."""
     tags = [sources.entity_tag(type_name, row_id), sources.list_tag(type_name)]
     if type_name == "Author":
-        tags.append(sources.list_tag("Report"))
+        tags += [sources.list_tag("Report"), sources.report_list_tag(ReportParent.AUTHOR, row_id)]
     await info.context.invalidate(*tags)
 
 

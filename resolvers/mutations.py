@@ -22,7 +22,7 @@ from datasources import report_writes
 from datasources.counters import Counter
 from datasources.models import Author, ReportType, Technology
 from datasources.models import ReportStatus as StoredStatus
-from datasources.report_writes import Authorship, DocumentContent
+from datasources.report_writes import Authorship, DocumentContent, Parents
 from resolvers.catalogue import Report, ReportStatus
 from resolvers.nodes import to_global_id
 from resolvers.stats import ReportStats
@@ -267,12 +267,14 @@ async def _check_fields(
     return columns, authors, technology_ids
 
 
-async def _forget(info: Info, report_id: int) -> None:
+async def _forget(info: Info, report_id: int, parents: Parents) -> None:
     """After a write, this request's loaders and every cached response must read the new
-    state: the report's, and every list's (a write may change what filters and sorts
-    read)."""
+    state: the report's, and that of every list it may have entered, left or moved in
+    (those of all reports, and those under its ``parents``, before and after the write)."""
     await info.context.invalidate(
-        sources.entity_tag("Report", report_id), sources.list_tag("Report")
+        sources.entity_tag("Report", report_id),
+        sources.list_tag("Report"),
+        *(sources.report_list_tag(parent, parent_id) for parent, parent_id in parents),
     )
     loaders = info.context.loaders
     for source in (
@@ -282,8 +284,10 @@ async def _forget(info: Info, report_id: int) -> None:
         loaders.clear(source, report_id)
 
 
-async def _saved(info: Info, report_id: int) -> ReportSaved | NotFound:
-    await _forget(info, report_id)
+async def _saved(
+    info: Info, report_id: int, parents: Parents = frozenset()
+) -> ReportSaved | NotFound:
+    await _forget(info, report_id, parents)
     row = await info.context.loaders.load(sources.REPORT, report_id)
     if row is None:
         return NotFound(
@@ -342,7 +346,11 @@ class ReportMutation:
                 if earlier is not None:
                     return await _saved(info, earlier[1])
             return Conflict(message="the report collides with another write; retry")
-        return await _saved(info, report_id)
+        return await _saved(
+            info,
+            report_id,
+            report_writes.parents_given(columns.get("report_type_id"), authors, technology_ids),
+        )
 
     @strawberry.mutation(description="Change some of a report's fields and links.")
     async def update_report(
@@ -358,16 +366,16 @@ class ReportMutation:
         )
         if problems or report_id is None:
             return failed(problems)
-        updated = await info.context.loaders.call(
+        parents = await info.context.loaders.call(
             Store.POSTGRES,
             report_writes.update_report(
                 engine=info.context.connections.engine, report_id=report_id,
                 fields=columns, authors=authors, technology_ids=technology_ids,
             ),
         )  # fmt: skip
-        if not updated:
+        if parents is None:
             return NotFound(message="no such report", id=id)
-        return await _saved(info, report_id)
+        return await _saved(info, report_id, parents)
 
     @strawberry.mutation(description="Move a report one step: Draft, Review, Published, Archived.")
     async def publish_report(
@@ -391,16 +399,16 @@ class ReportMutation:
         publish_on = (
             date.today() if to is ReportStatus.PUBLISHED and row.publication_date is None else None
         )
-        moved = await info.context.loaders.call(
+        parents = await info.context.loaders.call(
             Store.POSTGRES,
             report_writes.move_status(
                 engine=info.context.connections.engine, report_id=report_id,
                 current=row.status, target=to.value, publish_on=publish_on,
             ),
         )  # fmt: skip
-        if not moved:
+        if parents is None:
             return Conflict(message="the report's status changed meanwhile; re-read and retry")
-        return await _saved(info, report_id)
+        return await _saved(info, report_id, parents)
 
     @strawberry.mutation(description="Delete a report, its document and its counters.")
     async def delete_report(self, info: Info, id: strawberry.ID) -> DeletePayload:
@@ -409,16 +417,18 @@ class ReportMutation:
         problems = Problems()
         report_id = problems.database_id("id", id, "Report")
         connections = info.context.connections
-        deleted = report_id is not None and await info.context.loaders.call(
+        if report_id is None:
+            return NotFound(message="no such report", id=id)
+        parents = await info.context.loaders.call(
             Store.POSTGRES,
             report_writes.delete_report(
                 engine=connections.engine, documents=connections.documents,
                 redis=connections.redis, report_id=report_id,
             ),
         )  # fmt: skip
-        if not deleted or report_id is None:
+        if parents is None:
             return NotFound(message="no such report", id=id)
-        await _forget(info, report_id)
+        await _forget(info, report_id, parents)
         return ReportDeleted(deleted_id=id)
 
     @strawberry.mutation(

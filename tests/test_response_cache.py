@@ -115,6 +115,105 @@ async def test_lists_gain_created_reports_and_lose_deleted_ones(call: Caller) ->
     assert shrunk == listed
 
 
+AUTHOR_REPORTS = """query($id: ID!) { node(id: $id) { ... on Author {
+  reports(first: 100) { totalCount edges { node { databaseId status } } } } } }"""
+BY_AUTHORS = """query($ids: [ID!]) { reports(first: 100, filter: {authorIds: $ids}) {
+  totalCount edges { node { databaseId status } } } }"""
+BY_INSTITUTIONS = """query($ids: [ID!]) { reports(first: 100, filter: {institutionIds: $ids}) {
+  totalCount edges { node { databaseId } } } }"""
+
+
+async def _lists_of(client: httpx.AsyncClient, author: int) -> list[httpx.Response]:
+    """An author's reports, under the author and filtered at the root."""
+    author_id = to_global_id("Author", author)
+    return [
+        await _ask(client, AUTHOR_REPORTS, {"id": author_id}),
+        await _ask(client, BY_AUTHORS, {"ids": [author_id]}),
+    ]
+
+
+def _listed(response: httpx.Response) -> dict[int, str]:
+    data = response.json()["data"]
+    connection = (data.get("node") or data)["reports"]
+    assert connection["totalCount"] == len(connection["edges"])
+    return {edge["node"]["databaseId"]: edge["node"]["status"] for edge in connection["edges"]}
+
+
+async def test_an_authors_lists_follow_their_reports_and_only_theirs(call: Caller) -> None:
+    client = call.client
+    third_before = [_listed(response) for response in await _lists_of(client, 3)]
+    first_before = [_listed(response) for response in await _lists_of(client, 1)]
+    created = await _mutate(call, CREATE, {"input": report_input()})  # by authors 1 and 2
+    new_id = created["createReport"]["report"]["databaseId"]
+    report_id = to_global_id("Report", new_id)
+    untouched = await _lists_of(client, 3)
+    assert [response.headers["x-cache"] for response in untouched] == ["HIT", "HIT"]
+    assert [_listed(response) for response in untouched] == third_before
+    gained = await _lists_of(client, 1)
+    assert [response.headers["x-cache"] for response in gained] == ["MISS", "MISS"]
+    assert all(new_id in _listed(response) for response in gained)
+
+    # Moved to author 3: it leaves author 1's lists and enters author 3's.
+    moved = {"authors": [{"authorId": to_global_id("Author", 3), "isPrimary": True}]}
+    await _mutate(
+        call,
+        "mutation($id: ID!, $input: UpdateReportInput!)"
+        " { updateReport(id: $id, input: $input) { __typename } }",
+        {"id": report_id, "input": moved},
+    )
+    assert [_listed(response) for response in await _lists_of(client, 1)] == first_before
+    entered = [_listed(response) for response in await _lists_of(client, 3)]
+    assert all(listed[new_id] == "DRAFT" for listed in entered)
+
+    # Published: its status changes in its author's lists.
+    await _mutate(
+        call,
+        "mutation($id: ID!) { publishReport(id: $id, to: REVIEW) { __typename } }",
+        {"id": report_id},
+    )
+    reviewed = [_listed(response) for response in await _lists_of(client, 3)]
+    assert all(listed[new_id] == "REVIEW" for listed in reviewed)
+
+    await _mutate(
+        call, "mutation($id: ID!) { deleteReport(id: $id) { __typename } }", {"id": report_id}
+    )
+    assert [_listed(response) for response in await _lists_of(client, 3)] == third_before
+
+
+async def test_a_filter_by_institution_follows_an_author_who_moves(call: Caller) -> None:
+    author = (
+        await call(
+            "query($id: ID!) { node(id: $id) { ... on Author { institution { id } } } }",
+            {"id": to_global_id("Author", 1)},
+        )
+    )["node"]
+    institutions = (await call("{ institutions(first: 100) { edges { node { id } } } }"))[
+        "institutions"
+    ]["edges"]
+    elsewhere = next(
+        edge["node"]["id"]
+        for edge in institutions
+        if edge["node"]["id"] != (author["institution"] or {}).get("id")
+    )
+    before = await _ask(call.client, BY_INSTITUTIONS, {"ids": [elsewhere]})
+    await _mutate(
+        call,
+        "mutation($id: ID!, $to: ID!)"
+        " { updateAuthor(id: $id, input: {institutionId: $to}) { __typename } }",
+        {"id": to_global_id("Author", 1), "to": elsewhere},
+    )
+    after = await _ask(call.client, BY_INSTITUTIONS, {"ids": [elsewhere]})
+    assert after.headers["x-cache"] == "MISS"
+    reports_of_author = set(_listed((await _lists_of(call.client, 1))[0]))
+    assert reports_of_author
+    assert set(_listed_ids(after)) == set(_listed_ids(before)) | reports_of_author
+
+
+def _listed_ids(response: httpx.Response) -> list[int]:
+    edges = response.json()["data"]["reports"]["edges"]
+    return [edge["node"]["databaseId"] for edge in edges]
+
+
 async def test_a_renamed_author_is_renamed_in_every_cached_report(call: Caller) -> None:
     report = (await _ask(call.client, REPORT, {"id": REPORT_ID})).json()["data"]["report"]
     named = report["authors"][0]["author"]["name"]
