@@ -1,6 +1,7 @@
 """What the peer benchmark needs beyond Python, installed when missing: wrk and
 PostgreSQL 15 from the distribution, PostGraphile (and, for version 5, Node 22) from npm
-into folders of their own, as their committed lock files pin them."""
+into folders of their own, as their committed lock files pin them. The browser tests
+install Chromium with the same ``apt_install``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 POSTGRAPHILE_DIR = Path(__file__).parent / "postgraphile"
@@ -19,6 +21,10 @@ def _system_command(name: str) -> Path:
     return Path(shutil.which(name) or f"/usr/bin/{name}")
 
 
+class InstallError(Exception):
+    """Packages that are missing and could not be installed."""
+
+
 def apt_packages(*only: str) -> None:
     """wrk, PostgreSQL 15 and (for PostGraphile 4) Node and npm, from the distribution;
     or ``only`` those of them."""
@@ -28,31 +34,49 @@ def apt_packages(*only: str) -> None:
         "nodejs": _system_command("node"),
         "npm": _system_command("npm"),
     }
-    missing = [
-        package
-        for package, path in wanted.items()
-        if not path.exists() and (not only or package in only)
-    ]
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise SystemExit(f"missing {', '.join(missing)}: install them, or run this as root")
-    print(f"installing {', '.join(missing)} with apt-get", flush=True)
+    try:
+        apt_install(
+            {package: path for package, path in wanted.items() if not only or package in only},
+            before=_no_default_cluster,
+        )
+    except InstallError as error:
+        raise SystemExit(str(error)) from error
+
+
+def _no_default_cluster() -> None:
     # As in .ci/run: no default cluster on port 5432 behind our back; the benchmark runs
     # its own cluster on a free port and removes it.
     config = Path("/etc/postgresql-common/createcluster.conf")
     if not config.exists():
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text("create_main_cluster = false\n")
+
+
+def apt_install(wanted: Mapping[str, Path], before: Callable[[], None] | None = None) -> None:
+    """Install, quietly and as root, the Debian packages of ``wanted`` whose file (a path
+    each installs) is missing; ``before`` runs first when any is."""
+    missing = [package for package, path in wanted.items() if not path.exists()]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise InstallError(f"missing {', '.join(missing)}: install them, or run this as root")
+    print(f"installing {', '.join(missing)} with apt-get", flush=True)
+    if before is not None:
+        before()
     environment = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
     apt_get = str(_system_command("apt-get"))
-    subprocess.run([apt_get, "update", "-qq"], env=environment, check=True)
-    subprocess.run(
-        [apt_get, "install", "-y", "-qq", "-o", "Dpkg::Options::=--force-confold", *missing],
-        env=environment,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    try:
+        subprocess.run([apt_get, "update", "-qq"], env=environment, check=True)
+        subprocess.run(
+            [apt_get, "install", "-y", "-qq", "-o", "Dpkg::Options::=--force-confold", *missing],
+            env=environment,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise InstallError(
+            f"could not install {', '.join(missing)} with apt-get: {error}"
+        ) from error
 
 
 def _installed(folder: Path) -> bool:

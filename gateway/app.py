@@ -26,6 +26,7 @@ from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
 from gateway.http import GraphQLOverHTTP
 from gateway.limits import Limits
+from gateway.pages import page_routes
 from gateway.persisted_queries import PersistedQueries
 from gateway.responses import error_response
 from gateway.runtime import reconcile_stores, refresh_counter_snapshots, running_stores
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
             WebSocketRoute(GRAPHQL_PATH, graphql),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            *page_routes(),
         ],
         middleware=[
             Middleware(EarlyHits, path=GRAPHQL_PATH, settings=settings),

@@ -27,9 +27,8 @@ from typing import Any
 import orjson
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.types import ExecutionResult
 
 from core.auth import ANONYMOUS, AuthenticationError, Authenticator
@@ -47,6 +46,7 @@ from gateway.cached_responses import (
     scope_of,
 )
 from gateway.operations import PLANNER, STRAWBERRY, PreparedDocument, operation_extensions
+from gateway.pages import graphiql_page
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
 from gateway.responses import (
     GRAPHQL_RESPONSE_JSON,
@@ -145,7 +145,7 @@ class GraphQLOverHTTP:
                     {"allow": ALLOWED_METHODS},
                 )
             if request.method in ("GET", "HEAD") and _wants_ide(request):
-                return HTMLResponse(get_graphql_ide_html("graphiql"))
+                return graphiql_page()
             if media_type is None:
                 raise RequestError.of(
                     406, f"responses are {GRAPHQL_RESPONSE_JSON} or {JSON}; accept one of them"

@@ -35,6 +35,7 @@ from gateway.app import create_app
 from gateway.embedded import EmbeddedStores
 from gateway.embedded.process import free_port
 from gateway.seed import seed
+from tests.processes import store_environment
 
 TEMPLATE_DATABASE = "gateway_test_template"
 
@@ -147,8 +148,8 @@ def settings(
 @pytest.fixture
 def configured(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """``settings`` in the environment, where the command line reads them."""
-    for name in ("database_url", "mongo_url", "redis_url", "mongo_database", "data_dir"):
-        monkeypatch.setenv(f"GATEWAY_{name.upper()}", str(getattr(settings, name)))
+    for name, value in store_environment(settings).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("GATEWAY_LOG_LEVEL", "warning")
     return settings
 

@@ -17,6 +17,7 @@ import httpx
 import psutil
 import pytest
 
+from core.settings import Settings
 from gateway.embedded.process import free_port
 
 READY_TIMEOUT = 90.0
@@ -27,11 +28,15 @@ SERVER_NAMES = {"postgres", "mongodb", "redis"}
 
 
 class Gateway:
-    """``gateway serve`` as a process of its own, on a data directory of its own."""
+    """``gateway serve`` as a process of its own, on a data directory of its own: with its
+    embedded servers, or with the stores its settings name."""
 
-    def __init__(self, data_dir: Path, log: Path, *arguments: str, **settings: str) -> None:
+    def __init__(
+        self, data_dir: Path, log: Path, *arguments: str, port: int | None = None, **settings: str
+    ) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        # A port of its own, or a stopped gateway's, to serve its clients again.
+        self.port = port or free_port()
         self.log = log
         with log.open("ab") as output:
             self.process = subprocess.Popen(
@@ -49,12 +54,17 @@ class Gateway:
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/readyz").status_code == 200:
                     self.servers = recorded_servers(self.data_dir)
-                    assert set(self.servers) == SERVER_NAMES
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
         pytest.fail(f"gateway not ready in {READY_TIMEOUT}s:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        """Kill the process, unless it has ended."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def data(self, document: str) -> object:
         response = httpx.post(f"http://127.0.0.1:{self.port}/graphql", json={"query": document})
@@ -88,6 +98,12 @@ def environment(data_dir: Path, **settings: str) -> dict[str, str]:
         name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")
     }
     return environment | {"GATEWAY_DATA_DIR": str(data_dir)} | settings
+
+
+def store_environment(settings: Settings) -> dict[str, str]:
+    """``settings``' stores and data directory, as a process's environment names them."""
+    names = ("database_url", "mongo_url", "redis_url", "mongo_database", "data_dir")
+    return {f"GATEWAY_{name.upper()}": str(getattr(settings, name)) for name in names}
 
 
 def recorded_servers(data_dir: Path) -> dict[str, psutil.Process]:
@@ -150,17 +166,16 @@ def launch(data_dir: Path, tmp_path: Path) -> Iterator[Launch]:
     gateways: list[Gateway] = []
 
     def start(log: str = "gateway.log", *arguments: str, **settings: str) -> Gateway:
-        gateways.append(Gateway(data_dir, tmp_path / log, *arguments, **settings))
+        gateways.append(Gateway(data_dir, tmp_path / log, *arguments, port=None, **settings))
         gateways[-1].wait_until_ready()
+        assert set(gateways[-1].servers) == SERVER_NAMES
         return gateways[-1]
 
     try:
         yield start
     finally:
         for gateway in gateways:
-            if gateway.process.poll() is None:
-                gateway.process.kill()
-                gateway.process.wait()
+            gateway.kill()
         leftovers = (
             [*recorded_servers(data_dir).values(), *watchdogs_of(data_dir)]
             if data_dir.exists()

@@ -1,0 +1,205 @@
+"""A real browser for the tests: Debian's Chromium, headless, driven by Selenium through
+Debian's chromedriver, against a gateway served over real HTTP by a process of its own.
+
+Nothing the browser does may leave this machine: host names resolve to nothing and every
+other address goes to a proxy that refuses, and ``Browser.foreign_requests`` lists every
+request the pages made elsewhere (from Chromium's network log), for the tests to assert
+that there were none. Screenshots are kept under ``test-artifacts/browser/``.
+
+The session installs Chromium and its driver with apt-get when they are missing (as root),
+and fails, naming what is missing, when it cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.wait import WebDriverWait
+
+from bench.installs import InstallError, apt_install
+from core.settings import Settings
+from tests.processes import Gateway, store_environment
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
+# Generous bounds for "soon": they catch a page that never gets there, not a slow machine.
+WAIT = 30.0
+LOCAL_HOSTS = frozenset({"127.0.0.1"})
+NETWORK_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+# The first browser test may install Chromium (apt-get update, then a few hundred MB).
+BROWSER_TIMEOUT = 900
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1440,900",
+    # No name resolves (127.0.0.1 is no name), and any address but loopback, which Chromium
+    # never proxies, goes to a proxy where nothing listens: nothing reaches another host.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--proxy-server=127.0.0.1:9",
+)
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def chromedriver() -> Path:
+    """Chromium and its driver, installed now if they are missing."""
+    try:
+        apt_install({"chromium": CHROMIUM, "chromium-driver": CHROMEDRIVER})
+    except InstallError as error:
+        pytest.fail(f"the browser tests need Chromium and chromedriver: {error}", pytrace=False)
+    return CHROMEDRIVER
+
+
+class Browser:
+    """One headless Chromium with a profile of its own, and what its pages asked the
+    network for."""
+
+    def __init__(self, driver: webdriver.Chrome, name: str) -> None:
+        self.driver = driver
+        self.name = re.sub(r"[^\w.-]+", "-", name)
+        self._requested: list[str] = []
+        self._failed: list[str] = []
+        self._urls: dict[str, str] = {}
+
+    def open(self, url: str) -> None:
+        self.driver.get(url)
+
+    def wait_for(self, condition: Callable[[WebDriver], T], what: str) -> T:
+        """``condition``'s first truthy answer, within ``WAIT`` seconds."""
+        try:
+            return WebDriverWait(self.driver, WAIT).until(condition)
+        except TimeoutException:
+            shot = self.screenshot("timeout")
+            pytest.fail(f"waited {WAIT}s for {what}; the page is in {shot}", pytrace=False)
+
+    def element(self, selector: str) -> WebElement:
+        return self.driver.find_element("css selector", selector)
+
+    def element_with_text(self, tag: str, text: str) -> WebElement:
+        return self.driver.find_element("xpath", f"//{tag}[normalize-space()='{text}']")
+
+    def text(self, selector: str) -> str:
+        elements = self.driver.find_elements("css selector", selector)
+        return elements[0].text if elements else ""
+
+    def script(self, source: str, *arguments: object) -> Any:
+        return self.driver.execute_script(source, *arguments)
+
+    def screenshot(self, label: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{self.name}-{label}.png"
+        self.driver.save_screenshot(str(path))
+        print(f"screenshot: {path}")
+        return path
+
+    def requests(self) -> list[str]:
+        """Every URL the pages requested, WebSockets included."""
+        self._read_network_log()
+        return list(self._requested)
+
+    def foreign_requests(self) -> list[str]:
+        return [
+            url
+            for url in self.requests()
+            if urlsplit(url).scheme in NETWORK_SCHEMES and urlsplit(url).hostname not in LOCAL_HOSTS
+        ]
+
+    def failed_requests(self) -> list[str]:
+        """Requests that got no answer or an error status (4xx, 5xx)."""
+        self._read_network_log()
+        return list(self._failed)
+
+    def console_errors(self) -> list[str]:
+        return [entry["message"] for entry in self.log("browser") if entry["level"] == "SEVERE"]
+
+    def log(self, kind: str) -> list[dict[str, Any]]:
+        """The entries of one of Chromium's logs since it was last read."""
+        entries: list[dict[str, Any]] = self.driver.get_log(kind)  # type: ignore[no-untyped-call]
+        return entries
+
+    def _read_network_log(self) -> None:
+        # Chromium hands each entry of its log over once: keep them.
+        for entry in self.log("performance"):
+            event = json.loads(entry["message"])["message"]
+            method, parameters = event["method"], event["params"]
+            if method == "Network.requestWillBeSent":
+                self._requested.append(parameters["request"]["url"])
+                self._urls[parameters["requestId"]] = parameters["request"]["url"]
+            elif method == "Network.webSocketCreated":
+                self._requested.append(parameters["url"])
+            elif method == "Network.responseReceived" and parameters["response"]["status"] >= 400:
+                response = parameters["response"]
+                self._failed.append(f"{response['status']} {response['url']}")
+            elif method == "Network.loadingFailed" and not parameters.get("canceled"):
+                url = self._urls.get(parameters["requestId"], "?")
+                self._failed.append(f"{parameters['errorText']} {url}")
+
+
+@pytest.fixture
+def browser(
+    chromedriver: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Browser]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    # The driver is Debian's: Selenium Manager, which would download one, never runs.
+    service = Service(str(chromedriver), log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    # What Chromium's own start-up tab asked for (its new-tab page, refused by the proxy) is
+    # no page's: start the log from a blank page.
+    driver.get("about:blank")
+    browser = Browser(driver, request.node.name)
+    browser.log("performance")
+    try:
+        yield browser
+        browser.screenshot("end")
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def serve(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    """Start ``gateway serve`` on this test's stores, on a port of its own or ``port``;
+    whatever is still running is killed afterwards."""
+    started: list[Gateway] = []
+
+    def start(port: int | None = None) -> Gateway:
+        log = tmp_path / f"gateway-{len(started)}.log"
+        gateway = Gateway(
+            settings.data_dir,
+            log,
+            port=port,
+            GATEWAY_LOG_LEVEL="warning",
+            **store_environment(settings),
+        )
+        started.append(gateway)
+        gateway.wait_until_ready()
+        return gateway
+
+    try:
+        yield start
+    finally:
+        for gateway in started:
+            gateway.kill()

@@ -1,0 +1,198 @@
+"""GraphiQL: served by the gateway alone, and working in a real browser.
+
+The browser tests run Chromium against ``gateway serve`` on this test's stores (see
+tests/browser.py); their screenshots are kept under ``test-artifacts/browser/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from core.connections import Connections
+from gateway.pages import IMMUTABLE, REVALIDATE
+from gateway.seed import seed
+from tests import browser as browser_harness
+from tests.browser import BROWSER_TIMEOUT, Browser
+from tests.processes import Gateway
+
+chromedriver = browser_harness.chromedriver
+browser = browser_harness.browser
+serve = browser_harness.serve
+
+HTML = {"accept": "text/html"}
+REPORTS = 20
+in_a_browser = pytest.mark.timeout(BROWSER_TIMEOUT)
+
+
+class _Assets(HTMLParser):
+    """The URLs a page's tags load."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        wanted = {"script": "src", "link": "href"}.get(tag)
+        self.urls += [value for name, value in attrs if name == wanted and value]
+
+
+def _assets(html: str) -> list[str]:
+    parser = _Assets()
+    parser.feed(html)
+    return parser.urls
+
+
+@pytest.mark.parametrize(("path", "headers"), [("/graphql", HTML)])
+async def test_pages_load_only_the_gateways_own_files(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str]
+) -> None:
+    page = await client.get(path, headers=headers)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["cache-control"] == REVALIDATE
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy
+    assert "connect-src 'self'" in policy
+    assets = _assets(page.text)
+    assert assets
+    for url in assets:
+        assert url.startswith("/assets/"), url
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        vendored = url.startswith("/assets/vendor/")
+        assert asset.headers["cache-control"] == (IMMUTABLE if vendored else REVALIDATE)
+
+
+async def test_every_vendored_package_carries_its_licence(client: httpx.AsyncClient) -> None:
+    page = await client.get("/graphql", headers=HTML)
+    folders = {url.split("/")[3] for url in _assets(page.text) if url.startswith("/assets/vendor/")}
+    assert {re.sub(r"-[\d.]+$", "", folder) for folder in folders} >= {
+        "graphiql",
+        "graphiql-plugin-explorer",
+        "react",
+        "react-dom",
+    }
+    for folder in folders:
+        licence = await client.get(f"/assets/vendor/{folder}/LICENSE")
+        assert licence.status_code == 200
+        assert "Permission is hereby granted" in licence.text
+
+
+async def test_unknown_assets_are_404s_in_json(client: httpx.AsyncClient) -> None:
+    for url in ("/assets/vendor/graphiql-0.0.0/graphiql.min.js", "/assets/../pages.py"):
+        response = await client.get(url)
+        assert response.status_code == 404
+        assert response.json()["errors"]
+
+
+async def test_a_query_in_the_address_is_answered_not_shown_in_graphiql(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/graphql", params={"query": "{ __typename }"}, headers=HTML)
+    assert response.status_code == 406
+
+
+@pytest.fixture
+async def catalogue(connections: Connections) -> Connections:
+    await seed(connections, reports=REPORTS, random_seed=5, progress=False)
+    return connections
+
+
+@pytest.fixture
+def gateway(catalogue: Connections, serve: Callable[..., Gateway]) -> Gateway:
+    return serve()
+
+
+def _top_report(gateway: Gateway) -> dict[str, Any]:
+    data = gateway.data("{ topReports(by: VIEWS, limit: 1) { id title stats { views } } }")
+    assert isinstance(data, dict)
+    report: dict[str, Any] = data["topReports"][0]
+    return report
+
+
+def _editor(browser: Browser, selector: str) -> str:
+    """An editor's whole text: CodeMirror draws only the lines in sight."""
+    text = browser.script(
+        "const editor = document.querySelector(arguments[0] + ' .CodeMirror');"
+        "return editor ? editor.CodeMirror.getValue() : '';",
+        selector,
+    )
+    assert isinstance(text, str)
+    return text
+
+
+def _graphiql(browser: Browser, gateway: Gateway, query: str) -> None:
+    browser.open(f"http://127.0.0.1:{gateway.port}/graphql?q={quote(query)}")
+    browser.wait_for(
+        lambda _: _editor(browser, ".graphiql-query-editor") == query, "GraphiQL to show the query"
+    )
+
+
+def _run(browser: Browser) -> None:
+    browser.element(".graphiql-execute-button").click()
+
+
+def _response(browser: Browser) -> str:
+    return _editor(browser, ".graphiql-response")
+
+
+def _assert_stayed_local(browser: Browser) -> None:
+    assert browser.requests(), "the network log recorded nothing"
+    assert browser.foreign_requests() == []
+    assert browser.failed_requests() == []
+    assert browser.console_errors() == []
+
+
+@in_a_browser
+def test_graphiql_runs_a_query_with_nothing_from_another_host(
+    browser: Browser, gateway: Gateway
+) -> None:
+    top = _top_report(gateway)
+    query = "query Top { topReports(by: VIEWS, limit: 1) { id title } }"
+    _graphiql(browser, gateway, query)
+    _run(browser)
+    result = browser.wait_for(lambda _: _response(browser), "the query's result")
+    assert json.loads(result)["data"] == {"topReports": [{"id": top["id"], "title": top["title"]}]}
+    browser.screenshot("query")
+    # The explorer plugin lists the schema's fields, read by introspection.
+    browser.element("button[aria-label='Show GraphiQL Explorer']").click()
+    browser.wait_for(
+        lambda _: "topReports" in browser.text(".graphiql-explorer-root"), "the explorer"
+    )
+    browser.screenshot("explorer")
+    _assert_stayed_local(browser)
+    # GraphiQL asked for the schema and ran the query over HTTP, on the gateway's path.
+    assert f"http://127.0.0.1:{gateway.port}/graphql" in browser.requests()
+
+
+@in_a_browser
+def test_graphiql_sends_the_headers_of_its_headers_editor(
+    browser: Browser, gateway: Gateway
+) -> None:
+    _graphiql(browser, gateway, "query Service { service { name } }")
+    browser.element_with_text("button", "Headers").click()
+    # Typed into CodeMirror, braces and quotes would be closed twice; set the editor's text
+    # through the editor itself instead, as a paste does.
+    browser.wait_for(
+        lambda _: browser.script(
+            "const editor = document.querySelector("
+            "  '.graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror');"
+            "if (!editor) return false;"
+            "editor.CodeMirror.setValue(arguments[0]);"
+            "return true;",
+            json.dumps({"Authorization": "Bearer not-a-key"}),
+        ),
+        "the headers editor",
+    )
+    _run(browser)
+    result = browser.wait_for(lambda _: _response(browser), "the query's result")
+    assert json.loads(result)["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    browser.screenshot("unauthenticated")
