@@ -21,6 +21,7 @@ from starlette.responses import Response
 from core.auth import ANONYMOUS, Viewer
 from core.connections import Connections
 from core.loaders import Loaders
+from core.pubsub import Hub
 from core.response_cache import ResponseCache
 from core.settings import Settings
 from datasources.instrumentation import RoundTrips, current_round_trips
@@ -67,6 +68,8 @@ class Context:
     # A WebSocket's connection_init payload (where its credentials are).
     connection_params: dict[str, Any] = field(default_factory=dict)
     cache: ResponseCache | None = None
+    # The process's pub/sub connection: what subscriptions listen through.
+    hub: Hub | None = None
     # Whether the operation's response may be cached, so that its reads record their tags;
     # and the scope of the operation it began last.
     caching: bool = False
@@ -89,6 +92,7 @@ class Context:
             and headers.get(LOOKUPS_HEADER, "").lower() == "naive",
             viewer=viewer,
             cache=getattr(connection.app.state, "response_cache", None),
+            hub=getattr(connection.app.state, "hub", None),
         )
 
     def begin_operation(self) -> OperationScope:
@@ -119,6 +123,11 @@ class Context:
         """After a write: no cached response that read ``tags`` is served again."""
         if self.cache is not None:
             await self.cache.invalidate(tags)
+
+    async def announce(self, channel: str) -> None:
+        """After a write: the subscribers of ``channel``, on every process, read again."""
+        if self.hub is not None:
+            await self.hub.announce(channel)
 
     @property
     def operation(self) -> OperationScope:

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.outages import Outage
+from core.pubsub import REDIS_FAILURES, Hub
 from core.sources import COUNTERS
 from datasources.response_cache import (
     CHANNEL,
@@ -41,13 +41,9 @@ from datasources.response_cache import (
 
 logger = logging.getLogger(__name__)
 
-REDIS_FAILURES = (RedisError, OSError, TimeoutError)
-# Seconds between attempts to subscribe again after the subscription failed, and to use
-# Redis again after a call failed: a hung Redis costs one request a second its timeout.
-RESUBSCRIBE_AFTER = 1.0
+# Seconds before Redis is used again after a call failed: a hung Redis costs one request
+# a second its timeout.
 RETRY_AFTER = 1.0
-# Seconds a subscriber waits for a message at a time, so that it notices a stop.
-LISTEN_FOR = 1.0
 # Connections of the hit path kept open between hits.
 READERS_KEPT = 32
 # Every entry of the process's tier is dropped by this message (a flush).
@@ -130,6 +126,7 @@ class ResponseCache:
     def __init__(
         self,
         redis: Redis,
+        hub: Hub,
         *,
         ttl: float,
         ttls: Mapping[str, float],
@@ -138,6 +135,7 @@ class ResponseCache:
         timeout: float,
     ) -> None:
         self._redis = redis
+        self._hub = hub
         # Hits are read past redis-py where the connection allows it (see EntryReader).
         self._reader = EntryReader.of(redis, timeout=timeout, kept=READERS_KEPT)
         self._ttl = ttl
@@ -160,22 +158,14 @@ class ResponseCache:
         # Tags a mutation invalidated while Redis was unavailable: invalidated first when it
         # is back, before any entry is read from it.
         self._pending: set[str] = set()
-        self._listener: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
         self._flights: dict[str, asyncio.Future[Entry | None]] = {}
         self.counters = CacheCounters()
 
-    async def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen())
+    def start(self) -> None:
+        self._hub.listen(CHANNEL, self)
 
-    async def stop(self) -> None:
-        # The listener only waits for messages: cancelling it leaves no write half-done,
-        # and its connection is closed on the way out.
-        self._stop.set()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+    def stop(self) -> None:
+        self._hub.leave(CHANNEL, self)
         if self._reader is not None:
             self._reader.close()
 
@@ -334,31 +324,19 @@ class ResponseCache:
         self._by_tag.clear()
         self._local_size = 0
 
-    async def _listen(self) -> None:
-        """Apply every process's invalidations to this process's tier, for as long as the
-        process runs; without a subscription, the tier is empty and unused."""
-        while not self._stop.is_set():
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(CHANNEL)
-                # Anything kept before this point may have missed an invalidation.
-                self._clear()
-                self._subscribed = True
-                while not self._stop.is_set():
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=LISTEN_FOR
-                    )
-                    if message is not None and message.get("type") == "message":
-                        self._drop_tagged(orjson.loads(message["data"]))
-            except REDIS_FAILURES as error:
-                self._failed(error)
-            finally:
-                self._subscribed = False
-                self._clear()
-                with contextlib.suppress(*REDIS_FAILURES):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), RESUBSCRIBE_AFTER)
+    # The invalidations of every process reach this one through the hub (core/pubsub.py):
+    # while it is not subscribed, the tier is empty and unused.
+    def message(self, data: bytes) -> None:
+        self._drop_tagged(orjson.loads(data))
+
+    def connected(self) -> None:
+        # Anything kept before this point may have missed an invalidation.
+        self._clear()
+        self._subscribed = True
+
+    def disconnected(self, error: BaseException) -> None:
+        self._subscribed = False
+        self._failed(error)
 
     def _failed(self, error: BaseException) -> None:
         self._clear()

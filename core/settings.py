@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     cache_ttls: dict[str, float] = Field(default_factory=dict)
     cache_volatile_ttl: float = Field(default=1.0, gt=0)
     cache_memory_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # Operations one WebSocket connection may run at once (subscriptions, mostly); one more
+    # closes it with 4429.
+    max_subscriptions_per_connection: int = Field(default=100, gt=0)
+    # Seconds between keep-alive messages on an idle WebSocket or event stream; 0: none.
+    ws_keep_alive: float = Field(default=15.0, ge=0)
     # A line per HTTP request in the log: off by default, since it costs every request
     # a formatted log record.
     access_log: bool = False

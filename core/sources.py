@@ -34,6 +34,7 @@ from sqlalchemy import Table
 
 from core.connections import Connections
 from datasources import listings, lookups, reports
+from datasources.counter_snapshots import restored
 from datasources.counters import Counter, ReportCounters, counters_by_report, top_report_ids
 from datasources.documents import documents_by_report, report_ids_tagged
 from datasources.keyset import Page, PageRequest
@@ -208,7 +209,11 @@ DOCUMENT_OF_REPORT = document_of_report()
 COUNTERS_OF_REPORT: Source[int, ReportCounters | None] = Source(
     "counters of a report",
     Store.REDIS,
-    lambda stores, ids: counters_by_report(redis=stores.redis, report_ids=ids),
+    lambda stores, ids: restored(
+        redis=stores.redis,
+        engine=stores.reader,
+        read=lambda: counters_by_report(redis=stores.redis, report_ids=ids),
+    ),
     lambda ids, counters: [*_keys_of("Report")(ids, counters), *_keys_of(COUNTERS)(ids, counters)],
 )
 
@@ -313,7 +318,11 @@ def top_reports(counter: Counter, limit: int) -> Read[list[int]]:
     return Read(
         "top reports",
         Store.REDIS,
-        lambda stores: top_report_ids(redis=stores.redis, counter=counter, limit=limit),
+        lambda stores: restored(
+            redis=stores.redis,
+            engine=stores.reader,
+            read=lambda: top_report_ids(redis=stores.redis, counter=counter, limit=limit),
+        ),
         lambda _: (LEADERBOARDS_TAG,),
     )
 

@@ -20,7 +20,13 @@ from redis.asyncio import Redis
 from sqlalchemy import delete, insert, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from datasources.counters import Counter, ReportCounters, leaderboard_key, stats_key
+from datasources.counters import (
+    LEADERBOARDS_CHANNEL,
+    Counter,
+    counters_channel,
+    leaderboard_key,
+    stats_key,
+)
 from datasources.document_migrations import REPORT_DOCUMENTS
 from datasources.models import (
     IdempotencyKey,
@@ -41,6 +47,11 @@ Hook = Callable[[AsyncConnection], Awaitable[None]]
 # The parents a report is listed under (its type, authors and technologies): what a write
 # to it changes the lists of, before and after the write.
 Parents = frozenset[tuple[ReportParent, int]]
+
+
+def report_channel(report_id: int) -> str:
+    """Published to after a write changed the report (or deleted it)."""
+    return f"live:report:{report_id}"
 
 
 @dataclass(frozen=True)
@@ -275,6 +286,8 @@ async def delete_report(
     pipeline.delete(stats_key(report_id))
     for counter in Counter:
         pipeline.zrem(leaderboard_key(counter), str(report_id))
+    pipeline.publish(counters_channel(report_id), "")
+    pipeline.publish(LEADERBOARDS_CHANNEL, str(report_id))
     await pipeline.execute()
     return parents
 
@@ -305,16 +318,6 @@ async def update_document(
         {"$set": {**changes, "updated_at": now, "revision": revision + 1}},
     )
     return revision + 1 if result.modified_count == 1 else None
-
-
-async def record(*, redis: Redis, report_id: int, counter: Counter) -> ReportCounters:
-    """Count one view or download, atomically with its leaderboard."""
-    pipeline = redis.pipeline(transaction=True)
-    pipeline.hincrby(stats_key(report_id), counter.value, 1)
-    pipeline.zincrby(leaderboard_key(counter), 1, str(report_id))
-    pipeline.hmget(stats_key(report_id), [Counter.VIEWS.value, Counter.DOWNLOADS.value])
-    *_, (views, downloads) = await pipeline.execute()
-    return ReportCounters(report_id=report_id, views=int(views or 0), downloads=int(downloads or 0))
 
 
 async def reconcile_documents(

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.auth import Authenticator
 from core.errors import INTERNAL_MESSAGE
+from core.pubsub import Hub
 from core.response_cache import ResponseCache
 from core.settings import Settings
 from gateway.cached_responses import EarlyHits
@@ -26,10 +27,16 @@ from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
 from gateway.http import GraphQLOverHTTP
 from gateway.limits import Limits
+from gateway.live import Feeds
 from gateway.pages import page_routes
 from gateway.persisted_queries import PersistedQueries
 from gateway.responses import error_response
-from gateway.runtime import reconcile_stores, refresh_counter_snapshots, running_stores
+from gateway.runtime import (
+    reconcile_stores,
+    refresh_counter_snapshots,
+    running_stores,
+    snapshot_counters_now,
+)
 from gateway.schema import build_schema
 from gateway.websocket import GraphQLOverWebSocket
 
@@ -84,9 +91,12 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
         ) as connections:
             app.state.connections = connections
             app.state.authenticator = Authenticator(settings, connections.engine)
+            hub = app.state.hub = Hub(connections.redis)
+            await hub.start()
             cache = app.state.response_cache = (
                 ResponseCache(
                     connections.redis,
+                    hub,
                     ttl=settings.cache_ttl,
                     ttls=settings.cache_ttls,
                     volatile_ttl=settings.cache_volatile_ttl,
@@ -97,7 +107,7 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
                 else None
             )
             if cache is not None:
-                await cache.start()
+                cache.start()
             # Background work stops at a signal and finishes its current store call;
             # it is never cancelled half-way through one (see runtime.py).
             stop = asyncio.Event()
@@ -121,16 +131,21 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
                 yield
             finally:
                 stop.set()
+                await feeds.stop()
                 await asyncio.gather(*background)
+                # What was counted since the last copy outlives Redis losing its data.
+                await snapshot_counters_now(connections, settings.shutdown_timeout)
                 if cache is not None:
-                    await cache.stop()
+                    cache.stop()
+                await hub.stop()
 
     schema = build_schema(Limits.from_settings(settings))
     origins = OriginPolicy(settings)
     persisted = PersistedQueries(settings)
+    feeds = Feeds(schema)
     graphql = GraphQLPath(
-        GraphQLOverHTTP(schema, settings, persisted),
-        GraphQLOverWebSocket(schema, origins, persisted),
+        GraphQLOverHTTP(schema, settings, persisted, feeds),
+        GraphQLOverWebSocket(schema, settings, origins, persisted, feeds),
     )
     app = Starlette(
         routes=[
@@ -149,4 +164,5 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.feeds = feeds
     return app

@@ -12,6 +12,8 @@
   limits, deadlines and status codes apply to one operation, and HTTP/1.1 keep-alive or
   HTTP/2 already send many requests over one connection.
 - Bodies over ``GATEWAY_MAX_REQUEST_BYTES`` get 413 before the rest is read.
+- Subscriptions, to requests that accept ``text/event-stream``, as server-sent events
+  (GraphQL over SSE, distinct connections mode): ``next`` events, then ``complete``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import orjson
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from strawberry.types import ExecutionResult
 
@@ -45,12 +47,15 @@ from gateway.cached_responses import (
     may_cache,
     scope_of,
 )
+from gateway.live import Ended, Feeds, LiveOperation, live_operation
 from gateway.operations import PLANNER, STRAWBERRY, PreparedDocument, operation_extensions
 from gateway.pages import graphiql_page
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
 from gateway.responses import (
+    EVENT_STREAM,
     GRAPHQL_RESPONSE_JSON,
     JSON,
+    accepts_events,
     json_response,
     response_type,
     shutting_down,
@@ -111,9 +116,10 @@ class GraphQLOverHTTP:
     """The ASGI endpoint of ``/graphql`` for HTTP (WebSocket has its own)."""
 
     def __init__(
-        self, schema: GatewaySchema, settings: Settings, persisted: PersistedQueries
+        self, schema: GatewaySchema, settings: Settings, persisted: PersistedQueries, feeds: Feeds
     ) -> None:
         self._schema = schema
+        self._feeds = feeds
         self._settings = settings
         self._planner = Planner(schema._schema)
         # Operations whose client was answered at the deadline, finishing their store calls.
@@ -134,6 +140,7 @@ class GraphQLOverHTTP:
 
     async def _respond(self, request: Request) -> Response:
         media_type = response_type(request.headers.get("accept"))
+        events = accepts_events(request.headers.get("accept"))
         context: Context | None = None
         try:
             if request.method == "OPTIONS":
@@ -146,23 +153,26 @@ class GraphQLOverHTTP:
                 )
             if request.method in ("GET", "HEAD") and _wants_ide(request):
                 return graphiql_page()
-            if media_type is None:
-                raise RequestError.of(
-                    406, f"responses are {GRAPHQL_RESPONSE_JSON} or {JSON}; accept one of them"
-                )
+            if media_type is None and not events:
+                raise _not_acceptable()
             context = await self._context(request)
             raw = await self._body(request) if request.method == "POST" else b""
             # Looked up before anything is parsed (EarlyHits did for anonymous callers): a
             # hit costs a hash and a look-up.
             lookup = request.scope.get(EARLY_LOOKUP)
-            if lookup is None and context.cache is not None and may_cache(request):
+            if lookup is None and context.cache is not None and not events and may_cache(request):
                 query_string = request.scope["query_string"]
                 key = cache_key(scope_of(context), request.method, raw or query_string)
                 found = await context.cache.find(key)
                 if found.entry is not None:
-                    return cached(request, context, found, media_type)
+                    return cached(request, context, found, media_type or JSON)
                 lookup = (key, found)
             graphql_request = await self._read(request, raw)
+            if events and (live := self._live(graphql_request)) is not None:
+                # Not one of the operations executing at once: it runs as long as its client.
+                return self._events(live, context)
+            if media_type is None:
+                raise _not_acceptable()
             async with self._turn():
                 return await self._execute(request, graphql_request, context, media_type, lookup)
         except RequestError as refusal:
@@ -285,7 +295,11 @@ class GraphQLOverHTTP:
                 request.app.state.connections, graphql_request.registering, graphql_request.query
             )
         if operation.operation is OperationType.SUBSCRIPTION:
-            raise RequestError.of(400, "subscriptions are served over WebSocket at this same path")
+            raise RequestError.of(
+                400,
+                "subscriptions are served over WebSocket at this same path, or as server-sent "
+                f"events to requests that accept {EVENT_STREAM}",
+            )
         if operation.operation is OperationType.MUTATION and request.method != "POST":
             raise RequestError(
                 405, [request_error("mutations are sent with POST")], {"allow": "POST"}
@@ -298,6 +312,45 @@ class GraphQLOverHTTP:
         ):
             return self._respond_with(await self._result(asked), context, media_type)
         return await self._through_cache(asked, context.cache, lookup)
+
+    def _live(self, graphql_request: GraphQLRequest) -> LiveOperation | None:
+        live = live_operation(
+            self._schema.operations,
+            graphql_request.query,
+            graphql_request.operation_name,
+            graphql_request.variables,
+        )
+        if isinstance(live, list):
+            raise RequestError(400, live, graphql=True)
+        return live
+
+    def _events(self, live: LiveOperation, context: Context) -> StreamingResponse:
+        return StreamingResponse(
+            self._stream(live, context),
+            media_type=EVENT_STREAM,
+            headers={
+                "cache-control": "no-cache",
+                # Proxies that buffer responses would hold events back.
+                "x-accel-buffering": "no",
+                REQUEST_ID_HEADER: context.request_id,
+            },
+        )
+
+    async def _stream(self, live: LiveOperation, context: Context) -> AsyncIterator[str]:
+        keep_alive = self._settings.ws_keep_alive or None
+        async with self._feeds.subscribed(live, context) as subscriber:
+            while True:
+                try:
+                    event = await asyncio.wait_for(subscriber.next(), keep_alive)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                if isinstance(event, Ended):
+                    break
+                yield f"event: next\ndata: {event}\n\n"
+        if event.errors:
+            yield f"event: next\ndata: {orjson.dumps({'errors': event.errors}).decode()}\n\n"
+        yield "event: complete\ndata:\n\n"
 
     async def _through_cache(
         self, asked: _Asked, cache: ResponseCache, lookup: tuple[str, Found]
@@ -465,6 +518,12 @@ def _in_order(error: GraphQLError) -> tuple[Any, ...]:
         (0, part, "") if isinstance(part, int) else (1, 0, part) for part in error.path or ()
     )
     return location, path, error.message
+
+
+def _not_acceptable() -> RequestError:
+    return RequestError.of(
+        406, f"responses are {GRAPHQL_RESPONSE_JSON} or {JSON}; accept one of them"
+    )
 
 
 def _too_large(limit: int) -> RequestError:

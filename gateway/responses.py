@@ -15,6 +15,18 @@ from core.errors import ErrorCode, shorten
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
+
+
+def accepts_events(accept: str | None) -> bool:
+    """Whether the client takes server-sent events (GraphQL over SSE)."""
+    for media_range in (accept or "").split(","):
+        media, *parameters = (part.strip() for part in media_range.split(";"))
+        if media.lower() == EVENT_STREAM and not any(
+            parameter.replace(" ", "").lower() in ("q=0", "q=0.0") for parameter in parameters
+        ):
+            return True
+    return False
 
 
 def response_type(accept: str | None) -> str | None:

@@ -24,6 +24,8 @@ from gateway.embedded import EmbeddedStores
 
 logger = logging.getLogger(__name__)
 
+SNAPSHOT_FAILURES = (RedisError, DBAPIError, OSError, TimeoutError)
+
 
 @asynccontextmanager
 async def running_stores(
@@ -84,8 +86,19 @@ async def refresh_counter_snapshots(
                 await snapshot_counters(redis=connections.redis, engine=connections.engine)
                 if cache is not None:
                     await cache.invalidate([SNAPSHOT_TAG])
-        except (RedisError, DBAPIError, OSError, TimeoutError) as error:
+        except SNAPSHOT_FAILURES as error:
             logger.warning("counter snapshot skipped: %s", error)
+
+
+async def snapshot_counters_now(connections: Connections, within: float) -> None:
+    """Copy the counters once, at shutdown, within ``within`` seconds: a hung store delays
+    the exit no longer, and a failing one only costs a log line. Cutting the copy off
+    half-way loses nothing: the process is exiting, and its transaction rolls back."""
+    try:
+        async with asyncio.timeout(within):
+            await snapshot_counters(redis=connections.redis, engine=connections.engine)
+    except SNAPSHOT_FAILURES as error:
+        logger.warning("counter snapshot at shutdown skipped: %r", error)
 
 
 async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:

@@ -18,6 +18,7 @@ from resolvers.mutations import ReportMutation
 from resolvers.report_types import ReportTypeQuery
 from resolvers.reports import ReportQuery
 from resolvers.service import ServiceQuery
+from resolvers.subscriptions import Subscription
 from resolvers.technologies import TechnologyQuery
 
 Query = merge_types(
@@ -40,6 +41,7 @@ class GatewaySchema(strawberry.Schema):
         super().__init__(
             query=Query,
             mutation=Mutation,
+            subscription=Subscription,
             # A factory: each operation gets its own extension instance.
             extensions=[lambda: OperationRules(self.operations)],
         )

@@ -10,21 +10,32 @@ Strawberry's protocol handlers, with three things added on the way in and out.
   core.errors); this covers the few that the protocol handlers write themselves.
 - Persisted queries: an operation may name its document by hash, and in the allow-list
   mode must be one of the allow-list's, as over HTTP (see gateway/persisted_queries.py).
+- Subscriptions: fed by the process's shared feeds (see gateway/live.py) rather than run
+  once per subscriber. A connection may hold ``GATEWAY_MAX_SUBSCRIPTIONS_PER_CONNECTION``
+  operations at once; one more closes it with 4429. Both protocols keep idle connections
+  alive (``ka`` messages, or pings that graphql-transport-ws clients answer).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Any, cast
 
+import orjson
+from graphql import GraphQLError, GraphQLSyntaxError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.async_base_view import AsyncWebSocketAdapter
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types.unset import UNSET, UnsetType
@@ -32,11 +43,16 @@ from strawberry.types.unset import UNSET, UnsetType
 from core.auth import ANONYMOUS, AuthenticationError, Authenticator
 from core.context import Context
 from core.errors import ErrorCode, client_error
+from core.settings import Settings
 from gateway.cors import OriginPolicy
+from gateway.live import Ended, Feeds, LiveOperation, live_operation
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
 from gateway.schema import GatewaySchema
 
 INVALID_MESSAGE = 4400
+TOO_MANY = 4429
+# What sending on a connection the client has closed raises.
+CLOSED = (WebSocketDisconnect, WebSocketDisconnected, RuntimeError, OSError)
 # Messages whose payload, when present, must be an object, and those that name an operation.
 OBJECT_PAYLOADS = frozenset({"connection_init", "ping", "pong", "subscribe", "start"})
 WITH_ID = frozenset({"subscribe", "complete", "start", "stop"})
@@ -76,6 +92,12 @@ async def admitted(persisted: PersistedQueries, context: Context, message: Any) 
     return {**message, "payload": {**payload, "query": document}}, None
 
 
+async def _send_text(websocket: AsyncWebSocketAdapter, text: str) -> None:
+    """A message already encoded: an event's payload is encoded once for all its
+    subscribers."""
+    await cast("ASGIWebSocketAdapter", websocket).ws.send_text(text)
+
+
 def with_codes(message: Mapping[str, Any]) -> Mapping[str, Any]:
     """``message`` with a code on each of its errors that has none."""
     payload = message.get("payload")
@@ -93,16 +115,76 @@ def with_codes(message: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    keep_alive_task: asyncio.Task[None] | None = None
+
     async def handle_message(self, message: Any) -> None:
         if not well_formed(message):
             await self.handle_invalid_message("Invalid message")
             return
-        persisted = cast("GraphQLOverWebSocket", self.view).persisted
-        resolved, refusal = await admitted(persisted, self.context, message)
+        view = cast("GraphQLOverWebSocket", self.view)
+        resolved, refusal = await admitted(view.persisted, self.context, message)
         if resolved is None:
             await self.send_message({"type": "error", "id": message["id"], "payload": [refusal]})
             return
+        if resolved["type"] == "subscribe":
+            unparsable = view.unparsable(resolved["payload"])
+            if unparsable is not None:
+                # As the protocol's reference server does: a document that does not parse
+                # is a bad message; one that does not validate is the operation's error.
+                await self.websocket.close(code=INVALID_MESSAGE, reason=unparsable[:120])
+                return
+            live = view.live_operation(resolved["payload"])
+            if live is not None:
+                await self._subscribe(resolved["id"], live)
+                return
         await super().handle_message(resolved)
+
+    async def handle_connection_init(self, message: Any) -> None:
+        await super().handle_connection_init(message)
+        interval = cast("GraphQLOverWebSocket", self.view).keep_alive_interval
+        if self.connection_acknowledged and interval and self.keep_alive_task is None:
+            self.keep_alive_task = asyncio.create_task(self._keep_alive(interval))
+
+    async def shutdown(self) -> None:
+        if self.keep_alive_task is not None:
+            self.keep_alive_task.cancel()
+        await super().shutdown()
+
+    async def _keep_alive(self, interval: float) -> None:
+        with contextlib.suppress(*CLOSED):
+            while True:
+                await asyncio.sleep(interval)
+                await self.send_message({"type": "ping"})
+
+    async def _subscribe(self, id: str, live: LiveOperation | list[GraphQLError]) -> None:
+        if not self.connection_acknowledged:
+            await self.websocket.close(code=4401, reason="Unauthorized")
+        elif id in self.operations:
+            await self.websocket.close(code=4409, reason=f"Subscriber for {id} already exists")
+        elif isinstance(live, list):
+            errors = [client_error(error, self.context.request_id).formatted for error in live]
+            await self.send_message({"type": "error", "id": id, "payload": errors})
+        elif len(self.operations) >= cast("int", self.max_subscriptions_per_connection):
+            await self.websocket.close(code=TOO_MANY, reason="Too many subscriptions")
+        else:
+            operation = Operation(self, id, live.query, live.variables, live.operation_name)
+            operation.task = asyncio.create_task(self._feed(operation, live))
+            operation.task.add_done_callback(self._task_done)
+            self.operations[id] = operation
+
+    async def _feed(self, operation: Operation[Context, None], live: LiveOperation) -> None:
+        prefix = f'{{"id":{orjson.dumps(operation.id).decode()},"type":"next","payload":'
+        view = cast("GraphQLOverWebSocket", self.view)
+        with contextlib.suppress(*CLOSED):
+            async with view.feeds.subscribed(live, self.context) as subscriber:
+                while not isinstance(event := await subscriber.next(), Ended):
+                    await _send_text(self.websocket, f"{prefix}{event}}}")
+            last: Any = (
+                {"id": operation.id, "type": "error", "payload": event.errors}
+                if event.errors
+                else {"id": operation.id, "type": "complete"}
+            )
+            await operation.send_operation_message(last)
 
     async def send_message(self, message: Any) -> None:
         await super().send_message(cast("Any", with_codes(message)))
@@ -113,12 +195,50 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         if not well_formed(message):
             await self.websocket.close(code=INVALID_MESSAGE, reason="Invalid message")
             return
-        persisted = cast("GraphQLOverWebSocket", self.view).persisted
-        resolved, refusal = await admitted(persisted, self.context, message)
+        view = cast("GraphQLOverWebSocket", self.view)
+        resolved, refusal = await admitted(view.persisted, self.context, message)
         if resolved is None:
             await self.send_message({"type": "error", "id": message["id"], "payload": refusal})
             return
+        if resolved["type"] == "start":
+            live = view.live_operation(resolved["payload"])
+            if live is not None:
+                await self._start(resolved["id"], live)
+                return
         await super().handle_message(resolved)
+
+    async def _start(self, id: str, live: LiveOperation | list[GraphQLError]) -> None:
+        if not self.connection_acknowledged:
+            await self.websocket.close(code=4401, reason="Unauthorized")
+            return
+        await self.cleanup_operation(id)  # an id used again replaces its operation
+        if isinstance(live, list):
+            error = client_error(live[0], self.context.request_id).formatted
+            await self.send_message({"type": "error", "id": id, "payload": error})
+        elif len(self.tasks) >= cast("int", self.max_subscriptions_per_connection):
+            await self.websocket.close(code=TOO_MANY, reason="Too many subscriptions")
+        else:
+            self.tasks[id] = asyncio.create_task(self._feed(id, live))
+
+    async def _feed(self, id: str, live: LiveOperation) -> None:
+        prefix = f'{{"type":"data","id":{orjson.dumps(id).decode()},"payload":'
+        view = cast("GraphQLOverWebSocket", self.view)
+        try:
+            with contextlib.suppress(*CLOSED):
+                async with view.feeds.subscribed(live, self.context) as subscriber:
+                    while not isinstance(event := await subscriber.next(), Ended):
+                        await _send_text(self.websocket, f"{prefix}{event}}}")
+                if event.errors:
+                    await self.send_message({"type": "error", "id": id, "payload": event.errors[0]})
+                else:
+                    await self.send_message({"type": "complete", "id": id})
+        except asyncio.CancelledError:
+            # Stopped by the client: the protocol answers a stop with complete.
+            with contextlib.suppress(*CLOSED):
+                await self.send_message({"type": "complete", "id": id})
+        finally:
+            if self.tasks.get(id) is asyncio.current_task():
+                del self.tasks[id]
 
     async def send_message(self, message: Any) -> None:
         await super().send_message(cast("Any", with_codes(message)))
@@ -129,15 +249,44 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
     graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(
-        self, schema: GatewaySchema, origins: OriginPolicy, persisted: PersistedQueries
+        self,
+        schema: GatewaySchema,
+        settings: Settings,
+        origins: OriginPolicy,
+        persisted: PersistedQueries,
+        feeds: Feeds,
     ) -> None:
+        keep_alive = settings.ws_keep_alive
         super().__init__(
             schema,
             graphql_ide=None,
+            keep_alive=keep_alive > 0,
+            keep_alive_interval=keep_alive,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         )
+        self._schema = schema
         self._origins = origins
         self.persisted = persisted
+        self.feeds = feeds
+
+    def unparsable(self, payload: Mapping[str, Any]) -> str | None:
+        """Why the operation's document does not parse, if it does not."""
+        query = payload.get("query")
+        if not isinstance(query, str):
+            return None
+        errors = self._schema.operations.prepare(query).errors
+        return errors[0].message if errors and isinstance(errors[0], GraphQLSyntaxError) else None
+
+    def live_operation(
+        self, payload: Mapping[str, Any]
+    ) -> LiveOperation | list[GraphQLError] | None:
+        return live_operation(
+            self._schema.operations,
+            payload.get("query"),
+            payload.get("operationName"),
+            payload.get("variables"),
+        )
 
     def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
         return self._origins.allows(origin)

@@ -148,7 +148,7 @@ def _primary_author(links: list[AuthorshipRecord]) -> AuthorRecord | None:
     return next((link.author for link in links if link.is_primary_author), None)
 
 
-def _stats(counters: ReportCounters | None) -> ReportStats:
+def report_stats(counters: ReportCounters | None) -> ReportStats:
     if counters is None:
         return ReportStats(views=0, downloads=0)
     return ReportStats(views=counters.views, downloads=counters.downloads)
@@ -216,7 +216,7 @@ class Report(Node):
     stats: ReportStats | None = relation(
         sources.COUNTERS_OF_REPORT,
         key="database_id",
-        build=_stats,
+        build=report_stats,
         description="Live counters (Redis); null while they cannot be read.",
     )
 

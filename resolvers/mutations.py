@@ -19,10 +19,11 @@ from core.auth import Access
 from core.context import Context
 from core.sources import Store
 from datasources import report_writes
-from datasources.counters import Counter
+from datasources.counter_snapshots import restored
+from datasources.counters import Counter, record
 from datasources.models import Author, ReportType, Technology
 from datasources.models import ReportStatus as StoredStatus
-from datasources.report_writes import Authorship, DocumentContent, Parents
+from datasources.report_writes import Authorship, DocumentContent, Parents, report_channel
 from resolvers.catalogue import Report, ReportStatus
 from resolvers.nodes import to_global_id
 from resolvers.stats import ReportStats
@@ -276,6 +277,7 @@ async def _forget(info: Info, report_id: int, parents: Parents) -> None:
         sources.list_tag("Report"),
         *(sources.report_list_tag(parent, parent_id) for parent, parent_id in parents),
     )
+    await info.context.announce(report_channel(report_id))
     loaders = info.context.loaders
     for source in (
         sources.REPORT, sources.AUTHORSHIPS_OF_REPORT, sources.TECHNOLOGIES_OF_REPORT,
@@ -475,10 +477,13 @@ async def _count(info: Info, report_id: strawberry.ID, counter: Counter) -> Coun
     database_id = problems.database_id("reportId", report_id, "Report")
     if database_id is None or await info.context.loaders.load(sources.REPORT, database_id) is None:
         return NotFound(message="no such report", id=report_id)
+    stores = info.context.connections
     counters = await info.context.loaders.call(
         Store.REDIS,
-        report_writes.record(
-            redis=info.context.connections.redis, report_id=database_id, counter=counter
+        restored(
+            redis=stores.redis,
+            engine=stores.engine,
+            read=lambda: record(redis=stores.redis, report_id=database_id, counter=counter),
         ),
     )
     await info.context.invalidate(

@@ -10,6 +10,7 @@ import strawberry
 from core import sources
 from core.context import Context
 from core.errors import ErrorCode, GatewayError
+from core.loaders import Loaders
 from datasources.counters import Counter
 from datasources.reports import ReportFilter, ReportSort
 from resolvers.catalogue import (
@@ -79,7 +80,7 @@ class ReportFilterInput:
 class ReportQuery:
     @strawberry.field(description="A report by its ID (or its database id); null if none.")
     async def report(self, info: Info, id: strawberry.ID) -> Report | None:
-        database_id = int(id) if id.isdigit() else _report_id(id)
+        database_id = int(id) if id.isdigit() else report_database_id(id)
         row = await info.context.loaders.load(sources.REPORT, database_id)
         return None if row is None else Report.from_record(row)
 
@@ -119,20 +120,27 @@ class ReportQuery:
     async def top_reports(
         self, info: Info, by: ReportCounter = ReportCounter.VIEWS, limit: int = 10
     ) -> list[Report] | None:
-        if not 1 <= limit <= MAX_TOP_REPORTS:
-            raise GatewayError(
-                f"limit must be between 1 and {MAX_TOP_REPORTS}, got {limit}",
-                ErrorCode.BAD_USER_INPUT,
-                argument="limit",
-            )
-        loaders = info.context.loaders
-        ids = await loaders.read(sources.top_reports(Counter(by.value), limit))
-        rows = await loaders.load_many(sources.REPORT, ids)
-        # A report deleted since it was counted is skipped, not returned as null.
-        return [Report.from_record(row) for row in rows if row is not None]
+        ids = await info.context.loaders.read(leaderboard(by, limit))
+        return await reports_of(info.context.loaders, ids)
 
 
-def _report_id(value: str) -> int:
+def leaderboard(by: ReportCounter, limit: int) -> sources.Read[list[int]]:
+    if not 1 <= limit <= MAX_TOP_REPORTS:
+        raise GatewayError(
+            f"limit must be between 1 and {MAX_TOP_REPORTS}, got {limit}",
+            ErrorCode.BAD_USER_INPUT,
+            argument="limit",
+        )
+    return sources.top_reports(Counter(by.value), limit)
+
+
+async def reports_of(loaders: Loaders, ids: list[int]) -> list[Report]:
+    rows = await loaders.load_many(sources.REPORT, ids)
+    # A report deleted since it was counted is skipped, not returned as null.
+    return [Report.from_record(row) for row in rows if row is not None]
+
+
+def report_database_id(value: str) -> int:
     type_name, database_id = from_global_id(value)
     if type_name != "Report":
         raise GatewayError(

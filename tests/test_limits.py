@@ -149,14 +149,14 @@ async def test_a_variable_page_size_is_costed_by_its_value(seeded: Seeded) -> No
 async def test_the_defaults_accept_the_documented_and_benchmark_queries() -> None:
     from bench.nested import QUERY as NESTED  # noqa: PLC0415
 
-    readme_query = re.sub(
-        r"#.*",
-        "",
-        re.search(r"```graphql\n(.*?)```", README.read_text(), re.DOTALL)[1],  # type: ignore[index]
-    )
+    readme_queries = [
+        re.sub(r"#.*", "", block)
+        for block in re.findall(r"```graphql\n(.*?)```", README.read_text(), re.DOTALL)
+    ]
+    assert readme_queries
     operations = build_schema().operations
     for query in (
-        readme_query,
+        *readme_queries,
         NESTED,
         get_introspection_query(descriptions=True, specified_by_url=True),
         "{ technologies(first: 100) { edges { node { reports(first: 100) { edges { node {"

@@ -24,6 +24,7 @@ from gateway.cached_responses import ANONYMOUS_SCOPE, cache_key
 from resolvers.nodes import to_global_id
 from tests.conftest import Caller, HeldStoreCall, lifespan_client, own_redis
 from tests.test_mutations import CREATE, report_input
+from tests.waiting import eventually
 
 REPORT = "query($id: ID!) { report(id: $id) { title wordCount authors { author { name } } } }"
 LIST = "{ reports(first: 50) { totalCount edges { node { databaseId title } } } }"
@@ -320,16 +321,6 @@ async def test_get_answers_carry_http_caching_headers(call: Caller) -> None:
     assert authenticated.headers["cache-control"].startswith("private, max-age=")
 
 
-async def _eventually(check: Any) -> None:
-    """Until ``check()`` holds: invalidations reach other processes through Redis's
-    pub/sub, a moment after the write."""
-    for _ in range(100):
-        if await check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("never held")
-
-
 async def test_two_processes_see_each_others_invalidations(
     call: Caller, settings: Settings
 ) -> None:
@@ -348,7 +339,7 @@ async def test_two_processes_see_each_others_invalidations(
             data = (await _ask(other, REPORT, {"id": REPORT_ID})).json()["data"]
             return bool(data["report"]["title"] == "Seen everywhere")
 
-        await _eventually(fresh_in_other)
+        await eventually(fresh_in_other)
 
 
 async def test_with_redis_stopped_every_answer_stays_correct(

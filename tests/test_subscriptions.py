@@ -1,0 +1,449 @@
+"""Subscriptions against the real stores: values pushed across processes through Redis,
+exact after concurrent increments, fanned out from one feed, cleaned up on disconnect;
+both WebSocket protocols and server-sent events, with their close codes; counters
+restored from the snapshot when Redis comes back empty."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from core.connections import Connections
+from core.settings import Settings
+from datasources.counter_snapshots import snapshot_counters
+from datasources.counters import counters_channel
+from gateway.app import create_app
+from gateway.embedded.process import free_port
+from gateway.embedded.valkey import ValkeyServer
+from gateway.live import Feeds
+from resolvers.nodes import to_global_id
+from tests.conftest import Caller, serving
+from tests.waiting import eventually
+
+REPORT_ID = to_global_id("Report", 3)
+STATS = "subscription($id: ID!) { reportStats(reportId: $id) { views downloads } }"
+BOARD = "subscription { topReports(limit: 3) { databaseId stats { views } } }"
+UPDATED = "subscription($id: ID!) { reportUpdated(reportId: $id) { title status } }"
+STATS_QUERY = "query($id: ID!) { report(id: $id) { stats { views } } }"
+VIEW = "mutation($id: ID!) { recordView(reportId: $id) { __typename } }"
+TRANSPORT = Subprotocol("graphql-transport-ws")
+LEGACY = Subprotocol("graphql-ws")
+# Generous: these wait for something to happen, they do not time it.
+WAIT = 20.0
+
+
+class Socket:
+    """A graphql-transport-ws client, as thin as the protocol."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.socket.send(json.dumps(message))
+
+    async def receive(self) -> dict[str, Any]:
+        async with asyncio.timeout(WAIT):
+            while True:
+                message: dict[str, Any] = json.loads(await self.socket.recv())
+                if message["type"] not in ("ping", "pong", "ka"):
+                    return message
+
+    async def subscribe(self, id: str, query: str, variables: dict[str, Any] | None = None) -> None:
+        await self.send(
+            {
+                "id": id,
+                "type": "subscribe",
+                "payload": {"query": query, "variables": variables or {}},
+            }
+        )
+
+    async def until(self, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The first message ``check`` accepts, skipping those before it."""
+        while True:
+            message = await self.receive()
+            if check(message):
+                return message
+
+    async def closed_with(self) -> int | None:
+        async with asyncio.timeout(WAIT):
+            try:
+                while True:
+                    await self.socket.recv()
+            except ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd else None
+
+
+@asynccontextmanager
+async def websocket(
+    address: str,
+    *,
+    protocol: Subprotocol = TRANSPORT,
+    init: dict[str, Any] | None = None,
+    acknowledged: bool = True,
+) -> AsyncIterator[Socket]:
+    async with connect(f"ws://{address}/graphql", subprotocols=[protocol]) as raw:
+        socket = Socket(raw)
+        if init is not None:
+            await socket.send({"type": "connection_init", "payload": init})
+            if acknowledged:
+                assert (await socket.receive())["type"] == "connection_ack"
+        yield socket
+
+
+def _views(message: dict[str, Any]) -> int | None:
+    if message["type"] not in ("next", "data"):
+        return None
+    stats = message["payload"]["data"]["reportStats"]
+    return int(stats["views"])
+
+
+async def _reaches(socket: Socket, views: int) -> None:
+    await socket.until(lambda message: _views(message) == views)
+
+
+async def _count_views(client: httpx.AsyncClient, times: int, report_id: str = REPORT_ID) -> None:
+    for _ in range(times):
+        response = await client.post(
+            "/graphql", json={"query": VIEW, "variables": {"id": report_id}}
+        )
+        assert response.json()["data"]["recordView"]["__typename"] == "Counted"
+
+
+@pytest.fixture
+async def gateway(settings: Settings, call: Caller) -> AsyncIterator[tuple[str, Starlette]]:
+    """A second gateway on the same stores as ``call``'s, served over a real socket."""
+    application = create_app(settings)
+    async with serving(application) as address:
+        yield address, application
+
+
+async def test_a_subscriber_sees_views_counted_through_another_instance(
+    gateway: tuple[str, Starlette], call: Caller
+) -> None:
+    address, _ = gateway
+    async with websocket(address, init={}) as socket:
+        await socket.subscribe("1", STATS, {"id": REPORT_ID})
+        first = await socket.receive()
+        assert (first["type"], first["id"]) == ("next", "1")
+        start = _views(first)
+        assert start is not None
+        await _count_views(call.client, 3)
+        await _reaches(socket, start + 3)
+
+
+async def test_values_are_exact_after_concurrent_increments(
+    gateway: tuple[str, Starlette], call: Caller, settings: Settings
+) -> None:
+    address, _ = gateway
+    async with (
+        websocket(address, init={}) as socket,
+        httpx.AsyncClient(base_url=f"http://{address}") as other,
+    ):
+        await socket.subscribe("1", STATS, {"id": REPORT_ID})
+        start = _views(await socket.receive())
+        assert start is not None
+        # 60 views through two gateways at once: the last value sent is the exact total.
+        await asyncio.gather(*(_count_views(client, 15) for client in (call.client, other) * 2))
+        await _reaches(socket, start + 60)
+    stats = await call("query($id: ID!) { report(id: $id) { stats { views } } }", {"id": REPORT_ID})
+    assert stats["report"]["stats"]["views"] == start + 60
+
+
+async def test_subscribers_of_one_operation_share_one_feed(
+    gateway: tuple[str, Starlette], call: Caller
+) -> None:
+    address, application = gateway
+    feeds: Feeds = application.state.feeds
+    async with (
+        websocket(address, init={}) as first,
+        websocket(address, init={}) as second,
+        websocket(address, init={}, protocol=LEGACY) as legacy,
+    ):
+        for socket in (first, second, legacy):
+            subscribe = "start" if socket is legacy else "subscribe"
+            payload = {"query": STATS, "variables": {"id": REPORT_ID}}
+            await socket.send({"id": "s", "type": subscribe, "payload": payload})
+        starts = [_views(await socket.receive()) for socket in (first, second, legacy)]
+        assert len(set(starts)) == 1
+        assert starts[0] is not None
+        assert (feeds.running, feeds.subscribers) == (1, 3)
+        await _count_views(call.client, 1)
+        for socket in (first, second, legacy):
+            await _reaches(socket, starts[0] + 1)
+
+
+async def test_a_disconnect_leaves_no_task_no_feed_and_no_redis_subscription(
+    gateway: tuple[str, Starlette], settings: Settings
+) -> None:
+    address, application = gateway
+    feeds: Feeds = application.state.feeds
+    redis = Redis.from_url(settings.redis_url or "")
+    channel = counters_channel(3)
+    # The gateway runs in this event loop: its tasks are among these.
+    tasks_before = len(asyncio.all_tasks())
+    try:
+        async with websocket(address, init={}) as socket:
+            await socket.subscribe("1", STATS, {"id": REPORT_ID})
+            await socket.receive()
+            assert channel.encode() in await redis.pubsub_channels("live:*")
+            assert feeds.running == 1
+        await eventually(lambda: _gone(redis, channel, feeds))
+        await eventually(lambda: _at_most(tasks_before))
+    finally:
+        await redis.aclose()
+
+
+async def _gone(redis: Redis, channel: str, feeds: Feeds) -> bool:
+    return channel.encode() not in await redis.pubsub_channels("live:*") and feeds.running == 0
+
+
+async def _at_most(tasks: int) -> bool:
+    return len(asyncio.all_tasks()) <= tasks
+
+
+async def test_the_leaderboard_is_sent_when_it_changes(
+    gateway: tuple[str, Starlette], call: Caller
+) -> None:
+    address, _ = gateway
+    async with websocket(address, init={}) as socket:
+        await socket.subscribe("board", BOARD)
+        board = (await socket.receive())["payload"]["data"]["topReports"]
+        assert len(board) == 3
+        # A report not on the board climbs to the top.
+        on_board = {entry["databaseId"] for entry in board}
+        climber = next(report for report in range(1, 21) if report not in on_board)
+        needed = board[0]["stats"]["views"] + 1
+        await _count_views(call.client, needed, to_global_id("Report", climber))
+        top = await socket.until(
+            lambda message: message["payload"]["data"]["topReports"][0]["databaseId"] == climber
+        )
+        assert top["payload"]["data"]["topReports"][0]["stats"]["views"] >= needed
+
+
+async def test_a_report_is_sent_after_each_change_until_it_is_deleted(
+    gateway: tuple[str, Starlette], call: Caller
+) -> None:
+    address, _ = gateway
+    async with websocket(address, init={}) as socket:
+        await socket.subscribe("u", UPDATED, {"id": REPORT_ID})
+        await asyncio.sleep(0.2)  # lets the subscription reach Redis before the write
+        await call(
+            'mutation($id: ID!) { updateReport(id: $id, input: {title: "Live"}) { __typename } }',
+            {"id": REPORT_ID},
+            role="editor",
+        )
+        changed = await socket.receive()
+        assert changed["payload"]["data"]["reportUpdated"]["title"] == "Live"
+        await call(
+            "mutation($id: ID!) { deleteReport(id: $id) { __typename } }",
+            {"id": REPORT_ID},
+            role="admin",
+        )
+        assert await socket.receive() == {"id": "u", "type": "complete"}
+
+
+async def test_refusals_get_the_protocols_close_codes_and_errors(
+    gateway: tuple[str, Starlette],
+) -> None:
+    address, _ = gateway
+    async with websocket(address, init={"Authorization": "Bearer wrong"}, acknowledged=False) as s:
+        assert await s.closed_with() == 4403
+    async with websocket(address) as s:  # no connection_init
+        await s.subscribe("1", STATS, {"id": REPORT_ID})
+        assert await s.closed_with() == 4401
+    async with websocket(address, init={}) as s:
+        await s.subscribe("1", "subscription { reportStats(", {})
+        assert await s.closed_with() == 4400
+    async with websocket(address, init={}) as s:
+        await s.subscribe("1", "subscription { reportStats(reportId: 1) { nope } }")
+        refused = await s.receive()
+        assert refused["type"] == "error"
+        assert refused["payload"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        await s.subscribe("2", STATS, {"id": to_global_id("Report", 999_999)})
+        missing = await s.receive()
+        assert (missing["type"], missing["payload"][0]["extensions"]["code"]) == (
+            "error",
+            "NOT_FOUND",
+        )
+        await s.subscribe("3", STATS, {"id": REPORT_ID})
+        await s.receive()
+        await s.subscribe("3", STATS, {"id": REPORT_ID})
+        assert await s.closed_with() == 4409
+
+
+async def test_too_many_subscriptions_close_the_connection(
+    settings: Settings, call: Caller
+) -> None:
+    limited = settings.model_copy(update={"max_subscriptions_per_connection": 2})
+    async with serving(create_app(limited)) as address, websocket(address, init={}) as socket:
+        for id in ("1", "2"):
+            await socket.subscribe(id, STATS, {"id": REPORT_ID})
+            await socket.receive()
+        await socket.subscribe("3", STATS, {"id": REPORT_ID})
+        assert await socket.closed_with() == 4429
+
+
+async def test_both_protocols_keep_idle_connections_alive(settings: Settings, call: Caller) -> None:
+    lively = settings.model_copy(update={"ws_keep_alive": 0.1})
+    async with serving(create_app(lively)) as address:
+        async with websocket(address, init={}) as socket, asyncio.timeout(WAIT):
+            assert json.loads(await socket.socket.recv()) == {"type": "ping"}
+        async with websocket(address, init={}, protocol=LEGACY) as socket, asyncio.timeout(WAIT):
+            assert json.loads(await socket.socket.recv()) == {"type": "ka"}
+
+
+async def test_the_legacy_protocol_stops_with_complete(gateway: tuple[str, Starlette]) -> None:
+    address, _ = gateway
+    async with websocket(address, init={}, protocol=LEGACY) as socket:
+        payload = {"query": STATS, "variables": {"id": REPORT_ID}}
+        await socket.send({"id": "a", "type": "start", "payload": payload})
+        assert (await socket.receive())["type"] == "data"
+        await socket.send({"id": "a", "type": "stop"})
+        assert await socket.receive() == {"type": "complete", "id": "a"}
+
+
+async def test_server_sent_events_carry_a_subscription(
+    gateway: tuple[str, Starlette], call: Caller
+) -> None:
+    address, _ = gateway
+    headers = {"accept": "text/event-stream"}
+    params = {"query": STATS, "variables": json.dumps({"id": REPORT_ID})}
+    async with (
+        httpx.AsyncClient(base_url=f"http://{address}", timeout=WAIT) as client,
+        client.stream("GET", "/graphql", params=params, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = _events(response.aiter_lines())
+        start = _sse_views(await anext(events))
+        await _count_views(call.client, 2)
+        while _sse_views(await anext(events)) != start + 2:
+            pass
+    refused = await call.client.get("/graphql", params={"query": STATS}, headers=headers)
+    assert refused.status_code == 400
+
+
+async def _events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    event = data = ""
+    async for line in lines:
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            data = line.removeprefix("data: ")
+        elif not line and event:
+            yield event, data
+            event = data = ""
+
+
+def _sse_views(event: tuple[str, str]) -> int:
+    kind, data = event
+    assert kind == "next"
+    return int(json.loads(data)["data"]["reportStats"]["views"])
+
+
+async def test_counters_come_back_from_the_snapshot_when_redis_returns_empty(
+    connections: Connections, call: Caller
+) -> None:
+    stats = STATS_QUERY
+    await _count_views(call.client, 4)
+    counted = (await call(stats, {"id": REPORT_ID}))["report"]["stats"]["views"]
+    await snapshot_counters(redis=connections.redis, engine=connections.engine)
+    await connections.redis.flushdb()
+    assert (await call(stats, {"id": REPORT_ID}))["report"]["stats"]["views"] == counted
+    # Increments after the restore add to the restored value.
+    await connections.redis.flushdb()
+    await _count_views(call.client, 1)
+    assert (await call(stats, {"id": REPORT_ID}))["report"]["stats"]["views"] == counted + 1
+
+
+class RestartableRedis:
+    """A Redis-protocol server that keeps nothing on disk, restarted on the same port:
+    it comes back empty, as a Redis without persistence does."""
+
+    def __init__(self, directory: Path) -> None:
+        self.server = ValkeyServer(directory)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.port)
+
+    def start(self) -> None:
+        command = [*self.server.command(self.port), "--appendonly", "no"]
+        self.server.store_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        while not self.server.is_ready(self.port):
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+async def test_a_subscriber_gets_the_restored_counters_after_redis_restarts(
+    settings: Settings, call: Caller, connections: Connections, tmp_path: Path
+) -> None:
+    await _count_views(call.client, 2)
+    await snapshot_counters(redis=connections.redis, engine=connections.engine)
+    snapshot = (await call(STATS_QUERY, {"id": REPORT_ID}))["report"]["stats"]["views"]
+    redis_server = RestartableRedis(tmp_path / "redis")
+    redis_server.start()
+    try:
+        restartable = settings.model_copy(update={"redis_url": redis_server.url})
+        async with (
+            serving(create_app(restartable)) as address,
+            websocket(address, init={}) as socket,
+        ):
+            # This gateway's Redis starts empty: its counters come from the snapshot.
+            await socket.subscribe("1", STATS, {"id": REPORT_ID})
+            assert _views(await socket.receive()) == snapshot
+            await asyncio.to_thread(redis_server.stop)
+            await asyncio.to_thread(redis_server.start)
+            async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+                await eventually(lambda: _counted(client))
+            await _reaches(socket, snapshot + 1)
+    finally:
+        redis_server.stop()
+
+
+async def _counted(client: httpx.AsyncClient) -> bool:
+    response = await client.post("/graphql", json={"query": VIEW, "variables": {"id": REPORT_ID}})
+    return bool((response.json().get("data") or {}).get("recordView"))
+
+
+async def test_shutdown_copies_the_counters(
+    settings: Settings, connections: Connections, call: Caller
+) -> None:
+    application = create_app(settings.model_copy(update={"counter_snapshot_interval": 0}))
+    async with (
+        serving(application) as address,
+        httpx.AsyncClient(base_url=f"http://{address}") as client,
+    ):
+        await _count_views(client, 1)
+    async with connections.engine.connect() as connection:
+        rows = await connection.exec_driver_sql(
+            "SELECT views FROM report_counter_snapshots WHERE report_id = 3"
+        )
+        assert (
+            rows.scalar()
+            == (await call(STATS_QUERY, {"id": REPORT_ID}))["report"]["stats"]["views"]
+        )
