@@ -66,8 +66,13 @@ def given_fields(value: object) -> dict[str, Any]:
     return {name: field for name, field in vars(value).items() if field is not strawberry.UNSET}
 
 
+# The smallest integer MongoDB stores; the largest is one less than its opposite.
+INT64 = -(2**63)
+
+
 def check_metadata(problems: Problems, path: str, value: Any, depth: int = 0) -> None:
-    """Keys that MongoDB would read as operators or paths are refused, at every depth."""
+    """Keys that MongoDB would read as operators or paths, and integers it cannot store,
+    are refused, at every depth."""
     if depth > MAX_METADATA_DEPTH:
         problems.add(path, f"nested deeper than {MAX_METADATA_DEPTH} levels")
         return
@@ -80,9 +85,14 @@ def check_metadata(problems: Problems, path: str, value: Any, depth: int = 0) ->
     elif isinstance(value, list):
         for index, nested in enumerate(value):
             check_metadata(problems, f"{path}[{index}]", nested, depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool) and not INT64 <= value < -INT64:
+        problems.add(path, "integers must fit in 64 bits, as MongoDB stores them")
 
 
 def check_document_size(problems: Problems, path: str, document: dict[str, Any]) -> None:
-    size = len(bson.encode(document))
+    try:
+        size = len(bson.encode(document))
+    except OverflowError:
+        return  # an integer MongoDB cannot store, refused by check_metadata
     if size > MAX_DOCUMENT_BYTES:
         problems.add(path, f"at most {MAX_DOCUMENT_BYTES} bytes once encoded (is {size})")

@@ -110,6 +110,7 @@ async def test_create_report_writes_both_stores_and_reads_back(
         ({"document": {"metadata": {"a.b": 1}}}, "document.metadata.a.b"),
         ({"document": {"metadata": {"x": {"$gt": ""}}}}, "document.metadata.x.$gt"),
         ({"document": {"metadata": "not an object"}}, "document.metadata"),
+        ({"document": {"metadata": {"big": [2**63]}}}, "document.metadata.big[0]"),
         ({"document": {"tags": ["x" * 51]}}, "document.tags[0]"),
         (
             {"document": {"sections": [{"heading": "", "body": "b"}]}},
