@@ -1,10 +1,17 @@
 """Who is asking: API keys and JWTs from ``Authorization: Bearer``, mapped to an access level.
 
 Authentication runs once per request (or once per WebSocket connection), never per field.
+An API key, once checked against PostgreSQL, is taken for ``KEY_CHECKED_FOR`` seconds
+without asking again: a request costs no round trip for it, and callers whose key was
+checked lately keep their MongoDB and Redis fields while PostgreSQL is down. A revocation
+is announced through Redis, and every process forgets the keys it checked at once (within
+that time at most, when Redis cannot tell it).
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -13,6 +20,7 @@ import jwt
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.settings import Settings
+from core.stores import Circuit, Store, unavailable
 from datasources.api_keys import KEY_PREFIX, role_of_key
 from datasources.models import Role
 
@@ -39,13 +47,27 @@ class Viewer:
 ANONYMOUS = Viewer(Access.ANONYMOUS)
 
 
+# Seconds a checked API key is taken without asking PostgreSQL again, and how many keys
+# each process remembers.
+KEY_CHECKED_FOR = 30.0
+KEYS_KEPT = 10_000
+
+
 class AuthenticationError(Exception):
     """The request carries credentials that do not authenticate it."""
 
 
+class CredentialsUncheckableError(Exception):
+    """The credentials cannot be checked now: the store that holds them is unavailable."""
+
+
 class Authenticator:
-    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+    def __init__(self, settings: Settings, engine: AsyncEngine, circuit: Circuit) -> None:
         self._engine = engine
+        self._circuit = circuit
+        self._checked: OrderedDict[str, tuple[Viewer, float]] = OrderedDict()
+        # Whether announcements of revoked keys may have been missed.
+        self._unheard = False
         self._key_secret = settings.secret_key.get_secret_value()
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
@@ -65,11 +87,54 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationError("use the header Authorization: Bearer <API key or JWT>")
         if token.startswith(KEY_PREFIX):
-            role = await role_of_key(engine=self._engine, secret=self._key_secret, key=token)
-            if role is None:
-                raise AuthenticationError("unknown or revoked API key")
-            return Viewer(ACCESS_OF_ROLE[role], subject=f"api-key:{token[:12]}")
+            return await self._of_key(token)
         return self._from_jwt(token)
+
+    # Keys revoked anywhere are announced through the process's pub/sub hub: every key
+    # checked is asked for again. So are they after the hub lost its connection, since an
+    # announcement may have been missed meanwhile.
+    def message(self, data: bytes) -> None:
+        self._checked.clear()
+
+    def connected(self) -> None:
+        if self._unheard:
+            self._unheard = False
+            self._checked.clear()
+
+    def disconnected(self, error: BaseException) -> None:
+        self._unheard = True
+
+    async def _of_key(self, key: str) -> Viewer:
+        now = time.monotonic()
+        checked = self._checked.get(key)
+        if checked is not None and checked[1] > now:
+            return checked[0]
+        role = await self._role_of_key(key)
+        if role is None:
+            self._checked.pop(key, None)
+            raise AuthenticationError("unknown or revoked API key")
+        viewer = Viewer(ACCESS_OF_ROLE[role], subject=f"api-key:{key[:12]}")
+        self._checked[key] = (viewer, now + KEY_CHECKED_FOR)
+        self._checked.move_to_end(key)
+        if len(self._checked) > KEYS_KEPT:
+            self._checked.popitem(last=False)
+        return viewer
+
+    async def _role_of_key(self, key: str) -> Role | None:
+        uncheckable = CredentialsUncheckableError(
+            "the API key cannot be checked while postgres is unavailable; try again later"
+        )
+        if not self._circuit.admits():
+            raise uncheckable
+        try:
+            role = await role_of_key(engine=self._engine, secret=self._key_secret, key=key)
+        except Exception as error:
+            if not unavailable(Store.POSTGRES, error):
+                raise
+            self._circuit.failed(error)
+            raise uncheckable from error
+        self._circuit.succeeded()
+        return role
 
     def _from_jwt(self, token: str) -> Viewer:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from core.settings import Settings
+from core.stores import Circuits
 from datasources.instrumentation import (
     CountingRedisConnection,
     MongoCommandCounter,
@@ -46,6 +47,8 @@ class Connections:
     mongo: AsyncMongoClient[dict[str, Any]]
     documents: AsyncDatabase[dict[str, Any]]
     redis: Redis
+    # Each store's circuit (see core/stores.py), shared by every request of the process.
+    circuits: Circuits = field(default_factory=Circuits)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -109,6 +109,7 @@ class Context:
                 self.connections,
                 naive=self.naive_lookups,
                 deadline=deadline,
+                read_limit=self.settings.store_timeout,
                 record_tags=self.caching,
             ),
             round_trips=round_trips,

@@ -14,25 +14,14 @@ from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from aiodataloader import DataLoader
-from pymongo.errors import PyMongoError
-from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from core.connections import Connections
 from core.errors import ErrorCode, GatewayError
-from core.sources import Read, Source, Store
+from core.sources import Read, Source
+from core.stores import Store, completed_within, unavailable
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-
-STORE_FAILURES: dict[Store, tuple[type[BaseException], ...]] = {
-    # Connection-level failures only: a constraint violation means the store answered.
-    # SQLAlchemy's TimeoutError: no pooled connection came free within the pool timeout.
-    Store.POSTGRES: (OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError),
-    Store.MONGODB: (PyMongoError, OSError, TimeoutError),
-    Store.REDIS: (RedisError, OSError, TimeoutError),
-}
 
 
 class Loaders:
@@ -42,9 +31,11 @@ class Loaders:
         *,
         naive: bool = False,
         deadline: float | None = None,
+        read_limit: float | None = None,
         record_tags: bool = False,
     ) -> None:
         self._connections = connections
+        self._read_limit = read_limit
         # The cache tags of everything read (see core/sources.py), when the operation's
         # response may be cached: its value is the set of them.
         self.tags: set[str] | None = set() if record_tags else None
@@ -74,7 +65,7 @@ class Loaders:
         with no future per key: how the planner loads a whole level. Its values are not
         kept for later loads."""
         unique = list(dict.fromkeys(keys))
-        fetched = await self.call(source.store, source.fetch(self._connections, unique))
+        fetched = await self._read(source.store, source.fetch(self._connections, unique))
         if self.tags is not None:
             self.tags.update(source.tags(unique, fetched))
         found = dict(zip(unique, fetched, strict=True))
@@ -82,7 +73,7 @@ class Loaders:
 
     async def read(self, read: Read[V]) -> V:
         """A root field's read, under the same rules as every store call."""
-        value = await self.call(read.store, read.fetch(self._connections))
+        value = await self._read(read.store, read.fetch(self._connections))
         if self.tags is not None:
             self.tags.update(read.tags(value))
         return value
@@ -102,7 +93,7 @@ class Loaders:
         if found is None:
 
             async def batch(keys: list[K]) -> list[V]:
-                fetched = await self.call(source.store, source.fetch(self._connections, keys))
+                fetched = await self._read(source.store, source.fetch(self._connections, keys))
                 if self.tags is not None:
                     self.tags.update(source.tags(keys, fetched))
                 return list(fetched)
@@ -113,38 +104,56 @@ class Loaders:
         return found
 
     async def call(self, store: Store, operation: Awaitable[V]) -> V:
-        """One store call outside a loader (a root list), under the same rules.
+        """One store call outside a loader (a write, say), under the same rules: a store
+        that is down fails it with ``SERVICE_UNAVAILABLE``, at once while its circuit is
+        open (see core/stores.py).
 
-        Time limits are the drivers' own (see core/connections.py), never a
-        cancellation from out here: cancelling PyMongo's async pool while it waits for a
-        connection corrupts the pool's lock and hangs every later operation. For the same
-        reason a cancelled caller (a client gone, a sibling field failed) stops waiting,
-        but the store call itself runs to its end. Past the operation's deadline no new
-        call starts: the operation winds down with errors instead of going on working for
-        a client that has been answered.
+        Its time limits are the drivers' own (see core/connections.py): a call is never
+        cancelled from out here (see ``completed_within``), and a cancelled caller (a
+        client gone, a sibling field failed) stops waiting while the call runs to its end.
+        Past the operation's deadline no new call starts: the operation winds down with
+        errors instead of going on working for a client that has been answered.
         """
+        return await self._guarded(store, operation, None)
+
+    async def _read(self, store: Store, operation: Awaitable[V]) -> V:
+        """A read, which also stops being waited for at the read limit: the sum of the
+        drivers' limits (a pool wait, a connection, a statement) may be several times
+        one of them. Writes are always waited for, lest a write cut off be reported as
+        failed and commit after all."""
+        return await self._guarded(store, operation, self._read_limit)
+
+    async def _guarded(self, store: Store, operation: Awaitable[V], limit: float | None) -> V:
         if self._deadline is not None and asyncio.get_running_loop().time() > self._deadline:
-            if asyncio.iscoroutine(operation):
-                operation.close()  # never started: nothing to wait for
+            _never_started(operation)
             raise GatewayError("the operation ran past its time limit", ErrorCode.DEADLINE_EXCEEDED)
+        circuit = self._connections.circuits[store]
+        if not circuit.admits():
+            _never_started(operation)
+            raise _unavailable(store)
         try:
-            return await _run_to_completion(operation)
-        except STORE_FAILURES[store] as error:
-            raise GatewayError(
-                f"{store.value} is unavailable; try again later",
-                ErrorCode.SERVICE_UNAVAILABLE,
-                store=store.value,
-            ) from error
+            value = await completed_within(operation, limit)
+        except asyncio.CancelledError:
+            circuit.abandoned()
+            raise
+        except Exception as error:
+            if not unavailable(store, error):
+                circuit.succeeded()  # it answered, with a refusal
+                raise
+            circuit.failed(error)
+            raise _unavailable(store) from error
+        circuit.succeeded()
+        return value
 
 
-async def _run_to_completion(operation: Awaitable[V]) -> V:
-    task = asyncio.ensure_future(operation)
-    # Nobody may await the task once its caller is cancelled: retrieve its outcome anyway,
-    # so that a failure is not reported as "never retrieved".
-    task.add_done_callback(_retrieve)
-    return await asyncio.shield(task)
+def _unavailable(store: Store) -> GatewayError:
+    return GatewayError(
+        f"{store.value} is unavailable; try again later",
+        ErrorCode.SERVICE_UNAVAILABLE,
+        store=store.value,
+    )
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+def _never_started(operation: Awaitable[Any]) -> None:
+    if asyncio.iscoroutine(operation):
+        operation.close()  # nothing to wait for

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table
 
 from core.connections import Connections
+from core.stores import Store
 from datasources import listings, lookups, reports
 from datasources.counter_snapshots import restored
 from datasources.counters import Counter, ReportCounters, counters_by_report, top_report_ids
@@ -124,12 +124,6 @@ def _of_filtered(criteria: ReportFilter, sort: ReportSort | None = None) -> Call
 
 V = TypeVar("V")
 T = TypeVar("T")
-
-
-class Store(StrEnum):
-    POSTGRES = "postgres"
-    MONGODB = "mongodb"
-    REDIS = "redis"
 
 
 @dataclass(frozen=True)

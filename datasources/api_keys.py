@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,6 +22,8 @@ from datasources.models import ApiKey, Role
 API_KEYS: Any = ApiKey.__table__
 # Recognisable in logs and secret scanners; the rest is 256 random bits.
 KEY_PREFIX = "gwk_"
+# Published to after keys were revoked: processes forget the keys they checked lately.
+REVOKED_CHANNEL = "gateway:api-keys-revoked"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,10 @@ async def revoke_key(*, engine: AsyncEngine, secret: str, key_or_id: str) -> int
             .values(revoked_at=func.now())
         )
     return result.rowcount
+
+
+async def announce_revocation(*, redis: Redis) -> None:
+    await redis.publish(REVOKED_CHANNEL, b"")
 
 
 @dataclass(frozen=True)

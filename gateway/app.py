@@ -22,6 +22,8 @@ from core.errors import INTERNAL_MESSAGE
 from core.pubsub import Hub
 from core.response_cache import ResponseCache
 from core.settings import Settings
+from core.stores import Store
+from datasources.api_keys import REVOKED_CHANNEL
 from gateway.cached_responses import EarlyHits
 from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
@@ -90,8 +92,11 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
             settings, apply_migrations=settings.is_development and not supervised
         ) as connections:
             app.state.connections = connections
-            app.state.authenticator = Authenticator(settings, connections.engine)
+            authenticator = app.state.authenticator = Authenticator(
+                settings, connections.engine, connections.circuits[Store.POSTGRES]
+            )
             hub = app.state.hub = Hub(connections.redis)
+            hub.listen(REVOKED_CHANNEL, authenticator)
             await hub.start()
             cache = app.state.response_cache = (
                 ResponseCache(

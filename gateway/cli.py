@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
+from core.auth import KEY_CHECKED_FOR
 from core.connections import StoreUrls
 from core.settings import Settings
 from datasources import api_keys
@@ -197,6 +199,15 @@ def _apikey(arguments: argparse.Namespace, settings: Settings) -> int:
                 ):
                     print(f"gateway: no active key matches {arguments.key!r}", file=sys.stderr)
                     return 1
+                try:
+                    await api_keys.announce_revocation(redis=connections.redis)
+                except (RedisError, OSError):
+                    print(
+                        f"revoked; running gateways refuse it within {KEY_CHECKED_FOR:g}s "
+                        "(Redis is unavailable to tell them at once)",
+                        file=sys.stderr,
+                    )
+                    return 0
                 print("revoked")
             else:
                 for key in await api_keys.list_keys(engine=engine):

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from core.connections import Connections
+from core.stores import completed_within
 from datasources.health import ping_mongo, ping_postgres, ping_redis
 
 
@@ -27,16 +28,25 @@ async def readyz(request: Request) -> JSONResponse:
     outcomes = await asyncio.gather(*(_check(check(), timeout) for check in checks.values()))
     stores = dict(zip(checks, outcomes, strict=True))
     failing = sorted(name for name, outcome in stores.items() if outcome != "ok")
+    # Whether requests meet each store's fields failing at once (see core/stores.py).
+    circuits = {
+        store.value: "open" if circuit.is_open else "closed"
+        for store, circuit in connections.circuits.items()
+    }
     return JSONResponse(
-        {"status": "unavailable" if failing else "ready", "stores": stores, "failing": failing},
+        {
+            "status": "unavailable" if failing else "ready",
+            "stores": stores,
+            "failing": failing,
+            "circuits": circuits,
+        },
         status_code=503 if failing else 200,
     )
 
 
 async def _check(probe: Awaitable[None], seconds: float) -> str:
     try:
-        async with asyncio.timeout(seconds):
-            await probe
+        await completed_within(probe, seconds)
     except TimeoutError:
         return f"no answer within {seconds:g}s"
     except Exception as error:

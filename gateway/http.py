@@ -33,7 +33,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from strawberry.types import ExecutionResult
 
-from core.auth import ANONYMOUS, AuthenticationError, Authenticator
+from core.auth import (
+    ANONYMOUS,
+    AuthenticationError,
+    Authenticator,
+    CredentialsUncheckableError,
+)
 from core.context import EXECUTOR_HEADER, LOOKUPS_HEADER, REQUEST_ID_HEADER, Context
 from core.errors import ErrorCode, client_error, request_error
 from core.response_cache import Entry, Found, ResponseCache
@@ -217,6 +222,12 @@ class GraphQLOverHTTP:
                 401,
                 [request_error(str(error), ErrorCode.UNAUTHENTICATED)],
                 {"www-authenticate": "Bearer"},
+            ) from error
+        except CredentialsUncheckableError as error:
+            raise RequestError(
+                503,
+                [request_error(str(error), ErrorCode.SERVICE_UNAVAILABLE)],
+                {"retry-after": "1"},
             ) from error
         return Context.of(request, None, viewer)
 

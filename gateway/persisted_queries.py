@@ -29,10 +29,9 @@ from redis.exceptions import RedisError
 
 from core.connections import Connections
 from core.errors import ErrorCode, request_error
-from core.loaders import STORE_FAILURES
 from core.outages import Outage
 from core.settings import Settings
-from core.sources import Store
+from core.stores import Store, unavailable
 from datasources.persisted_queries import (
     AllowedQuery,
     allowed_query,
@@ -142,7 +141,9 @@ class PersistedQueries:
     async def _allowed(self, stores: Connections, digest: str) -> str | None:
         try:
             return await allowed_query(engine=stores.engine, digest=digest)
-        except STORE_FAILURES[Store.POSTGRES] as error:
+        except Exception as error:
+            if not unavailable(Store.POSTGRES, error):
+                raise
             raise PersistedQueryError(
                 "postgres is unavailable; try again later", ErrorCode.SERVICE_UNAVAILABLE, 503
             ) from error

@@ -40,7 +40,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types.unset import UNSET, UnsetType
 
-from core.auth import ANONYMOUS, AuthenticationError, Authenticator
+from core.auth import (
+    ANONYMOUS,
+    AuthenticationError,
+    Authenticator,
+    CredentialsUncheckableError,
+)
 from core.context import Context
 from core.errors import ErrorCode, client_error
 from core.settings import Settings
@@ -51,6 +56,9 @@ from gateway.schema import GatewaySchema
 
 INVALID_MESSAGE = 4400
 TOO_MANY = 4429
+# WebSocket's own code for a server that cannot serve now: credentials that cannot be
+# checked while their store is down.
+TRY_AGAIN_LATER = 1013
 # What sending on a connection the client has closed raises.
 CLOSED = (WebSocketDisconnect, WebSocketDisconnected, RuntimeError, OSError)
 # Messages whose payload, when present, must be an object, and those that name an operation.
@@ -140,7 +148,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().handle_message(resolved)
 
     async def handle_connection_init(self, message: Any) -> None:
-        await super().handle_connection_init(message)
+        try:
+            await super().handle_connection_init(message)
+        except CredentialsUncheckableError as error:
+            await self.websocket.close(code=TRY_AGAIN_LATER, reason=str(error)[:120])
+            return
         interval = cast("GraphQLOverWebSocket", self.view).keep_alive_interval
         if self.connection_acknowledged and interval and self.keep_alive_task is None:
             self.keep_alive_task = asyncio.create_task(self._keep_alive(interval))
@@ -206,6 +218,14 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                 await self._start(resolved["id"], live)
                 return
         await super().handle_message(resolved)
+
+    async def handle_connection_init(self, message: Any) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except CredentialsUncheckableError as error:
+            payload = {"code": ErrorCode.SERVICE_UNAVAILABLE.value, "message": str(error)}
+            await self.send_message({"type": "connection_error", "payload": payload})
+            await self.websocket.close(code=TRY_AGAIN_LATER, reason="")
 
     async def _start(self, id: str, live: LiveOperation | list[GraphQLError]) -> None:
         if not self.connection_acknowledged:

@@ -13,7 +13,8 @@ from core import sources
 from core.auth import Access
 from core.context import Context
 from core.errors import ErrorCode, GatewayError
-from core.sources import Source, Store
+from core.sources import Source
+from core.stores import Store
 from datasources import catalogue
 from datasources.models import Author as AuthorModel
 from datasources.models import Institution as InstitutionModel

@@ -17,7 +17,7 @@ from strawberry.scalars import JSON
 from core import sources
 from core.auth import Access
 from core.context import Context
-from core.sources import Store
+from core.stores import Store
 from datasources import report_writes
 from datasources.counter_snapshots import restored
 from datasources.counters import Counter, record

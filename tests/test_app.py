@@ -28,6 +28,7 @@ async def test_readyz_reports_every_store_ready(client: httpx.AsyncClient) -> No
         "status": "ready",
         "stores": {"postgres": "ok", "mongodb": "ok", "redis": "ok"},
         "failing": [],
+        "circuits": {"postgres": "closed", "mongodb": "closed", "redis": "closed"},
     }
 
 

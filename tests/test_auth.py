@@ -26,6 +26,7 @@ from datasources.models import Role
 from gateway import cli
 from gateway.app import create_app
 from tests.conftest import issue_key, lifespan_client, serving
+from tests.waiting import eventually
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-and-for-hs512-as-well-0123"
 AUTHOR_EMAILS = "{ authors(first: 2) { edges { node { name email } } } }"
@@ -102,6 +103,12 @@ async def test_a_revoked_key_is_unauthenticated(
         engine=connections.engine, secret=secret, key_or_id=str(issued.id)
     )
     assert revoked == 1
+    await api_keys.announce_revocation(redis=connections.redis)
+
+    async def refused() -> bool:
+        return (await _emails(auth_client, f"Bearer {issued.key}")).status_code == 401
+
+    await eventually(refused)
     response = await _emails(auth_client, f"Bearer {issued.key}")
     assert response.status_code == 401
     assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"

@@ -1,0 +1,169 @@
+"""The three stores as the gateway meets them: which failures mean that a store is
+unavailable (rather than that it refused what it was asked), and a circuit per store that
+fails calls at once while it is known to be down.
+
+A store that is down costs each call the drivers' time limits (a connection attempt, a
+server selection) before it fails. With the circuit open, calls fail at once instead; after
+``OPEN_FOR`` seconds one call is let through as a probe, and its outcome closes the circuit
+or keeps it open. So a store's outage costs its own fields, at once, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Iterator
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import asyncpg.exceptions
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from core.outages import Outage
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Seconds a circuit stays open before a probe may pass.
+OPEN_FOR = 1.0
+# Consecutive failures that open a circuit: one failed call may be a connection that a
+# restart broke, which the pool then replaces.
+FAILURES_TO_OPEN = 2
+
+
+class Store(StrEnum):
+    POSTGRES = "postgres"
+    MONGODB = "mongodb"
+    REDIS = "redis"
+
+
+_POSTGRES = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+    # Raised by asyncpg itself, on the planner's direct reads, or wrapped by SQLAlchemy:
+    # the connection is gone, refused, or the server is shutting down or starting.
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+_ANY_STORE = (OSError, TimeoutError)
+
+
+def unavailable(store: Store, error: BaseException) -> bool:
+    """Whether ``error`` says that ``store`` could not be reached or did not answer in
+    time, rather than that it refused the call (a constraint, a bad statement)."""
+    return any(_unavailable(store, link) for link in _chain(error))
+
+
+def _unavailable(store: Store, error: BaseException) -> bool:
+    if isinstance(error, _ANY_STORE):
+        return True
+    if store is Store.POSTGRES:
+        return isinstance(error, _POSTGRES) or (
+            isinstance(error, DBAPIError) and error.connection_invalidated
+        )
+    if store is Store.MONGODB:
+        # PyMongo's async pool can fail with a RuntimeError of its own (a lock released
+        # twice) after the server came back: the store is as unusable as if it were down.
+        return isinstance(error, PyMongoError) or (
+            isinstance(error, RuntimeError) and _raised_in(error, "pymongo")
+        )
+    return isinstance(error, RedisError)
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        # SQLAlchemy keeps the driver's error as ``orig``, as well as its cause.
+        link = link.__cause__ or getattr(link, "orig", None)
+
+
+def _raised_in(error: BaseException, package: str) -> bool:
+    traceback = error.__traceback__
+    while traceback is not None:
+        if f"/{package}/" in traceback.tb_frame.f_code.co_filename:
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+async def completed_within(operation: Awaitable[T], limit: float | None) -> T:
+    """``operation``'s outcome, waited for ``limit`` seconds at most (TimeoutError past
+    them), never cancelled: cancelling PyMongo's async pool while it waits for a connection
+    corrupts the pool's lock and hangs every later operation. A caller that stops waiting,
+    or is cancelled, leaves the call to run to its end."""
+    task = asyncio.ensure_future(operation)
+    # Nobody may await the task once its caller stops waiting: its outcome is retrieved
+    # anyway, so that a failure is not reported as "never retrieved".
+    task.add_done_callback(_retrieve)
+    done, _ = await asyncio.wait({task}, timeout=limit)
+    if not done:
+        raise TimeoutError(f"no answer within {limit:g}s")
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class Circuit:
+    """One store's circuit, shared by every request of a process."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._failures = 0
+        self._open_until: float | None = None
+        self._probing = False
+        self._outage = Outage(
+            logger,
+            began=f"{store.value} is unavailable: its fields fail at once until it answers",
+            ended=f"{store.value} answers again",
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self._open_until is not None
+
+    def admits(self) -> bool:
+        """Whether a call may go to the store now: always while it answers; while it is
+        down, one probe at a time once the circuit has been open long enough."""
+        if self._open_until is None:
+            return True
+        if self._probing or time.monotonic() < self._open_until:
+            return False
+        self._probing = True
+        return True
+
+    def succeeded(self) -> None:
+        self._failures = 0
+        self._probing = False
+        if self._open_until is not None:
+            self._open_until = None
+            self._outage.recovered()
+
+    def abandoned(self) -> None:
+        """The caller stopped waiting: its call says nothing of the store."""
+        self._probing = False
+
+    def failed(self, error: BaseException) -> None:
+        self._failures += 1
+        self._probing = False
+        if self._open_until is not None or self._failures >= FAILURES_TO_OPEN:
+            self._open_until = time.monotonic() + OPEN_FOR
+            self._outage.failed(error)
+
+
+class Circuits(dict[Store, Circuit]):
+    """A circuit for each store."""
+
+    def __init__(self) -> None:
+        super().__init__({store: Circuit(store) for store in Store})

@@ -1,0 +1,139 @@
+"""A store's faults cost its own fields and nothing else: what counts as a store being down,
+a circuit that fails its fields at once while it is, reads that keep to the store timeout
+without being cancelled, and API keys that do not need PostgreSQL for every request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg.exceptions
+import pytest
+from pymongo.errors import ServerSelectionTimeoutError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from core.connections import Connections
+from core.settings import Settings
+from core.stores import Store, unavailable
+from datasources.documents import documents_by_report
+from datasources.models import Role
+from gateway.app import create_app
+from tests.conftest import Caller, HeldStoreCall, issue_key, lifespan_client
+from tests.waiting import eventually
+
+DOCUMENTS = "{ reports(first: 3) { edges { node { title document { tags } } } } }"
+
+
+def test_what_says_a_store_is_down() -> None:
+    gone = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+    assert unavailable(Store.POSTGRES, gone)
+    shutting_down = DBAPIError("SELECT 1", {}, asyncpg.exceptions.AdminShutdownError())
+    assert unavailable(Store.POSTGRES, shutting_down)
+    assert not unavailable(Store.POSTGRES, IntegrityError("INSERT", {}, Exception("unique")))
+    assert unavailable(Store.MONGODB, ServerSelectionTimeoutError("no server"))
+    assert not unavailable(Store.MONGODB, RuntimeError("a bug of ours"))
+    assert unavailable(Store.REDIS, ConnectionRefusedError())
+
+
+class FailingDocuments:
+    """MongoDB's read of documents, down until ``back`` is set: counts the calls that
+    reached it."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls = 0
+        self.back = False
+
+    async def __call__(self, **arguments: Any) -> Any:
+        self.calls += 1
+        if not self.back:
+            raise ServerSelectionTimeoutError("no server is available")
+        return await self.real(**arguments)
+
+
+def _documents_failed(body: dict[str, Any]) -> bool:
+    codes = {error["extensions"]["code"] for error in body.get("errors", [])}
+    titles = [edge["node"]["title"] for edge in body["data"]["reports"]["edges"]]
+    return codes == {"SERVICE_UNAVAILABLE"} and all(titles)
+
+
+async def test_a_down_store_fails_its_fields_at_once_until_a_probe_finds_it_back(
+    settings: Settings, call: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = FailingDocuments(documents_by_report)
+    monkeypatch.setattr("core.sources.documents_by_report", failing)
+    monkeypatch.setattr("core.stores.OPEN_FOR", 3600.0)
+    uncached = settings.model_copy(update={"response_cache": False})
+    application = create_app(uncached)
+    async with lifespan_client(application) as client:
+        for _ in range(2):  # the failures that open the circuit
+            assert _documents_failed(
+                (await client.post("/graphql", json={"query": DOCUMENTS})).json()
+            )
+        assert failing.calls == 2
+        for _ in range(5):  # then MongoDB's fields fail without a call, the others answer
+            assert _documents_failed(
+                (await client.post("/graphql", json={"query": DOCUMENTS})).json()
+            )
+        assert failing.calls == 2
+        ready = (await client.get("/readyz")).json()
+        assert ready["circuits"]["mongodb"] == "open"
+
+        # Once the circuit has been open long enough, one call probes the store.
+        failing.back = True
+        monkeypatch.setattr("core.stores.OPEN_FOR", 0.0)
+        application.state.connections.circuits[Store.MONGODB].failed(RuntimeError("probe now"))
+
+        async def answered() -> bool:
+            body = (await client.post("/graphql", json={"query": DOCUMENTS})).json()
+            return "errors" not in body
+
+        await eventually(answered)
+        assert (await client.get("/readyz")).json()["circuits"]["mongodb"] == "closed"
+
+
+async def test_a_hung_read_is_answered_at_the_store_timeout_and_left_to_finish(
+    settings: Settings, call: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldStoreCall([])
+    monkeypatch.setattr("core.sources.top_report_ids", held)
+    quick = settings.model_copy(update={"store_timeout": 0.2, "response_cache": False})
+    async with lifespan_client(create_app(quick)) as client:
+        body = (await client.post("/graphql", json={"query": "{ topReports { title } }"})).json()
+        assert body["data"]["topReports"] is None
+        extensions = body["errors"][0]["extensions"]
+        assert (extensions["code"], extensions["store"]) == ("SERVICE_UNAVAILABLE", "redis")
+        # Not cancelled: the call goes on to its end.
+        assert held.events == ["started"]
+        held.release.set()
+
+        async def finished() -> bool:
+            return held.events == ["started", "finished"]
+
+        await eventually(finished)
+
+
+async def test_an_api_key_checked_lately_keeps_its_other_stores_fields_while_postgres_is_down(
+    settings: Settings, connections: Connections, call: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recent = await issue_key(connections, settings, Role.READER, "recent")
+    unseen = await issue_key(connections, settings, Role.READER, "unseen")
+    query = {"query": "{ topReports(limit: 2) { title } }"}
+    async with lifespan_client(create_app(settings)) as client:
+        checked = await client.post("/graphql", json=query, headers=_bearer(recent.key))
+        assert "errors" not in checked.json()
+
+        async def postgres_down(**_: Any) -> None:
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+
+        monkeypatch.setattr("core.auth.role_of_key", postgres_down)
+        again = await client.post("/graphql", json=query, headers=_bearer(recent.key))
+        assert again.status_code == 200
+        assert "topReports" in again.json()["data"]
+        refused = await client.post("/graphql", json=query, headers=_bearer(unseen.key))
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
