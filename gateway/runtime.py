@@ -25,6 +25,8 @@ from gateway.embedded import EmbeddedStores
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_FAILURES = (RedisError, DBAPIError, OSError, TimeoutError)
+# Seconds between looks at the embedded servers, to start again one that died.
+SUPERVISE_EVERY = 1.0
 
 
 @asynccontextmanager
@@ -55,10 +57,20 @@ async def started_stores(settings: Settings, *, attach: bool = False) -> AsyncIt
         ),
     )
     urls = await asyncio.to_thread(embedded.start, attach=attach)
+    stop = asyncio.Event()
+    supervisor = asyncio.create_task(_keep_running(embedded, stop))
     try:
         yield urls
     finally:
+        stop.set()
+        await supervisor
         await asyncio.to_thread(embedded.stop)
+
+
+async def _keep_running(embedded: EmbeddedStores, stop: asyncio.Event) -> None:
+    """Start again every embedded server that dies, until ``stop`` is set."""
+    while embedded.servers and not await stopped_within(stop, SUPERVISE_EVERY):
+        await asyncio.to_thread(embedded.restart_exited)
 
 
 @asynccontextmanager

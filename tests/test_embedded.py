@@ -24,9 +24,11 @@ from core.connections import StoreUrls
 from core.settings import Settings
 from gateway.app import create_app
 from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
-from gateway.embedded.process import free_port
+from gateway.embedded.process import free_port, recorded_process
 from tests import processes
+from tests.conftest import lifespan_client
 from tests.processes import Launch, environment, gateway_command
+from tests.waiting import eventually
 
 
 async def _write_everywhere(urls: StoreUrls) -> None:
@@ -209,3 +211,22 @@ def test_an_existing_data_directory_keeps_its_mode(tmp_path: Path) -> None:
     with EmbeddedStores(existing, StoreUrls(database_url="x", mongo_url="y")) as stores:
         stores.start()
     assert existing.stat().st_mode & 0o7777 == 0o1777
+
+
+async def test_an_embedded_store_that_dies_is_started_again(
+    settings: Settings, tmp_path: Path
+) -> None:
+    own = settings.model_copy(update={"redis_url": None, "data_dir": tmp_path / "own"})
+    query = {"query": "{ topReports { title } }"}
+    async with lifespan_client(create_app(own)) as client:
+        assert "errors" not in (await client.post("/graphql", json=query)).json()
+        killed = recorded_process(own.data_dir, "redis")
+        assert killed is not None
+        killed.kill()
+
+        async def answered_by_another() -> bool:
+            body = (await client.post("/graphql", json=query)).json()
+            again = recorded_process(own.data_dir, "redis")
+            return "errors" not in body and again is not None and again.pid != killed.pid
+
+        await eventually(answered_by_another)

@@ -98,8 +98,8 @@ class PostgresServer(EmbeddedServer):
         )
         return probe.returncode == 0
 
-    def start(self) -> str:
-        url = super().start()
+    def start(self, port: int | None = None) -> str:
+        url = super().start(port)
         assert self.port is not None
         self._create_database(self.port)
         return url

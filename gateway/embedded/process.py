@@ -97,12 +97,23 @@ class EmbeddedServer(ABC):
     def environment(self) -> dict[str, str] | None:
         return None
 
-    def start(self) -> str:
+    @property
+    def exited(self) -> bool:
+        """Whether the process this object started has ended without being stopped."""
+        return self.process is not None and self.process.poll() is not None
+
+    def restart(self) -> str:
+        """Start the server again on its port, where its clients reconnect."""
+        port = self.port
+        self.process = None
+        return self.start(port)
+
+    def start(self, port: int | None = None) -> str:
         self.stop_orphan()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.prepare()
-        port = free_port()
+        port = port or free_port()
         account = self.run_as()
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(

@@ -15,7 +15,13 @@ from typing import IO, Self
 from core.connections import StoreUrls
 from gateway.embedded.mongo import MongoServer
 from gateway.embedded.postgres import PostgresServer
-from gateway.embedded.process import POLL_INTERVAL, STOP_TIMEOUT, EmbeddedServer, stop_recorded
+from gateway.embedded.process import (
+    POLL_INTERVAL,
+    STOP_TIMEOUT,
+    EmbeddedServer,
+    ServerStartError,
+    stop_recorded,
+)
 from gateway.embedded.valkey import ValkeyServer
 from gateway.embedded.watchdog import Watchdog
 
@@ -104,6 +110,23 @@ class EmbeddedStores:
         if self._lock is not None:
             (self.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
         self._release_lock()
+
+    def restart_exited(self) -> None:
+        """Start again, on their ports, the servers that ended without being stopped (a
+        crash, a kill): the clients' pools reconnect to them as to any restarted store."""
+        for server in self.servers:
+            if server.exited:
+                assert server.process is not None
+                logger.warning(
+                    "embedded %s exited (status %s); starting it again on port %s",
+                    server.name,
+                    server.process.returncode,
+                    server.port,
+                )
+                try:
+                    server.restart()
+                except ServerStartError:
+                    logger.exception("embedded %s did not start again; retrying", server.name)
 
     def stop_orphans(self) -> bool:
         """Stop the servers recorded in the directory and return True, unless another
