@@ -20,7 +20,7 @@ import jwt
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.settings import Settings
-from core.stores import Circuit, Store, unavailable
+from core.stores import Circuit, StoreDownError
 from datasources.api_keys import KEY_PREFIX, role_of_key
 from datasources.models import Role
 
@@ -65,6 +65,7 @@ class Authenticator:
     def __init__(self, settings: Settings, engine: AsyncEngine, circuit: Circuit) -> None:
         self._engine = engine
         self._circuit = circuit
+        self._limit = settings.store_timeout
         self._checked: OrderedDict[str, tuple[Viewer, float]] = OrderedDict()
         # Whether announcements of revoked keys may have been missed.
         self._unheard = False
@@ -121,20 +122,14 @@ class Authenticator:
         return viewer
 
     async def _role_of_key(self, key: str) -> Role | None:
-        uncheckable = CredentialsUncheckableError(
-            "the API key cannot be checked while postgres is unavailable; try again later"
-        )
-        if not self._circuit.admits():
-            raise uncheckable
         try:
-            role = await role_of_key(engine=self._engine, secret=self._key_secret, key=key)
-        except Exception as error:
-            if not unavailable(Store.POSTGRES, error):
-                raise
-            self._circuit.failed(error)
-            raise uncheckable from error
-        self._circuit.succeeded()
-        return role
+            return await self._circuit.call(
+                role_of_key(engine=self._engine, secret=self._key_secret, key=key), self._limit
+            )
+        except StoreDownError as down:
+            raise CredentialsUncheckableError(
+                "the API key cannot be checked while postgres is unavailable; try again later"
+            ) from down
 
     def _from_jwt(self, token: str) -> Viewer:
         try:

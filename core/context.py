@@ -9,6 +9,7 @@ bound to the task that runs the operation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 from contextvars import ContextVar
@@ -24,6 +25,7 @@ from core.loaders import Loaders
 from core.pubsub import Hub
 from core.response_cache import ResponseCache
 from core.settings import Settings
+from core.stores import Store, StoreDownError
 from datasources.instrumentation import RoundTrips, current_round_trips
 
 
@@ -48,6 +50,8 @@ REQUEST_ID_HEADER = "x-request-id"
 # "strawberry": run a query on Strawberry's executor rather than the planned one (the
 # differential tests compare the two).
 EXECUTOR_HEADER = "x-gateway-executor"
+# Seconds a write waits for its announcement to subscribers.
+ANNOUNCE_WITHIN = 0.5
 # A request id a client or proxy gives is kept only if it cannot forge a log line.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -126,9 +130,16 @@ class Context:
             await self.cache.invalidate(tags)
 
     async def announce(self, channel: str) -> None:
-        """After a write: the subscribers of ``channel``, on every process, read again."""
-        if self.hub is not None:
-            await self.hub.announce(channel)
+        """After a write: the subscribers of ``channel``, on every process, read again.
+        Waited for briefly, through Redis's circuit: an announcement lost to an outage only
+        delays subscribers until Redis is back (they read again then), and the write that
+        made it has succeeded."""
+        if self.hub is None:
+            return
+        with contextlib.suppress(StoreDownError):
+            await self.connections.circuits[Store.REDIS].call(
+                self.hub.announce(channel), ANNOUNCE_WITHIN
+            )
 
     @property
     def operation(self) -> OperationScope:

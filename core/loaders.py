@@ -18,7 +18,7 @@ from aiodataloader import DataLoader
 from core.connections import Connections
 from core.errors import ErrorCode, GatewayError
 from core.sources import Read, Source
-from core.stores import Store, completed_within, unavailable
+from core.stores import Store, StoreDownError, unavailable
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -127,23 +127,16 @@ class Loaders:
         if self._deadline is not None and asyncio.get_running_loop().time() > self._deadline:
             _never_started(operation)
             raise GatewayError("the operation ran past its time limit", ErrorCode.DEADLINE_EXCEEDED)
-        circuit = self._connections.circuits[store]
-        if not circuit.admits():
-            _never_started(operation)
-            raise _unavailable(store)
         try:
-            value = await completed_within(operation, limit)
-        except asyncio.CancelledError:
-            circuit.abandoned()
-            raise
+            return await self._connections.circuits[store].call(operation, limit)
+        except StoreDownError as down:
+            raise _unavailable(store) from down
         except Exception as error:
-            if not unavailable(store, error):
-                circuit.succeeded()  # it answered, with a refusal
+            # A write across stores (a report's row and its document) may fail in the other.
+            other = next((other for other in Store if unavailable(other, error)), None)
+            if other is None:
                 raise
-            circuit.failed(error)
-            raise _unavailable(store) from error
-        circuit.succeeded()
-        return value
+            raise _unavailable(other) from error
 
 
 def _unavailable(store: Store) -> GatewayError:

@@ -101,11 +101,6 @@ class Hub:
             began="live events and cache invalidations are not received while Redis is unavailable",
             ended="live events and cache invalidations are received again",
         )
-        self._unannounced = Outage(
-            logger,
-            began="changes are not announced to subscribers while Redis is unavailable",
-            ended="changes are announced to subscribers again",
-        )
 
     @property
     def channels(self) -> frozenset[str]:
@@ -159,14 +154,8 @@ class Hub:
             self.leave(channel, changes)
 
     async def announce(self, channel: str) -> None:
-        """Tell every process's listeners of ``channel`` that something changed. Lost
-        while Redis is unavailable: listeners read the state again when it is back."""
-        try:
-            await self._redis.publish(channel, b"")
-        except REDIS_FAILURES as error:
-            self._unannounced.failed(error)
-        else:
-            self._unannounced.recovered()
+        """Tell every process's listeners of ``channel`` that something changed."""
+        await self._redis.publish(channel, b"")
 
     def _is_subscribed(self, channel: str) -> bool:
         return (

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     # Seconds an operation may run; past it the client gets DEADLINE_EXCEEDED and no
     # further store call starts for it.
     execution_timeout: float = Field(default=15.0, gt=0)
-    # Operations over HTTP a process executes at once; the others wait their turn, up to
+    # Queries over HTTP a process executes at once; the others wait their turn, up to
     # the execution timeout (then 503). Raise it where the stores are far (their round
     # trips, not the gateway's CPU, are then most of an operation's time).
     max_concurrent_operations: int = Field(default=8, gt=0)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Iterator
 from enum import StrEnum
+from time import monotonic
 from typing import Any, TypeVar
 
 import asyncpg.exceptions
@@ -33,6 +33,10 @@ OPEN_FOR = 1.0
 # Consecutive failures that open a circuit: one failed call may be a connection that a
 # restart broke, which the pool then replaces.
 FAILURES_TO_OPEN = 2
+# Seconds with reads waiting and no answer from a store, after which it is taken as hung.
+# Under load a working store answers many calls a second; a single slow statement at
+# rest that outlasts it is answered SERVICE_UNAVAILABLE, and goes on to its end.
+HUNG_AFTER = 2.0
 
 
 class Store(StrEnum):
@@ -115,14 +119,31 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+class StoreDownError(Exception):
+    """The store is unavailable: the call failed as such, or was not made."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(f"{store.value} is unavailable")
+        self.store = store
+
+
 class Circuit:
-    """One store's circuit, shared by every request of a process."""
+    """One store's circuit, shared by every request of a process.
+
+    It opens after ``FAILURES_TO_OPEN`` calls in a row failed as the store being down, and
+    at once when the store has answered nothing for ``HUNG_AFTER`` seconds while a read
+    waited for it: a hung store (or one a driver waits for to come back) would otherwise
+    hold every read that needs it for the whole store timeout, and with them the
+    operations they are part of. Reads waiting when it opens stop waiting.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._failures = 0
         self._open_until: float | None = None
         self._probing = False
+        self._last_answer = monotonic()
+        self._opened: asyncio.Future[None] | None = None
         self._outage = Outage(
             logger,
             began=f"{store.value} is unavailable: its fields fail at once until it answers",
@@ -133,33 +154,92 @@ class Circuit:
     def is_open(self) -> bool:
         return self._open_until is not None
 
-    def admits(self) -> bool:
-        """Whether a call may go to the store now: always while it answers; while it is
-        down, one probe at a time once the circuit has been open long enough."""
+    async def call(self, operation: Awaitable[T], limit: float | None) -> T:
+        """``operation``'s outcome; ``StoreDownError`` if the store is down or did not
+        answer within ``limit`` seconds (a read). Without a limit (a write), the call is
+        waited for to its end, lest a write reported as failed commit afterwards. The call
+        is never cancelled from here (see ``completed_within``)."""
+        if not self._admits():
+            if asyncio.iscoroutine(operation):
+                operation.close()  # never started: nothing to wait for
+            raise StoreDownError(self.store)
+        task = asyncio.ensure_future(operation)
+        task.add_done_callback(_retrieve)
+        try:
+            if limit is None:
+                await asyncio.wait({task})
+            else:
+                await self._wait(task, limit)
+        except asyncio.CancelledError:
+            self._probing = False  # the caller left: its call says nothing of the store
+            raise
+        error = task.exception()
+        if error is not None and unavailable(self.store, error):
+            self._failed(error)
+            raise StoreDownError(self.store) from error
+        self._answered()
+        return task.result()
+
+    async def _wait(self, task: asyncio.Future[Any], limit: float) -> None:
+        started = monotonic()
+        opened = self._opened_signal()
+        while not task.done():
+            now = monotonic()
+            until = started + HUNG_AFTER if now < started + HUNG_AFTER else started + limit
+            await asyncio.wait(
+                {task, opened},
+                timeout=max(0.0, min(until, started + limit) - now),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if task.done():
+                return
+            if opened.done():
+                raise StoreDownError(self.store)  # another call found it down meanwhile
+            now = monotonic()
+            if now >= started + limit:
+                self._failed(TimeoutError(f"no answer within {limit:g}s"))
+                raise StoreDownError(self.store)
+            if now - started >= HUNG_AFTER and self._last_answer < started:
+                self._open(TimeoutError(f"nothing answered for {HUNG_AFTER:g}s"))
+                raise StoreDownError(self.store)
+
+    def _admits(self) -> bool:
+        """Always while the store answers; while it is down, one probe at a time once the
+        circuit has been open long enough."""
         if self._open_until is None:
             return True
-        if self._probing or time.monotonic() < self._open_until:
+        if self._probing or monotonic() < self._open_until:
             return False
         self._probing = True
         return True
 
-    def succeeded(self) -> None:
+    def _answered(self) -> None:
+        """It answered, with a value or a refusal."""
         self._failures = 0
         self._probing = False
+        self._last_answer = monotonic()
         if self._open_until is not None:
             self._open_until = None
             self._outage.recovered()
 
-    def abandoned(self) -> None:
-        """The caller stopped waiting: its call says nothing of the store."""
-        self._probing = False
-
-    def failed(self, error: BaseException) -> None:
+    def _failed(self, error: BaseException) -> None:
         self._failures += 1
         self._probing = False
         if self._open_until is not None or self._failures >= FAILURES_TO_OPEN:
-            self._open_until = time.monotonic() + OPEN_FOR
-            self._outage.failed(error)
+            self._open(error)
+
+    def _open(self, error: BaseException) -> None:
+        self._probing = False
+        self._open_until = monotonic() + OPEN_FOR
+        self._outage.failed(error)
+        if self._opened is not None and not self._opened.done():
+            self._opened.set_result(None)
+        self._opened = None
+
+    def _opened_signal(self) -> asyncio.Future[None]:
+        if self._opened is None:
+            self._opened = asyncio.get_running_loop().create_future()
+        return self._opened
 
 
 class Circuits(dict[Store, Circuit]):

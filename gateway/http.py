@@ -178,8 +178,7 @@ class GraphQLOverHTTP:
                 return self._events(live, context)
             if media_type is None:
                 raise _not_acceptable()
-            async with self._turn():
-                return await self._execute(request, graphql_request, context, media_type, lookup)
+            return await self._execute(request, graphql_request, context, media_type, lookup)
         except RequestError as refusal:
             request_id = context.request_id if context else None
             errors = [client_error(error, request_id) for error in refusal.errors]
@@ -316,13 +315,14 @@ class GraphQLOverHTTP:
                 405, [request_error("mutations are sent with POST")], {"allow": "POST"}
             )
         asked = _Asked(request, graphql_request, context, media_type, prepared, operation)
-        if (
-            context.cache is None
-            or lookup is None
-            or operation.operation is not OperationType.QUERY
-        ):
+        if operation.operation is OperationType.MUTATION:
+            # Writes are few and wait on the stores, not on the processor: they take no
+            # turn, lest writes held up by a store that is down hold up every query.
             return self._respond_with(await self._result(asked), context, media_type)
-        return await self._through_cache(asked, context.cache, lookup)
+        async with self._turn():
+            if context.cache is None or lookup is None:
+                return self._respond_with(await self._result(asked), context, media_type)
+            return await self._through_cache(asked, context.cache, lookup)
 
     def _live(self, graphql_request: GraphQLRequest) -> LiveOperation | None:
         live = live_operation(

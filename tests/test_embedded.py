@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from core.connections import StoreUrls
 from core.settings import Settings
 from gateway.app import create_app
 from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
+from gateway.embedded.postgres import SHARED_ROOT, PostgresServer
 from gateway.embedded.process import free_port, recorded_process
 from tests import processes
 from tests.conftest import lifespan_client
@@ -230,3 +232,19 @@ async def test_an_embedded_store_that_dies_is_started_again(
             return "errors" not in body and again is not None and again.pid != killed.pid
 
         await eventually(answered_by_another)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="clusters are shared only when root runs them")
+def test_a_shared_cluster_goes_once_its_data_directory_is_gone(tmp_path: Path) -> None:
+    # pytest's directories are private to root: the cluster goes to the shared place.
+    first = PostgresServer(tmp_path / "first")
+    cluster = first.cluster_dir
+    assert cluster.is_relative_to(SHARED_ROOT)
+    first.start()
+    first.stop()
+    kept = PostgresServer(tmp_path / "kept")
+    assert cluster.exists()  # its data directory is still there
+    shutil.rmtree(tmp_path / "first")
+    PostgresServer(tmp_path / "next")
+    assert not cluster.exists()
+    assert kept.cluster_dir != cluster

@@ -4,6 +4,7 @@ without being cancelled, and API keys that do not need PostgreSQL for every requ
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import Any
 
 import asyncpg.exceptions
@@ -80,8 +81,8 @@ async def test_a_down_store_fails_its_fields_at_once_until_a_probe_finds_it_back
 
         # Once the circuit has been open long enough, one call probes the store.
         failing.back = True
-        monkeypatch.setattr("core.stores.OPEN_FOR", 0.0)
-        application.state.connections.circuits[Store.MONGODB].failed(RuntimeError("probe now"))
+        later = monotonic() + 3601
+        monkeypatch.setattr("core.stores.monotonic", lambda: later)
 
         async def answered() -> bool:
             body = (await client.post("/graphql", json={"query": DOCUMENTS})).json()
@@ -137,3 +138,21 @@ async def test_an_api_key_checked_lately_keeps_its_other_stores_fields_while_pos
 
 def _bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
+
+
+async def test_a_store_that_answers_nothing_opens_its_circuit_before_the_store_timeout(
+    settings: Settings, call: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldStoreCall([])
+    monkeypatch.setattr("core.sources.top_report_ids", held)
+    monkeypatch.setattr("core.stores.HUNG_AFTER", 0.1)
+    patient = settings.model_copy(update={"store_timeout": 600.0, "response_cache": False})
+    async with lifespan_client(create_app(patient)) as client:
+        query = {"query": "{ topReports { title } }"}
+        first = (await client.post("/graphql", json=query)).json()
+        assert first["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+        assert (await client.get("/readyz")).json()["circuits"]["redis"] == "open"
+        second = (await client.post("/graphql", json=query)).json()
+        assert second["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+        assert held.events == ["started"]  # the second made no call
+        held.release.set()

@@ -20,6 +20,8 @@ from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
 
+import psutil
+
 from gateway.embedded.process import LOOPBACK, EmbeddedServer, RunAs
 
 SYSTEM_USER = "gateway-postgres"
@@ -27,6 +29,8 @@ DATABASE = "gateway"
 SUPERUSER = "gateway"
 SHARED_ROOT = Path("/var/lib/gateway-embedded")
 CLUSTER_LOCATION_FILE = "postgres.location"
+# Beside each shared cluster: the data directory it belongs to.
+OWNER_SUFFIX = ".owner"
 
 
 def _package_root() -> Path:
@@ -135,18 +139,44 @@ class PostgresServer(EmbeddedServer):
         # The account cannot reach the data directory: keep the cluster in a shared place,
         # named after the data directory, and remember in the data directory where it is.
         marker = self.data_dir / CLUSTER_LOCATION_FILE
-        shared = (
-            SHARED_ROOT
-            / "clusters"
-            / hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
-        )
+        clusters = SHARED_ROOT / "clusters"
+        owner = str(self.data_dir.resolve())
+        shared = clusters / hashlib.sha256(owner.encode()).hexdigest()[:16]
+        _remove_abandoned(clusters)
         if not marker.exists() and shared.exists():
             # Left behind by an earlier data directory of the same path that was deleted.
             shutil.rmtree(shared)
-        shared.parent.mkdir(parents=True, exist_ok=True)
+        clusters.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(shared))
+        shared.with_suffix(OWNER_SUFFIX).write_text(owner)
         return shared
+
+
+def _remove_abandoned(clusters: Path) -> None:
+    """Remove the shared clusters whose data directory is gone (a temporary directory,
+    say) and which no server runs: nothing else would, and each holds tens of megabytes.
+    Only clusters that name their data directory are considered: one that does not was
+    made before they did, and its data directory may still be somewhere."""
+    for owner_file in clusters.glob(f"*{OWNER_SUFFIX}"):
+        cluster = owner_file.with_suffix("")
+        data_dir = Path(owner_file.read_text())
+        marker = data_dir / CLUSTER_LOCATION_FILE
+        if marker.exists() and marker.read_text() == str(cluster):
+            continue
+        if _running(cluster):
+            continue
+        shutil.rmtree(cluster, ignore_errors=True)
+        owner_file.unlink(missing_ok=True)
+
+
+def _running(cluster: Path) -> bool:
+    """Whether a server runs on ``cluster``, as its lock file says."""
+    try:
+        pid = int((cluster / "postmaster.pid").read_text().split("\n", 1)[0])
+        return psutil.Process(pid).name().startswith("postgres")
+    except (OSError, ValueError, psutil.Error):
+        return False
 
 
 def _reachable(path: Path, account: RunAs) -> bool:
