@@ -62,6 +62,7 @@ import httpx
 import psutil
 
 from bench import wrk
+from bench.cpu import own_seconds
 from bench.gateway_process import run_command, serving
 from bench.installs import apt_packages, npm_folder
 from bench.nested import QUERY as NESTED_WITH_STORES
@@ -299,12 +300,7 @@ def _alone_ms(client: httpx.Client, query: str) -> float:
 
 def _cpu_seconds(pid: int) -> float:
     """The server's CPU: its own, or its workers' where it has them."""
-    return sum(_worker_cpu(pid).values()) or _own_cpu(psutil.Process(pid))
-
-
-def _own_cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
+    return sum(_worker_cpu(pid).values()) or own_seconds(psutil.Process(pid))
 
 
 def _worker_cpu(pid: int) -> dict[int, float]:
@@ -313,7 +309,7 @@ def _worker_cpu(pid: int) -> dict[int, float]:
     for child in psutil.Process(pid).children():
         try:
             if WORKER_COMMAND in " ".join(child.cmdline()):
-                found[child.pid] = _own_cpu(child)
+                found[child.pid] = own_seconds(child)
         except psutil.NoSuchProcess:
             continue
     return found
@@ -325,7 +321,7 @@ def _embedded_cpu(pid: int) -> dict[int, float]:
     for child in psutil.Process(pid).children(recursive=True):
         try:
             if any(command in " ".join(child.cmdline()) for command in EMBEDDED_COMMANDS):
-                found[child.pid] = _own_cpu(child)
+                found[child.pid] = own_seconds(child)
         except psutil.NoSuchProcess:
             continue
     return found

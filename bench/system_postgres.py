@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.cpu import tree_seconds
 from bench.installs import POSTGRES_BIN
 from gateway.embedded.process import free_port
 
@@ -51,22 +52,9 @@ class Cluster:
         )
 
     def cpu_seconds(self) -> float:
-        """User and system CPU of the server and of its backends: those running now, and
-        those that have exited (the server reaps them, so their CPU is its children's)."""
-        postmaster = psutil.Process(
-            int((self.directory / "data" / "postmaster.pid").open().readline())
-        )
-        times = postmaster.cpu_times()
-        total = times.user + times.system + times.children_user + times.children_system
-        for process in postmaster.children(recursive=True):
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                # Exited between the listing and now: counted as the server's child from
-                # the next reading on, so this reading may miss it, never count it twice.
-                continue
-            total += times.user + times.system
-        return total
+        """User and system CPU of the server and of its backends, exited ones included."""
+        postmaster = int((self.directory / "data" / "postmaster.pid").open().readline())
+        return tree_seconds(psutil.Process(postmaster))
 
 
 @contextmanager

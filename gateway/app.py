@@ -32,6 +32,7 @@ from gateway.limits import Limits
 from gateway.live import Feeds
 from gateway.pages import page_routes
 from gateway.persisted_queries import PersistedQueries
+from gateway.rate_limits import RateLimits
 from gateway.responses import error_response
 from gateway.runtime import (
     reconcile_stores,
@@ -148,9 +149,10 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
     origins = OriginPolicy(settings)
     persisted = PersistedQueries(settings)
     feeds = Feeds(schema)
+    rate_limits = RateLimits(settings)
     graphql = GraphQLPath(
-        GraphQLOverHTTP(schema, settings, persisted, feeds),
-        GraphQLOverWebSocket(schema, settings, origins, persisted, feeds),
+        GraphQLOverHTTP(schema, settings, persisted, feeds, rate_limits=rate_limits),
+        GraphQLOverWebSocket(schema, settings, origins, persisted, feeds, rate_limits=rate_limits),
     )
     app = Starlette(
         routes=[

@@ -45,6 +45,10 @@ def serve(app: ASGIApp, settings: Settings, sockets: list[socket.socket] | None 
         access_log=settings.access_log,
         lifespan="on",
         http=DrainingHttpProtocol,
+        # The client's address is the peer's: X-Forwarded-For counts only from the proxies
+        # of GATEWAY_TRUSTED_PROXIES (see gateway/rate_limits.py), never from uvicorn's
+        # own default list, under which any local process could choose its address.
+        proxy_headers=False,
         # Requests still running then are cancelled: safe here, unlike on a request path,
         # since the pools whose connections they hold are about to be closed anyway.
         timeout_graceful_shutdown=_graceful_seconds(settings),

@@ -10,6 +10,9 @@ Strawberry's protocol handlers, with three things added on the way in and out.
   core.errors); this covers the few that the protocol handlers write themselves.
 - Persisted queries: an operation may name its document by hash, and in the allow-list
   mode must be one of the allow-list's, as over HTTP (see gateway/persisted_queries.py).
+- Rate limits: an operation its caller's budget does not allow gets an ``error`` message
+  with ``RATE_LIMITED`` and never runs; the connection stays open (see
+  gateway/rate_limits.py).
 - Subscriptions: fed by the process's shared feeds (see gateway/live.py) rather than run
   once per subscriber. A connection may hold ``GATEWAY_MAX_SUBSCRIPTIONS_PER_CONNECTION``
   operations at once; one more closes it with 4429. Both protocols keep idle connections
@@ -24,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import orjson
-from graphql import GraphQLError, GraphQLSyntaxError
+from graphql import GraphQLError, GraphQLFormattedError, GraphQLSyntaxError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -52,6 +55,7 @@ from core.settings import Settings
 from gateway.cors import OriginPolicy
 from gateway.live import Ended, Feeds, LiveOperation, live_operation
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
+from gateway.rate_limits import RateLimits
 from gateway.schema import GatewaySchema
 
 INVALID_MESSAGE = 4400
@@ -141,6 +145,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 # is a bad message; one that does not validate is the operation's error.
                 await self.websocket.close(code=INVALID_MESSAGE, reason=unparsable[:120])
                 return
+            # Before connection_init, the viewer is unknown: the operation is refused anyway.
+            if self.connection_acknowledged and (
+                refused := await view.rate_limited(self.context, resolved["payload"])
+            ):
+                await self.send_message(
+                    {"type": "error", "id": resolved["id"], "payload": [refused]}
+                )
+                return
             live = view.live_operation(resolved["payload"])
             if live is not None:
                 await self._subscribe(resolved["id"], live)
@@ -213,6 +225,11 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             await self.send_message({"type": "error", "id": message["id"], "payload": refusal})
             return
         if resolved["type"] == "start":
+            if self.connection_acknowledged and (
+                refused := await view.rate_limited(self.context, resolved["payload"])
+            ):
+                await self.send_message({"type": "error", "id": resolved["id"], "payload": refused})
+                return
             live = view.live_operation(resolved["payload"])
             if live is not None:
                 await self._start(resolved["id"], live)
@@ -275,6 +292,8 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
         origins: OriginPolicy,
         persisted: PersistedQueries,
         feeds: Feeds,
+        *,
+        rate_limits: RateLimits,
     ) -> None:
         keep_alive = settings.ws_keep_alive
         super().__init__(
@@ -289,6 +308,7 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
         self._origins = origins
         self.persisted = persisted
         self.feeds = feeds
+        self._rate_limits = rate_limits
 
     def unparsable(self, payload: Mapping[str, Any]) -> str | None:
         """Why the operation's document does not parse, if it does not."""
@@ -297,6 +317,13 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
             return None
         errors = self._schema.operations.prepare(query).errors
         return errors[0].message if errors and isinstance(errors[0], GraphQLSyntaxError) else None
+
+    async def rate_limited(
+        self, context: Context, payload: Mapping[str, Any]
+    ) -> GraphQLFormattedError | None:
+        """The error of an operation its caller's rate limit refuses, if it does."""
+        refusal = await self._rate_limits.refusal(context, self._schema.operations, payload)
+        return client_error(refusal, context.request_id).formatted if refusal else None
 
     def live_operation(
         self, payload: Mapping[str, Any]
