@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, FilePath, SecretStr, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from datasources.models import Role
 
 ENV_PREFIX = "GATEWAY_"
 # Values that mark a secret as never having been set by the operator.
@@ -21,6 +26,48 @@ class Environment(StrEnum):
 
 class SettingsError(ValueError):
     """A configuration that must not be started with."""
+
+
+# Rate limits apply per role: the callers with no credentials, and each role of a key or token.
+RATE_LIMITED_ROLES = ("anonymous", *(role.value for role in Role))
+_BUDGET = re.compile(r"(\d+)/(\d*)(s|m|h)")
+_SECONDS_PER = {"s": 1, "m": 60, "h": 3600}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The cost units a client may spend per window (see gateway/rate_limits.py)."""
+
+    units: int
+    seconds: int
+
+
+def parse_budget(text: str) -> Budget | None:
+    """``"20000/60s"`` (or ``/1m``, ``/h``) as a budget; ``"0"`` as None: no limit."""
+    text = text.strip()
+    if text == "0":
+        return None
+    match = _BUDGET.fullmatch(text.replace(" ", ""))
+    if match is None or int(match[1]) == 0 or int(match[2] or 1) == 0:
+        raise SettingsError(
+            f"{text!r} is not a rate limit: give cost units per window, as '20000/60s' "
+            "(windows in s, m or h), or '0' for no limit"
+        )
+    return Budget(int(match[1]), int(match[2] or 1) * _SECONDS_PER[match[3]])
+
+
+def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Comma-separated addresses and CIDR blocks."""
+    try:
+        return [
+            ipaddress.ip_network(entry.strip(), strict=False)
+            for entry in text.split(",")
+            if entry.strip()
+        ]
+    except ValueError as error:
+        raise SettingsError(
+            f"expected addresses or CIDR blocks, comma-separated: {error}"
+        ) from error
 
 
 class Settings(BaseSettings):
@@ -98,6 +145,39 @@ class Settings(BaseSettings):
     cors_origins: str | None = None
     # Whether browsers may send cookies and Authorization to the API cross-origin.
     cors_allow_credentials: bool = False
+    # Cost units each client may spend per window, as "20000/60s"; per role, as JSON
+    # ({"admin": "0", "editor": "100000/60s"}, "0": no limit). Unset: no limit.
+    rate_limit: str | None = None
+    rate_limits_by_role: dict[str, str] = Field(default_factory=dict)
+    # Proxies whose X-Forwarded-For names an anonymous caller's address: addresses or CIDR
+    # blocks, comma-separated. Any other peer is the caller itself.
+    trusted_proxies: str = ""
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _a_rate_limit(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_budget(value)
+        return value
+
+    @field_validator("rate_limits_by_role")
+    @classmethod
+    def _rate_limits_of_roles(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = set(value) - set(RATE_LIMITED_ROLES)
+        if unknown:
+            raise SettingsError(
+                f"no role named {', '.join(sorted(unknown))}; "
+                f"the roles are {', '.join(RATE_LIMITED_ROLES)}"
+            )
+        for budget in value.values():
+            parse_budget(budget)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        parse_networks(value)
+        return value
 
     @model_validator(mode="after")
     def _secrets_are_set_in_production(self) -> Settings:
@@ -122,6 +202,16 @@ class Settings(BaseSettings):
     @property
     def is_development(self) -> bool:
         return self.environment is Environment.DEVELOPMENT
+
+    def rate_limit_budgets(self) -> dict[str, Budget | None]:
+        """Each role's budget; None: no limit."""
+        default = parse_budget(self.rate_limit) if self.rate_limit is not None else None
+        return {
+            role: parse_budget(self.rate_limits_by_role[role])
+            if role in self.rate_limits_by_role
+            else default
+            for role in RATE_LIMITED_ROLES
+        }
 
     @property
     def accepts_only_persisted_queries(self) -> bool:

@@ -56,6 +56,7 @@ from gateway.live import Ended, Feeds, LiveOperation, live_operation
 from gateway.operations import PLANNER, STRAWBERRY, PreparedDocument, operation_extensions
 from gateway.pages import graphiql_page
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
+from gateway.rate_limits import RateLimitError, RateLimits
 from gateway.responses import (
     EVENT_STREAM,
     GRAPHQL_RESPONSE_JSON,
@@ -72,6 +73,8 @@ logger = logging.getLogger(__name__)
 
 ALLOWED_METHODS = "GET, HEAD, POST"
 QUERY = OperationType.QUERY
+# Where an operation's spending leaves what its caller has left, for the response's headers.
+QUOTA = "gateway.rate_limit_quota"
 
 
 @dataclass
@@ -121,7 +124,13 @@ class GraphQLOverHTTP:
     """The ASGI endpoint of ``/graphql`` for HTTP (WebSocket has its own)."""
 
     def __init__(
-        self, schema: GatewaySchema, settings: Settings, persisted: PersistedQueries, feeds: Feeds
+        self,
+        schema: GatewaySchema,
+        settings: Settings,
+        persisted: PersistedQueries,
+        feeds: Feeds,
+        *,
+        rate_limits: RateLimits,
     ) -> None:
         self._schema = schema
         self._feeds = feeds
@@ -131,6 +140,7 @@ class GraphQLOverHTTP:
         self._overdue: set[asyncio.Task[ExecutionResult]] = set()
         self._turns = asyncio.Semaphore(settings.max_concurrent_operations)
         self._persisted = persisted
+        self._rate_limits = rate_limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -141,6 +151,9 @@ class GraphQLOverHTTP:
             # client still gets a GraphQL answer rather than the server's plain-text 500.
             await shutting_down(request.headers)(scope, receive, send)
             raise
+        quota = scope.get(QUOTA)
+        if quota is not None:
+            response.headers.update(quota.headers)
         await response(scope, receive, send)
 
     async def _respond(self, request: Request) -> Response:
@@ -174,6 +187,8 @@ class GraphQLOverHTTP:
                 lookup = (key, found)
             graphql_request = await self._read(request, raw)
             if events and (live := self._live(graphql_request)) is not None:
+                prepared = self._schema.operations.prepare(live.query)
+                await self._spend(request, context, prepared, graphql_request)
                 # Not one of the operations executing at once: it runs as long as its client.
                 return self._events(live, context)
             if media_type is None:
@@ -418,10 +433,13 @@ class GraphQLOverHTTP:
     async def _result(self, asked: _Asked) -> ExecutionResult:
         request, prepared, operation = asked.request, asked.prepared, asked.operation
         graphql_request, context = asked.graphql, asked.context
+        # Checked here on both executors (Strawberry's checks again, as on every transport),
+        # so that an operation spends its rate limit only once it may run.
+        problems = prepared.check(graphql_request.operation_name, graphql_request.variables)
+        if problems:
+            raise RequestError(400, problems, graphql=True)
+        await self._spend(request, context, prepared, graphql_request)
         if self._planned(request, prepared.document, operation):
-            problems = prepared.check(graphql_request.operation_name, graphql_request.variables)
-            if problems:
-                raise RequestError(400, problems, graphql=True)
             return await self._run(
                 self._execute_planned(prepared, operation, graphql_request, context),
                 graphql_request,
@@ -437,6 +455,22 @@ class GraphQLOverHTTP:
             graphql_request,
             context,
         )
+
+    async def _spend(
+        self,
+        request: Request,
+        context: Context,
+        prepared: PreparedDocument,
+        graphql_request: GraphQLRequest,
+    ) -> None:
+        try:
+            request.scope[QUOTA] = await self._rate_limits.spend(
+                context, prepared, graphql_request.operation_name, graphql_request.variables
+            )
+        except RateLimitError as refused:
+            raise RequestError(
+                refused.status, [refused.error], refused.headers, graphql=refused.status != 429
+            ) from refused
 
     def _respond_with(self, result: ExecutionResult, context: Context, media_type: str) -> Response:
         headers = {REQUEST_ID_HEADER: context.request_id}
