@@ -7,7 +7,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,12 +15,15 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from core.pools import MongoPool, TimedConnectionPool, TimedQueuePool
 from core.settings import Settings
 from core.stores import Circuits
 from datasources.instrumentation import (
     CountingRedisConnection,
     MongoCommandCounter,
+    NotingRedisConnection,
     count_postgres_statements,
+    note_commands,
 )
 from datasources.postgres_dialect import decode_timestamps_from_text
 
@@ -49,6 +52,8 @@ class Connections:
     redis: Redis
     # Each store's circuit (see core/stores.py), shared by every request of the process.
     circuits: Circuits = field(default_factory=Circuits)
+    # What MongoDB's pool has checked out (the metrics read the others' pools themselves).
+    mongo_pool: MongoPool = field(default_factory=MongoPool)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -72,6 +77,7 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         # restart broke fails its statement as the store being unavailable, and is dropped.
         pool_pre_ping=False,
         pool_timeout=timeout,
+        poolclass=TimedQueuePool,
         connect_args={
             "timeout": timeout,
             "command_timeout": timeout,
@@ -82,26 +88,30 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
     )
     count_postgres_statements(engine)
     decode_timestamps_from_text(engine)
+    # Traced store calls carry their statements and commands (see core/telemetry.py).
+    traced = settings.otlp_endpoint is not None
+    noters = note_commands(engine) if traced else []
+    mongo_pool = MongoPool()
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         urls.mongo_url,
         serverSelectionTimeoutMS=int(timeout * 1000),
         connectTimeoutMS=int(timeout * 1000),
         timeoutMS=int(timeout * 1000),
         tz_aware=True,
-        event_listeners=[MongoCommandCounter()],
+        event_listeners=[MongoCommandCounter(), mongo_pool, *noters],
     )
     # A blocking pool: at its limit, a call waits for a free connection (up to the store
     # timeout) instead of failing at once with "too many connections".
     # from_pool: the client owns the pool, so closing the client disconnects it.
     redis = Redis.from_pool(
-        BlockingConnectionPool.from_url(
+        TimedConnectionPool.from_url(
             urls.redis_url,
             max_connections=REDIS_MAX_CONNECTIONS,
             timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=30,
-            connection_class=CountingRedisConnection,
+            connection_class=NotingRedisConnection if traced else CountingRedisConnection,
         )
     )
     return Connections(
@@ -111,4 +121,5 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         mongo=mongo,
         documents=mongo[settings.mongo_database],
         redis=redis,
+        mongo_pool=mongo_pool,
     )

@@ -19,6 +19,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from core import telemetry
 from core.auth import ANONYMOUS, Viewer
 from core.connections import Connections
 from core.loaders import Loaders
@@ -36,6 +37,8 @@ class OperationScope:
     # In the event loop's clock.
     deadline: float
     cost: int = 0
+    # Which executor runs it: Strawberry's, unless the planner takes it (gateway/http.py).
+    executor: str = "strawberry"
 
 
 current_operation: ContextVar[OperationScope] = ContextVar("operation")
@@ -84,12 +87,15 @@ class Context:
         """The context of an HTTP request or a WebSocket connection."""
         settings: Settings = connection.app.state.settings
         headers = connection.headers
+        request_id = request_id_of(headers.get(REQUEST_ID_HEADER, ""))
+        # The log lines and spans of the task that serves the request or connection say it.
+        telemetry.current_request_id.set(request_id)
         return cls(
             request=connection,
             response=response,
             settings=settings,
             connections=connection.app.state.connections,
-            request_id=request_id_of(headers.get(REQUEST_ID_HEADER, "")),
+            request_id=request_id,
             report_round_trips=settings.is_development or _asks(headers.get(ROUND_TRIPS_HEADER)),
             report_cost=settings.is_development or _asks(headers.get(COST_HEADER)),
             naive_lookups=settings.allow_naive_lookups

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from aiodataloader import DataLoader
 
+from core import metrics, telemetry
 from core.connections import Connections
 from core.errors import ErrorCode, GatewayError
 from core.sources import Read, Source
@@ -65,7 +66,9 @@ class Loaders:
         with no future per key: how the planner loads a whole level. Its values are not
         kept for later loads."""
         unique = list(dict.fromkeys(keys))
-        fetched = await self._read(source.store, source.fetch(self._connections, unique))
+        fetched = await self._read(
+            source.store, source.fetch(self._connections, unique), source.name, len(unique)
+        )
         if self.tags is not None:
             self.tags.update(source.tags(unique, fetched))
         found = dict(zip(unique, fetched, strict=True))
@@ -73,7 +76,7 @@ class Loaders:
 
     async def read(self, read: Read[V]) -> V:
         """A root field's read, under the same rules as every store call."""
-        value = await self._read(read.store, read.fetch(self._connections))
+        value = await self._read(read.store, read.fetch(self._connections), read.name)
         if self.tags is not None:
             self.tags.update(read.tags(value))
         return value
@@ -93,7 +96,9 @@ class Loaders:
         if found is None:
 
             async def batch(keys: list[K]) -> list[V]:
-                fetched = await self._read(source.store, source.fetch(self._connections, keys))
+                fetched = await self._read(
+                    source.store, source.fetch(self._connections, keys), source.name, len(keys)
+                )
                 if self.tags is not None:
                     self.tags.update(source.tags(keys, fetched))
                 return list(fetched)
@@ -114,14 +119,33 @@ class Loaders:
         Past the operation's deadline no new call starts: the operation winds down with
         errors instead of going on working for a client that has been answered.
         """
-        return await self._guarded(store, operation, None)
+        return await self._observed(store, operation, None, "write")
 
-    async def _read(self, store: Store, operation: Awaitable[V]) -> V:
+    async def _read(
+        self, store: Store, operation: Awaitable[V], source: str, keys: int | None = None
+    ) -> V:
         """A read, which also stops being waited for at the read limit: the sum of the
         drivers' limits (a pool wait, a connection, a statement) may be several times
         one of them. Writes are always waited for, lest a write cut off be reported as
         failed and commit after all."""
-        return await self._guarded(store, operation, self._read_limit)
+        if keys is not None:
+            metrics.batch_size(store.value, source)(keys)
+        return await self._observed(store, operation, self._read_limit, source, keys)
+
+    async def _observed(
+        self,
+        store: Store,
+        operation: Awaitable[V],
+        limit: float | None,
+        source: str,
+        keys: int | None = None,
+    ) -> V:
+        """``_guarded``, in a span of its own when store calls are traced."""
+        tracer = telemetry.tracer
+        if tracer is None:
+            return await self._guarded(store, operation, limit)
+        with telemetry.store_call(tracer, store.value, source, keys):
+            return await self._guarded(store, operation, limit)
 
     async def _guarded(self, store: Store, operation: Awaitable[V], limit: float | None) -> V:
         if self._deadline is not None and asyncio.get_running_loop().time() > self._deadline:

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -138,6 +139,14 @@ class Settings(BaseSettings):
     # A line per HTTP request in the log: off by default, since it costs every request
     # a formatted log record.
     access_log: bool = False
+    # Log lines as text, or as a JSON object each; and a line for each operation slower
+    # than this many seconds, with its cost and round trips (0: none).
+    log_format: Literal["text", "json"] = "text"
+    slow_operation_seconds: float = Field(default=1.0, ge=0)
+    # Where traces go over OTLP/HTTP (as http://collector:4318); unset: nothing is traced.
+    otlp_endpoint: str | None = None
+    # Distinct operation names a process labels its metrics with; the next ones are "other".
+    metrics_operations: int = Field(default=100, ge=0)
     # Seconds in-flight requests get to finish after SIGTERM before the process exits.
     shutdown_timeout: float = Field(default=10.0, ge=0)
     # Browser origins allowed to call the API (comma-separated, or "*"); unset: none in

@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
-from datasources.instrumentation import count_postgres_round_trip
+from datasources.instrumentation import count_postgres_round_trip, note_command
 
 DRIVER = "asyncpg"
 # Shapes of statement kept compiled: a shape is fixed by the query's text, not its values.
@@ -132,6 +132,7 @@ async def _fetch(engine: AsyncEngine, compiled: _Compiled, parameters: dict[str,
     pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
     driver: asyncpg.Connection = pooled.driver_connection
     count_postgres_round_trip()
+    note_command(compiled.sql)
     invalidated = False
     try:
         rows: list[Sequence[Any]] = await driver.fetch(compiled.sql, *arguments)

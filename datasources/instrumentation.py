@@ -1,8 +1,13 @@
-"""Counting round trips to each store, per request.
+"""Counting round trips to each store, per request, and noting what they sent.
 
 A request binds a fresh ``RoundTrips`` to a context variable; the hooks below add to
 whichever one is bound where the store call runs. Asyncio copies context into the tasks
 and callbacks a request starts, so DataLoader batches count towards their request.
+
+When store calls are traced, each binds a list to ``current_commands`` and the noting
+hooks add its statements (PostgreSQL) or commands (MongoDB, Redis) to it. They are
+installed only then (``note_commands``, ``NotingRedisConnection``): untraced, the only
+trace of them is the one look-up of reads sent to the driver directly.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ class RoundTrips:
 
 
 current_round_trips: ContextVar[RoundTrips | None] = ContextVar("round_trips", default=None)
+current_commands: ContextVar[list[str] | None] = ContextVar("commands", default=None)
+
+
+def note_command(command: str) -> None:
+    commands = current_commands.get()
+    if commands is not None:
+        commands.append(command)
 
 
 def count_postgres_round_trip(*_: Any) -> None:
@@ -40,6 +52,33 @@ def count_postgres_statements(engine: AsyncEngine) -> None:
     """Count what SQLAlchemy executes; reads sent to the driver directly count themselves
     (datasources/driver_reads.py)."""
     event.listen(engine.sync_engine, "before_cursor_execute", count_postgres_round_trip)
+
+
+def _note_statement(_: Any, __: Any, statement: str, *___: Any) -> None:
+    note_command(statement)
+
+
+def note_commands(engine: AsyncEngine) -> list[monitoring.CommandListener]:
+    """Note the statements SQLAlchemy sends through ``engine``; the listeners that note
+    MongoDB's commands, for its client."""
+    event.listen(engine.sync_engine, "before_cursor_execute", _note_statement)
+    return [MongoCommandNoter()]
+
+
+class MongoCommandNoter(monitoring.CommandListener):
+    """A command's name and collection: its filters hold the request's values."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        target = event.command.get(event.command_name)
+        note_command(
+            f"{event.command_name} {target}" if isinstance(target, str) else event.command_name
+        )
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        return
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return
 
 
 class MongoCommandCounter(monitoring.CommandListener):
@@ -86,3 +125,32 @@ class CountingRedisConnection(RedisConnection):
         if counter is not None:
             counter.redis += 1
         await super().send_packed_command(command, check_health)
+
+
+class NotingRedisConnection(CountingRedisConnection):
+    """Also notes the names of the commands sent (a pipeline's, one per line): their
+    arguments are the request's keys and values."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if current_commands.get() is not None:
+            packed = command if isinstance(command, (bytes, str)) else b"".join(command)
+            note_command(" ".join(command_names(packed)))
+        await super().send_packed_command(command, check_health)
+
+
+def command_names(packed: bytes | str) -> list[str]:
+    """The names of the commands in RESP's encoding of them (arrays of bulk strings)."""
+    data = packed.encode() if isinstance(packed, str) else bytes(packed)
+    names: list[str] = []
+    position = 0
+    while data.startswith(b"*", position):
+        end = data.index(b"\r\n", position)
+        count = int(data[position + 1 : end])
+        position = end + 2
+        for index in range(count):
+            end = data.index(b"\r\n", position)
+            length = int(data[position + 1 : end])
+            if index == 0:
+                names.append(data[end + 2 : end + 2 + length].decode("latin-1").upper())
+            position = end + 2 + length + 2
+    return names

@@ -24,6 +24,7 @@ from core.response_cache import ResponseCache
 from core.settings import Settings
 from core.stores import Store
 from datasources.api_keys import REVOKED_CHANNEL
+from gateway import metrics, tracing
 from gateway.cached_responses import EarlyHits
 from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
@@ -89,9 +90,12 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with running_stores(
-            settings, apply_migrations=settings.is_development and not supervised
-        ) as connections:
+        async with (
+            tracing.exported(settings),
+            running_stores(
+                settings, apply_migrations=settings.is_development and not supervised
+            ) as connections,
+        ):
             app.state.connections = connections
             authenticator = app.state.authenticator = Authenticator(
                 settings, connections.engine, connections.circuits[Store.POSTGRES]
@@ -130,6 +134,12 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
                     if interval
                     else []
                 ),
+                # Workers that share their metrics write their state for any of them to serve.
+                *(
+                    [asyncio.create_task(metrics.sample_every(app.state.sampler, stop))]
+                    if metrics.shared()
+                    else []
+                ),
             ]
             tune_garbage_collector()
             logger.info("GraphiQL at http://%s:%d%s", settings.host, settings.port, GRAPHQL_PATH)
@@ -161,6 +171,7 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
             WebSocketRoute(GRAPHQL_PATH, graphql),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics.scrape, methods=["GET", "HEAD"]),
             *page_routes(),
         ],
         middleware=[
@@ -172,4 +183,5 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
     )
     app.state.settings = settings
     app.state.feeds = feeds
+    app.state.sampler = metrics.Sampler(app.state)
     return app

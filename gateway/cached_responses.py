@@ -37,6 +37,7 @@ from core.context import (
 )
 from core.response_cache import Entry, Found, ResponseCache
 from core.settings import Settings
+from gateway.metrics import EARLY_HIT
 from gateway.responses import response_type, shutting_down
 
 # Requests that ask how an operation runs are executed, never answered from the cache.
@@ -188,6 +189,7 @@ class EarlyHits:
             request_id=request_id_of(headers.get(b"x-request-id", b"").decode("latin-1")),
             public=True,
         )
+        EARLY_HIT()
         await response(scope, receive, send)
 
     def _plain(self, scope: Scope) -> dict[bytes, bytes] | None:

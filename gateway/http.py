@@ -24,6 +24,7 @@ import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -33,6 +34,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from strawberry.types import ExecutionResult
 
+from core import telemetry
 from core.auth import (
     ANONYMOUS,
     AuthenticationError,
@@ -53,6 +55,15 @@ from gateway.cached_responses import (
     scope_of,
 )
 from gateway.live import Ended, Feeds, LiveOperation, live_operation
+from gateway.metrics import (
+    FAILED,
+    SERVED,
+    RequestMetrics,
+    Served,
+    answered_with,
+    failed_with,
+    served_of,
+)
 from gateway.operations import PLANNER, STRAWBERRY, PreparedDocument, operation_extensions
 from gateway.pages import graphiql_page
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
@@ -135,6 +146,7 @@ class GraphQLOverHTTP:
         self._schema = schema
         self._feeds = feeds
         self._settings = settings
+        self._requests = RequestMetrics(settings.metrics_operations)
         self._planner = Planner(schema._schema)
         # Operations whose client was answered at the deadline, finishing their store calls.
         self._overdue: set[asyncio.Task[ExecutionResult]] = set()
@@ -145,7 +157,7 @@ class GraphQLOverHTTP:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
-            response = await self._respond(request)
+            response = await self._observed(request)
         except asyncio.CancelledError:
             # The server is shutting down and this request ran past its grace period: the
             # client still gets a GraphQL answer rather than the server's plain-text 500.
@@ -197,6 +209,7 @@ class GraphQLOverHTTP:
         except RequestError as refusal:
             request_id = context.request_id if context else None
             errors = [client_error(error, request_id) for error in refusal.errors]
+            failed_with(request, errors, refusal.status)
             return json_response(
                 {"errors": [error.formatted for error in errors]},
                 200 if refusal.graphql and media_type == JSON else refusal.status,
@@ -227,6 +240,27 @@ class GraphQLOverHTTP:
         finally:
             self._turns.release()
 
+    async def _observed(self, request: Request) -> Response:
+        """``_respond``, counted and timed, in the request's span when tracing."""
+        started = perf_counter()
+        served = request.scope[SERVED] = Served()
+        with telemetry.span(f"{request.method} {request.url.path}") as span:
+            try:
+                response = await self._respond(request)
+            except BaseException:
+                served.outcome = FAILED
+                self._requests.record(served, perf_counter() - started)
+                raise
+            if served.answered(response):
+                seconds = perf_counter() - started
+                self._requests.record(served, seconds)
+                slow = self._settings.slow_operation_seconds
+                if slow and seconds > slow:
+                    served.log_slow(seconds)
+            if span is not None:
+                served.describe(span, response)
+        return response
+
     async def _context(self, request: Request) -> Context:
         authenticator: Authenticator = request.app.state.authenticator
         try:
@@ -243,7 +277,8 @@ class GraphQLOverHTTP:
                 [request_error(str(error), ErrorCode.SERVICE_UNAVAILABLE)],
                 {"retry-after": "1"},
             ) from error
-        return Context.of(request, None, viewer)
+        context = served_of(request).context = Context.of(request, None, viewer)
+        return context
 
     async def _read(self, request: Request, body: bytes) -> GraphQLRequest:
         if request.method == "POST":
@@ -315,6 +350,9 @@ class GraphQLOverHTTP:
         operation = prepared.operation(graphql_request.operation_name)
         if isinstance(operation, GraphQLError):
             raise RequestError(400, [operation], graphql=True)
+        served_of(request).runs(
+            operation, prepared, graphql_request.operation_name, graphql_request.variables
+        )
         if graphql_request.registering is not None:
             await self._persisted.register(
                 request.app.state.connections, graphql_request.registering, graphql_request.query
@@ -409,7 +447,8 @@ class GraphQLOverHTTP:
             result = await self._result(asked)
             if result.data is not None and not result.errors and context.scope is not None:
                 tags = context.scope.loaders.tags or set()
-                body = orjson.dumps({"data": result.data})
+                with telemetry.span("encode"):
+                    body = orjson.dumps({"data": result.data})
                 entry = Entry.of(body, cache.time_to_live(tags), tags)
                 await cache.store([raw_key, key], entry, found)
         finally:
@@ -477,13 +516,17 @@ class GraphQLOverHTTP:
         if result.data is None and result.errors and all(e.path is None for e in result.errors):
             # Failed before execution: variables that do not coerce, or a request check.
             raise RequestError(400, result.errors, graphql=True)
-        payload: dict[str, Any] = {}
-        if result.errors:
-            payload["errors"] = [error.formatted for error in sorted(result.errors, key=_in_order)]
-        payload["data"] = result.data
-        if result.extensions:
-            payload["extensions"] = result.extensions
-        return json_response(payload, 200, media_type, headers)
+        answered_with(context.request, result.errors)
+        with telemetry.span("encode"):
+            payload: dict[str, Any] = {}
+            if result.errors:
+                payload["errors"] = [
+                    error.formatted for error in sorted(result.errors, key=_in_order)
+                ]
+            payload["data"] = result.data
+            if result.extensions:
+                payload["extensions"] = result.extensions
+            return json_response(payload, 200, media_type, headers)
 
     def _planned(
         self, request: Request, document: DocumentNode | None, operation: OperationDefinitionNode
@@ -507,6 +550,7 @@ class GraphQLOverHTTP:
         extensions as on Strawberry's."""
         assert prepared.document is not None
         scope = context.begin_operation()
+        scope.executor = PLANNER
         if context.report_cost:
             scope.cost = prepared.cost(graphql_request.operation_name, graphql_request.variables)
         outcome = await self._planner.execute(
@@ -524,8 +568,10 @@ class GraphQLOverHTTP:
     ) -> ExecutionResult:
         """Execute, and answer at the deadline whatever the operation is doing; it stops
         starting store calls then, and finishes those under way on its own."""
-        task = asyncio.ensure_future(execution)
-        done, _ = await asyncio.wait({task}, timeout=self._settings.execution_timeout)
+        with telemetry.span("execute"):
+            # Started within the span: the operation's own spans are its children.
+            task = asyncio.ensure_future(execution)
+            done, _ = await asyncio.wait({task}, timeout=self._settings.execution_timeout)
         if done:
             return task.result()
         self._overdue.add(task)

@@ -43,6 +43,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
+from core import telemetry
 from core.context import Context
 from core.errors import request_error
 from gateway.limits import Limits, measure_cost, measure_shape, too_complex
@@ -165,9 +166,16 @@ class OperationCache:
         if size > limits.document_bytes:
             return self._refused(too_complex("document bytes", size, limits.document_bytes))
         try:
-            document = parse(query, max_lexical_tokens=limits.tokens)
+            with telemetry.span("parse"):
+                document = parse(query, max_lexical_tokens=limits.tokens)
         except GraphQLSyntaxError as error:
             return self._refused(_over_a_limit(query, limits) or error)
+        with telemetry.span("validate"):
+            return self._validated(document)
+
+    def _validated(self, document: DocumentNode) -> PreparedDocument:
+        """A parsed document, refused by a limit or by the schema's rules, or measured."""
+        limits = self.limits
         refusals = measure_shape(document).errors(limits)
         if refusals:
             return self._refused(*refusals)

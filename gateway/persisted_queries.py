@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from core.connections import Connections
 from core.errors import ErrorCode, request_error
+from core.metrics import PERSISTED_QUERIES
 from core.outages import Outage
 from core.settings import Settings
 from core.stores import Store, unavailable
@@ -50,6 +51,12 @@ DIGEST = re.compile(r"[0-9a-f]{64}")
 # what a process keeps is never stale.
 DOCUMENTS_KEPT = 1000
 REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+# Documents found by hash (or in the allow-list), hashes not found, documents refused by
+# the allow-list, and documents registered.
+_FOUND, _NOT_FOUND, _NOT_IN_LIST, _REGISTERED = (
+    PERSISTED_QUERIES.labels(result).inc
+    for result in ("found", "not_found", "not_in_list", "registered")
+)
 
 
 class PersistedQueryError(Exception):
@@ -111,21 +118,25 @@ class PersistedQueries:
         found = self._kept.get(digest)
         if found is not None:
             self._kept.move_to_end(digest)
+            _FOUND()
             return found
         found = await (
             self._allowed(stores, digest) if self.only else self._registered(stores, digest)
         )
         if found is None:
             if query is not None:
+                _NOT_IN_LIST()
                 raise PersistedQueryError(
                     "this gateway runs only the operations of its allow-list",
                     ErrorCode.PERSISTED_QUERY_NOT_IN_LIST,
                     403,
                 )
+            _NOT_FOUND()
             raise PersistedQueryError(
                 "persisted query not found: send the query with its hash",
                 ErrorCode.PERSISTED_QUERY_NOT_FOUND,
             )
+        _FOUND()
         self._keep(digest, found)
         return found
 
@@ -153,6 +164,7 @@ class PersistedQueries:
         allow-list mode, where only the allow-list is served."""
         if self.only or digest in self._kept:
             return
+        _REGISTERED()
         self._keep(digest, query)
         try:
             await persist_query(

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from core.settings import Settings
+from gateway.logs import handler
 
 logger = logging.getLogger("gateway")
 # Seconds the application's shutdown (background work, clients, embedded servers) may take
@@ -24,9 +25,7 @@ STOP_ALLOWANCE = 5.0
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler(settings.log_format)])
 
 
 def shutdown_deadline(settings: Settings) -> float:
@@ -41,6 +40,9 @@ def serve(app: ASGIApp, settings: Settings, sockets: list[socket.socket] | None 
         app,
         host=settings.host,
         port=settings.port,
+        # uvicorn's loggers write through the root logger's handler: the same format, and
+        # the request id on the access log's lines.
+        log_config=None,
         log_level=settings.log_level,
         access_log=settings.access_log,
         lifespan="on",

@@ -28,14 +28,20 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 
+from prometheus_client import multiprocess
 from uvicorn.config import STARTUP_FAILURE
 
 from core.connections import StoreUrls
 from core.settings import ENV_PREFIX, Settings
+from gateway.metrics import MULTIPROCESS_DIRECTORY
 from gateway.runtime import connected_stores, reconcile_stores, started_stores, stopped_within
 from gateway.server import STOP_ALLOWANCE, exit_if_stuck, shutdown_deadline
 
@@ -85,10 +91,28 @@ async def _supervise(settings: Settings, signalled: threading.Event) -> int:
             return 1
         reconciliation = asyncio.create_task(reconcile_stores(connections, stop))
         try:
-            return await Workers(settings, urls, listeners).run(stop)
+            with shared_metrics() as directory:
+                return await Workers(settings, urls, listeners, directory).run(stop)
         finally:
             stop.set()
             await reconciliation
+
+
+@contextmanager
+def shared_metrics() -> Iterator[Path]:
+    """Where the workers write their metrics for a scrape to add up (see gateway/metrics.py):
+    ``PROMETHEUS_MULTIPROC_DIR`` if it is set, emptied of an earlier run's files, or a
+    directory of this run's own, removed at its end."""
+    given = os.environ.get(MULTIPROCESS_DIRECTORY)
+    if given is None:
+        with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as directory:
+            yield Path(directory)
+        return
+    emptied = Path(given)
+    emptied.mkdir(parents=True, exist_ok=True)
+    for stale in emptied.glob("*.db"):
+        stale.unlink()
+    yield emptied
 
 
 def _listen(settings: Settings) -> list[socket.socket]:
@@ -126,8 +150,11 @@ def _listen(settings: Settings) -> list[socket.socket]:
 class Workers:
     """The worker processes of one parent, kept at their number until told to stop."""
 
-    def __init__(self, settings: Settings, urls: StoreUrls, listeners: list[socket.socket]) -> None:
+    def __init__(
+        self, settings: Settings, urls: StoreUrls, listeners: list[socket.socket], metrics: Path
+    ) -> None:
         self._listeners = listeners
+        self._metrics = metrics
         self._deadline = shutdown_deadline(settings)
         # What a worker reads its settings from: the parent's own, with the bound port
         # (the setting may be 0) and every store's URL, embedded or not.
@@ -137,6 +164,7 @@ class Workers:
             | {
                 f"{ENV_PREFIX}HOST": settings.host,
                 f"{ENV_PREFIX}PORT": str(listeners[0].getsockname()[1]),
+                MULTIPROCESS_DIRECTORY: str(metrics),
             }
         )
 
@@ -169,6 +197,8 @@ class Workers:
                 logger.error("worker %d failed to start; stopping", process.pid)
                 return True
             logger.warning("worker %d exited (%s); starting another", process.pid, _describe(code))
+            # Its counts stay in the sums; its gauges go.
+            multiprocess.mark_process_dead(process.pid, str(self._metrics))  # type: ignore[no-untyped-call]
             processes[slot] = self._start(slot, supervisor)
         return False
 

@@ -53,6 +53,7 @@ from graphql.execution.values import VariableValues, get_argument_values, get_va
 from graphql.pyutils import Path
 from graphql.type.definition import GraphQLResolveInfoHelpers
 
+from core import telemetry
 from core.context import Context
 from core.sources import RecordFields, Source
 from planner.projection import (
@@ -68,6 +69,10 @@ from planner.projection import (
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 INCREMENTAL = frozenset({"defer", "stream"})
 MAX_VARIABLE_ERRORS = 50
+# Attributes of a level's spans: its depth (the root's fields are 1), and the sources its
+# batches read.
+LEVEL = "gateway.level"
+SOURCES = "gateway.sources"
 
 # Where a value sits in the response: (container, key, whether null may stand there, the
 # place of the object or list it is in). A null in a non-null place nulls the nearest
@@ -242,6 +247,7 @@ class _Run:
         self._dead: dict[int, Place] = {}
         # The stored paths each relation's selection reads (see _stored_paths).
         self._paths: dict[int, frozenset[str] | None] = {}
+        self._depth = 0
 
     async def run(self) -> Outcome:
         root_type = self.schema.query_type
@@ -306,12 +312,15 @@ class _Run:
         following: dict[tuple[str, int, bool], _Group] = {}
         batches: dict[Source[Any, Any], list[_Chunk]] = defaultdict(list)
         awaited: list[_Pending] = []
-        for group in groups:
-            if self._dead:
-                self._drop_dead(group)
-            if group.values:
-                self._collect(group, following, batches, awaited)
-        await self._settle(batches, awaited, following)
+        self._depth += 1
+        with telemetry.span("plan level", **{LEVEL: self._depth}):
+            for group in groups:
+                if self._dead:
+                    self._drop_dead(group)
+                if group.values:
+                    self._collect(group, following, batches, awaited)
+        with telemetry.span("fetch level", **{LEVEL: self._depth, SOURCES: len(batches)}):
+            await self._settle(batches, awaited, following)
         return list(following.values())
 
     def _drop_dead(self, group: _Group) -> None:
