@@ -1,5 +1,5 @@
-"""The pages a browser gets: GraphiQL on ``/graphql``, with every file it loads served by
-the gateway itself.
+"""The pages a browser gets: GraphiQL on ``/graphql`` and the live dashboard on
+``/dashboard``, with every file they load served by the gateway itself.
 
 Many users' machines, and this project's, have no internet: a page that loads its code
 from a CDN is a blank page there. So GraphiQL and its libraries are vendored, one folder
@@ -15,12 +15,14 @@ import os
 from functools import cache
 from pathlib import Path
 
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import Scope
 
 STATIC = Path(__file__).parent / "static"
+DASHBOARD_PATH = "/dashboard"
 # A vendored file's path names its package's version, so what it holds never changes.
 IMMUTABLE = "public, max-age=31536000, immutable"
 # The pages' own files change with the gateway: browsers keep them but ask again each time
@@ -81,8 +83,13 @@ def graphiql_page() -> Response:
     return _page("graphiql")
 
 
+async def _dashboard(_: Request) -> Response:
+    return _page("dashboard")
+
+
 def page_routes() -> list[BaseRoute]:
     return [
+        Route(DASHBOARD_PATH, _dashboard, methods=["GET", "HEAD"]),
         Mount("/assets/vendor", _Files(STATIC / "vendor", IMMUTABLE)),
         Mount("/assets", _Files(STATIC / "assets", REVALIDATE)),
     ]

@@ -1,4 +1,4 @@
-"""GraphiQL: served by the gateway alone, and working in a real browser.
+"""GraphiQL and the dashboard: served by the gateway alone, and working in a real browser.
 
 The browser tests run Chromium against ``gateway serve`` on this test's stores (see
 tests/browser.py); their screenshots are kept under ``test-artifacts/browser/``.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any
@@ -17,11 +18,11 @@ import httpx
 import pytest
 
 from core.connections import Connections
-from gateway.pages import IMMUTABLE, REVALIDATE
+from gateway.pages import DASHBOARD_PATH, IMMUTABLE, REVALIDATE
 from gateway.seed import seed
 from tests import browser as browser_harness
 from tests.browser import BROWSER_TIMEOUT, Browser
-from tests.processes import Gateway
+from tests.processes import GONE_TIMEOUT, Gateway
 
 chromedriver = browser_harness.chromedriver
 browser = browser_harness.browser
@@ -50,7 +51,7 @@ def _assets(html: str) -> list[str]:
     return parser.urls
 
 
-@pytest.mark.parametrize(("path", "headers"), [("/graphql", HTML)])
+@pytest.mark.parametrize(("path", "headers"), [("/graphql", HTML), ("/dashboard", {})])
 async def test_pages_load_only_the_gateways_own_files(
     client: httpx.AsyncClient, path: str, headers: dict[str, str]
 ) -> None:
@@ -118,6 +119,17 @@ def _top_report(gateway: Gateway) -> dict[str, Any]:
     return report
 
 
+def _record_view(gateway: Gateway, report_id: object) -> None:
+    response = httpx.post(
+        f"http://127.0.0.1:{gateway.port}/graphql",
+        json={
+            "query": "mutation($id: ID!) { recordView(reportId: $id) { __typename } }",
+            "variables": {"id": report_id},
+        },
+    )
+    assert response.json()["data"] == {"recordView": {"__typename": "Counted"}}
+
+
 def _editor(browser: Browser, selector: str) -> str:
     """An editor's whole text: CodeMirror draws only the lines in sight."""
     text = browser.script(
@@ -174,6 +186,33 @@ def test_graphiql_runs_a_query_with_nothing_from_another_host(
 
 
 @in_a_browser
+def test_graphiql_runs_a_subscription_over_the_websocket(
+    browser: Browser, gateway: Gateway
+) -> None:
+    top = _top_report(gateway)
+    views = top["stats"]["views"]
+    _graphiql(
+        browser, gateway, f'subscription {{ reportStats(reportId: "{top["id"]}") {{ views }} }}'
+    )
+    _run(browser)
+    browser.wait_for(
+        lambda _: (
+            _response(browser)
+            and json.loads(_response(browser))["data"]["reportStats"]["views"] == views
+        ),
+        "the subscription's first value",
+    )
+    _record_view(gateway, top["id"])
+    browser.wait_for(
+        lambda _: json.loads(_response(browser))["data"]["reportStats"]["views"] == views + 1,
+        "the subscription's next value",
+    )
+    browser.screenshot("subscription")
+    _assert_stayed_local(browser)
+    assert f"ws://127.0.0.1:{gateway.port}/graphql" in browser.requests()
+
+
+@in_a_browser
 def test_graphiql_sends_the_headers_of_its_headers_editor(
     browser: Browser, gateway: Gateway
 ) -> None:
@@ -196,3 +235,111 @@ def test_graphiql_sends_the_headers_of_its_headers_editor(
     result = browser.wait_for(lambda _: _response(browser), "the query's result")
     assert json.loads(result)["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     browser.screenshot("unauthenticated")
+
+
+def _count(text: str) -> int:
+    return int(re.sub(r"\D", "", text))
+
+
+def _dashboard(browser: Browser, gateway: Gateway) -> None:
+    browser.open(f"http://127.0.0.1:{gateway.port}{DASHBOARD_PATH}")
+    browser.wait_for(
+        lambda _: browser.element("#status").get_attribute("data-state") == "connected",
+        "the dashboard to connect",
+    )
+    browser.wait_for(lambda _: browser.text("#board tbody tr"), "the leaderboard")
+
+
+def _row_views(browser: Browser, report_id: str) -> int:
+    return _count(browser.text(f"#board tr[data-report-id='{report_id}'] .views"))
+
+
+def _points(browser: Browser) -> int:
+    return int(browser.element("#chart").get_attribute("data-points") or 0)
+
+
+@in_a_browser
+def test_the_dashboard_shows_views_as_they_are_recorded(browser: Browser, gateway: Gateway) -> None:
+    _dashboard(browser, gateway)
+    # Follow the second report on the board, as a user would: by clicking it.
+    second = browser.element("#board tbody tr:nth-child(2)")
+    report_id = second.get_attribute("data-report-id")
+    assert report_id is not None
+    second.click()
+    browser.wait_for(
+        lambda _: (
+            browser.text("#watched-name")
+            == browser.text(f"#board tr[data-report-id='{report_id}'] .title")
+        ),
+        "the dashboard to follow the chosen report",
+    )
+    browser.wait_for(lambda _: _points(browser) == 1, "the chart's first point")
+    views = _row_views(browser, report_id)
+    assert _count(browser.text("#watched-views")) == views
+
+    _record_view(gateway, report_id)
+    browser.wait_for(lambda _: _row_views(browser, report_id) == views + 1, "the board's new count")
+    browser.wait_for(
+        lambda _: _count(browser.text("#watched-views")) == views + 1, "the followed count"
+    )
+    browser.wait_for(lambda _: _points(browser) == 2, "the chart's new point")
+    browser.screenshot("view-recorded")
+    _assert_stayed_local(browser)
+    assert f"ws://127.0.0.1:{gateway.port}/graphql" in browser.requests()
+
+
+@in_a_browser
+def test_the_dashboard_follows_a_report_named_by_its_database_id(
+    browser: Browser, gateway: Gateway
+) -> None:
+    data = gateway.data(
+        "{ reports(first: 1, orderBy: {field: VIEWS, direction: ASC}) "
+        "{ edges { node { id databaseId title stats { views } } } } }"
+    )
+    assert isinstance(data, dict)
+    least = data["reports"]["edges"][0]["node"]
+    _dashboard(browser, gateway)
+    browser.element("#watch-id").send_keys(str(least["databaseId"]))
+    browser.element("#watch button").click()
+    browser.wait_for(
+        lambda _: browser.text("#watched-name") == least["title"], "the named report's title"
+    )
+    browser.wait_for(
+        lambda _: browser.text("#watched-views") == str(least["stats"]["views"]),
+        "the named report's views",
+    )
+    browser.screenshot("followed")
+    _assert_stayed_local(browser)
+
+
+@in_a_browser
+def test_the_dashboard_comes_back_after_the_gateway_restarts(
+    browser: Browser, gateway: Gateway, serve: Callable[..., Gateway]
+) -> None:
+    _dashboard(browser, gateway)
+    report_id = browser.element("#board tbody tr").get_attribute("data-report-id")
+    assert report_id is not None
+
+    # Stopped as an operator does, then started again on its port.
+    gateway.process.send_signal(signal.SIGTERM)
+    assert gateway.process.wait(timeout=GONE_TIMEOUT) in (0, -signal.SIGTERM)
+    browser.wait_for(
+        lambda _: browser.element("#status").get_attribute("data-state") == "reconnecting",
+        "the dashboard to show that it lost the gateway",
+    )
+    browser.screenshot("offline")
+
+    again = serve(port=gateway.port)
+    browser.wait_for(
+        lambda _: browser.element("#status").get_attribute("data-state") == "connected",
+        "the dashboard to connect again",
+    )
+    # Subscribed again, not only connected: a view counted now reaches the page.
+    views = _row_views(browser, report_id)
+    _record_view(again, report_id)
+    browser.wait_for(lambda _: _row_views(browser, report_id) == views + 1, "the board's new count")
+    browser.wait_for(
+        lambda _: _count(browser.text("#watched-views")) == views + 1, "the followed count"
+    )
+    browser.screenshot("reconnected")
+    assert browser.foreign_requests() == []
