@@ -41,6 +41,7 @@ from typing import Any
 
 import httpx
 import jwt
+import psutil
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from sqlalchemy import text
@@ -207,14 +208,27 @@ def owned_stores(directory: Path) -> Iterator[tuple[StoreUrls, dict[str, Embedde
 
 def fault(server: EmbeddedServer, how: str) -> None:
     assert server.process is not None
+    if how == "STOP":
+        # The whole server hangs: PostgreSQL serves each connection from a process of its
+        # own, which stopping the postmaster alone leaves running.
+        for process in _server_processes(server):
+            process.send_signal(signal.SIGSTOP)
+        return
     server.process.send_signal(signal.Signals[f"SIG{how}"])
+
+
+def _server_processes(server: EmbeddedServer) -> list[psutil.Process]:
+    assert server.process is not None
+    parent = psutil.Process(server.process.pid)
+    return [parent, *parent.children(recursive=True)]
 
 
 def restore(server: EmbeddedServer, how: str) -> str:
     """Bring the server back on its port; what it took."""
     assert server.process is not None
     if how == "STOP":
-        server.process.send_signal(signal.SIGCONT)
+        for process in _server_processes(server):
+            process.send_signal(signal.SIGCONT)
         return "continued"
     try:
         server.process.wait(timeout=1)

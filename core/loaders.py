@@ -108,10 +108,14 @@ class Loaders:
             )
         return found
 
-    async def call(self, store: Store, operation: Awaitable[V]) -> V:
+    async def call(
+        self, store: Store, operation: Awaitable[V], *, also: tuple[Store, ...] = ()
+    ) -> V:
         """One store call outside a loader (a write, say), under the same rules: a store
         that is down fails it with ``SERVICE_UNAVAILABLE``, at once while its circuit is
-        open (see core/stores.py).
+        open (see core/stores.py). A write that uses ``also`` other stores does not start
+        while one of them is known to be down: it would hold its transaction, and a pooled
+        connection, only to wait for that store.
 
         Its time limits are the drivers' own (see core/connections.py): a call is never
         cancelled from out here (see ``completed_within``), and a cancelled caller (a
@@ -119,6 +123,10 @@ class Loaders:
         Past the operation's deadline no new call starts: the operation winds down with
         errors instead of going on working for a client that has been answered.
         """
+        down = next((other for other in also if self._connections.circuits[other].is_open), None)
+        if down is not None:
+            _never_started(operation)
+            raise _unavailable(down)
         return await self._observed(store, operation, None, "write")
 
     async def _read(
@@ -160,6 +168,7 @@ class Loaders:
             other = next((other for other in Store if unavailable(other, error)), None)
             if other is None:
                 raise
+            self._connections.circuits[other].failed(error)
             raise _unavailable(other) from error
 
 

@@ -175,7 +175,7 @@ class Circuit:
             raise
         error = task.exception()
         if error is not None and unavailable(self.store, error):
-            self._failed(error)
+            self.failed(error)
             raise StoreDownError(self.store) from error
         self._answered()
         return task.result()
@@ -197,7 +197,7 @@ class Circuit:
                 raise StoreDownError(self.store)  # another call found it down meanwhile
             now = monotonic()
             if now >= started + limit:
-                self._failed(TimeoutError(f"no answer within {limit:g}s"))
+                self.failed(TimeoutError(f"no answer within {limit:g}s"))
                 raise StoreDownError(self.store)
             if now - started >= HUNG_AFTER and self._last_answer < started:
                 self._open(TimeoutError(f"nothing answered for {HUNG_AFTER:g}s"))
@@ -222,7 +222,8 @@ class Circuit:
             self._open_until = None
             self._outage.recovered()
 
-    def _failed(self, error: BaseException) -> None:
+    def failed(self, error: BaseException) -> None:
+        """A call found the store down (this circuit's own, or a write across stores)."""
         self._failures += 1
         self._probing = False
         if self._open_until is not None or self._failures >= FAILURES_TO_OPEN:

@@ -340,6 +340,7 @@ class ReportMutation:
                     content=DocumentContent(**changes),
                     idempotency_key=idempotency_key,
                 ),
+                also=(Store.MONGODB,),
             )
         except IntegrityError:
             # A concurrent retry with the same key committed first: answer with its result.
@@ -427,6 +428,7 @@ class ReportMutation:
                 engine=connections.engine, documents=connections.documents,
                 redis=connections.redis, report_id=report_id,
             ),
+            also=(Store.MONGODB, Store.REDIS),
         )  # fmt: skip
         if parents is None:
             return NotFound(message="no such report", id=id)
