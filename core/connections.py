@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 from core.pools import MongoPool, TimedConnectionPool, TimedQueuePool
 from core.settings import Settings
 from core.stores import Circuits
+from datasources.explain import CommandRecorder, record_statements
 from datasources.instrumentation import (
     CountingRedisConnection,
     MongoCommandCounter,
@@ -87,6 +88,7 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         },
     )
     count_postgres_statements(engine)
+    record_statements(engine)
     decode_timestamps_from_text(engine)
     # Traced store calls carry their statements and commands (see core/telemetry.py).
     traced = settings.otlp_endpoint is not None
@@ -98,7 +100,7 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         connectTimeoutMS=int(timeout * 1000),
         timeoutMS=int(timeout * 1000),
         tz_aware=True,
-        event_listeners=[MongoCommandCounter(), mongo_pool, *noters],
+        event_listeners=[MongoCommandCounter(), CommandRecorder(), mongo_pool, *noters],
     )
     # A blocking pool: at its limit, a call waits for a free connection (up to the store
     # timeout) instead of failing at once with "too many connections".

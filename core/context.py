@@ -27,6 +27,7 @@ from core.pubsub import Hub
 from core.response_cache import ResponseCache
 from core.settings import Settings
 from core.stores import Store, StoreDownError
+from datasources.explain import Recording
 from datasources.instrumentation import RoundTrips, current_round_trips
 
 
@@ -53,6 +54,9 @@ REQUEST_ID_HEADER = "x-request-id"
 # "strawberry": run a query on Strawberry's executor rather than the planned one (the
 # differential tests compare the two).
 EXECUTOR_HEADER = "x-gateway-executor"
+# Explain the operation: what each store ran, with its plans, in the response's extensions
+# (admins only; see gateway/explain.py).
+EXPLAIN_HEADER = "x-gateway-explain"
 # Seconds a write waits for its announcement to subscribers.
 ANNOUNCE_WITHIN = 0.5
 # A request id a client or proxy gives is kept only if it cannot forge a log line.
@@ -71,6 +75,8 @@ class Context:
     report_cost: bool = False
     # One store call per lookup instead of batches (benchmarks only).
     naive_lookups: bool = False
+    # Record what each store call of the operation sends, to explain it afterwards.
+    explain: bool = False
     viewer: Viewer = ANONYMOUS
     # A WebSocket's connection_init payload (where its credentials are).
     connection_params: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +106,8 @@ class Context:
             report_cost=settings.is_development or _asks(headers.get(COST_HEADER)),
             naive_lookups=settings.allow_naive_lookups
             and headers.get(LOOKUPS_HEADER, "").lower() == "naive",
+            # Over HTTP only, where the answer carries the explanation.
+            explain=connection.scope["type"] == "http" and _asks(headers.get(EXPLAIN_HEADER)),
             viewer=viewer,
             cache=getattr(connection.app.state, "response_cache", None),
             hub=getattr(connection.app.state, "hub", None),
@@ -121,6 +129,7 @@ class Context:
                 deadline=deadline,
                 read_limit=self.settings.store_timeout,
                 record_tags=self.caching,
+                explained=Recording() if self.explain else None,
             ),
             round_trips=round_trips,
             deadline=deadline,

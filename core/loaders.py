@@ -20,6 +20,7 @@ from core.connections import Connections
 from core.errors import ErrorCode, GatewayError
 from core.sources import Read, Source
 from core.stores import Store, StoreDownError, unavailable
+from datasources.explain import Recording
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -34,8 +35,11 @@ class Loaders:
         deadline: float | None = None,
         read_limit: float | None = None,
         record_tags: bool = False,
+        explained: Recording | None = None,
     ) -> None:
         self._connections = connections
+        # What each store call sent, when the operation is explained (datasources/explain.py).
+        self.explained = explained
         self._read_limit = read_limit
         # The cache tags of everything read (see core/sources.py), when the operation's
         # response may be cached: its value is the set of them.
@@ -138,7 +142,10 @@ class Loaders:
         failed and commit after all."""
         if keys is not None:
             metrics.batch_size(store.value, source)(keys)
-        return await self._observed(store, operation, self._read_limit, source, keys)
+        call: Awaitable[V] = self._observed(store, operation, self._read_limit, source, keys)
+        if self.explained is not None:
+            call = self.explained.step(store.value, source, keys, call)
+        return await call
 
     async def _observed(
         self,

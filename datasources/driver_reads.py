@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
+from datasources.explain import record_statement
 from datasources.instrumentation import count_postgres_round_trip, note_command
 
 DRIVER = "asyncpg"
@@ -133,6 +134,7 @@ async def _fetch(engine: AsyncEngine, compiled: _Compiled, parameters: dict[str,
     driver: asyncpg.Connection = pooled.driver_connection
     count_postgres_round_trip()
     note_command(compiled.sql)
+    record_statement(compiled.sql, arguments)
     invalidated = False
     try:
         rows: list[Sequence[Any]] = await driver.fetch(compiled.sql, *arguments)

@@ -12,6 +12,8 @@ trace of them is the one look-up of reads sent to the driver directly.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,8 @@ from pymongo import monitoring
 from redis.asyncio.connection import Connection as RedisConnection
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from datasources.explain import current_step, record_redis_command
 
 
 @dataclass
@@ -96,35 +100,45 @@ class MongoCommandCounter(monitoring.CommandListener):
         return
 
 
+@contextmanager
+def _for_the_pool() -> Iterator[None]:
+    counted = current_round_trips.set(None)
+    explained = current_step.set(None)
+    try:
+        yield
+    finally:
+        current_step.reset(explained)
+        current_round_trips.reset(counted)
+
+
 class CountingRedisConnection(RedisConnection):
     """A pipeline is packed into one send: counting sends counts round trips.
 
     The handshake of a new connection (HELLO, SELECT...) and the PING of a health check on
-    a connection idle for a while are not counted: they belong to the pool, not to the
-    request that happened to take the connection.
+    a connection idle for a while are neither counted nor explained: they belong to the
+    pool, not to the request that happened to take the connection.
     """
 
     async def check_health(self) -> None:
-        token = current_round_trips.set(None)
-        try:
+        with _for_the_pool():
             await super().check_health()  # type: ignore[no-untyped-call]
-        finally:
-            current_round_trips.reset(token)
 
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
     ) -> None:
-        token = current_round_trips.set(None)
-        try:
+        with _for_the_pool():
             await super().connect_check_health(check_health, retry_socket_connect)
-        finally:
-            current_round_trips.reset(token)
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         counter = current_round_trips.get()
         if counter is not None:
             counter.redis += 1
         await super().send_packed_command(command, check_health)
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        # Packed one by one, a pipeline's commands included, while still words.
+        record_redis_command(args)
+        return super().pack_command(*args)
 
 
 class NotingRedisConnection(CountingRedisConnection):

@@ -29,6 +29,7 @@ from core.auth import ANONYMOUS
 from core.context import (
     COST_HEADER,
     EXECUTOR_HEADER,
+    EXPLAIN_HEADER,
     LOOKUPS_HEADER,
     REQUEST_ID_HEADER,
     ROUND_TRIPS_HEADER,
@@ -41,7 +42,13 @@ from gateway.metrics import EARLY_HIT
 from gateway.responses import response_type, shutting_down
 
 # Requests that ask how an operation runs are executed, never answered from the cache.
-DIAGNOSTIC_HEADERS = (ROUND_TRIPS_HEADER, COST_HEADER, LOOKUPS_HEADER, EXECUTOR_HEADER)
+DIAGNOSTIC_HEADERS = (
+    ROUND_TRIPS_HEADER,
+    COST_HEADER,
+    LOOKUPS_HEADER,
+    EXECUTOR_HEADER,
+    EXPLAIN_HEADER,
+)
 # What EarlyHits leaves to the endpoint: callers to authenticate, origins to answer with
 # CORS headers, and diagnostic requests.
 EARLY_REFUSED = tuple(name.encode() for name in ("authorization", "origin", *DIAGNOSTIC_HEADERS))

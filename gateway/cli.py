@@ -1,11 +1,13 @@
-"""The ``gateway`` command: serve, migrate, seed, apikey, persisted, export-schema."""
+"""The ``gateway`` command: serve, migrate, seed, apikey, persisted, explain, export-schema."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -99,6 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     add.add_argument("file", type=Path)
     persisted.set_defaults(handler=_persisted)
+
+    explain = commands.add_parser(
+        "explain",
+        help="run a query as an admin and print what each store ran for it, with the stores' plans",
+    )
+    explain.add_argument("file", type=Path, help="a file holding the query document")
+    explain.add_argument("--variables", type=_json_object, help="its variables, as JSON")
+    explain.add_argument("--operation-name", help="which operation, if the file has several")
+    explain.set_defaults(handler=_explain)
 
     export = commands.add_parser("export-schema", help="print the GraphQL SDL")
     export.add_argument("--output", type=Path, help="write to this file instead of stdout")
@@ -237,6 +248,40 @@ def _persisted(arguments: argparse.Namespace, settings: Settings) -> int:
     asyncio.run(run())
     print(f"{len(allowed)} operations in the allow-list")
     return 0
+
+
+def _explain(arguments: argparse.Namespace, settings: Settings) -> int:
+    from gateway.explain import ExplainRefusedError, explain_document  # noqa: PLC0415
+
+    try:
+        query = arguments.file.read_text(encoding="utf-8")
+    except OSError as error:
+        print(f"gateway: {arguments.file}: {error}", file=sys.stderr)
+        return 1
+
+    async def run() -> dict[str, Any]:
+        async with running_stores(settings, attach=True) as connections:
+            return await explain_document(
+                settings, connections, query, arguments.variables, arguments.operation_name
+            )
+
+    try:
+        answer = asyncio.run(run())
+    except ExplainRefusedError as refused:
+        print(f"gateway: {arguments.file}: {refused}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+def _json_object(value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from error
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return parsed
 
 
 def _export_schema(arguments: argparse.Namespace, _: Settings) -> int:

@@ -54,6 +54,7 @@ from gateway.cached_responses import (
     may_cache,
     scope_of,
 )
+from gateway.explain import ExplainRefusedError, check_explainable, explained
 from gateway.live import Ended, Feeds, LiveOperation, live_operation
 from gateway.metrics import (
     FAILED,
@@ -367,12 +368,20 @@ class GraphQLOverHTTP:
             raise RequestError(
                 405, [request_error("mutations are sent with POST")], {"allow": "POST"}
             )
+        if context.explain:
+            try:
+                check_explainable(context.viewer, operation)
+            except ExplainRefusedError as refused:
+                raise RequestError(refused.status, [refused.error]) from refused
         asked = _Asked(request, graphql_request, context, media_type, prepared, operation)
         if operation.operation is OperationType.MUTATION:
             # Writes are few and wait on the stores, not on the processor: they take no
             # turn, lest writes held up by a store that is down hold up every query.
             return self._respond_with(await self._result(asked), context, media_type)
         async with self._turn():
+            if context.explain:
+                result = await explained(await self._result(asked), context)
+                return self._respond_with(result, context, media_type)
             if context.cache is None or lookup is None:
                 return self._respond_with(await self._result(asked), context, media_type)
             return await self._through_cache(asked, context.cache, lookup)

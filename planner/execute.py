@@ -313,6 +313,9 @@ class _Run:
         batches: dict[Source[Any, Any], list[_Chunk]] = defaultdict(list)
         awaited: list[_Pending] = []
         self._depth += 1
+        explained = self.context.loaders.explained
+        if explained is not None:
+            explained.level = self._depth
         with telemetry.span("plan level", **{LEVEL: self._depth}):
             for group in groups:
                 if self._dead:

@@ -1,0 +1,211 @@
+"""Explaining an operation: what each store ran for it, in order and by level, with the
+plans of PostgreSQL and MongoDB and the commands sent to Redis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.nested import QUERY as NESTED
+from core.settings import Settings
+from datasources.models import Role
+from gateway import cli, explain
+from tests.conftest import Seeded, issue_key
+
+EXPLAIN = {"x-gateway-explain": "1"}
+# The nested query's sources: a page and its count at the root, the relations of each
+# report in PostgreSQL, its document in MongoDB and its counters in Redis, then the
+# institutions of its authors a level further down.
+NESTED_SOURCES = {
+    "reports": "postgres",
+    "report count": "postgres",
+    "authorships of a report": "postgres",
+    "technologies of a report": "postgres",
+    "document of a report": "mongodb",
+    "counters of a report": "redis",
+    "institutions by id": "postgres",
+}
+
+
+async def _as(seeded: Seeded, role: Role | None, **headers: str) -> dict[str, str]:
+    if role is None:
+        return headers
+    key = await issue_key(seeded.connections, seeded.settings, role)
+    return {"authorization": f"Bearer {key.key}", **headers}
+
+
+async def _post(
+    seeded: Seeded, headers: dict[str, str], query: str = NESTED, first: int = 5
+) -> tuple[int, dict[str, Any]]:
+    response = await seeded.client.post(
+        "/graphql", json={"query": query, "variables": {"first": first}}, headers=headers
+    )
+    body: dict[str, Any] = response.json()
+    return response.status_code, body
+
+
+async def test_the_explain_of_the_nested_query_names_every_statement_and_store(
+    seeded: Seeded,
+) -> None:
+    admin = await _as(seeded, Role.ADMIN)
+    status, body = await _post(seeded, {**admin, **EXPLAIN, "x-gateway-round-trips": "1"}, first=7)
+    assert status == 200, body
+    assert "errors" not in body, body["errors"]
+    _, plain = await _post(seeded, admin, first=7)
+    assert body["data"] == plain["data"]
+
+    steps = body["extensions"]["explain"]["steps"]
+    assert {step["source"]: step["store"] for step in steps} == NESTED_SOURCES
+    assert [step["step"] for step in steps] == list(range(1, len(steps) + 1))
+    # In the order they started, level by level.
+    assert [step["startedMs"] for step in steps] == sorted(step["startedMs"] for step in steps)
+    assert [step["level"] for step in steps] == sorted(step["level"] for step in steps)
+    level = {step["source"]: step["level"] for step in steps}
+    assert level["reports"] == 1
+    assert level["authorships of a report"] < level["institutions by id"]
+    for step in steps:
+        assert step["sent"], step
+        assert step["durationMs"] > 0
+        assert not step["failed"]
+    by_source = {step["source"]: step for step in steps}
+    assert by_source["reports"]["rows"] == 7
+    assert by_source["document of a report"]["keys"] == 7
+
+    # Every statement and command the stores counted is there, each explained.
+    sent = [(step["store"], item) for step in steps for item in step["sent"]]
+    statements = [item for store, item in sent if store == "postgres"]
+    commands = [item for store, item in sent if store == "mongodb"]
+    redis = [item for store, item in sent if store == "redis"]
+    round_trips = body["extensions"]["roundTrips"]
+    assert len(statements) == round_trips["postgres"]
+    assert len(commands) == round_trips["mongodb"]
+    assert len(redis) >= round_trips["redis"] > 0
+    for statement in statements:
+        assert statement["sql"].startswith("SELECT")
+        plan = statement["plan"]
+        assert plan["Plan"]["Node Type"]
+        assert plan["Execution Time"] >= 0
+        assert "Shared Hit Blocks" in plan["Plan"]  # BUFFERS
+    assert "FROM reports" in by_source["reports"]["sent"][0]["sql"]
+    (find,) = commands
+    assert find["command"] == "find"
+    assert find["collection"] == "report_documents"
+    report_ids = find["document"]["filter"]["_id"]["$in"]
+    assert len(report_ids) == 7
+    authorships = by_source["authorships of a report"]["sent"][0]
+    assert sorted(authorships["parameters"][0]) == sorted(report_ids)
+    assert find["explain"]["winningPlan"]
+    assert "nReturned" in find["explain"]["executionStats"]
+    assert {item["command"] for item in redis} >= {"ZMSCORE"}
+    assert all(item["arguments"] for item in redis)
+
+
+async def test_explaining_is_for_admins(seeded: Seeded) -> None:
+    for role in (None, Role.READER, Role.EDITOR):
+        status, body = await _post(seeded, await _as(seeded, role, **EXPLAIN))
+        assert status == 403, body
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert "data" not in body
+
+
+async def test_a_mutation_is_not_explained_nor_run(seeded: Seeded) -> None:
+    views = await seeded.data("{ report(id: 1) { stats { views } } }")
+    status, body = await _post(
+        seeded,
+        await _as(seeded, Role.ADMIN, **EXPLAIN),
+        query="mutation { recordView(reportId: 1) { __typename } }",
+    )
+    assert status == 400, body
+    assert "only queries are explained" in body["errors"][0]["message"]
+    assert await seeded.data("{ report(id: 1) { stats { views } } }") == views
+
+
+async def test_explained_requests_are_neither_answered_from_the_cache_nor_kept(
+    seeded: Seeded,
+) -> None:
+    admin = await _as(seeded, Role.ADMIN)
+    _, explained = await _post(seeded, {**admin, **EXPLAIN}, first=3)
+    _, first = await _post(seeded, admin, first=3)
+    assert first["extensions"]["cache"] == {"hit": False}
+    _, again = await _post(seeded, admin, first=3)
+    assert again["extensions"]["cache"]["hit"] is True
+    _, explained_again = await _post(seeded, {**admin, **EXPLAIN}, first=3)
+    assert "cache" not in explained_again["extensions"]
+    assert explained_again["extensions"]["explain"]["steps"]
+    assert explained_again["data"] == explained["data"] == first["data"]
+
+
+async def test_hints_name_scans_an_index_would_spare(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(explain, "SCANNED_ROWS_WORTH_AN_INDEX", 10)
+    status, body = await _post(
+        seeded,
+        await _as(seeded, Role.ADMIN, **EXPLAIN),
+        query="query Q($first: Int!) { reports(first: $first, filter: {status: [DRAFT]}) "
+        "{ totalCount edges { node { title } } } }",
+    )
+    assert status == 200, body
+    hints = body["extensions"]["explain"]["hints"]
+    assert any(
+        hint.startswith("step 2 (postgres, report count): Seq Scan on reports read 400 rows")
+        and "Filter: ((status)::text = 'Draft'::text)" in hint
+        for hint in hints
+    ), hints
+
+
+def test_plan_hints_name_filters_and_joins() -> None:
+    scan = {"Node Type": "Seq Scan", "Relation Name": "links", "Actual Rows": 5}
+    join = {
+        "Node Type": "Hash Join",
+        "Hash Cond": "(links.report_id = reports.id)",
+        "Plans": [{**scan, "Actual Rows": 5000}],
+    }
+    filtered = {**scan, "Filter": "(status = 'draft')", "Rows Removed by Filter": 4000}
+    assert list(explain.plan_hints(scan)) == []
+    [joined] = explain.plan_hints(join)
+    assert "links read 5000 rows for a join ((links.report_id = reports.id))" in joined
+    [kept] = explain.plan_hints(filtered)
+    assert "read 4005 rows to keep 5 (Filter: (status = 'draft'))" in kept
+
+
+def test_command_hints_name_collection_scans() -> None:
+    command = {"find": "report_documents", "filter": {"tags": {"$in": ["x"]}}}
+    stats = {"totalDocsExamined": 400, "nReturned": 3}
+    scan = {"stage": "FETCH", "inputStage": {"stage": "COLLSCAN"}}
+    [hint] = explain.command_hints(command, "find", scan, stats)
+    assert "COLLSCAN of report_documents examined 400 documents" in hint
+    assert "tags" in hint
+    sqlite_scan = [{"detail": "SCAN report_documents"}]
+    assert list(explain.command_hints(command, "find", sqlite_scan, stats))
+    indexed = {"stage": "FETCH", "inputStage": {"stage": "IXSCAN"}}
+    assert list(explain.command_hints(command, "find", indexed, stats)) == []
+
+
+def test_the_explain_command_runs_a_file(
+    configured: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["seed", "--reports", "6", "--no-progress"]) == 0
+    capsys.readouterr()
+    document = tmp_path / "nested.graphql"
+    document.write_text(NESTED)
+    assert cli.main(["explain", str(document), "--variables", '{"first": 4}']) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert len(answer["data"]["reports"]["edges"]) == 4
+    steps = answer["extensions"]["explain"]["steps"]
+    assert {step["source"]: step["store"] for step in steps} == NESTED_SOURCES
+    assert all(
+        item["plan"] for step in steps if step["store"] == "postgres" for item in step["sent"]
+    )
+
+
+def test_the_explain_command_refuses_a_mutation(
+    configured: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = tmp_path / "write.graphql"
+    document.write_text("mutation { recordView(reportId: 1) { __typename } }")
+    assert cli.main(["explain", str(document)]) == 1
+    assert "only queries are explained" in capsys.readouterr().err
