@@ -489,7 +489,7 @@ def _sampling_others(processes: Processes) -> Iterator[list[float]]:
         last = reading()
         while not stop.wait(SAMPLE_PERIOD):
             now = reading()
-            shares.append((now[1] - last[1]) / (now[0] - last[0]))
+            shares.append(max(0.0, now[1] - last[1]) / (now[0] - last[0]))
             last = now
 
     sampler = threading.Thread(target=sample, name="sampling-others", daemon=True)
@@ -724,7 +724,9 @@ def _print_processes(outcome: Outcome, window: float) -> None:
     print(f"{'process':<38} {'CPU s':>7} {'% of a core':>11}")
     cpu = dict(outcome.cpu)
     machine = cpu.pop(MACHINE)
-    cpu["others (outside the benchmark)"] = machine - sum(cpu.values())
+    # The machine's counters and the processes' are read a moment apart: a few clock
+    # ticks of difference, which must not show as negative work.
+    cpu["others (outside the benchmark)"] = max(0.0, machine - sum(cpu.values()))
     cpu[f"{MACHINE} ({psutil.cpu_count()} cores)"] = machine
     for name, seconds in cpu.items():
         print(f"{name:<38} {seconds:>7.2f} {seconds / window * 100:>10.0f}%")
