@@ -10,6 +10,7 @@ benchmark compares the batched variant with.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -98,13 +99,20 @@ class Loaders:
         parent asking for the same relation (the same page of it) shares one batch."""
         found = self._loaders.get(source)
         if found is None:
+            # The batch function reaches these loaders through a weak reference: a closure
+            # over them would close a cycle (loaders, loader, function, loaders) per source
+            # per operation, left for the cycle collector, whose passes over thousands of
+            # them paused a busy process for a tenth of a second and more.
+            loaders = weakref.ref(self)
 
             async def batch(keys: list[K]) -> list[V]:
-                fetched = await self._read(
-                    source.store, source.fetch(self._connections, keys), source.name, len(keys)
+                owner = loaders()
+                assert owner is not None  # a loader is only used while its operation runs
+                fetched = await owner._read(
+                    source.store, source.fetch(owner._connections, keys), source.name, len(keys)
                 )
-                if self.tags is not None:
-                    self.tags.update(source.tags(keys, fetched))
+                if owner.tags is not None:
+                    owner.tags.update(source.tags(keys, fetched))
                 return list(fetched)
 
             found = self._loaders[source] = (

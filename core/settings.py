@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     max_subscriptions_per_connection: int = Field(default=100, gt=0)
     # Seconds between keep-alive messages on an idle WebSocket or event stream; 0: none.
     ws_keep_alive: float = Field(default=15.0, ge=0)
+    # WebSocket messages compressed (permessage-deflate), when the client offers it.
+    ws_compression: bool = False
     # A line per HTTP request in the log: off by default, since it costs every request
     # a formatted log record.
     access_log: bool = False

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -175,10 +176,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().shutdown()
 
     async def _keep_alive(self, interval: float) -> None:
+        # The first wait is drawn at random: connections opened together (a restart's
+        # reconnections) would otherwise ping together, every interval, for good.
+        await asyncio.sleep(random.uniform(0, interval))
         with contextlib.suppress(*CLOSED):
             while True:
-                await asyncio.sleep(interval)
                 await self.send_message({"type": "ping"})
+                await asyncio.sleep(interval)
 
     async def _subscribe(self, id: str, live: LiveOperation | list[GraphQLError]) -> None:
         if not self.connection_acknowledged:
