@@ -57,8 +57,10 @@ EXECUTOR_HEADER = "x-gateway-executor"
 # Explain the operation: what each store ran, with its plans, in the response's extensions
 # (admins only; see gateway/explain.py).
 EXPLAIN_HEADER = "x-gateway-explain"
-# Seconds a write waits for its announcement to subscribers.
+# Seconds an announcement to subscribers is waited for, and those under way (the loop
+# keeps only weak references to its tasks).
 ANNOUNCE_WITHIN = 0.5
+_ANNOUNCING: set[asyncio.Task[None]] = set()
 # A request id a client or proxy gives is kept only if it cannot forge a log line.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -146,14 +148,19 @@ class Context:
 
     async def announce(self, channel: str) -> None:
         """After a write: the subscribers of ``channel``, on every process, read again.
-        Waited for briefly, through Redis's circuit: an announcement lost to an outage only
-        delays subscribers until Redis is back (they read again then), and the write that
-        made it has succeeded."""
+        Sent in the background, through Redis's circuit: the write has succeeded whatever
+        becomes of it, and an announcement lost to an outage only delays subscribers until
+        Redis is back (they read again then)."""
         if self.hub is None:
             return
+        task = asyncio.create_task(self._announced(self.hub, channel))
+        _ANNOUNCING.add(task)
+        task.add_done_callback(_ANNOUNCING.discard)
+
+    async def _announced(self, hub: Hub, channel: str) -> None:
         with contextlib.suppress(StoreDownError):
             await self.connections.circuits[Store.REDIS].call(
-                self.hub.announce(channel), ANNOUNCE_WITHIN
+                hub.announce(channel), ANNOUNCE_WITHIN
             )
 
     @property
