@@ -54,8 +54,11 @@ class Changes:
 
     def __init__(self) -> None:
         self._changed = asyncio.Event()
+        # Whether a message came, rather than only a (re)connection.
+        self._heard = False
 
     def message(self, data: bytes) -> None:
+        self._heard = True
         self._changed.set()
 
     def connected(self) -> None:
@@ -64,9 +67,11 @@ class Changes:
     def disconnected(self, error: BaseException) -> None:
         pass
 
-    def forget(self) -> None:
-        """Only what happens from now on counts."""
-        self._changed.clear()
+    def forget_connecting(self) -> None:
+        """The subscription being made is no change: only messages count, from the
+        moment the channel was subscribed."""
+        if not self._heard:
+            self._changed.clear()
 
     async def next(self, within: float | None = None) -> None:
         """Wait until something changed since the last call (or since subscribing), or
@@ -74,6 +79,7 @@ class Changes:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), within)
         self._changed.clear()
+        self._heard = False
 
 
 class Hub:

@@ -100,7 +100,7 @@ class Subscription:
     ) -> AsyncGenerator[Report, None]:
         database_id = report_database_id(report_id)
         async with _hub(info).watching(report_channel(database_id)) as changes:
-            changes.forget()
+            changes.forget_connecting()
             await _existing(_fresh(info), database_id)
             within = None
             while True:

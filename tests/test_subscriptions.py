@@ -26,6 +26,7 @@ from core.connections import Connections
 from core.settings import Settings
 from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import counters_channel
+from datasources.report_writes import report_channel
 from gateway.app import create_app
 from gateway.embedded.process import free_port
 from gateway.embedded.valkey import ValkeyServer
@@ -235,12 +236,20 @@ async def test_the_leaderboard_is_sent_when_it_changes(
 
 
 async def test_a_report_is_sent_after_each_change_until_it_is_deleted(
-    gateway: tuple[str, Starlette], call: Caller
+    gateway: tuple[str, Starlette], call: Caller, settings: Settings
 ) -> None:
     address, _ = gateway
+    redis = Redis.from_url(settings.redis_url or "")
+    channel = report_channel(3).encode()
+
+    async def listened() -> bool:
+        return channel in await redis.pubsub_channels("live:*")
+
     async with websocket(address, init={}) as socket:
         await socket.subscribe("u", UPDATED, {"id": REPORT_ID})
-        await asyncio.sleep(0.2)  # lets the subscription reach Redis before the write
+        # It sends nothing until a change: the write waits until Redis has its channel.
+        await eventually(listened)
+        await redis.aclose()
         await call(
             'mutation($id: ID!) { updateReport(id: $id, input: {title: "Live"}) { __typename } }',
             {"id": REPORT_ID},
