@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import orjson
-from graphql import GraphQLError, GraphQLFormattedError, GraphQLSyntaxError
+from graphql import GraphQLError, GraphQLFormattedError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -140,12 +140,6 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.send_message({"type": "error", "id": message["id"], "payload": [refusal]})
             return
         if resolved["type"] == "subscribe":
-            unparsable = view.unparsable(resolved["payload"])
-            if unparsable is not None:
-                # As the protocol's reference server does: a document that does not parse
-                # is a bad message; one that does not validate is the operation's error.
-                await self.websocket.close(code=INVALID_MESSAGE, reason=unparsable[:120])
-                return
             # Before connection_init, the viewer is unknown: the operation is refused anyway.
             if self.connection_acknowledged and (
                 refused := await view.rate_limited(self.context, resolved["payload"])
@@ -313,14 +307,6 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
         self.persisted = persisted
         self.feeds = feeds
         self._rate_limits = rate_limits
-
-    def unparsable(self, payload: Mapping[str, Any]) -> str | None:
-        """Why the operation's document does not parse, if it does not."""
-        query = payload.get("query")
-        if not isinstance(query, str):
-            return None
-        errors = self._schema.operations.prepare(query).errors
-        return errors[0].message if errors and isinstance(errors[0], GraphQLSyntaxError) else None
 
     async def rate_limited(
         self, context: Context, payload: Mapping[str, Any]

@@ -275,13 +275,15 @@ async def test_refusals_get_the_protocols_close_codes_and_errors(
         await s.subscribe("1", STATS, {"id": REPORT_ID})
         assert await s.closed_with() == 4401
     async with websocket(address, init={}) as s:
-        await s.subscribe("1", "subscription { reportStats(", {})
-        assert await s.closed_with() == 4400
-    async with websocket(address, init={}) as s:
-        await s.subscribe("1", "subscription { reportStats(reportId: 1) { nope } }")
-        refused = await s.receive()
-        assert refused["type"] == "error"
-        assert refused["payload"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        # A document that does not parse or validate is that operation's error, with a
+        # code; the connection, and its other subscriptions, go on.
+        unparsable = "subscription { reportStats("
+        invalid = "subscription { reportStats(reportId: 1) { nope } }"
+        for id, document in (("0", unparsable), ("1", invalid)):
+            await s.subscribe(id, document)
+            refused = await s.receive()
+            assert (refused["type"], refused["id"]) == ("error", id)
+            assert refused["payload"][0]["extensions"]["code"] == "BAD_USER_INPUT"
         await s.subscribe("2", STATS, {"id": to_global_id("Report", 999_999)})
         missing = await s.receive()
         assert (missing["type"], missing["payload"][0]["extensions"]["code"]) == (
