@@ -170,9 +170,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().shutdown()
 
     async def _keep_alive(self, interval: float) -> None:
-        # The first wait is drawn at random: connections opened together (a restart's
-        # reconnections) would otherwise ping together, every interval, for good.
-        await asyncio.sleep(random.uniform(0, interval))
+        # The first wait is drawn at random, in the second half of the interval: connections
+        # opened together (a restart's reconnections) would otherwise ping together, every
+        # interval, for good; and none pings a client in its first moments.
+        await asyncio.sleep(random.uniform(interval / 2, interval))
         with contextlib.suppress(*CLOSED):
             while True:
                 await self.send_message({"type": "ping"})

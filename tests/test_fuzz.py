@@ -53,6 +53,8 @@ CODES = frozenset(
     }
 )
 GRAPHQL_CONTENT_TYPES = ("application/json", "application/graphql-response+json")
+# Keep-alive messages either protocol may send at any time: no answer to anything.
+KEEP_ALIVE = ("ping", "pong", "ka")
 # What a response must never show: a traceback, SQL, a source path, driver text.
 LEAKS = (
     "Traceback",
@@ -820,7 +822,7 @@ class Socket:
                 return {"type": "not an object", "payload": message}
             if message.get("type") == "ping":
                 await self.send({"type": "pong"})
-            elif message.get("type") not in ("pong", "ka"):
+            elif message.get("type") not in KEEP_ALIVE:
                 return message
 
     async def run(self, payload: object) -> list[dict[str, Any]]:
@@ -960,7 +962,8 @@ async def run_protocol_violations(findings: Findings, target: Target) -> None:
                 async with asyncio.timeout(5):
                     while True:
                         answer = json.loads(await connection.recv())
-                        check_socket_messages(findings, sent, [answer])
+                        if answer.get("type") not in KEEP_ALIVE:
+                            check_socket_messages(findings, sent, [answer])
         except ConnectionClosed as closed:
             frame = closed.rcvd
             check_close(
