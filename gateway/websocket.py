@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -127,6 +128,17 @@ def with_codes(message: Mapping[str, Any]) -> Mapping[str, Any]:
     return message
 
 
+@dataclass(frozen=True)
+class Routed:
+    """Where a message goes, the same in both protocols: refused (with the formatted
+    error), to the shared feeds (a subscription), or on to Strawberry's handler (with its
+    persisted query's document in place)."""
+
+    message: Any
+    refusal: Any = None
+    live: LiveOperation | list[GraphQLError] | None = None
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     keep_alive_task: asyncio.Task[None] | None = None
 
@@ -135,24 +147,17 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.handle_invalid_message("Invalid message")
             return
         view = cast("GraphQLOverWebSocket", self.view)
-        resolved, refusal = await admitted(view.persisted, self.context, message)
-        if resolved is None:
-            await self.send_message({"type": "error", "id": message["id"], "payload": [refusal]})
-            return
-        if resolved["type"] == "subscribe":
-            # Before connection_init, the viewer is unknown: the operation is refused anyway.
-            if self.connection_acknowledged and (
-                refused := await view.rate_limited(self.context, resolved["payload"])
-            ):
-                await self.send_message(
-                    {"type": "error", "id": resolved["id"], "payload": [refused]}
-                )
-                return
-            live = view.live_operation(resolved["payload"])
-            if live is not None:
-                await self._subscribe(resolved["id"], live)
-                return
-        await super().handle_message(resolved)
+        routed = await view.route(
+            self.context, message, starts="subscribe", acknowledged=self.connection_acknowledged
+        )
+        if routed.refusal is not None:
+            await self.send_message(
+                {"type": "error", "id": message["id"], "payload": [routed.refusal]}
+            )
+        elif routed.live is not None:
+            await self._subscribe(message["id"], routed.live)
+        else:
+            await super().handle_message(routed.message)
 
     async def handle_connection_init(self, message: Any) -> None:
         try:
@@ -219,21 +224,17 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             await self.websocket.close(code=INVALID_MESSAGE, reason="Invalid message")
             return
         view = cast("GraphQLOverWebSocket", self.view)
-        resolved, refusal = await admitted(view.persisted, self.context, message)
-        if resolved is None:
-            await self.send_message({"type": "error", "id": message["id"], "payload": refusal})
-            return
-        if resolved["type"] == "start":
-            if self.connection_acknowledged and (
-                refused := await view.rate_limited(self.context, resolved["payload"])
-            ):
-                await self.send_message({"type": "error", "id": resolved["id"], "payload": refused})
-                return
-            live = view.live_operation(resolved["payload"])
-            if live is not None:
-                await self._start(resolved["id"], live)
-                return
-        await super().handle_message(resolved)
+        routed = await view.route(
+            self.context, message, starts="start", acknowledged=self.connection_acknowledged
+        )
+        if routed.refusal is not None:
+            await self.send_message(
+                {"type": "error", "id": message["id"], "payload": routed.refusal}
+            )
+        elif routed.live is not None:
+            await self._start(message["id"], routed.live)
+        else:
+            await super().handle_message(routed.message)
 
     async def handle_connection_init(self, message: Any) -> None:
         try:
@@ -315,6 +316,21 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
         """The error of an operation its caller's rate limit refuses, if it does."""
         refusal = await self._rate_limits.refusal(context, self._schema.operations, payload)
         return client_error(refusal, context.request_id).formatted if refusal else None
+
+    async def route(
+        self, context: Context, message: Any, *, starts: str, acknowledged: bool
+    ) -> Routed:
+        """Where ``message`` goes; ``starts`` names the protocol's message that starts an
+        operation."""
+        resolved, refusal = await admitted(self.persisted, context, message)
+        if resolved is None:
+            return Routed(message, refusal=refusal)
+        if resolved["type"] != starts:
+            return Routed(resolved)
+        # Before connection_init, the viewer is unknown: the operation is refused anyway.
+        if acknowledged and (refused := await self.rate_limited(context, resolved["payload"])):
+            return Routed(resolved, refusal=refused)
+        return Routed(resolved, live=self.live_operation(resolved["payload"]))
 
     def live_operation(
         self, payload: Mapping[str, Any]
