@@ -32,7 +32,8 @@ WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 REQUESTS = Counter(
     "gateway_requests",
-    "GraphQL requests over HTTP, cache hits answered before parsing included",
+    "GraphQL requests over HTTP (cache hits answered before parsing included), and queries"
+    " and mutations over WebSocket (execution websocket)",
     ["operation", "outcome", "execution"],
 )
 REQUEST_SECONDS = Histogram(
@@ -41,7 +42,7 @@ REQUEST_SECONDS = Histogram(
     ["operation", "outcome", "execution"],
     buckets=LATENCY_BUCKETS,
 )
-ERRORS = Counter("gateway_errors", "Errors in GraphQL responses over HTTP", ["code"])
+ERRORS = Counter("gateway_errors", "Errors in GraphQL responses, over HTTP and WebSocket", ["code"])
 ROUND_TRIPS = Counter(
     "gateway_store_round_trips", "Round trips to each store made by operations", ["store"]
 )
@@ -92,6 +93,11 @@ PERSISTED_QUERIES = Counter(
     "gateway_persisted_queries",
     "Persisted-query look-ups and registrations, by result",
     ["result"],
+)
+SUBSCRIPTIONS = Counter(
+    "gateway_subscriptions",
+    "Subscriptions asked for, by operation, transport and outcome: ok (fed) or rejected",
+    ["operation", "transport", "outcome"],
 )
 FEEDS = Gauge(
     "gateway_subscription_feeds",

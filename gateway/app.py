@@ -160,9 +160,15 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
     persisted = PersistedQueries(settings)
     feeds = Feeds(schema)
     rate_limits = RateLimits(settings)
+    # One count of operation names for both transports: their labels share one limit.
+    requests = metrics.RequestMetrics(settings.metrics_operations)
     graphql = GraphQLPath(
-        GraphQLOverHTTP(schema, settings, persisted, feeds, rate_limits=rate_limits),
-        GraphQLOverWebSocket(schema, settings, origins, persisted, feeds, rate_limits=rate_limits),
+        GraphQLOverHTTP(
+            schema, settings, persisted, feeds, rate_limits=rate_limits, requests=requests
+        ),
+        GraphQLOverWebSocket(
+            schema, settings, origins, persisted, feeds, rate_limits=rate_limits, requests=requests
+        ),
     )
     app = Starlette(
         routes=[

@@ -57,7 +57,10 @@ from gateway.cached_responses import (
 from gateway.explain import ExplainRefusedError, check_explainable, explained
 from gateway.live import Ended, Feeds, LiveOperation, live_operation
 from gateway.metrics import (
+    EVENTS,
     FAILED,
+    OK,
+    REJECTED,
     SERVED,
     RequestMetrics,
     Served,
@@ -143,11 +146,12 @@ class GraphQLOverHTTP:
         feeds: Feeds,
         *,
         rate_limits: RateLimits,
+        requests: RequestMetrics,
     ) -> None:
         self._schema = schema
         self._feeds = feeds
         self._settings = settings
-        self._requests = RequestMetrics(settings.metrics_operations)
+        self._requests = requests
         self._planner = Planner(schema._schema)
         # Operations whose client was answered at the deadline, finishing their store calls.
         self._overdue: set[asyncio.Task[ExecutionResult]] = set()
@@ -202,6 +206,7 @@ class GraphQLOverHTTP:
             if events and (live := self._live(graphql_request)) is not None:
                 prepared = self._schema.operations.prepare(live.query)
                 await self._spend(request, context, prepared, graphql_request)
+                self._requests.subscribed(live.named, EVENTS, OK)
                 # Not one of the operations executing at once: it runs as long as its client.
                 return self._events(live, context)
             if media_type is None:
@@ -394,6 +399,7 @@ class GraphQLOverHTTP:
             graphql_request.variables,
         )
         if isinstance(live, list):
+            self._requests.subscribed(None, EVENTS, REJECTED)
             raise RequestError(400, live, graphql=True)
         return live
 

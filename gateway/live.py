@@ -54,6 +54,8 @@ class LiveOperation:
     query: str
     operation_name: str | None
     variables: dict[str, Any] | None
+    # Its name in the document ("" for an unnamed one).
+    named: str
     # The document in its canonical spelling: two spellings share a feed.
     normalized: str
     # Whether each event is the whole current state, sent at once to a subscriber who
@@ -92,6 +94,7 @@ def live_operation(
         query=query,
         operation_name=operation_name,
         variables=dict(variables) if variables is not None else None,
+        named=operation.name.value if operation.name else "",
         normalized=prepared.normalized,
         replays=bool(roots) and roots <= CURRENT_STATE,
     )

@@ -2,6 +2,12 @@
 text format, what the HTTP endpoint records of each request it serves, and the state of
 the process read into gauges.
 
+Queries and mutations over WebSocket are counted as requests too, with the execution
+``websocket``, from the message that starts one to the last one the gateway sends of it;
+their round trips are not told apart from the connection's other operations'. Subscriptions
+are counted once each when asked for, by transport; what they cost afterwards is in the
+feeds' gauges.
+
 A request's ``operation`` label is the name its document gives the operation it runs:
 ``anonymous`` for an unnamed one, ``none`` where no operation was read (a request refused
 before, a cache hit answered before parsing), and ``other`` past the first
@@ -18,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode
@@ -54,6 +61,7 @@ from core.metrics import (
     ROUND_TRIPS,
     STORE_UP,
     SUBSCRIBERS,
+    SUBSCRIPTIONS,
 )
 from core.pools import TimedConnectionPool, TimedQueuePool
 from core.response_cache import CacheCounters
@@ -70,6 +78,8 @@ SAMPLE_EVERY = 1.0
 SERVED = "gateway.served"
 OK, WITH_ERRORS, REJECTED, FAILED = "ok", "errors", "rejected", "failed"
 CACHE, NONE, ANONYMOUS, OTHER = "cache", "none", "anonymous", "other"
+# Transports of operations that are not one HTTP request each.
+WEBSOCKET, EVENTS = "websocket", "sse"
 # Characters of an operation's name kept as a label.
 NAME_LENGTH = 100
 CODES = frozenset(code.value for code in ErrorCode)
@@ -177,9 +187,20 @@ _errors_by_code: dict[str, Callable[[], None]] = {}
 
 
 def count_errors(errors: Iterable[GraphQLError]) -> None:
-    for error in errors:
-        code = (error.extensions or {}).get("code")
-        label = code if code in CODES else OTHER
+    count_codes((error.extensions or {}).get("code") for error in errors)
+
+
+def count_formatted(errors: Iterable[object]) -> None:
+    """Errors as a protocol message carries them: formatted, each with its code."""
+    count_codes(
+        error.get("extensions", {}).get("code") if isinstance(error, Mapping) else None
+        for error in errors
+    )
+
+
+def count_codes(codes: Iterable[object]) -> None:
+    for code in codes:
+        label = code if isinstance(code, str) and code in CODES else OTHER
         count = _errors_by_code.get(label)
         if count is None:
             count = _errors_by_code[label] = ERRORS.labels(label).inc
@@ -223,6 +244,50 @@ class RequestMetrics:
             for store, count in context.scope.round_trips.as_dict().items():
                 if count:
                     ROUND_TRIPS_BY_STORE[store](count)
+
+    def subscribed(self, operation: str | None, transport: str, outcome: str) -> None:
+        SUBSCRIPTIONS.labels(self.operation_label(operation), transport, outcome).inc()
+
+
+class StreamedOperations:
+    """The queries and mutations one WebSocket connection runs, each counted as a request
+    when the gateway sends its last message (``complete``, or ``error`` for one refused)."""
+
+    __slots__ = ("_requests", "_running")
+
+    def __init__(self, requests: RequestMetrics) -> None:
+        self._requests = requests
+        self._running: dict[object, tuple[Served, float]] = {}
+
+    def started(self, id: str, operation: str | None, arrived: float) -> None:
+        self._running[id] = (Served(operation, execution=WEBSOCKET), arrived)
+
+    def refused(self, errors: Iterable[object], arrived: float) -> None:
+        """An operation refused before it started (its document is not read yet)."""
+        count_formatted(errors)
+        self._requests.record(
+            Served(outcome=REJECTED, execution=WEBSOCKET), perf_counter() - arrived
+        )
+
+    def forget(self, id: str) -> None:
+        self._running.pop(id, None)
+
+    def sent(self, message: Mapping[str, Any]) -> None:
+        id = message.get("id")
+        running = self._running.get(id)
+        if running is None:
+            return
+        served, arrived = running
+        kind, payload = message.get("type"), message.get("payload")
+        if kind in ("next", "data") and isinstance(payload, Mapping) and payload.get("errors"):
+            served.outcome = WITH_ERRORS
+            count_formatted(payload["errors"])
+        elif kind == "error":
+            served.outcome = REJECTED
+            count_formatted(payload if isinstance(payload, list) else [payload])
+        if kind in ("complete", "error"):
+            del self._running[id]
+            self._requests.record(served, perf_counter() - arrived)
 
 
 @dataclass

@@ -98,6 +98,16 @@ class PreparedDocument:
                 return operation
         return request_error(f"the document has no operation named {name!r}")
 
+    def operation_named(self, name: str | None) -> str | None:
+        """The name in the document of the operation a request runs ("" for an unnamed
+        one), or None when the request runs none of it."""
+        if self.document is None or self.errors:
+            return None
+        operation = self.operation(name)
+        if isinstance(operation, GraphQLError):
+            return None
+        return operation.name.value if operation.name else ""
+
     def check(
         self, operation_name: str | None, variables: Mapping[str, Any] | None
     ) -> list[GraphQLError]:

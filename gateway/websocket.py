@@ -17,6 +17,8 @@ Strawberry's protocol handlers, with three things added on the way in and out.
   once per subscriber. A connection may hold ``GATEWAY_MAX_SUBSCRIPTIONS_PER_CONNECTION``
   operations at once; one more closes it with 4429. Both protocols keep idle connections
   alive (``ka`` messages, or pings that graphql-transport-ws clients answer).
+- Metrics: queries and mutations are counted and timed as requests, subscriptions as they
+  are asked for (see gateway/metrics.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import contextlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, cast
 
 import orjson
@@ -56,6 +59,14 @@ from core.errors import ErrorCode, client_error
 from core.settings import Settings
 from gateway.cors import OriginPolicy
 from gateway.live import Ended, Feeds, LiveOperation, live_operation
+from gateway.metrics import (
+    OK,
+    REJECTED,
+    WEBSOCKET,
+    RequestMetrics,
+    StreamedOperations,
+    count_formatted,
+)
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
 from gateway.rate_limits import RateLimits
 from gateway.schema import GatewaySchema
@@ -135,12 +146,29 @@ class Routed:
     persisted query's document in place)."""
 
     message: Any
+    # When the message arrived, and the name in its document of the operation that it
+    # starts, if it starts one that Strawberry's handler runs ("" for an unnamed one).
+    arrived: float
     refusal: Any = None
     live: LiveOperation | list[GraphQLError] | None = None
+    operation: str | None = None
+
+    def counts(self, streamed: StreamedOperations, id: str) -> None:
+        """Where the operation this message starts, if it starts one, is counted."""
+        if self.refusal is not None:
+            streamed.refused([self.refusal], self.arrived)
+        elif self.live is None and self.message["type"] in ("subscribe", "start"):
+            streamed.started(id, self.operation, self.arrived)
+        else:
+            streamed.forget(id)
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     keep_alive_task: asyncio.Task[None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.streamed = cast("GraphQLOverWebSocket", self.view).streamed_operations()
 
     async def handle_message(self, message: Any) -> None:
         if not well_formed(message):
@@ -150,6 +178,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         routed = await view.route(
             self.context, message, starts="subscribe", acknowledged=self.connection_acknowledged
         )
+        routed.counts(self.streamed, message.get("id"))
         if routed.refusal is not None:
             await self.send_message(
                 {"type": "error", "id": message["id"], "payload": [routed.refusal]}
@@ -191,10 +220,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.close(code=4409, reason=f"Subscriber for {id} already exists")
         elif isinstance(live, list):
             errors = [client_error(error, self.context.request_id).formatted for error in live]
+            cast("GraphQLOverWebSocket", self.view).subscribed(None, errors)
             await self.send_message({"type": "error", "id": id, "payload": errors})
         elif len(self.operations) >= cast("int", self.max_subscriptions_per_connection):
             await self.websocket.close(code=TOO_MANY, reason="Too many subscriptions")
         else:
+            cast("GraphQLOverWebSocket", self.view).subscribed(live.named)
             operation = Operation(self, id, live.query, live.variables, live.operation_name)
             operation.task = asyncio.create_task(self._feed(operation, live))
             operation.task.add_done_callback(self._task_done)
@@ -215,10 +246,15 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await operation.send_operation_message(last)
 
     async def send_message(self, message: Any) -> None:
-        await super().send_message(cast("Any", with_codes(message)))
+        self.streamed.sent(with_codes(message))
+        await super().send_message(message)
 
 
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.streamed = cast("GraphQLOverWebSocket", self.view).streamed_operations()
+
     async def handle_message(self, message: Any) -> None:
         if not well_formed(message):
             await self.websocket.close(code=INVALID_MESSAGE, reason="Invalid message")
@@ -227,6 +263,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         routed = await view.route(
             self.context, message, starts="start", acknowledged=self.connection_acknowledged
         )
+        routed.counts(self.streamed, message.get("id"))
         if routed.refusal is not None:
             await self.send_message(
                 {"type": "error", "id": message["id"], "payload": routed.refusal}
@@ -251,10 +288,12 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         await self.cleanup_operation(id)  # an id used again replaces its operation
         if isinstance(live, list):
             error = client_error(live[0], self.context.request_id).formatted
+            cast("GraphQLOverWebSocket", self.view).subscribed(None, [error])
             await self.send_message({"type": "error", "id": id, "payload": error})
         elif len(self.tasks) >= cast("int", self.max_subscriptions_per_connection):
             await self.websocket.close(code=TOO_MANY, reason="Too many subscriptions")
         else:
+            cast("GraphQLOverWebSocket", self.view).subscribed(live.named)
             self.tasks[id] = asyncio.create_task(self._feed(id, live))
 
     async def _feed(self, id: str, live: LiveOperation) -> None:
@@ -278,7 +317,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                 del self.tasks[id]
 
     async def send_message(self, message: Any) -> None:
-        await super().send_message(cast("Any", with_codes(message)))
+        self.streamed.sent(with_codes(message))
+        await super().send_message(message)
 
 
 class GraphQLOverWebSocket(GraphQL[Context, None]):
@@ -294,6 +334,7 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
         feeds: Feeds,
         *,
         rate_limits: RateLimits,
+        requests: RequestMetrics,
     ) -> None:
         keep_alive = settings.ws_keep_alive
         super().__init__(
@@ -309,6 +350,16 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
         self.persisted = persisted
         self.feeds = feeds
         self._rate_limits = rate_limits
+        self._requests = requests
+
+    def streamed_operations(self) -> StreamedOperations:
+        return StreamedOperations(self._requests)
+
+    def subscribed(self, operation: str | None, refused: list[Any] | None = None) -> None:
+        """A subscription asked for: fed, or ``refused`` with those errors (formatted)."""
+        self._requests.subscribed(operation, WEBSOCKET, REJECTED if refused else OK)
+        if refused:
+            count_formatted(refused)
 
     async def rate_limited(
         self, context: Context, payload: Mapping[str, Any]
@@ -322,15 +373,26 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
     ) -> Routed:
         """Where ``message`` goes; ``starts`` names the protocol's message that starts an
         operation."""
+        arrived = perf_counter()
         resolved, refusal = await admitted(self.persisted, context, message)
         if resolved is None:
-            return Routed(message, refusal=refusal)
+            return Routed(message, arrived, refusal=refusal)
         if resolved["type"] != starts:
-            return Routed(resolved)
+            return Routed(resolved, arrived)
+        payload = resolved["payload"]
         # Before connection_init, the viewer is unknown: the operation is refused anyway.
-        if acknowledged and (refused := await self.rate_limited(context, resolved["payload"])):
-            return Routed(resolved, refusal=refused)
-        return Routed(resolved, live=self.live_operation(resolved["payload"]))
+        if acknowledged and (refused := await self.rate_limited(context, payload)):
+            return Routed(resolved, arrived, refusal=refused)
+        live = self.live_operation(payload)
+        if live is not None:
+            return Routed(resolved, arrived, live=live)
+        query = payload.get("query")
+        named = (
+            self._schema.operations.prepare(query).operation_named(payload.get("operationName"))
+            if isinstance(query, str)
+            else None
+        )
+        return Routed(resolved, arrived, operation=named)
 
     def live_operation(
         self, payload: Mapping[str, Any]

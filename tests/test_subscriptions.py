@@ -33,6 +33,7 @@ from gateway.embedded.valkey import ValkeyServer
 from gateway.live import Feeds
 from resolvers.nodes import to_global_id
 from tests.conftest import Caller, serving
+from tests.scraped import samples, total
 from tests.waiting import eventually
 
 REPORT_ID = to_global_id("Report", 3)
@@ -346,6 +347,55 @@ async def test_server_sent_events_carry_a_subscription(
             pass
     refused = await call.client.get("/graphql", params={"query": STATS}, headers=headers)
     assert refused.status_code == 400
+
+
+async def test_websocket_operations_are_counted_as_requests_and_subscriptions(
+    gateway: tuple[str, Starlette],
+) -> None:
+    address, _ = gateway
+    named = "query Views($id: ID!) { report(id: $id) { stats { views } } }"
+    live = "subscription Live($id: ID!) { reportStats(reportId: $id) { views } }"
+
+    def ended(id: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda message: message.get("id") == id and message["type"] in ("complete", "error")
+
+    async with httpx.AsyncClient(base_url=f"http://{address}", timeout=WAIT) as client:
+        before = samples((await client.get("/metrics")).text)
+        async with websocket(address, init={}) as socket:
+            await socket.subscribe("query", named, {"id": REPORT_ID})
+            assert (await socket.until(ended("query")))["type"] == "complete"
+            await socket.subscribe("broken", "query Broken { nope }")
+            assert (await socket.until(ended("broken")))["type"] == "error"
+            await socket.subscribe("live", live, {"id": REPORT_ID})
+            await socket.until(lambda message: _views(message) is not None)
+            await socket.subscribe("unbound", live)  # $id is required
+            assert (await socket.until(ended("unbound")))["type"] == "error"
+        async with websocket(address, init={}, protocol=LEGACY) as socket:
+            payload = {"query": named, "variables": {"id": REPORT_ID}}
+            await socket.send({"id": "old", "type": "start", "payload": payload})
+            # The older protocol runs subscriptions only: a query is refused.
+            assert (await socket.until(ended("old")))["type"] == "error"
+        params = {"query": live, "variables": json.dumps({"id": REPORT_ID})}
+        async with client.stream(
+            "GET", "/graphql", params=params, headers={"accept": "text/event-stream"}
+        ) as response:
+            await anext(_events(response.aiter_lines()))
+        after = samples((await client.get("/metrics")).text)
+
+    def grew(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    requests = "gateway_requests_total"
+    assert grew(requests, operation="Views", outcome="ok", execution="websocket") == 1
+    assert grew(requests, operation="Views", outcome="rejected", execution="websocket") == 1
+    # A document that does not validate names no operation.
+    assert grew(requests, operation="none", outcome="rejected", execution="websocket") == 1
+    assert grew("gateway_request_duration_seconds_count", execution="websocket") == 3
+    assert grew("gateway_errors_total", code="BAD_USER_INPUT") == 3
+    subscriptions = "gateway_subscriptions_total"
+    assert grew(subscriptions, operation="Live", transport="websocket", outcome="ok") == 1
+    assert grew(subscriptions, operation="none", transport="websocket", outcome="rejected") == 1
+    assert grew(subscriptions, operation="Live", transport="sse", outcome="ok") == 1
 
 
 async def _events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
