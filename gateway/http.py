@@ -250,21 +250,27 @@ class GraphQLOverHTTP:
         """``_respond``, counted and timed, in the request's span when tracing."""
         started = perf_counter()
         served = request.scope[SERVED] = Served()
-        with telemetry.span(f"{request.method} {request.url.path}") as span:
-            try:
-                response = await self._respond(request)
-            except BaseException:
-                served.outcome = FAILED
-                self._requests.record(served, perf_counter() - started)
-                raise
-            if served.answered(response):
-                seconds = perf_counter() - started
-                self._requests.record(served, seconds)
-                slow = self._settings.slow_operation_seconds
-                if slow and seconds > slow:
-                    served.log_slow(seconds)
-            if span is not None:
-                served.describe(span, response)
+        try:
+            with telemetry.span(f"{request.method} {request.url.path}") as span:
+                try:
+                    response = await self._respond(request)
+                except BaseException:
+                    served.outcome = FAILED
+                    self._requests.record(served, perf_counter() - started)
+                    raise
+                if served.answered(response):
+                    seconds = perf_counter() - started
+                    self._requests.record(served, seconds)
+                    slow = self._settings.slow_operation_seconds
+                    if slow and seconds > slow:
+                        served.log_slow(seconds)
+                if span is not None:
+                    served.describe(span, response)
+        finally:
+            # The scope holds what the request came to, which holds its context, which
+            # holds the request: a cycle that would leave the whole request, and all it
+            # read, to the cycle collector.
+            del request.scope[SERVED]
         return response
 
     async def _context(self, request: Request) -> Context:

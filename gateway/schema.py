@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
 from graphql import GraphQLError
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
@@ -33,6 +36,21 @@ Query = merge_types(
 Mutation = merge_types("Mutation", (ReportMutation, DirectoryMutation))
 
 
+class ExecutionContextFreedByCounting(StrawberryGraphQLCoreExecutionContext):
+    """graphql-core's executor, whose helpers for resolvers are methods bound to the
+    executor: a cycle through everything the operation touched (its context, request,
+    loaders and rows), which only the cycle collector could free. Every mutation left one
+    behind, and collecting them paused the process for tens of milliseconds at a time.
+    Once the response is built, the helpers are done with, and dropping them lets the
+    operation be freed by reference counting as soon as it is over."""
+
+    def build_response(self, data: dict[str, Any] | None) -> Any:
+        try:
+            return super().build_response(data)
+        finally:
+            vars(self).pop("async_helpers", None)
+
+
 class GatewaySchema(strawberry.Schema):
     """The catalogue's schema, with its cache of prepared documents and the masking of
     every error it returns."""
@@ -44,6 +62,7 @@ class GatewaySchema(strawberry.Schema):
             subscription=Subscription,
             # A factory: each operation gets its own extension instance.
             extensions=[lambda: OperationRules(self.operations)],
+            execution_context_class=ExecutionContextFreedByCounting,
         )
         self.operations = OperationCache(self._schema, limits)
 
