@@ -4,7 +4,6 @@ lifespan that owns the stores' clients."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from core.stores import Store
 from datasources.api_keys import REVOKED_CHANNEL
 from gateway import metrics, tracing
 from gateway.cached_responses import EarlyHits
+from gateway.collector import collect_young_generation, tune_garbage_collector
 from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
 from gateway.health import healthz, readyz
 from gateway.http import GraphQLOverHTTP
@@ -67,20 +67,6 @@ async def _http_error(request: Request, error: Exception) -> Response:
         return error_response(error.status_code, error.detail, request.headers)
     logger.error("unexpected error serving %s", request.url.path, exc_info=error)
     return error_response(500, INTERNAL_MESSAGE, request.headers)
-
-
-# A response allocates thousands of short-lived objects that reference counting frees; at
-# the default threshold (700) the cycle collector ran every few hundred of them and walked
-# the whole heap of long-lived ones each time it reached the oldest generation. Measured
-# on the nested benchmark query (32 connections): 33 req/s with the defaults, 48 with the
-# start-up objects frozen, 58 frozen and with these thresholds.
-COLLECTOR_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_garbage_collector() -> None:
-    """Move everything start-up made out of the collector's sight, and let it run rarely."""
-    gc.freeze()
-    gc.set_threshold(*COLLECTOR_THRESHOLDS)
 
 
 def create_app(settings: Settings | None = None, *, supervised: bool = False) -> Starlette:
@@ -134,6 +120,7 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
                     if interval
                     else []
                 ),
+                asyncio.create_task(collect_young_generation(stop)),
                 # Workers that share their metrics write their state for any of them to serve.
                 *(
                     [asyncio.create_task(metrics.sample_every(app.state.sampler, stop))]

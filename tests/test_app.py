@@ -4,13 +4,15 @@ import gc
 import json
 
 import httpx
+import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from core.settings import Settings
-from gateway import SERVICE_NAME, __version__
-from gateway.app import COLLECTOR_THRESHOLDS, create_app
-from tests.conftest import serving
+from gateway import SERVICE_NAME, __version__, collector
+from gateway.app import create_app
+from tests.conftest import lifespan_client, serving
+from tests.waiting import eventually
 
 SERVICE_QUERY = "{ service { name version environment } }"
 
@@ -89,5 +91,24 @@ async def test_websocket_endpoint_speaks_graphql_transport_ws(settings: Settings
 
 
 async def test_a_started_gateway_runs_the_cycle_collector_rarely(client: httpx.AsyncClient) -> None:
-    assert gc.get_threshold() == COLLECTOR_THRESHOLDS
+    assert gc.get_threshold() == collector.THRESHOLDS
     assert gc.get_freeze_count() > 0
+
+
+async def test_a_started_gateway_collects_its_young_generation_on_a_schedule(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collected: list[int] = []
+
+    def collect(generation: int = 2) -> int:
+        collected.append(generation)
+        return 0
+
+    monkeypatch.setattr(collector, "YOUNG_EVERY", 0.001)
+    monkeypatch.setattr(gc, "collect", collect)
+
+    async def scheduled() -> bool:
+        return collected.count(0) >= 3
+
+    async with lifespan_client(create_app(settings)):
+        await eventually(scheduled)
