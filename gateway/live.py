@@ -110,20 +110,28 @@ class Ended:
 class Subscriber:
     """One client's subscription to a feed: the latest event it has not sent yet."""
 
-    __slots__ = ("_ended", "_latest", "_wake")
+    # What a subscriber waits on is a bare future rather than an event (whose wait is a
+    # coroutine and a queue of futures): thousands of subscribers each make one per event,
+    # and what is alive at a pass of the cycle collector is what the pass walks.
+    __slots__ = ("_ended", "_latest", "_waiter")
 
     def __init__(self) -> None:
         self._latest: str | None = None
         self._ended: Ended | None = None
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, payload: str) -> None:
         self._latest = payload
-        self._wake.set()
+        self._wake()
 
     def end(self, ended: Ended) -> None:
         self._ended = ended
-        self._wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def next(self) -> str | Ended:
         """The latest event (a GraphQL response, in JSON), or the end once every event
@@ -134,8 +142,8 @@ class Subscriber:
                 return payload
             if self._ended is not None:
                 return self._ended
-            self._wake.clear()
-            await self._wake.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
 
 
 @dataclass(eq=False)
