@@ -29,7 +29,7 @@ query Nested($first: Int!) {
     edges { node {
       id title publicationDate status wordCount
       type { name }
-      authors { isPrimary author { name institution { name country } } }
+      authors { isPrimary author { name institution { name location } } }
       primaryAuthor { name }
       technologies { name version }
       document { tags sections { heading } references { doi } metadata }

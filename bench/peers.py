@@ -77,7 +77,7 @@ query Nested($first: Int!) {
     edges { node {
       databaseId title publicationDate status wordCount
       type { name }
-      authors { isPrimary author { name institution { name country } } }
+      authors { isPrimary author { name institution { name location } } }
       technologies { name version }
     } }
   }
@@ -110,7 +110,7 @@ query Nested($first: Int!) {
       reportAuthorsByReportId {
         nodes {
           isPrimaryAuthor
-          authorByAuthorId { name institutionByInstitutionId { name country } }
+          authorByAuthorId { name institutionByInstitutionId { name location } }
         }
       }
       reportTechnologiesByReportId { nodes { technologyByTechnologyId { name version } } }

@@ -59,8 +59,10 @@ class Institution(Timestamped, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(300), unique=True)
+    # Replaced by location (revision 0007), written alongside it until revision 0008.
     country: Mapped[str | None] = mapped_column(String(100))
     website: Mapped[str | None] = mapped_column(String(500))
+    location: Mapped[str | None] = mapped_column(String(200))
 
 
 class Author(Timestamped, Base):
@@ -73,6 +75,10 @@ class Author(Timestamped, Base):
         ForeignKey("institutions.id", ondelete="SET NULL"), index=True
     )
     orcid: Mapped[str | None] = mapped_column(String(19))
+    # The full name is made of these (revision 0007); both are written with it, and null
+    # only in rows that a gateway older than 0007 wrote.
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
 
 
 class ReportType(Base):

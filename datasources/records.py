@@ -32,6 +32,7 @@ class InstitutionRecord(NamedTuple):
     name: str
     country: str | None
     website: str | None
+    location: str | None
 
 
 class AuthorRecord(NamedTuple):
@@ -40,6 +41,8 @@ class AuthorRecord(NamedTuple):
     email: str
     institution_id: int | None
     orcid: str | None
+    first_name: str | None
+    last_name: str | None
 
 
 class ReportTypeRecord(NamedTuple):

@@ -23,6 +23,7 @@ from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import ReportCounters, set_report_counters
 from datasources.documents import replace_documents
 from datasources.models import Author, Institution, Report, ReportStatus, ReportType, Technology
+from datasources.names import full_name
 
 BATCH_SIZE = 1000
 FIRST_DATE = date(2012, 1, 1)
@@ -327,10 +328,12 @@ def _institutions(rng: random.Random, count: int) -> list[dict[str, Any]]:
         if index >= len(names):
             name = f"{name}, Campus {index // len(names) + 1}"
         created = _timestamp(FIRST_DATE - timedelta(days=rng.randrange(3650)), rng)
+        country = rng.choice(COUNTRIES)
         rows.append({
             "id": index + 1,
             "name": name,
-            "country": rng.choice(COUNTRIES),
+            "location": country,
+            "country": country,
             "website": f"https://www.{_ascii(name)[:40]}.example",
             "created_at": created,
             "updated_at": created,
@@ -345,7 +348,9 @@ def _authors(rng: random.Random, count: int, institutions: int) -> list[dict[str
         created = _timestamp(FIRST_DATE - timedelta(days=rng.randrange(1000)), rng)
         rows.append({
             "id": index + 1,
-            "name": f"{first} {last}",
+            "name": full_name(first, last),
+            "first_name": first,
+            "last_name": last,
             "email": f"{_ascii(first)}.{_ascii(last)}.{index + 1}@research.example",
             # One author in twenty is independent: no institution.
             "institution_id": None if rng.random() < 0.05 else rng.randrange(institutions) + 1,

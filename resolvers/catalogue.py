@@ -23,6 +23,7 @@ from core.sources import RecordFields
 from datasources.counters import ReportCounters
 from datasources.keyset import Page, PageRequest
 from datasources.models import ReportStatus as StoredStatus
+from datasources.names import split_full_name
 from datasources.records import (
     AuthorRecord,
     AuthorshipRecord,
@@ -230,10 +231,25 @@ def _email(root: Author, info: Info) -> str | None:
     return root.email_address
 
 
+# Rows written by a gateway older than revision 0007 hold only the full name and the country.
+def _first_name(record: AuthorRecord) -> str:
+    return record.first_name if record.first_name is not None else split_full_name(record.name)[0]
+
+
+def _last_name(record: AuthorRecord) -> str:
+    return record.last_name if record.last_name is not None else split_full_name(record.name)[1]
+
+
+def _location(record: InstitutionRecord) -> str | None:
+    return record.location if record.location is not None else record.country
+
+
 @strawberry.type(description="A person who writes reports.")
 class Author(Node):
     database_id: int
-    name: str
+    name: str = strawberry.field(description="The full name: the first name, then the last.")
+    first_name: str = strawberry.field(description="The given name; empty for a single name.")
+    last_name: str = strawberry.field(description="The family name, or the single name.")
     orcid: str | None
     institution_id: strawberry.Private[int | None]
     email_address: strawberry.Private[str]
@@ -244,6 +260,8 @@ class Author(Node):
             "id": lambda record: to_global_id("Author", record.id),
             "database_id": "id",
             "name": "name",
+            "first_name": _first_name,
+            "last_name": _last_name,
             "orcid": "orcid",
             "institution_id": "institution_id",
             "email_address": "email",
@@ -303,7 +321,8 @@ def author_connection(page: Page, counter: Any) -> Connection[Author]:
 class Institution(Node):
     database_id: int
     name: str
-    country: str | None
+    location: str | None = strawberry.field(description="Where the institution is.")
+    country: str | None = strawberry.field(deprecation_reason="Use location.")
     website: str | None
 
     record_fields: ClassVar[RecordFields] = RecordFields(
@@ -312,7 +331,8 @@ class Institution(Node):
             "id": lambda record: to_global_id("Institution", record.id),
             "database_id": "id",
             "name": "name",
-            "country": "country",
+            "location": _location,
+            "country": _location,
             "website": "website",
         },
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 
 from core import sources
@@ -19,6 +20,7 @@ from datasources import catalogue
 from datasources.models import Author as AuthorModel
 from datasources.models import Institution as InstitutionModel
 from datasources.models import Technology as TechnologyModel
+from datasources.names import full_name, full_name_of, split_full_name
 from datasources.reports import ReportParent
 from resolvers.catalogue import Author, Institution, Technology
 from resolvers.mutations import Conflict, Forbidden, NotFound, ValidationFailed, failed, forbidden
@@ -69,7 +71,16 @@ TechnologyPayload = Annotated[
 
 @strawberry.input
 class AuthorInput:
-    name: str | None = strawberry.UNSET
+    first_name: str | None = strawberry.field(
+        default=strawberry.UNSET, description="The given name; empty or absent for a single name."
+    )
+    last_name: str | None = strawberry.field(
+        default=strawberry.UNSET, description="The family name, or the single name."
+    )
+    name: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        deprecation_reason="Use firstName and lastName; a full name is split at its first space.",
+    )
     email: str | None = strawberry.UNSET
     orcid: str | None = strawberry.UNSET
     institution_id: strawberry.ID | None = strawberry.UNSET
@@ -78,7 +89,10 @@ class AuthorInput:
 @strawberry.input
 class InstitutionInput:
     name: str | None = strawberry.UNSET
-    country: str | None = strawberry.UNSET
+    location: str | None = strawberry.UNSET
+    country: str | None = strawberry.field(
+        default=strawberry.UNSET, deprecation_reason="Use location."
+    )
     website: str | None = strawberry.UNSET
 
 
@@ -91,13 +105,9 @@ class TechnologyInput:
 
 
 def _author_values(problems: Problems, given: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for required in ("name", "email"):
-        if (creating and required not in given) or (required in given and given[required] is None):
-            problems.add(required, "is required")
-    if given.get("name") is not None:
-        values["name"] = given["name"].strip()
-        problems.length("name", values["name"], 1, 200)
+    values = _name_values(problems, given, creating=creating)
+    if (creating and "email" not in given) or ("email" in given and given["email"] is None):
+        problems.add("email", "is required")
     if given.get("email") is not None:
         values["email"] = given["email"].strip().lower()
         problems.length("email", values["email"], 3, 320)
@@ -114,16 +124,60 @@ def _author_values(problems: Problems, given: dict[str, Any], *, creating: bool)
     return values
 
 
+def _name_values(problems: Problems, given: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    """The full name and the names it is made of, from either; written together, so that
+    gateways that read only the full name (before revision 0007) read the same author."""
+    parts: dict[str, Any] = {key: given[key] for key in ("first_name", "last_name") if key in given}
+    if "name" in given and parts:
+        problems.add("name", "give either name, or firstName and lastName")
+        return {}
+    if "name" in given:
+        if given["name"] is None or not given["name"].strip():
+            problems.add("name", "is required")
+            return {}
+        parts = dict(zip(("first_name", "last_name"), split_full_name(given["name"]), strict=True))
+    elif creating and "last_name" not in parts:
+        problems.add("lastName", "is required")
+    if "last_name" in parts:
+        if parts["last_name"] is None:
+            problems.add("lastName", "is required")
+            return {}
+        parts["last_name"] = parts["last_name"].strip()
+        problems.length("lastName", parts["last_name"], 1, 200)
+    if "first_name" in parts:
+        parts["first_name"] = (parts["first_name"] or "").strip()
+        problems.length("firstName", parts["first_name"], 0, 200)
+    if not parts:
+        return {}
+    if len(parts) == 2:
+        parts["name"] = full_name(parts["first_name"], parts["last_name"])
+        problems.length("name", parts["name"], 1, 200)
+    else:
+        # One of the two changes: the full name is made of it and the stored other one.
+        parts["name"] = full_name_of(
+            parts.get("first_name", func.coalesce(AuthorModel.first_name, "")),
+            parts.get("last_name", func.coalesce(AuthorModel.last_name, AuthorModel.name)),
+        )
+    return parts
+
+
 def _institution_values(
     problems: Problems, given: dict[str, Any], *, creating: bool
 ) -> dict[str, Any]:
     if (creating and "name" not in given) or ("name" in given and given["name"] is None):
         problems.add("name", "is required")
-    values = dict(given)
+    if "location" in given and "country" in given:
+        problems.add("country", "give either location or country")
+    values = {key: value for key, value in given.items() if key != "country"}
+    if "country" in given:
+        values["location"] = given["country"]
+    if "location" in values:
+        # Written to both until revision 0008, for gateways that read only the country.
+        values["country"] = values["location"]
+        problems.length("location", values["location"], 1, 100)
     if given.get("name") is not None:
         values["name"] = given["name"].strip()
         problems.length("name", values["name"], 1, 300)
-    problems.length("country", given.get("country"), 1, 100)
     problems.length("website", given.get("website"), 1, 500)
     problems.pattern("website", given.get("website"), WEB_ADDRESS, "an http(s) address")
     return values

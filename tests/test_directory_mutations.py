@@ -38,6 +38,10 @@ CREATE_TECHNOLOGY = """mutation($input: TechnologyInput!) { createTechnology(inp
   ... on Conflict { message } } }"""
 
 
+# An input field left out.
+ABSENT = object()
+
+
 def author(**overrides: Any) -> dict[str, Any]:
     return {
         "name": "Grace Hopper", "email": "grace@navy.example", "orcid": "0000-0002-1825-0097",
@@ -69,12 +73,17 @@ async def test_authors_are_created_updated_and_deleted(call: Caller) -> None:
         ({"email": None}, "email"),
         ({"name": "  "}, "name"),
         ({"name": "x" * 201}, "name"),
+        ({"firstName": "Grace", "lastName": "Hopper"}, "name"),
+        ({"name": ABSENT}, "lastName"),
+        ({"name": ABSENT, "firstName": "Grace", "lastName": " "}, "lastName"),
+        ({"name": ABSENT, "firstName": "x" * 150, "lastName": "y" * 60}, "name"),
         ({"orcid": "12345"}, "orcid"),
         ({"institutionId": to_global_id("Report", 1)}, "institutionId"),
     ],
 )
 async def test_author_validation(call: Caller, overrides: dict[str, Any], field: str) -> None:
-    result = (await call(CREATE_AUTHOR, {"input": author(**overrides)}))["createAuthor"]
+    given = {key: value for key, value in (author() | overrides).items() if value is not ABSENT}
+    result = (await call(CREATE_AUTHOR, {"input": given}))["createAuthor"]
     assert result["__typename"] == "ValidationFailed"
     assert field in [problem["field"] for problem in result["fields"]]
 
@@ -158,3 +167,72 @@ async def test_every_directory_mutation_at_every_role(  # noqa: PLR0917 - parame
         assert result["__typename"] != "Forbidden"
     else:
         assert result == {"__typename": "Forbidden", "requiredRole": needed}
+
+
+NAMES = "author { name firstName lastName }"
+CREATE_NAMED = CREATE_AUTHOR.replace("author { databaseId name", f"{NAMES[:-2]} databaseId")
+UPDATE_NAMED = UPDATE_AUTHOR.replace("author { name email orcid }", NAMES)
+
+
+async def test_an_author_is_named_by_first_and_last_name(call: Caller) -> None:
+    given = author(firstName="Grace Brewster", lastName="Hopper", email="gbh@navy.example")
+    del given["name"]
+    created = (await call(CREATE_NAMED, {"input": given}))["createAuthor"]["author"]
+    assert (created["name"], created["firstName"], created["lastName"]) == (
+        "Grace Brewster Hopper", "Grace Brewster", "Hopper",
+    )  # fmt: skip
+    author_id = to_global_id("Author", created["databaseId"])
+    # One of the two names alone: the full name is made of it and the stored other one.
+    renamed = await call(UPDATE_NAMED, {"id": author_id, "input": {"lastName": "Murray"}})
+    assert renamed["updateAuthor"]["author"] == {
+        "name": "Grace Brewster Murray", "firstName": "Grace Brewster", "lastName": "Murray",
+    }  # fmt: skip
+    single = await call(UPDATE_NAMED, {"id": author_id, "input": {"firstName": ""}})
+    assert single["updateAuthor"]["author"] == {
+        "name": "Murray", "firstName": "", "lastName": "Murray",
+    }  # fmt: skip
+    # The full name, deprecated, is split at its first space.
+    full = await call(UPDATE_NAMED, {"id": author_id, "input": {"name": "Jean de la Fontaine"}})
+    assert full["updateAuthor"]["author"] == {
+        "name": "Jean de la Fontaine", "firstName": "Jean", "lastName": "de la Fontaine",
+    }  # fmt: skip
+
+
+async def test_rows_written_before_the_names_were_split_read_alike(
+    call: Caller, connections: Connections
+) -> None:
+    """A gateway of the release before revision 0007 writes only the full name and the
+    country: its rows read as if they had been split and copied."""
+    async with connections.engine.begin() as connection:
+        author_id = await connection.scalar(
+            text(
+                "INSERT INTO authors (name, email) VALUES ('Ada King Lovelace', 'ada@old.example')"
+                " RETURNING id"
+            )
+        )
+        institution_id = await connection.scalar(
+            text("INSERT INTO institutions (name, country) VALUES ('Old Lab', 'UK') RETURNING id")
+        )
+    query = """query($a: ID!, $i: ID!) {
+      a: node(id: $a) { ... on Author { name firstName lastName } }
+      i: node(id: $i) { ... on Institution { location country } } }"""
+    found = await call(
+        query,
+        {"a": to_global_id("Author", author_id), "i": to_global_id("Institution", institution_id)},
+    )
+    assert found["a"] == {
+        "name": "Ada King Lovelace",
+        "firstName": "Ada",
+        "lastName": "King Lovelace",
+    }
+    assert found["i"] == {"location": "UK", "country": "UK"}
+
+
+async def test_an_institution_has_a_location_and_the_country_follows_it(call: Caller) -> None:
+    located = UPDATE_INSTITUTION.replace("name country", "name location country")
+    institution = to_global_id("Institution", 2)
+    moved = await call(located, {"id": institution, "input": {"location": "Oslo, Norway"}})
+    assert moved["updateInstitution"]["institution"]["location"] == "Oslo, Norway"
+    assert moved["updateInstitution"]["institution"]["country"] == "Oslo, Norway"
+    both = await call(located, {"id": institution, "input": {"location": "A", "country": "B"}})
+    assert both["updateInstitution"]["__typename"] == "ValidationFailed"

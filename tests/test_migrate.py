@@ -196,3 +196,63 @@ def test_records_follow_their_tables_columns() -> None:
         assert own == [column for column in columns if column in own]
         left_out = set(columns) - set(own)
         assert left_out == ({"created_at", "updated_at"} if name in UNTIMED else set())
+
+
+async def _names_and_locations(engine: AsyncEngine) -> tuple[list[Any], list[Any]]:
+    async with engine.connect() as connection:
+        authors = await connection.execute(
+            text("SELECT name, first_name, last_name FROM authors ORDER BY id")
+        )
+        institutions = await connection.execute(
+            text("SELECT country, location FROM institutions ORDER BY id")
+        )
+        return [tuple(row) for row in authors], [tuple(row) for row in institutions]
+
+
+async def _columns(engine: AsyncEngine, table: str) -> set[str]:
+    async with engine.connect() as connection:
+        columns = await connection.run_sync(lambda sync: inspect(sync).get_columns(table))
+    return {column["name"] for column in columns}
+
+
+async def test_revision_0007_splits_names_and_copies_countries_and_reverts(
+    engine: AsyncEngine, documents: Any
+) -> None:
+    await migrate.upgrade(engine, documents, revision="0006")
+    # More authors than one batch of the backfill updates.
+    names = [
+        "Ada Lovelace",
+        "Jean de la Fontaine",
+        "  Plato ",
+        *(f"Given{i} Family{i}" for i in range(2100)),
+    ]
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("INSERT INTO authors (name, email) VALUES (:name, :email)"),
+            [{"name": name, "email": f"{index}@example.org"} for index, name in enumerate(names)],
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO institutions (name, country) VALUES ('Inria', 'France'), ('Lab', NULL)"
+            )
+        )
+    await migrate.upgrade(engine, documents, revision="0007")
+    authors, institutions = await _names_and_locations(engine)
+    assert authors[:3] == [
+        ("Ada Lovelace", "Ada", "Lovelace"),
+        ("Jean de la Fontaine", "Jean", "de la Fontaine"),
+        ("  Plato ", "", "Plato"),
+    ]
+    assert authors[-1] == ("Given2099 Family2099", "Given2099", "Family2099")
+    assert all(first is not None and last is not None for _, first, last in authors)
+    assert institutions == [("France", "France"), (None, None)]
+
+    await migrate.downgrade(engine, documents, revision="0006")
+    assert {"first_name", "last_name"}.isdisjoint(await _columns(engine, "authors"))
+    assert "location" not in await _columns(engine, "institutions")
+    async with engine.connect() as connection:
+        kept = await connection.scalars(text("SELECT name FROM authors ORDER BY id"))
+        assert list(kept) == names
+
+    await migrate.upgrade(engine, documents)
+    assert (await _names_and_locations(engine))[0][:3] == authors[:3]
