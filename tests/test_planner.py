@@ -213,6 +213,31 @@ async def test_a_document_is_fetched_only_as_far_as_it_is_selected(
     assert fetched[0][0] is None  # Strawberry's objects are built whole
 
 
+def _alike(answer: tuple[int, bytes]) -> tuple[int, Any, list[Any], bool]:
+    """An answer as executors must agree on it: its status, data and errors, but of the
+    errors beneath a position that a propagated null took out of the data, only whether
+    there are any. Which of those an executor reports depends on the order it ran the
+    fields in: graphql-core reports those raised before the null propagated and drops the
+    rest, and the planner runs fields in another order (level by level)."""
+    status, body = answer
+    decoded = json.loads(body)
+    data, errors = decoded.get("data"), decoded.get("errors", [])
+    shown = [error for error in errors if _placed(data, error.get("path"))]
+    return status, data, shown, len(shown) < len(errors)
+
+
+def _placed(data: Any, path: list[str | int] | None) -> bool:
+    """Whether the object that holds the field at ``path`` is in the data."""
+    if path is None:
+        return True
+    held = data
+    for key in path[:-1]:
+        if held is None:
+            return False
+        held = held[key]
+    return held is not None
+
+
 def _shares(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if index < total % parts else 0) for index in range(parts)]
 
@@ -231,7 +256,7 @@ async def test_generated_queries_answer_alike(seeded: Seeded) -> None:
     differences = []
     for document in documents:
         strawberry, planned = await _both(seeded.client, document, None)
-        if strawberry[:2] != planned[:2]:
+        if _alike(strawberry[:2]) != _alike(planned[:2]):
             differences.append((document, strawberry[1][:400], planned[1][:400]))
     assert not differences, (
         f"{len(differences)} of {len(documents)} differ; first: {differences[:3]}"
