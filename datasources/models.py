@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from sqlalchemy import (
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
     ForeignKey,
@@ -16,11 +17,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    column,
     func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from datasources.names import full_name_of
 from datasources.postgres_dialect import publication_sort_key, search_index
 
 # Stable constraint names, so migrations can name what they alter or drop.
@@ -59,8 +62,6 @@ class Institution(Timestamped, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(300), unique=True)
-    # Replaced by location (revision 0007), written alongside it until revision 0008.
-    country: Mapped[str | None] = mapped_column(String(100))
     website: Mapped[str | None] = mapped_column(String(500))
     location: Mapped[str | None] = mapped_column(String(200))
 
@@ -69,16 +70,22 @@ class Author(Timestamped, Base):
     __tablename__ = "authors"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(320), unique=True)
     institution_id: Mapped[int | None] = mapped_column(
         ForeignKey("institutions.id", ondelete="SET NULL"), index=True
     )
     orcid: Mapped[str | None] = mapped_column(String(19))
-    # The full name is made of these (revision 0007); both are written with it, and null
-    # only in rows that a gateway older than 0007 wrote.
-    first_name: Mapped[str | None] = mapped_column(String(200))
-    last_name: Mapped[str | None] = mapped_column(String(200))
+    first_name: Mapped[str] = mapped_column(String(200))
+    last_name: Mapped[str] = mapped_column(String(200))
+    # Computed by the database from the two names: it orders the authors, and no writer can
+    # make it disagree with them.
+    name: Mapped[str] = mapped_column(
+        String(401),
+        Computed(
+            full_name_of(column("first_name", String), column("last_name", String)),
+            persisted=True,
+        ),
+    )
 
 
 class ReportType(Base):

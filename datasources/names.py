@@ -2,7 +2,9 @@
 
 A full name splits at its first space: the given name before, the family name after
 ("Jean de la Fontaine": "Jean", "de la Fontaine"); a single word is a family name with no
-given name. Revision 0007 splits the names stored before it in the same way.
+given name. Put together again, the given name, a space and the family name make the full
+name; the family name alone when there is no given name. Revisions 0007 and 0008 split
+and join names in the same way.
 """
 
 from __future__ import annotations
@@ -17,10 +19,6 @@ def split_full_name(name: str) -> tuple[str, str]:
     return (given, family.strip()) if family.strip() else ("", given)
 
 
-def full_name(given: str, family: str) -> str:
-    return f"{given} {family}" if given else family
-
-
 def full_name_of(given: Any, family: Any) -> ColumnElement[str]:
-    """``full_name`` in SQL, of columns or values."""
+    """The full name in SQL, of the two names' columns."""
     return case((given == "", family), else_=given + " " + family)

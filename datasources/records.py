@@ -30,19 +30,18 @@ from datasources.models import Report, ReportType
 class InstitutionRecord(NamedTuple):
     id: int
     name: str
-    country: str | None
     website: str | None
     location: str | None
 
 
 class AuthorRecord(NamedTuple):
     id: int
-    name: str
     email: str
     institution_id: int | None
     orcid: str | None
-    first_name: str | None
-    last_name: str | None
+    first_name: str
+    last_name: str
+    name: str
 
 
 class ReportTypeRecord(NamedTuple):

@@ -23,7 +23,6 @@ from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import ReportCounters, set_report_counters
 from datasources.documents import replace_documents
 from datasources.models import Author, Institution, Report, ReportStatus, ReportType, Technology
-from datasources.names import full_name
 
 BATCH_SIZE = 1000
 FIRST_DATE = date(2012, 1, 1)
@@ -328,12 +327,10 @@ def _institutions(rng: random.Random, count: int) -> list[dict[str, Any]]:
         if index >= len(names):
             name = f"{name}, Campus {index // len(names) + 1}"
         created = _timestamp(FIRST_DATE - timedelta(days=rng.randrange(3650)), rng)
-        country = rng.choice(COUNTRIES)
         rows.append({
             "id": index + 1,
             "name": name,
-            "location": country,
-            "country": country,
+            "location": rng.choice(COUNTRIES),
             "website": f"https://www.{_ascii(name)[:40]}.example",
             "created_at": created,
             "updated_at": created,
@@ -348,7 +345,6 @@ def _authors(rng: random.Random, count: int, institutions: int) -> list[dict[str
         created = _timestamp(FIRST_DATE - timedelta(days=rng.randrange(1000)), rng)
         rows.append({
             "id": index + 1,
-            "name": full_name(first, last),
             "first_name": first,
             "last_name": last,
             "email": f"{_ascii(first)}.{_ascii(last)}.{index + 1}@research.example",

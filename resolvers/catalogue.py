@@ -23,7 +23,6 @@ from core.sources import RecordFields
 from datasources.counters import ReportCounters
 from datasources.keyset import Page, PageRequest
 from datasources.models import ReportStatus as StoredStatus
-from datasources.names import split_full_name
 from datasources.records import (
     AuthorRecord,
     AuthorshipRecord,
@@ -231,19 +230,6 @@ def _email(root: Author, info: Info) -> str | None:
     return root.email_address
 
 
-# Rows written by a gateway older than revision 0007 hold only the full name and the country.
-def _first_name(record: AuthorRecord) -> str:
-    return record.first_name if record.first_name is not None else split_full_name(record.name)[0]
-
-
-def _last_name(record: AuthorRecord) -> str:
-    return record.last_name if record.last_name is not None else split_full_name(record.name)[1]
-
-
-def _location(record: InstitutionRecord) -> str | None:
-    return record.location if record.location is not None else record.country
-
-
 @strawberry.type(description="A person who writes reports.")
 class Author(Node):
     database_id: int
@@ -260,8 +246,8 @@ class Author(Node):
             "id": lambda record: to_global_id("Author", record.id),
             "database_id": "id",
             "name": "name",
-            "first_name": _first_name,
-            "last_name": _last_name,
+            "first_name": "first_name",
+            "last_name": "last_name",
             "orcid": "orcid",
             "institution_id": "institution_id",
             "email_address": "email",
@@ -331,8 +317,8 @@ class Institution(Node):
             "id": lambda record: to_global_id("Institution", record.id),
             "database_id": "id",
             "name": "name",
-            "location": _location,
-            "country": _location,
+            "location": "location",
+            "country": "location",
             "website": "website",
         },
     )

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 
 from core import sources
@@ -20,7 +19,7 @@ from datasources import catalogue
 from datasources.models import Author as AuthorModel
 from datasources.models import Institution as InstitutionModel
 from datasources.models import Technology as TechnologyModel
-from datasources.names import full_name, full_name_of, split_full_name
+from datasources.names import split_full_name
 from datasources.reports import ReportParent
 from resolvers.catalogue import Author, Institution, Technology
 from resolvers.mutations import Conflict, Forbidden, NotFound, ValidationFailed, failed, forbidden
@@ -125,8 +124,8 @@ def _author_values(problems: Problems, given: dict[str, Any], *, creating: bool)
 
 
 def _name_values(problems: Problems, given: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    """The full name and the names it is made of, from either; written together, so that
-    gateways that read only the full name (before revision 0007) read the same author."""
+    """The first and last names, given as such or as a full name (deprecated); the full
+    name stored is the database's, made of them."""
     parts: dict[str, Any] = {key: given[key] for key in ("first_name", "last_name") if key in given}
     if "name" in given and parts:
         problems.add("name", "give either name, or firstName and lastName")
@@ -135,6 +134,7 @@ def _name_values(problems: Problems, given: dict[str, Any], *, creating: bool) -
         if given["name"] is None or not given["name"].strip():
             problems.add("name", "is required")
             return {}
+        problems.length("name", given["name"].strip(), 1, 200)
         parts = dict(zip(("first_name", "last_name"), split_full_name(given["name"]), strict=True))
     elif creating and "last_name" not in parts:
         problems.add("lastName", "is required")
@@ -147,17 +147,6 @@ def _name_values(problems: Problems, given: dict[str, Any], *, creating: bool) -
     if "first_name" in parts:
         parts["first_name"] = (parts["first_name"] or "").strip()
         problems.length("firstName", parts["first_name"], 0, 200)
-    if not parts:
-        return {}
-    if len(parts) == 2:
-        parts["name"] = full_name(parts["first_name"], parts["last_name"])
-        problems.length("name", parts["name"], 1, 200)
-    else:
-        # One of the two changes: the full name is made of it and the stored other one.
-        parts["name"] = full_name_of(
-            parts.get("first_name", func.coalesce(AuthorModel.first_name, "")),
-            parts.get("last_name", func.coalesce(AuthorModel.last_name, AuthorModel.name)),
-        )
     return parts
 
 
@@ -171,10 +160,7 @@ def _institution_values(
     values = {key: value for key, value in given.items() if key != "country"}
     if "country" in given:
         values["location"] = given["country"]
-    if "location" in values:
-        # Written to both until revision 0008, for gateways that read only the country.
-        values["country"] = values["location"]
-        problems.length("location", values["location"], 1, 100)
+    problems.length("location", values.get("location"), 1, 200)
     if given.get("name") is not None:
         values["name"] = given["name"].strip()
         problems.length("name", values["name"], 1, 300)

@@ -55,8 +55,8 @@ async def auth_client(
         await connection.execute(text("INSERT INTO institutions (id, name) VALUES (1, 'Lab')"))
         await connection.execute(
             text(
-                "INSERT INTO authors (id, name, email, institution_id)"
-                " VALUES (1, 'Ada', 'ada@lab.example', 1)"
+                "INSERT INTO authors (id, first_name, last_name, email, institution_id)"
+                " VALUES (1, '', 'Ada', 'ada@lab.example', 1)"
             )
         )
     async with lifespan_client(create_app(auth_settings)) as client:

@@ -147,7 +147,10 @@ async def test_a_report_has_at_most_one_primary_author(engine: AsyncEngine, docu
     async with engine.begin() as connection:
         for author_id in (1, 2):
             await connection.execute(
-                text("INSERT INTO authors (id, name, email) VALUES (:id, 'a', :email)"),
+                text(
+                    "INSERT INTO authors (id, first_name, last_name, email)"
+                    " VALUES (:id, '', 'a', :email)"
+                ),
                 {"id": author_id, "email": f"a{author_id}@example.org"},
             )
         await connection.execute(
@@ -254,5 +257,62 @@ async def test_revision_0007_splits_names_and_copies_countries_and_reverts(
         kept = await connection.scalars(text("SELECT name FROM authors ORDER BY id"))
         assert list(kept) == names
 
-    await migrate.upgrade(engine, documents)
+    await migrate.upgrade(engine, documents, revision="0007")
     assert (await _names_and_locations(engine))[0][:3] == authors[:3]
+
+
+async def test_revision_0008_requires_the_names_computes_the_full_name_and_reverts(
+    engine: AsyncEngine, documents: Any
+) -> None:
+    await migrate.upgrade(engine, documents, revision="0007")
+    async with engine.begin() as connection:
+        # Written after 0007: by this release (all columns), and by the previous one
+        # (the full name and the country alone).
+        await connection.execute(
+            text(
+                "INSERT INTO authors (name, first_name, last_name, email) VALUES"
+                " ('Ada Lovelace', 'Ada', 'Lovelace', 'ada@x.example'),"
+                " ('Jean de la Fontaine', NULL, NULL, 'jean@x.example')"
+            )
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO institutions (name, country, location) VALUES"
+                " ('Inria', 'France', 'Paris, France'), ('Old Lab', 'UK', NULL)"
+            )
+        )
+    await migrate.upgrade(engine, documents, revision="0008")
+    assert "country" not in await _columns(engine, "institutions")
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("INSERT INTO authors (first_name, last_name, email) VALUES ('', 'Plato', 'p@x')")
+        )
+        names = await connection.execute(
+            text("SELECT name, first_name, last_name FROM authors ORDER BY id")
+        )
+        assert [tuple(row) for row in names] == [
+            ("Ada Lovelace", "Ada", "Lovelace"),
+            ("Jean de la Fontaine", "Jean", "de la Fontaine"),
+            ("Plato", "", "Plato"),
+        ]
+        locations = await connection.scalars(text("SELECT location FROM institutions ORDER BY id"))
+        assert list(locations) == ["Paris, France", "UK"]
+        with pytest.raises(IntegrityError):
+            async with connection.begin_nested():
+                await connection.execute(
+                    text("INSERT INTO authors (last_name, email) VALUES ('Nameless', 'n@x')")
+                )
+
+    await migrate.downgrade(engine, documents, revision="0007")
+    authors, institutions = await _names_and_locations(engine)
+    assert [name for name, _, _ in authors] == ["Ada Lovelace", "Jean de la Fontaine", "Plato"]
+    assert institutions == [("Paris, France", "Paris, France"), ("UK", "UK")]
+    async with engine.begin() as connection:  # the full name is the writers' again
+        await connection.execute(
+            text("UPDATE authors SET name = 'Renamed' WHERE last_name = 'Plato'")
+        )
+
+    await migrate.upgrade(engine, documents)
+    async with engine.connect() as connection:
+        recomputed = await connection.scalars(text("SELECT name FROM authors ORDER BY id"))
+        assert list(recomputed) == ["Ada Lovelace", "Jean de la Fontaine", "Plato"]
