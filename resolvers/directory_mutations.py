@@ -147,6 +147,8 @@ def _name_values(problems: Problems, given: dict[str, Any], *, creating: bool) -
     if "first_name" in parts:
         parts["first_name"] = (parts["first_name"] or "").strip()
         problems.length("firstName", parts["first_name"], 0, 200)
+    elif creating:
+        parts["first_name"] = ""  # a single name
     return parts
 
 

@@ -191,6 +191,10 @@ async def test_an_author_is_named_by_first_and_last_name(call: Caller) -> None:
     assert single["updateAuthor"]["author"] == {
         "name": "Murray", "firstName": "", "lastName": "Murray",
     }  # fmt: skip
+    mononym = author(lastName="Hypatia", email="hypatia@alexandria.example")
+    del mononym["name"]
+    alone = (await call(CREATE_NAMED, {"input": mononym}))["createAuthor"]["author"]
+    assert (alone["name"], alone["firstName"], alone["lastName"]) == ("Hypatia", "", "Hypatia")
     # The full name, deprecated, is split at its first space.
     full = await call(UPDATE_NAMED, {"id": author_id, "input": {"name": "Jean de la Fontaine"}})
     assert full["updateAuthor"]["author"] == {
