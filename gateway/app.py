@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
                     if interval
                     else []
                 ),
-                asyncio.create_task(collect_young_generation(stop)),
+                asyncio.create_task(collect_young_generation(stop, feeds)),
                 # Workers that share their metrics write their state for any of them to serve.
                 *(
                     [asyncio.create_task(metrics.sample_every(app.state.sampler, stop))]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 
@@ -9,9 +10,9 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from core.settings import Settings
-from gateway import SERVICE_NAME, __version__, collector
+from gateway import SERVICE_NAME, __version__, collector, runtime
 from gateway.app import create_app
-from tests.conftest import lifespan_client, serving
+from tests.conftest import serving
 from tests.waiting import eventually
 
 SERVICE_QUERY = "{ service { name version environment } }"
@@ -95,20 +96,39 @@ async def test_a_started_gateway_runs_the_cycle_collector_rarely(client: httpx.A
     assert gc.get_freeze_count() > 0
 
 
-async def test_a_started_gateway_collects_its_young_generation_on_a_schedule(
+async def test_the_young_generation_is_collected_on_a_schedule_while_feeds_run(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     collected: list[int] = []
+    ticks: list[float] = []
+    stopped_within = runtime.stopped_within
 
     def collect(generation: int = 2) -> int:
         collected.append(generation)
         return 0
 
+    async def ticking(stop: asyncio.Event, seconds: float) -> bool:
+        ticks.append(seconds)
+        return await stopped_within(stop, seconds)
+
     monkeypatch.setattr(collector, "YOUNG_EVERY", 0.001)
+    monkeypatch.setattr(collector, "stopped_within", ticking)
     monkeypatch.setattr(gc, "collect", collect)
+
+    async def ticked() -> bool:
+        return len(ticks) >= 5
 
     async def scheduled() -> bool:
         return collected.count(0) >= 3
 
-    async with lifespan_client(create_app(settings)):
-        await eventually(scheduled)
+    async with serving(create_app(settings)) as address:
+        await eventually(ticked)
+        assert 0 not in collected  # no feed: requests leave no churn to collect
+        protocols = [Subprotocol("graphql-transport-ws")]
+        async with connect(f"ws://{address}/graphql", subprotocols=protocols) as socket:
+            await socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+            assert json.loads(await socket.recv()) == {"type": "connection_ack"}
+            board = {"query": "subscription { topReports(limit: 3) { databaseId } }"}
+            await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": board}))
+            assert json.loads(await socket.recv())["type"] == "next"
+            await eventually(scheduled)
