@@ -96,6 +96,8 @@ WARM_UP_SECONDS = 2.0
 # a slow store call) does not hold back the increments due meanwhile.
 SENDING_CONNECTIONS = 64
 CONTENT_LENGTH = re.compile(rb"(?im)^content-length:\s*(\d+)")
+# Seconds between two looks at how late a client process's event loop runs.
+PROBE_EVERY = 0.01
 # Seconds a client process waits for all its subscribers' first events.
 FIRST_EVENT_TIMEOUT = 300.0
 # Sockets besides the subscribers': the stores' pools, the sender, the logs.
@@ -146,6 +148,10 @@ class Opened:
 class Ended:
     received: list[Received]
     dropped: int
+    # How late the process's event loop woke, each PROBE_EVERY seconds from the first
+    # events on: a delivery is timed when its client reads it, so a client that is late
+    # makes every delivery it reads meanwhile look late.
+    lags: list[float]
 
 
 # The client side: one process of many, each with its share of the subscribers.
@@ -254,14 +260,24 @@ async def _subscribers(target: Target, plan: list[int | None], pipe: Connection)
     if waiting := len(received) - subscribed - failures.total():
         failures["no first event"] += waiting
     pipe.send(Opened(subscribed, dict(failures), time.monotonic() - started))
+    lags: list[float] = []
+    probe = asyncio.create_task(_probe_lag(lags))
     await asyncio.to_thread(pipe.recv)  # until the increments are over and settled
+    probe.cancel()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    pipe.send(Ended(received, subscribers.dropped))
+    pipe.send(Ended(received, subscribers.dropped, lags))
     await asyncio.gather(
         *(socket.close() for socket in subscribers.sockets), return_exceptions=True
     )
+
+
+async def _probe_lag(lags: list[float]) -> None:
+    while True:
+        asked = time.monotonic()
+        await asyncio.sleep(PROBE_EVERY)
+        lags.append(max(0.0, time.monotonic() - asked - PROBE_EVERY))
 
 
 @dataclass
@@ -657,6 +673,12 @@ def _report(arguments: argparse.Namespace, outcome: Outcome) -> None:
         f"recordView p50 {_percentile(durations, 0.5):.1f} ms, "
         f"p99 {_percentile(durations, 0.99):.1f} ms; sent behind schedule by "
         f"{_percentile(sorted(increments.lags), 0.99):.1f} ms at p99"
+    )
+    lags = sorted(lag for client in outcome.ended for lag in client.lags)
+    print(
+        f"the client processes' event loops ran late by p50 {_percentile(lags, 0.5):.1f} ms, "
+        f"p99 {_percentile(lags, 0.99):.1f} ms, max {_percentile(lags, 1.0):.1f} ms "
+        f"(every {PROBE_EVERY * 1000:.0f} ms from the first events on)"
     )
     produced: dict[int, int] = {}
     for report, views in increments.sent:
