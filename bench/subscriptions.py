@@ -48,17 +48,18 @@ import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
 import psutil
 import uvloop
+from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.typing import Subprotocol
@@ -96,7 +97,9 @@ WARM_UP_SECONDS = 2.0
 # a slow store call) does not hold back the increments due meanwhile.
 SENDING_CONNECTIONS = 64
 CONTENT_LENGTH = re.compile(rb"(?im)^content-length:\s*(\d+)")
-# Seconds between two looks at how late a client process's event loop runs.
+T = TypeVar("T")
+# Seconds between two looks at how late a client process's event loop runs, or at how
+# long Redis takes to answer.
 PROBE_EVERY = 0.01
 # Seconds a client process waits for all its subscribers' first events.
 FIRST_EVENT_TIMEOUT = 300.0
@@ -392,6 +395,27 @@ async def _count_views(
     return increments
 
 
+async def _pinging_redis(url: str, work: Awaitable[T]) -> tuple[T, list[float]]:
+    """``work``'s result, and how long Redis took to answer a PING every PROBE_EVERY
+    seconds meanwhile."""
+    pings: list[float] = []
+    redis = Redis.from_url(url)
+
+    async def ping() -> None:
+        while True:
+            asked = time.monotonic()
+            await redis.ping()
+            pings.append(time.monotonic() - asked)
+            await asyncio.sleep(PROBE_EVERY)
+
+    probe = asyncio.create_task(ping())
+    try:
+        return await work, pings
+    finally:
+        probe.cancel()
+        await redis.aclose()
+
+
 # Delivery: latencies, values skipped and values lost.
 
 
@@ -577,6 +601,9 @@ class Outcome:
     # What the stores hold once it is over: each watched report's views, and the board.
     counters: dict[int, int]
     board: Board
+    # Redis's answers to a PING every PROBE_EVERY seconds over the increments, in seconds:
+    # every delivery goes through it (B's script publishes, A's feed reads).
+    redis_pings: list[float]
 
     @property
     def subscribed(self) -> int:
@@ -630,7 +657,11 @@ def _run(arguments: argparse.Namespace, data_dir: Path) -> Outcome:
                 uvloop.run(_count_views(*counting, WARM_UP_SECONDS))
                 before = processes.cpu() | {MACHINE: _machine_seconds()}
                 with _sampling_others(processes) as others:
-                    increments = uvloop.run(_count_views(*counting, arguments.seconds))
+                    increments, pings = uvloop.run(
+                        _pinging_redis(
+                            urls["redis_url"], _count_views(*counting, arguments.seconds)
+                        )
+                    )
                 after = processes.cpu() | {MACHINE: _machine_seconds()}
                 memory["end"] = _rss_mb(measured)
                 memory["peak"] = _peak_rss_mb(measured)
@@ -648,6 +679,7 @@ def _run(arguments: argparse.Namespace, data_dir: Path) -> Outcome:
         memory,
         {int(node["databaseId"]): node["stats"]["views"] for node in final["nodes"]},
         _board(final["topReports"]),
+        pings,
     )
 
 
@@ -679,6 +711,12 @@ def _report(arguments: argparse.Namespace, outcome: Outcome) -> None:
         f"the client processes' event loops ran late by p50 {_percentile(lags, 0.5):.1f} ms, "
         f"p99 {_percentile(lags, 0.99):.1f} ms, max {_percentile(lags, 1.0):.1f} ms "
         f"(every {PROBE_EVERY * 1000:.0f} ms from the first events on)"
+    )
+    pings = sorted(outcome.redis_pings)
+    print(
+        f"Redis answered a PING every {PROBE_EVERY * 1000:.0f} ms in p50 "
+        f"{_percentile(pings, 0.5):.1f} ms, p99 {_percentile(pings, 0.99):.1f} ms, "
+        f"max {_percentile(pings, 1.0):.1f} ms"
     )
     produced: dict[int, int] = {}
     for report, views in increments.sent:
