@@ -6,10 +6,10 @@ import asyncio
 from logging.config import fileConfig
 
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from core.settings import ENV_PREFIX, Settings
+from datasources.dialects import relational_engine
 from datasources.models import Base
 from gateway.migrate import compared_by_autogenerate
 
@@ -40,7 +40,7 @@ def database_url() -> str:
 
 
 async def run_on_own_engine() -> None:
-    engine = create_async_engine(database_url())
+    engine = relational_engine(database_url(), timeout=Settings().store_timeout)
     async with engine.begin() as connection:
         await connection.run_sync(run_migrations)
     await engine.dispose()

@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
-    create_async_engine,
 )
 
 from core.pools import MongoPool, TimedConnectionPool, TimedQueuePool
 from core.settings import Settings
 from core.stores import Circuits
+from datasources.dialects import relational_engine
 from datasources.explain import CommandRecorder, record_statements
 from datasources.instrumentation import (
     CountingRedisConnection,
@@ -26,7 +26,6 @@ from datasources.instrumentation import (
     count_postgres_statements,
     note_commands,
 )
-from datasources.postgres_dialect import decode_timestamps_from_text
 
 POSTGRES_POOL_SIZE = 20
 REDIS_MAX_CONNECTIONS = 64
@@ -67,8 +66,9 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
     if urls.database_url is None or urls.mongo_url is None or urls.redis_url is None:
         raise ValueError(f"every store needs a URL, got {urls}")
     timeout = settings.store_timeout
-    engine = create_async_engine(
+    engine = relational_engine(
         urls.database_url,
+        timeout=timeout,
         pool_size=POSTGRES_POOL_SIZE,
         # No connections beyond the pool: under load they were opened and closed again for
         # a statement each, a server process started and stopped every time. A statement
@@ -79,17 +79,9 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         pool_pre_ping=False,
         pool_timeout=timeout,
         poolclass=TimedQueuePool,
-        connect_args={
-            "timeout": timeout,
-            "command_timeout": timeout,
-            # Timestamps are read as text (see decode_timestamps_from_text): in UTC, as
-            # the API gives them.
-            "server_settings": {"timezone": "UTC"},
-        },
     )
     count_postgres_statements(engine)
     record_statements(engine)
-    decode_timestamps_from_text(engine)
     # Traced store calls carry their statements and commands (see core/telemetry.py).
     traced = settings.otlp_endpoint is not None
     noters = note_commands(engine) if traced else []

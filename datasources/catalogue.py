@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from datasources import postgres_dialect
+from datasources.dialects import backend_of
 from datasources.models import Author, Base, Report, ReportAuthor, ReportTechnology
 
 Row = dict[str, Any]
@@ -19,7 +19,9 @@ async def upsert_entities(
     *, connection: AsyncConnection, model: type[Base], rows: Sequence[Row]
 ) -> None:
     """Insert rows with explicit ids, or overwrite the rows that have those ids."""
-    await postgres_dialect.upsert_rows(connection, table=_table(model), rows=rows, keys=["id"])
+    await backend_of(connection).upsert_rows(
+        connection, table=_table(model), rows=rows, keys=["id"]
+    )
 
 
 async def replace_reports(
@@ -48,7 +50,7 @@ async def advance_id_sequences(
     *, connection: AsyncConnection, models: Sequence[type[Base]]
 ) -> None:
     for model in models:
-        await postgres_dialect.advance_sequence(connection, table=_table(model))
+        await backend_of(connection).advance_sequence(connection, table=_table(model))
 
 
 def _table(model: type[Base]) -> Table:

@@ -27,8 +27,8 @@ from datasources.counters import (
     counters_channel,
     leaderboard_key,
 )
+from datasources.dialects import backend_of
 from datasources.models import Report, ReportCounterSnapshot
-from datasources.postgres_dialect import upsert_existing_counters
 
 BATCH_SIZE = 5000
 SNAPSHOTS: Any = ReportCounterSnapshot.__table__
@@ -62,7 +62,7 @@ async def snapshot_counters(*, redis: Redis, engine: AsyncEngine) -> int:
     counters = await restored(redis=redis, engine=engine, read=lambda: all_counters(redis=redis))
     async with engine.begin() as connection:
         for start in range(0, len(counters), BATCH_SIZE):
-            await upsert_existing_counters(
+            await backend_of(connection).upsert_existing_counters(
                 connection,
                 snapshots=SNAPSHOTS,
                 reports=REPORTS,

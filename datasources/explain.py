@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, TypeVar
 
-import orjson
 from pymongo import monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from datasources.dialects import backend_of
 
 V = TypeVar("V")
 
@@ -180,15 +181,12 @@ def is_select(statement: str) -> bool:
 async def explain_statement(
     *, engine: AsyncEngine, statement: str, parameters: Sequence[Any]
 ) -> Any:
-    """PostgreSQL's plan of a SELECT, run again with its parameters in a transaction that
-    is rolled back: the ``FORMAT JSON`` document of ``EXPLAIN (ANALYZE, BUFFERS)``."""
+    """The backend's plan of a SELECT with its parameters, in a transaction that is rolled
+    back (PostgreSQL's runs the statement again)."""
     async with engine.connect() as connection, connection.begin() as transaction:
-        explained = await connection.exec_driver_sql(
-            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}", tuple(parameters)
-        )
-        plan = explained.scalar_one()
+        plan = await backend_of(engine).explain(connection, statement, parameters)
         await transaction.rollback()
-    return orjson.loads(plan) if isinstance(plan, (str, bytes)) else plan
+    return plan
 
 
 async def explain_command(

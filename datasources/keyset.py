@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from datasources.driver_reads import rows_of
-from datasources.postgres_dialect import equals_any
+from datasources.portable_sql import equals_any
 from datasources.records import WIDTH, record_type_of, to_records
 
 SORT_KEY = "sort_key"

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from datasources.driver_reads import DriverRead, Rows
 from datasources.models import Author, ReportAuthor, ReportTechnology, Technology
-from datasources.postgres_dialect import equals_any_given
+from datasources.portable_sql import equals_any_given
 from datasources.records import (
     AuthorRecord,
     AuthorshipRecord,

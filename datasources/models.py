@@ -9,7 +9,6 @@ from sqlalchemy import (
     CheckConstraint,
     Computed,
     Date,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -24,7 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from datasources.names import full_name_of
-from datasources.postgres_dialect import publication_sort_key, search_index
+from datasources.portable_sql import UtcDateTime, publication_sort_key
+from datasources.postgres_dialect import search_index
 
 # Stable constraint names, so migrations can name what they alter or drop.
 NAMING_CONVENTION = {
@@ -51,9 +51,9 @@ class Base(DeclarativeBase):
 
 
 class Timestamped:
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+        UtcDateTime(), server_default=func.now(), onupdate=func.now()
     )
 
 
@@ -184,9 +184,7 @@ class ReportCounterSnapshot(Base):
     )
     views: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     downloads: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    captured_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    captured_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
 
 
 class Role(StrEnum):
@@ -209,8 +207,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(10))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class IdempotencyKey(Base):
@@ -222,7 +220,7 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     operation: Mapped[str] = mapped_column(String(50))
     report_id: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
 
 
 class PersistedQuery(Base):
@@ -234,4 +232,4 @@ class PersistedQuery(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     document: Mapped[str] = mapped_column(Text)
     operation_name: Mapped[str | None] = mapped_column(String(200))
-    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())

@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from datasources.dialects import backend_of
 from datasources.models import PersistedQuery
-from datasources.postgres_dialect import upsert_rows
 
 ALLOWED: Any = PersistedQuery.__table__
 
@@ -65,7 +65,7 @@ async def allow_queries(*, engine: AsyncEngine, queries: Sequence[AllowedQuery])
     """Add ``queries`` to the allow-list (one already there is the same document, by its
     hash: only its name may change)."""
     async with engine.begin() as connection:
-        await upsert_rows(
+        await backend_of(connection).upsert_rows(
             connection,
             table=ALLOWED,
             rows=[{"sha256": query.sha256, "document": query.document,

@@ -1,18 +1,16 @@
-"""What only PostgreSQL does: full-text search, array parameters, upserts, sequences.
-
-Everything else the gateway sends to the relational store is portable SQLAlchemy; keeping
-these few constructs here is what a second relational backend would have to replace.
-"""
+"""How PostgreSQL does what each backend does its own way: full-text search, key lists,
+upserts, sequences (see datasources/dialects.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
-    Date,
     Index,
     Integer,
     Table,
@@ -20,12 +18,15 @@ from sqlalchemy import (
     bindparam,
     event,
     func,
-    literal_column,
     select,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from datasources.portable_sql import EqualsAny, MatchesSearch
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -41,14 +42,6 @@ def search_document(title: ColumnElement[Any], abstract: ColumnElement[Any]) -> 
         text(f"'{SEARCH_CONFIG}'::regconfig"),
         func.coalesce(title, "") + " " + func.coalesce(abstract, ""),
     )
-
-
-def publication_sort_key(publication_date: ColumnElement[Any]) -> ColumnElement[Any]:
-    """A report's place in the date ordering: reports without a publication date sort as the
-    earliest, so that every report has one (a NULL would compare as unknown in a keyset
-    condition). The date is written in the statement, not sent as a parameter, so that the
-    index on this expression serves the ordering under any plan of a prepared statement."""
-    return func.coalesce(publication_date, literal_column("DATE '0001-01-01'", Date))
 
 
 def search_index(name: str, title: ColumnElement[Any], abstract: ColumnElement[Any]) -> Index:
@@ -94,7 +87,16 @@ async def create_database_from_template(
     await connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
 
 
-def decode_timestamps_from_text(engine: AsyncEngine) -> None:
+def connect_arguments(timeout: float) -> dict[str, Any]:
+    return {
+        "timeout": timeout,
+        "command_timeout": timeout,
+        # Timestamps are read as text (see configure): in UTC, as the API gives them.
+        "server_settings": {"timezone": "UTC"},
+    }
+
+
+def configure(engine: AsyncEngine) -> None:
     """Have asyncpg read ``timestamptz`` values as text, parsed by ``fromisoformat``.
 
     Its binary decoding builds each datetime with Python-level arithmetic, a microsecond
@@ -134,24 +136,17 @@ def _timestamp(text: str) -> datetime:
         return INFINITE_TIMESTAMPS[text]
 
 
-def equals_any(column: ColumnElement[Any], values: Sequence[int]) -> ColumnElement[bool]:
-    """``column = ANY(:values)``: one array parameter however many values, so the statement
-    text (and its cached plan) is the same for 1 key or 1,000."""
-    return column == any_(bindparam(None, list(values), type_=ARRAY(Integer)))
+@compiles(EqualsAny, "postgresql")
+def _equals_any(element: EqualsAny, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column == any_(element.keys), **kw)
 
 
-def equals_any_given(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
-    """``column = ANY(:name)``, the array of integers given when the statement runs."""
-    return column == any_(bindparam(name, type_=ARRAY(Integer)))
-
-
-def matches_search(
-    title: ColumnElement[Any], abstract: ColumnElement[Any], query: str
-) -> ColumnElement[bool]:
-    """Full-text match with web-search syntax ("quoted phrases", -exclusions, or)."""
-    return search_document(title, abstract).op("@@")(
-        func.websearch_to_tsquery(text(f"'{SEARCH_CONFIG}'::regconfig"), query)
+@compiles(MatchesSearch, "postgresql")
+def _matches_search(element: MatchesSearch, compiler: SQLCompiler, **kw: Any) -> str:
+    matched = search_document(element.title, element.abstract).op("@@")(
+        func.websearch_to_tsquery(text(f"'{SEARCH_CONFIG}'::regconfig"), element.search)
     )
+    return compiler.process(matched, **kw)
 
 
 async def upsert_existing_counters(
@@ -192,3 +187,55 @@ async def upsert_existing_counters(
             },
         )
     )
+
+
+@asynccontextmanager
+async def migrating(connection: AsyncConnection) -> AsyncIterator[None]:
+    """Nothing to set: PostgreSQL alters tables in place."""
+    yield
+
+
+async def explain(connection: AsyncConnection, statement: str, parameters: Sequence[Any]) -> Any:
+    """The ``FORMAT JSON`` document of ``EXPLAIN (ANALYZE, BUFFERS)``: the statement runs."""
+    explained = await connection.exec_driver_sql(
+        f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}", tuple(parameters)
+    )
+    plans = explained.scalar_one()
+    return (orjson.loads(plans) if isinstance(plans, (str, bytes)) else plans)[0]
+
+
+# Where a plan node names the condition it joins on.
+JOIN_CONDITIONS = ("Hash Cond", "Merge Cond", "Join Filter")
+
+
+def plan_hints(plan: Mapping[str, Any], worth_an_index: int) -> Iterator[str]:
+    """Sequential scans of more than ``worth_an_index`` rows for a condition an index on
+    its columns could serve."""
+    return _scan_hints(plan["Plan"], None, worth_an_index)
+
+
+def _scan_hints(
+    plan: Mapping[str, Any], parent: Mapping[str, Any] | None, worth_an_index: int
+) -> Iterator[str]:
+    if plan.get("Node Type") == "Seq Scan":
+        table = plan.get("Relation Name", "?")
+        kept = plan.get("Actual Rows", 0)
+        scanned = kept + plan.get("Rows Removed by Filter", 0)
+        if scanned > worth_an_index:
+            if "Filter" in plan:
+                yield (
+                    f"Seq Scan on {table} read {scanned:g} rows to keep {kept:g} "
+                    f"(Filter: {plan['Filter']}): an index on the filtered columns would "
+                    "serve it"
+                )
+            elif parent is not None and (join := _join_condition(parent)) is not None:
+                yield (
+                    f"Seq Scan on {table} read {scanned:g} rows for a join ({join}): an index "
+                    "on the joined column would serve it"
+                )
+    for child in plan.get("Plans", ()):
+        yield from _scan_hints(child, plan, worth_an_index)
+
+
+def _join_condition(plan: Mapping[str, Any]) -> str | None:
+    return next((plan[name] for name in JOIN_CONDITIONS if name in plan), None)

@@ -34,7 +34,7 @@ from datasources.models import (
     ReportAuthor,
     ReportTechnology,
 )
-from datasources.postgres_dialect import equals_any
+from datasources.portable_sql import equals_any
 from datasources.reports import ReportParent
 
 REPORTS: Any = Report.__table__

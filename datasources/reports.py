@@ -21,7 +21,7 @@ from datasources.models import (
     ReportCounterSnapshot,
     ReportTechnology,
 )
-from datasources.postgres_dialect import equals_any, matches_search, publication_sort_key
+from datasources.portable_sql import MatchesSearch, equals_any, publication_sort_key
 from datasources.records import record_query
 
 REPORTS: Any = Report.__table__
@@ -104,7 +104,7 @@ def _conditions(
     if criteria.published_to is not None:
         conditions.append(REPORTS.c.publication_date <= criteria.published_to)
     if criteria.search:
-        conditions.append(matches_search(REPORTS.c.title, REPORTS.c.abstract, criteria.search))
+        conditions.append(MatchesSearch(REPORTS.c.title, REPORTS.c.abstract, criteria.search))
     if tagged_ids is not None:
         conditions.append(equals_any(REPORTS.c.id, tagged_ids))
     return conditions

@@ -34,6 +34,7 @@ from core.connections import Connections
 from core.context import Context
 from core.errors import ErrorCode, client_error, request_error
 from core.settings import Settings
+from datasources.dialects import backend_of
 from datasources.explain import (
     EXPLAINABLE_COMMANDS,
     MONGODB,
@@ -53,7 +54,6 @@ from planner.execute import Planner, plannable
 # column, is one an index could spare; a smaller table is read whole faster than through
 # an index.
 SCANNED_ROWS_WORTH_AN_INDEX = 1000
-JOINS = ("Hash Cond", "Merge Cond", "Join Filter")
 # Who runs ``gateway explain``: whoever may reach the stores has every right already.
 OPERATOR = Viewer(Access.ADMIN, "gateway explain")
 
@@ -135,15 +135,15 @@ async def _statement(sent: Sent, connections: Connections) -> dict[str, Any]:
         described["unexplained"] = "not a read: it is not run again"
         return described
     try:
-        plans = await explain_statement(
+        plan = await explain_statement(
             engine=connections.engine, statement=sent.text, parameters=sent.arguments
         )
     except DBAPIError as error:
         described["unexplained"] = str(error.orig)
         return described
-    plan = plans[0]
     described["plan"] = plan
-    described["hints"] = list(plan_hints(plan["Plan"]))
+    hints = backend_of(connections.engine).plan_hints(plan, SCANNED_ROWS_WORTH_AN_INDEX)
+    described["hints"] = list(hints)
     return described
 
 
@@ -171,32 +171,6 @@ async def _command(sent: Sent, connections: Connections) -> dict[str, Any]:
     described["explain"] = _plain({"winningPlan": winning, "executionStats": statistics})
     described["hints"] = list(command_hints(command, sent.text, winning, statistics))
     return described
-
-
-def plan_hints(plan: Mapping[str, Any], parent: Mapping[str, Any] | None = None) -> Iterator[str]:
-    """Sequential scans of many rows for a condition an index on its columns could serve."""
-    if plan.get("Node Type") == "Seq Scan":
-        table = plan.get("Relation Name", "?")
-        kept = plan.get("Actual Rows", 0)
-        scanned = kept + plan.get("Rows Removed by Filter", 0)
-        if scanned > SCANNED_ROWS_WORTH_AN_INDEX:
-            if "Filter" in plan:
-                yield (
-                    f"Seq Scan on {table} read {scanned:g} rows to keep {kept:g} "
-                    f"(Filter: {plan['Filter']}): an index on the filtered columns would "
-                    "serve it"
-                )
-            elif parent is not None and (join := _join_condition(parent)) is not None:
-                yield (
-                    f"Seq Scan on {table} read {scanned:g} rows for a join ({join}): an index "
-                    "on the joined column would serve it"
-                )
-    for child in plan.get("Plans", ()):
-        yield from plan_hints(child, plan)
-
-
-def _join_condition(plan: Mapping[str, Any]) -> str | None:
-    return next((plan[name] for name in JOINS if name in plan), None)
 
 
 def command_hints(

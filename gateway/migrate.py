@@ -14,6 +14,8 @@ from sqlalchemy import Column, Index
 
 from alembic import command
 from datasources import document_migrations
+from datasources.dialects import backend_of
+from datasources.sqlite_dialect import SEARCH_TABLE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,7 +43,8 @@ class SchemaVersions:
 def compared_by_autogenerate(
     item: object, name: str | None, kind: str, reflected: bool, counterpart: object
 ) -> bool:
-    """Leave expression indexes out of autogenerate's comparison.
+    """Leave expression indexes, and SQLite's full-text tables, out of autogenerate's
+    comparison.
 
     PostgreSQL reflects an expression in its own canonical form (casts added, literals
     inlined) that never matches the expression as SQLAlchemy compiles it, so every such
@@ -49,7 +52,8 @@ def compared_by_autogenerate(
     """
     if kind == "index" and isinstance(item, Index):
         return all(isinstance(expression, Column) for expression in item.expressions)
-    return True
+    # SQLite's full-text index: a virtual table and its own tables, made by revision 0009.
+    return not (kind == "table" and reflected and (name or "").startswith(SEARCH_TABLE))
 
 
 def alembic_config() -> Config:
@@ -64,7 +68,11 @@ async def _on_connection(engine: AsyncEngine, action: Callable[[Config], None]) 
         config.attributes["connection"] = connection
         action(config)
 
-    async with engine.begin() as connection:
+    async with (
+        engine.connect() as connection,
+        backend_of(connection).migrating(connection),
+        connection.begin(),
+    ):
         await connection.run_sync(run)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from bench.nested import QUERY as NESTED
 from core.settings import Settings
+from datasources import postgres_dialect
 from datasources.models import Role
 from gateway import cli, explain
 from tests.conftest import Seeded, issue_key
@@ -86,9 +87,12 @@ async def test_the_explain_of_the_nested_query_names_every_statement_and_store(
     for statement in statements:
         assert statement["sql"].startswith("SELECT")
         plan = statement["plan"]
-        assert plan["Plan"]["Node Type"]
-        assert plan["Execution Time"] >= 0
-        assert "Shared Hit Blocks" in plan["Plan"]  # BUFFERS
+        if seeded.connections.engine.dialect.name == "sqlite":
+            assert all(step["detail"] for step in plan["queryPlan"])
+        else:
+            assert plan["Plan"]["Node Type"]
+            assert plan["Execution Time"] >= 0
+            assert "Shared Hit Blocks" in plan["Plan"]  # BUFFERS
     assert "FROM reports" in by_source["reports"]["sent"][0]["sql"]
     (find,) = commands
     assert find["command"] == "find"
@@ -96,7 +100,8 @@ async def test_the_explain_of_the_nested_query_names_every_statement_and_store(
     report_ids = find["document"]["filter"]["_id"]["$in"]
     assert len(report_ids) == 7
     authorships = by_source["authorships of a report"]["sent"][0]
-    assert sorted(authorships["parameters"][0]) == sorted(report_ids)
+    keys = authorships["parameters"][0]  # a JSON array where the backend has no arrays
+    assert sorted(json.loads(keys) if isinstance(keys, str) else keys) == sorted(report_ids)
     assert find["explain"]["winningPlan"]
     assert "nReturned" in find["explain"]["executionStats"]
     assert {item["command"] for item in redis} >= {"ZMSCORE"}
@@ -150,8 +155,12 @@ async def test_hints_name_scans_an_index_would_spare(
     )
     assert status == 200, body
     hints = body["extensions"]["explain"]["hints"]
+    count = "step 2 (postgres, report count): "
+    if seeded.connections.engine.dialect.name == "sqlite":
+        assert f"{count}SCAN reports read all its 400 rows" in " ".join(hints), hints
+        return
     assert any(
-        hint.startswith("step 2 (postgres, report count): Seq Scan on reports read 400 rows")
+        hint.startswith(f"{count}Seq Scan on reports read 400 rows")
         and "Filter: ((status)::text = 'Draft'::text)" in hint
         for hint in hints
     ), hints
@@ -165,10 +174,10 @@ def test_plan_hints_name_filters_and_joins() -> None:
         "Plans": [{**scan, "Actual Rows": 5000}],
     }
     filtered = {**scan, "Filter": "(status = 'draft')", "Rows Removed by Filter": 4000}
-    assert list(explain.plan_hints(scan)) == []
-    [joined] = explain.plan_hints(join)
+    assert list(postgres_dialect.plan_hints({"Plan": scan}, 1000)) == []
+    [joined] = postgres_dialect.plan_hints({"Plan": join}, 1000)
     assert "links read 5000 rows for a join ((links.report_id = reports.id))" in joined
-    [kept] = explain.plan_hints(filtered)
+    [kept] = postgres_dialect.plan_hints({"Plan": filtered}, 1000)
     assert "read 4005 rows to keep 5 (Filter: (status = 'draft'))" in kept
 
 

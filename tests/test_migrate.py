@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import warnings
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,12 +11,14 @@ from alembic.runtime.migration import MigrationContext
 from pymongo import AsyncMongoClient
 from sqlalchemy import Connection, insert, inspect, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.connections import StoreUrls
 from datasources import document_migrations
+from datasources.dialects import relational_engine
 from datasources.models import Base, Report, ReportAuthor, ReportType, Technology
 from datasources.records import JOINS, RECORD_OF_TABLE
+from datasources.sqlite_dialect import SEARCH_TABLE
 from gateway import migrate
 
 TABLES = {
@@ -24,9 +28,18 @@ TABLES = {
 }  # fmt: skip
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each relational backend."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'catalogue.db'}"
+    url: str = request.getfixturevalue("empty_database_url")
+    return url
+
+
 @pytest.fixture
-async def engine(empty_database_url: str) -> Any:
-    created = create_async_engine(empty_database_url)
+async def engine(backend_url: str) -> Any:
+    created = relational_engine(backend_url, timeout=30)
     yield created
     await created.dispose()
 
@@ -41,7 +54,8 @@ async def documents(store_urls: StoreUrls, mongo_database: str) -> Any:
 async def _tables(engine: AsyncEngine) -> set[str]:
     async with engine.connect() as connection:
         names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
-    return set(names) - {"alembic_version"}
+    # SQLite's full-text index is a table, and the tables that hold it.
+    return {name for name in names if not name.startswith(SEARCH_TABLE)} - {"alembic_version"}
 
 
 async def test_upgrade_downgrade_and_upgrade_again_on_an_empty_database(
@@ -88,27 +102,45 @@ async def test_models_and_migrations_agree(engine: AsyncEngine, documents: Any) 
         return list(compare_metadata(context, Base.metadata))
 
     async with engine.connect() as connection:
-        assert await connection.run_sync(differences) == []
+        with warnings.catch_warnings():
+            # SQLite's inspector reads no expression index (the indexes test checks them).
+            warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression")
+            warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expr")
+            assert await connection.run_sync(differences) == []
+
+
+# What each backend lists its indexes with: name, then definition.
+INDEXES = {
+    "postgresql": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    "sqlite": "SELECT name, sql FROM sqlite_master WHERE type IN ('index', 'table')",
+}
+# Those SQLite makes for a table's unique and primary key constraints, unnamed.
+SQLITE_CONSTRAINTS = {
+    "uq_authors_email", "uq_technologies_name_version", "pk_report_authors",
+    "pk_report_technologies",
+}  # fmt: skip
 
 
 async def test_schema_has_the_indexes_queries_rely_on(engine: AsyncEngine, documents: Any) -> None:
     await migrate.upgrade(engine, documents)
+    backend = engine.dialect.name
     async with engine.connect() as connection:
-        rows = await connection.execute(
-            text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")
-        )
-        indexes: dict[str, str] = dict(rows.all())
-    for name in (
+        indexes: dict[str, str] = dict((await connection.execute(text(INDEXES[backend]))).all())
+    for name in {
         "ix_reports_publication_date", "ix_reports_report_type_id", "uq_authors_email",
         "ix_authors_institution_id", "ix_technologies_name", "ix_report_authors_author_id",
         "ix_report_technologies_technology_id", "uq_report_authors_one_primary",
         "uq_technologies_name_version", "pk_report_authors", "pk_report_technologies",
         "ix_reports_title_order", "ix_reports_word_count_order",
-    ):  # fmt: skip
+    } - (SQLITE_CONSTRAINTS if backend == "sqlite" else set()):  # fmt: skip
         assert name in indexes
-    assert "USING gin (to_tsvector('english'::regconfig" in indexes["ix_reports_search"]
     order = indexes["ix_reports_publication_order"]
-    assert "COALESCE(publication_date, '0001-01-01'::date), id" in order
+    if backend == "sqlite":
+        assert "fts5(title, abstract" in indexes["reports_search"]
+        assert "coalesce(publication_date, '0001-01-01'), id" in order
+    else:
+        assert "USING gin (to_tsvector('english'::regconfig" in indexes["ix_reports_search"]
+        assert "COALESCE(publication_date, '0001-01-01'::date), id" in order
 
 
 async def _with_report(engine: AsyncEngine, documents: Any) -> None:
@@ -142,6 +174,19 @@ async def test_new_reports_default_to_draft(engine: AsyncEngine, documents: Any)
     assert status == "Draft"
 
 
+# How each backend names a unique index that a row violates.
+VIOLATED = {
+    "postgresql": {
+        "one_primary": "uq_report_authors_one_primary",
+        "name_version": "uq_technologies_name_version",
+    },
+    "sqlite": {
+        "one_primary": "report_authors.report_id",
+        "name_version": "technologies.name, technologies.version",
+    },
+}
+
+
 async def test_a_report_has_at_most_one_primary_author(engine: AsyncEngine, documents: Any) -> None:
     await _with_report(engine, documents)
     async with engine.begin() as connection:
@@ -156,7 +201,7 @@ async def test_a_report_has_at_most_one_primary_author(engine: AsyncEngine, docu
         await connection.execute(
             insert(ReportAuthor).values(report_id=1, author_id=1, is_primary_author=True)
         )
-    with pytest.raises(IntegrityError, match="uq_report_authors_one_primary"):
+    with pytest.raises(IntegrityError, match=VIOLATED[engine.dialect.name]["one_primary"]):
         async with engine.begin() as connection:
             await connection.execute(
                 insert(ReportAuthor).values(report_id=1, author_id=2, is_primary_author=True)
@@ -168,7 +213,7 @@ async def test_technology_name_and_version_are_unique(engine: AsyncEngine, docum
     row = {"name": "PostgreSQL", "version": "18", "technology_type": "database"}
     async with engine.begin() as connection:
         await connection.execute(insert(Technology).values(**row))
-    with pytest.raises(IntegrityError, match="uq_technologies_name_version"):
+    with pytest.raises(IntegrityError, match=VIOLATED[engine.dialect.name]["name_version"]):
         async with engine.begin() as connection:
             await connection.execute(insert(Technology).values(**row))
 

@@ -19,7 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 def timestamps() -> list[sa.Column[object]]:
     return [
-        sa.Column(name, sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False)
+        sa.Column(name, sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False)
         for name in ("created_at", "updated_at")
     ]
 
@@ -100,17 +100,9 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_reports_publication_date"), "reports", ["publication_date"])
     op.create_index(op.f("ix_reports_report_type_id"), "reports", ["report_type_id"])
-    op.create_index(
-        "ix_reports_search",
-        "reports",
-        [
-            sa.text(
-                "to_tsvector('english'::regconfig, "
-                "coalesce(title, '') || ' ' || coalesce(abstract, ''))"
-            )
-        ],
-        postgresql_using="gin",
-    )
+    # SQLite searches through an FTS5 table of its own instead (revision 0009).
+    if op.get_bind().dialect.name == "postgresql":
+        _create_search_index()
     op.create_table(
         "report_authors",
         sa.Column("report_id", sa.Integer(), nullable=False),
@@ -162,6 +154,20 @@ def upgrade() -> None:
     )
     op.create_index(
         op.f("ix_report_technologies_technology_id"), "report_technologies", ["technology_id"]
+    )
+
+
+def _create_search_index() -> None:
+    op.create_index(
+        "ix_reports_search",
+        "reports",
+        [
+            sa.text(
+                "to_tsvector('english'::regconfig, "
+                "coalesce(title, '') || ' ' || coalesce(abstract, ''))"
+            )
+        ],
+        postgresql_using="gin",
     )
 
 

@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column(
             "captured_at",
             sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
+            server_default=sa.func.now(),
             nullable=False,
         ),
         sa.ForeignKeyConstraint(

@@ -17,11 +17,16 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# The earliest date, as each backend writes it (SQLite keeps dates as ISO text).
+EARLIEST_DATE = {"sqlite": "'0001-01-01'"}
+
+
 def upgrade() -> None:
+    earliest = EARLIEST_DATE.get(op.get_bind().dialect.name, "DATE '0001-01-01'")
     op.create_index(
         "ix_reports_publication_order",
         "reports",
-        [sa.text("coalesce(publication_date, DATE '0001-01-01')"), sa.text("id")],
+        [sa.text(f"coalesce(publication_date, {earliest})"), sa.text("id")],
     )
     op.create_index("ix_reports_title_order", "reports", ["title", "id"])
     op.create_index("ix_reports_word_count_order", "reports", ["word_count", "id"])

@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column(
             "added_at",
             sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
+            server_default=sa.func.now(),
             nullable=False,
         ),
         sa.PrimaryKeyConstraint("sha256", name=op.f("pk_persisted_queries")),

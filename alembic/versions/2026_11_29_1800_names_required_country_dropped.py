@@ -70,12 +70,15 @@ def upgrade() -> None:
                 for id_, (given, family) in ((id_, split_name(name)) for id_, name in unsplit)
             ],
         )
-    op.alter_column("authors", "first_name", existing_type=sa.String(200), nullable=False)
-    op.alter_column("authors", "last_name", existing_type=sa.String(200), nullable=False)
-    op.drop_column("authors", "name")
-    op.add_column(
-        "authors", sa.Column("name", sa.String(401), sa.Computed(FULL_NAME, persisted=True))
-    )
+    # In a batch: the same ALTERs on a server that has them, the table copied anew on
+    # SQLite, which cannot make a column required or add a stored generated column.
+    with op.batch_alter_table("authors") as authors_table:
+        authors_table.alter_column("first_name", existing_type=sa.String(200), nullable=False)
+        authors_table.alter_column("last_name", existing_type=sa.String(200), nullable=False)
+        authors_table.drop_column("name")
+        authors_table.add_column(
+            sa.Column("name", sa.String(401), sa.Computed(FULL_NAME, persisted=True))
+        )
     op.execute(
         institutions.update()
         .where(institutions.c.location.is_(None))
@@ -93,7 +96,8 @@ def downgrade() -> None:
     op.add_column("authors", sa.Column("name", sa.String(length=200), nullable=True))
     renamed = sa.table("authors", sa.column("name", sa.String), sa.column("computed_name"))
     op.execute(renamed.update().values(name=sa.func.substr(renamed.c.computed_name, 1, 200)))
-    op.drop_column("authors", "computed_name")
-    op.alter_column("authors", "name", existing_type=sa.String(200), nullable=False)
-    op.alter_column("authors", "last_name", existing_type=sa.String(200), nullable=True)
-    op.alter_column("authors", "first_name", existing_type=sa.String(200), nullable=True)
+    with op.batch_alter_table("authors") as authors_table:
+        authors_table.drop_column("computed_name")
+        authors_table.alter_column("name", existing_type=sa.String(200), nullable=False)
+        authors_table.alter_column("last_name", existing_type=sa.String(200), nullable=True)
+        authors_table.alter_column("first_name", existing_type=sa.String(200), nullable=True)

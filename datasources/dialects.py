@@ -1,0 +1,90 @@
+"""The relational backends the gateway runs on, each a module of what it does its own way.
+
+A backend is chosen once, by the engine's dialect; statements are built from the portable
+expressions of datasources/portable_sql.py, which each backend's module teaches SQLAlchemy
+to write (importing this module registers them all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from sqlalchemy import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from datasources import postgres_dialect, sqlite_dialect
+
+
+class RelationalBackend(Protocol):
+    async def upsert_rows(
+        self,
+        connection: AsyncConnection,
+        *,
+        table: Table,
+        rows: Sequence[dict[str, Any]],
+        keys: list[str],
+    ) -> None:
+        """Insert rows, or overwrite the existing ones with the same key columns."""
+
+    async def advance_sequence(self, connection: AsyncConnection, *, table: Table) -> None:
+        """Have new rows' ids follow rows inserted with explicit ids."""
+
+    async def upsert_existing_counters(
+        self,
+        connection: AsyncConnection,
+        *,
+        snapshots: Table,
+        reports: Table,
+        counters: Sequence[tuple[int, int, int]],
+    ) -> None:
+        """Write (report id, views, downloads) snapshots for the reports that still exist."""
+
+    def connect_arguments(self, timeout: float) -> dict[str, Any]:
+        """The driver's arguments for a connection whose calls take at most ``timeout``."""
+
+    def configure(self, engine: AsyncEngine) -> None:
+        """Set up each of the engine's connections as the gateway expects them."""
+
+    def migrating(self, connection: AsyncConnection) -> AbstractAsyncContextManager[None]:
+        """Around the migrations, on a connection outside any transaction."""
+
+    async def explain(
+        self, connection: AsyncConnection, statement: str, parameters: Sequence[Any]
+    ) -> Any:
+        """The backend's plan of a SELECT (as JSON values)."""
+
+    def plan_hints(self, plan: Any, worth_an_index: int) -> Iterator[str]:
+        """What in ``plan`` reads more than ``worth_an_index`` rows where an index would
+        read fewer."""
+
+
+BACKENDS: dict[str, RelationalBackend] = {
+    "postgresql": postgres_dialect,
+    "sqlite": sqlite_dialect,
+}
+
+
+def backend_of(bind: AsyncConnection | AsyncEngine) -> RelationalBackend:
+    return BACKENDS[bind.dialect.name]
+
+
+def backend_named(url: str) -> RelationalBackend:
+    """The backend of a database URL; ValueError for one the gateway does not run on."""
+    name = make_url(url).get_backend_name()
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        supported = ", ".join(sorted(BACKENDS))
+        raise ValueError(f"no relational backend {name!r}; supported: {supported}") from None
+
+
+def relational_engine(url: str, *, timeout: float, **options: Any) -> AsyncEngine:
+    """An engine on ``url`` whose connections are set up as its backend needs (any
+    engine the gateway, its migrations or its tests use); ``options`` are SQLAlchemy's."""
+    backend = backend_named(url)
+    engine = create_async_engine(url, connect_args=backend.connect_arguments(timeout), **options)
+    backend.configure(engine)
+    return engine

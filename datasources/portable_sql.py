@@ -1,0 +1,120 @@
+"""Expressions every relational backend supports, each written in its own SQL.
+
+A statement is built once, from these, whatever the backend; each backend's module
+(``postgres_dialect``, ``sqlite_dialect``) says how it writes them, and
+``datasources.dialects`` loads every such module. The forms here are what a statement
+printed without a backend (in a log or a test) reads as.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, ColumnElement, DateTime, Integer, TypeDecorator, bindparam, func
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import BindParameter
+from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
+from sqlalchemy.types import Boolean, Date
+
+# One parameter for any number of keys, so that a statement's text (and the plan a server
+# keeps for it) is the same for 1 key or 1,000: an array where the backend has arrays, a
+# JSON array elsewhere, which the statement unpacks.
+KEY_LIST = JSON().with_variant(ARRAY(Integer), "postgresql")
+
+
+class EqualsAny(ColumnElement[bool]):
+    """``column`` is one of the keys of a list parameter."""
+
+    type = Boolean()
+    inherit_cache = True
+    _traverse_internals: _TraverseInternalsType = [  # noqa: RUF012 (SQLAlchemy's own declaration)
+        ("column", InternalTraversal.dp_clauseelement),
+        ("keys", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], keys: BindParameter[Any]) -> None:
+        self.column = column
+        self.keys = keys
+
+
+@compiles(EqualsAny)
+def _equals_any(element: EqualsAny, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{compiler.process(element.column, **kw)} IN ({compiler.process(element.keys, **kw)})"
+
+
+def equals_any(column: ColumnElement[Any], values: Sequence[int]) -> ColumnElement[bool]:
+    return EqualsAny(column, bindparam(None, list(values), type_=KEY_LIST))
+
+
+def equals_any_given(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column`` is one of the keys given as parameter ``name`` when the statement runs."""
+    return EqualsAny(column, bindparam(name, type_=KEY_LIST))
+
+
+class MatchesSearch(ColumnElement[bool]):
+    """A report's title and abstract match a search in web-search syntax ("quoted
+    phrases", -exclusions, or), by each backend's full-text index, with English stemming."""
+
+    type = Boolean()
+    inherit_cache = True
+    _traverse_internals: _TraverseInternalsType = [  # noqa: RUF012 (SQLAlchemy's own declaration)
+        ("title", InternalTraversal.dp_clauseelement),
+        ("abstract", InternalTraversal.dp_clauseelement),
+        ("search", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(
+        self, title: ColumnElement[Any], abstract: ColumnElement[Any], search: str
+    ) -> None:
+        self.title = title
+        self.abstract = abstract
+        self.search: BindParameter[str] = bindparam(None, search)
+
+
+@compiles(MatchesSearch)
+def _matches_search(element: MatchesSearch, compiler: SQLCompiler, **kw: Any) -> str:
+    columns = ", ".join(compiler.process(c, **kw) for c in (element.title, element.abstract))
+    return f"MATCHES(({columns}), {compiler.process(element.search, **kw)})"
+
+
+class EarliestDate(ColumnElement[Any]):
+    """The date before every other, for reports without one (see
+    ``publication_sort_key``), written into the statement rather than sent: an index on
+    an expression serves only statements that write the same expression."""
+
+    type = Date()
+    inherit_cache = True
+    _traverse_internals: _TraverseInternalsType = []  # noqa: RUF012 (SQLAlchemy's own declaration)
+
+
+@compiles(EarliestDate)
+def _earliest_date(element: EarliestDate, compiler: SQLCompiler, **kw: Any) -> str:
+    return "DATE '0001-01-01'"
+
+
+def publication_sort_key(publication_date: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A report's place in the date ordering: reports without a publication date sort as the
+    earliest, so that every report has one (a NULL would compare as unknown in a keyset
+    condition)."""
+    return func.coalesce(publication_date, EarliestDate())
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time, always read back with UTC's offset: backends without a time zone in
+    their timestamps (SQLite) keep it as UTC and give it back without one."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value if value is None or value.tzinfo is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)

@@ -1,0 +1,217 @@
+"""How SQLite does what each backend does its own way (see datasources/dialects.py).
+
+Key lists are JSON arrays unpacked by ``json_each``; full-text search is an FTS5 table
+over the reports' titles and abstracts, which triggers of the migrations keep in step
+(revision 0009); upserts are ``ON CONFLICT``. SQLite has one writer at a time: the
+connections wait for each other's writes (``busy_timeout``) instead of failing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, String, Table, TypeDecorator, event, select, text, type_coerce
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from datasources.portable_sql import EarliestDate, EqualsAny, MatchesSearch, equals_any
+
+# The FTS5 table of revision 0009: the reports' title and abstract, by report id.
+SEARCH_TABLE = "reports_search"
+# A term of web-search syntax: a quoted phrase (its closing quote optional) or a word.
+_TERM = re.compile(r'"([^"]*)"?|(\S+)')
+
+
+@compiles(EqualsAny, "sqlite")
+def _equals_any(element: EqualsAny, compiler: SQLCompiler, **kw: Any) -> str:
+    column, keys = compiler.process(element.column, **kw), compiler.process(element.keys, **kw)
+    # Compiled fragments, placeholders among them: no value is ever written in.
+    return f"{column} IN (SELECT value FROM json_each({keys}))"  # noqa: S608
+
+
+@compiles(EarliestDate, "sqlite")
+def _earliest_date(element: EarliestDate, compiler: SQLCompiler, **kw: Any) -> str:
+    # Dates are ISO text in SQLite, which orders as the dates do.
+    return "'0001-01-01'"
+
+
+class SearchQuery(TypeDecorator[str]):
+    """A search in web-search syntax, sent as the FTS5 query it means."""
+
+    impl = String()
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else fts5_query(value)
+
+
+@compiles(MatchesSearch, "sqlite")
+def _matches_search(element: MatchesSearch, compiler: SQLCompiler, **kw: Any) -> str:
+    report_id = compiler.process(element.title.table.c.id, **kw)
+    search = compiler.process(type_coerce(element.search, SearchQuery()), **kw)
+    matching = f"SELECT rowid FROM {SEARCH_TABLE} WHERE {SEARCH_TABLE} MATCH {search}"  # noqa: S608
+    return f"{report_id} IN ({matching})"
+
+
+def fts5_query(search: str) -> str:
+    """PostgreSQL's ``websearch_to_tsquery`` syntax as an FTS5 query: words are all
+    required, "quoted phrases" are phrases, ``or`` between two terms takes either, and
+    ``-term`` excludes. Every term is quoted, so that FTS5's own operators and syntax in a
+    search are only words. A search of exclusions alone matches nothing: FTS5 has no
+    query for "every row but"."""
+    alternatives: list[list[str]] = [[]]
+    excluded: list[str] = []
+    for match in _TERM.finditer(search):
+        phrase, word = match.group(1), match.group(2)
+        if phrase is None and word.lower() == "or" and alternatives[-1]:
+            alternatives.append([])
+            continue
+        negated = phrase is None and word.startswith("-") and len(word) > 1
+        term = phrase if phrase is not None else word[1:] if negated else word
+        quoted = '"' + term.replace('"', '""') + '"'
+        (excluded if negated else alternatives[-1]).append(quoted)
+    groups = [" AND ".join(group) for group in alternatives if group]
+    if not groups:
+        return '""'
+    query = " OR ".join(f"({group})" for group in groups)
+    return f"({query}) NOT ({' OR '.join(excluded)})" if excluded else query
+
+
+async def upsert_rows(
+    connection: AsyncConnection, *, table: Table, rows: Sequence[dict[str, Any]], keys: list[str]
+) -> None:
+    if not rows:
+        return
+    statement = sqlite_insert(table)
+    updated = {
+        column.name: statement.excluded[column.name]
+        for column in table.columns
+        if column.name in rows[0] and column.name not in keys
+    }
+    statement = (
+        statement.on_conflict_do_update(index_elements=keys, set_=updated)
+        if updated
+        else statement.on_conflict_do_nothing(index_elements=keys)
+    )
+    await connection.execute(statement, list(rows))
+
+
+async def advance_sequence(connection: AsyncConnection, *, table: Table) -> None:
+    """Nothing to do: a new row's id is one past the largest in the table."""
+
+
+async def upsert_existing_counters(
+    connection: AsyncConnection,
+    *,
+    snapshots: Table,
+    reports: Table,
+    counters: Sequence[tuple[int, int, int]],
+) -> None:
+    """Write (report id, views, downloads) snapshots for the reports that still exist."""
+    if not counters:
+        return
+    ids = [report for report, _, _ in counters]
+    existing = set(
+        (await connection.execute(select(reports.c.id).where(equals_any(reports.c.id, ids))))
+        .scalars()
+        .all()
+    )
+    captured_at = datetime.now(UTC)
+    rows = [
+        {"report_id": report, "views": views, "downloads": downloads, "captured_at": captured_at}
+        for report, views, downloads in counters
+        if report in existing
+    ]
+    if rows:
+        await upsert_rows(connection, table=snapshots, rows=rows, keys=["report_id"])
+
+
+def connect_arguments(timeout: float) -> dict[str, Any]:
+    # How long a connection waits for another's write to end before it fails.
+    return {"timeout": timeout}
+
+
+def configure(engine: AsyncEngine) -> None:
+    """Foreign keys enforced, a write-ahead log (readers go on while one connection
+    writes), and transactions that begin when asked, not at the first write the driver
+    sees: a transaction's reads are then of one state, and DDL is in its migration's
+    transaction. A transaction takes the write lock as it begins (``IMMEDIATE``), so that
+    writers queue for it (up to the timeout) rather than one failing when it turns from
+    reading to writing after another wrote; reads outside a transaction (``AUTOCOMMIT``)
+    begin none."""
+
+    def on_connect(connection: Any, _: Any) -> None:
+        connection.isolation_level = None
+        cursor = connection.cursor()
+        for pragma in ("foreign_keys = ON", "journal_mode = WAL", "synchronous = NORMAL"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    def on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+    event.listen(engine.sync_engine, "begin", on_begin)
+
+
+@asynccontextmanager
+async def migrating(connection: AsyncConnection) -> AsyncIterator[None]:
+    """Foreign keys off while the migrations run, and checked after: SQLite changes a
+    table by copying it anew, and dropping the old copy would otherwise delete (by
+    cascade) every row that refers to it. The pragma is set on the driver's connection:
+    inside a transaction it would do nothing."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
+    await driver.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+        broken = await (await driver.execute("PRAGMA foreign_key_check")).fetchall()
+        if broken:
+            raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
+    finally:
+        await driver.execute("PRAGMA foreign_keys = ON")
+
+
+# A step of a query plan that reads a whole table ("SCAN reports"), not through an index
+# ("SCAN reports USING INDEX …") nor a virtual table's own ("… VIRTUAL TABLE INDEX …").
+_WHOLE_TABLE = re.compile(r"SCAN (\w+)$")
+
+
+async def explain(connection: AsyncConnection, statement: str, parameters: Sequence[Any]) -> Any:
+    """``EXPLAIN QUERY PLAN``'s steps (the statement does not run), and the rows of each
+    table read whole, which the plan does not give."""
+    result = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", tuple(parameters))
+    # Each row: the step's id, its parent's, an unused column, what it does.
+    rows: list[tuple[Any, ...]] = [tuple(row) for row in result]
+    steps = [{"id": row[0], "parent": row[1], "detail": row[3]} for row in rows]
+    tables = set(
+        (await connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        .scalars()
+        .all()
+    )
+    sizes: dict[str, int] = {}
+    for step in steps:
+        read = _WHOLE_TABLE.match(step["detail"])
+        if read is not None and read.group(1) in tables:
+            table = read.group(1)
+            # A name the database itself lists as one of its tables.
+            counted = text(f'SELECT count(*) FROM "{table}"')  # noqa: S608
+            sizes[table] = int(await connection.scalar(counted))
+    return {"queryPlan": steps, "wholeTables": sizes}
+
+
+def plan_hints(plan: Any, worth_an_index: int) -> Iterator[str]:
+    for table, rows in plan["wholeTables"].items():
+        if rows > worth_an_index:
+            yield (
+                f"SCAN {table} read all its {rows} rows: an index on the filtered or joined "
+                "columns would serve it"
+            )
