@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
         ):
             app.state.connections = connections
             authenticator = app.state.authenticator = Authenticator(
-                settings, connections.engine, connections.circuits[Store.POSTGRES]
+                settings, connections.reader, connections.circuits[Store.POSTGRES]
             )
             hub = app.state.hub = Hub(connections.redis)
             hub.listen(REVOKED_CHANNEL, authenticator)

@@ -151,7 +151,7 @@ class PersistedQueries:
 
     async def _allowed(self, stores: Connections, digest: str) -> str | None:
         try:
-            return await allowed_query(engine=stores.engine, digest=digest)
+            return await allowed_query(engine=stores.reader, digest=digest)
         except Exception as error:
             if not unavailable(Store.POSTGRES, error):
                 raise

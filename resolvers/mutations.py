@@ -213,7 +213,7 @@ def _check_columns(problems: Problems, values: dict[str, Any]) -> dict[str, Any]
 async def _existing(info: Info, table: Any, ids: list[int]) -> set[int]:
     return await info.context.loaders.call(
         Store.POSTGRES,
-        report_writes.existing_ids(engine=info.context.connections.engine, table=table, ids=ids),
+        report_writes.existing_ids(engine=info.context.connections.reader, table=table, ids=ids),
     )
 
 
@@ -314,7 +314,10 @@ class ReportMutation:
         loaders = info.context.loaders
         if idempotency_key and not problems:
             earlier = await loaders.call(
-                Store.POSTGRES, report_writes.idempotent_result(engine=engine, key=idempotency_key)
+                Store.POSTGRES,
+                report_writes.idempotent_result(
+                    engine=info.context.connections.reader, key=idempotency_key
+                ),
             )
             if earlier is not None:
                 return await _saved(info, earlier[1])
@@ -345,7 +348,9 @@ class ReportMutation:
         except IntegrityError:
             # A concurrent retry with the same key committed first: answer with its result.
             if idempotency_key:
-                earlier = await report_writes.idempotent_result(engine=engine, key=idempotency_key)
+                earlier = await report_writes.idempotent_result(
+                    engine=info.context.connections.reader, key=idempotency_key
+                )
                 if earlier is not None:
                     return await _saved(info, earlier[1])
             return Conflict(message="the report collides with another write; retry")
