@@ -22,19 +22,20 @@ import pytest
 import uvicorn
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import BindParameter, bindparam, make_url, text
 from starlette.applications import Starlette
 
 from core.connections import Connections, StoreUrls, open_connections
 from core.settings import Settings
 from datasources import api_keys, document_migrations
+from datasources.dialects import relational_engine
 from datasources.models import Role
 from gateway import migrate
 from gateway.app import create_app
 from gateway.embedded import EmbeddedStores
 from gateway.embedded.process import free_port
 from gateway.seed import seed
+from tests.databases import Databases, databases_at, fresh_name
 from tests.processes import store_environment
 
 TEMPLATE_DATABASE = "gateway_test_template"
@@ -43,7 +44,7 @@ TEMPLATE_DATABASE = "gateway_test_template"
 @pytest.fixture(scope="session")
 def store_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreUrls]:
     wanted = StoreUrls(
-        database_url=_asyncpg_url(os.environ.get("GATEWAY_TEST_DATABASE_URL")),
+        database_url=os.environ.get("GATEWAY_TEST_DATABASE_URL"),
         mongo_url=os.environ.get("GATEWAY_TEST_MONGO_URL"),
         redis_url=os.environ.get("GATEWAY_TEST_REDIS_URL"),
     )
@@ -51,35 +52,17 @@ def store_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreUrls]:
         yield embedded.start()
 
 
-def _asyncpg_url(url: str | None) -> str | None:
-    if url is None:
-        return None
-    return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-
-
-def database_url_named(store_urls: StoreUrls, name: str) -> str:
+@pytest.fixture(scope="session")
+def databases(store_urls: StoreUrls) -> Databases:
     assert store_urls.database_url is not None
-    return (
-        make_url(store_urls.database_url).set(database=name).render_as_string(hide_password=False)
-    )
-
-
-async def _administer(store_urls: StoreUrls, *statements: str) -> None:
-    engine = create_async_engine(
-        database_url_named(store_urls, "postgres"), isolation_level="AUTOCOMMIT"
-    )
-    async with engine.connect() as connection:
-        for statement in statements:
-            await connection.execute(text(statement))
-    await engine.dispose()
+    return databases_at(store_urls.database_url)
 
 
 @pytest.fixture(scope="session")
-async def template_database(store_urls: StoreUrls) -> str:
-    """A database migrated to head, cloned by every test that wants a fresh one."""
-    await _administer(store_urls, f'DROP DATABASE IF EXISTS "{TEMPLATE_DATABASE}" WITH (FORCE)')
-    await _administer(store_urls, f'CREATE DATABASE "{TEMPLATE_DATABASE}"')
-    engine = create_async_engine(database_url_named(store_urls, TEMPLATE_DATABASE))
+async def template_database(databases: Databases, store_urls: StoreUrls) -> str:
+    """A database migrated to head, copied by every test that wants a fresh one."""
+    await databases.create(TEMPLATE_DATABASE, None)
+    engine = relational_engine(databases.url(TEMPLATE_DATABASE), timeout=30)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store_urls.mongo_url)
     scratch = f"template_{uuid.uuid4().hex[:8]}"
     try:
@@ -91,27 +74,22 @@ async def template_database(store_urls: StoreUrls) -> str:
     return TEMPLATE_DATABASE
 
 
-async def _fresh_database(store_urls: StoreUrls, template: str | None) -> str:
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    clause = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
-    await _administer(store_urls, f'CREATE DATABASE "{name}"{clause}')
-    return name
-
-
 @pytest.fixture
-async def database_url(store_urls: StoreUrls, template_database: str) -> AsyncIterator[str]:
+async def database_url(databases: Databases, template_database: str) -> AsyncIterator[str]:
     """A database of this test's own, with the schema at head."""
-    name = await _fresh_database(store_urls, template_database)
-    yield database_url_named(store_urls, name)
-    await _administer(store_urls, f'DROP DATABASE "{name}" WITH (FORCE)')
+    name = fresh_name()
+    await databases.create(name, template_database)
+    yield databases.url(name)
+    await databases.drop(name)
 
 
 @pytest.fixture
-async def empty_database_url(store_urls: StoreUrls) -> AsyncIterator[str]:
+async def empty_database_url(databases: Databases) -> AsyncIterator[str]:
     """A database of this test's own with nothing in it, not even the schema."""
-    name = await _fresh_database(store_urls, None)
-    yield database_url_named(store_urls, name)
-    await _administer(store_urls, f'DROP DATABASE "{name}" WITH (FORCE)')
+    name = fresh_name()
+    await databases.create(name, None)
+    yield databases.url(name)
+    await databases.drop(name)
 
 
 @pytest.fixture
@@ -207,18 +185,29 @@ class Seeded:
         return result["data"]
 
     async def sql(self, statement: str, **parameters: Any) -> list[Any]:
+        """Rows of ``statement``; a list parameter is a list of values (``id IN :ids``)."""
+        lists: list[BindParameter[Any]] = [
+            bindparam(name, expanding=True)
+            for name, value in parameters.items()
+            if isinstance(value, list)
+        ]
         async with self.connections.engine.connect() as connection:
-            return list((await connection.execute(text(statement), parameters)).all())
+            query = text(statement).bindparams(*lists)
+            return list((await connection.execute(query, parameters)).all())
 
 
 @pytest.fixture(scope="session")
 async def seeded(
-    store_urls: StoreUrls, template_database: str, tmp_path_factory: pytest.TempPathFactory
+    store_urls: StoreUrls,
+    databases: Databases,
+    template_database: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Seeded]:
-    name = await _fresh_database(store_urls, template_database)
+    name = fresh_name()
+    await databases.create(name, template_database)
     assert store_urls.redis_url is not None
     settings = Settings(
-        database_url=database_url_named(store_urls, name),
+        database_url=databases.url(name),
         mongo_url=store_urls.mongo_url,
         mongo_database=f"seeded_{uuid.uuid4().hex[:8]}",
         # Its own Redis database: the per-test fixture flushes database 0.
@@ -236,7 +225,7 @@ async def seeded(
     await connections.mongo.drop_database(settings.mongo_database)
     await connections.redis.flushdb()
     await connections.close()
-    await _administer(store_urls, f'DROP DATABASE "{name}" WITH (FORCE)')
+    await databases.drop(name)
 
 
 class Caller:

@@ -141,7 +141,11 @@ async def test_both_executors_answer_alike(seeded: Seeded, name: str) -> None:
     assert planned_status == status
     if executor is not None:  # the request got as far as executing
         assert executor == "strawberry"
-        assert planned == (trips, "planner")
+        assert planned[1] == "planner"
+        # Once an error nulls the whole answer, what either executor had already sent to
+        # the stores for the other root fields depends on timing alone.
+        if json.loads(body).get("data") is not None:
+            assert planned[0] == trips
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from gateway.embedded import EmbeddedStores
 from gateway.seed import seed
 from resolvers.nodes import to_global_id
 from tests.conftest import Seeded, lifespan_client
+from tests.databases import needs_server
 from tests.test_reports import PAGE
 
 
@@ -236,6 +237,7 @@ async def test_a_hung_store_cannot_hang_a_request(
     _check_partial(response.json(), store)
 
 
+@needs_server("no connection of its own to drop")
 async def test_a_connection_the_server_dropped_fails_one_read_and_is_replaced(
     connections: Connections, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

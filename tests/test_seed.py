@@ -63,7 +63,10 @@ async def test_seed_writes_a_consistent_catalogue(connections: Connections) -> N
         )
         # New rows after a seed get fresh ids, not ones the seed already used.
         next_id = await connection.scalar(
-            text("SELECT nextval(pg_get_serial_sequence('reports', 'id'))")
+            text(
+                "INSERT INTO reports (title, report_type_id)"
+                " SELECT 'after the seed', min(id) FROM report_types RETURNING id"
+            )
         )
     assert len(authorships) == REPORTS
     assert all(1 <= total <= 5 and primary == 1 for _, total, primary in authorships)

@@ -500,11 +500,9 @@ async def test_shutdown_copies_the_counters(
         httpx.AsyncClient(base_url=f"http://{address}") as client,
     ):
         await _count_views(client, 1)
+    views = (await call(STATS_QUERY, {"id": REPORT_ID}))["report"]["stats"]["views"]
     async with connections.engine.connect() as connection:
         rows = await connection.exec_driver_sql(
             "SELECT views FROM report_counter_snapshots WHERE report_id = 3"
         )
-        assert (
-            rows.scalar()
-            == (await call(STATS_QUERY, {"id": REPORT_ID}))["report"]["stats"]["views"]
-        )
+        assert rows.scalar() == views

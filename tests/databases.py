@@ -1,0 +1,101 @@
+"""Relational databases for the tests, one per test, on whichever backend the suite runs:
+PostgreSQL (embedded, or ``GATEWAY_TEST_DATABASE_URL``'s server), or SQLite when that URL
+is a ``sqlite+aiosqlite:///`` one (its path is then the directory of the files).
+
+A database at head is a copy of a template migrated once: PostgreSQL clones it on the
+server, SQLite copies its file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+# The backend the suite runs on: the embedded PostgreSQL unless the URL says otherwise.
+BACKEND = make_url(
+    os.environ.get("GATEWAY_TEST_DATABASE_URL") or "postgresql://"
+).get_backend_name()
+
+
+def needs_server(reason: str) -> pytest.MarkDecorator:
+    """A test of what a database server does that an embedded file has no part in."""
+    return pytest.mark.skipif(BACKEND == "sqlite", reason=f"SQLite has no server: {reason}")
+
+
+class Databases(Protocol):
+    def url(self, name: str) -> str: ...
+
+    async def create(self, name: str, template: str | None) -> None:
+        """Database ``name``, empty or a copy of ``template``."""
+
+    async def drop(self, name: str) -> None: ...
+
+
+def databases_at(url: str) -> Databases:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        directory = Path(parsed.database or ".")
+        directory.mkdir(parents=True, exist_ok=True)
+        return SqliteFiles(directory)
+    return PostgresDatabases(
+        parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    )
+
+
+def fresh_name() -> str:
+    return f"test_{uuid.uuid4().hex[:12]}"
+
+
+class PostgresDatabases:
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+
+    def url(self, name: str) -> str:
+        return make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
+
+    async def create(self, name: str, template: str | None) -> None:
+        clause = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+        await self._administer(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await self._administer(f'CREATE DATABASE "{name}"{clause}')
+
+    async def drop(self, name: str) -> None:
+        await self._administer(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+    async def _administer(self, statement: str) -> None:
+        engine = create_async_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+        await engine.dispose()
+
+
+class SqliteFiles:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def url(self, name: str) -> str:
+        return f"sqlite+aiosqlite:///{self._path(name)}"
+
+    async def create(self, name: str, template: str | None) -> None:
+        await self.drop(name)
+        if template is not None:
+            # A template's engine is disposed of before it is copied: its log is then
+            # checkpointed into the file and removed.
+            await asyncio.to_thread(shutil.copyfile, self._path(template), self._path(name))
+
+    async def drop(self, name: str) -> None:
+        await asyncio.to_thread(self._remove, name)
+
+    def _remove(self, name: str) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self._path(name)}{suffix}").unlink(missing_ok=True)
+
+    def _path(self, name: str) -> Path:
+        return self.directory / f"{name}.db"
