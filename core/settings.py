@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.exc import ArgumentError
 
+from datasources.dialects import backend_named
 from datasources.models import Role
 
 ENV_PREFIX = "GATEWAY_"
@@ -182,6 +184,16 @@ class Settings(BaseSettings):
             )
         for budget in value.values():
             parse_budget(budget)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _relational_backend(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                backend_named(value)
+            except ArgumentError:
+                raise ValueError("not a database URL (scheme://user@host/database)") from None
         return value
 
     @field_validator("trusted_proxies")

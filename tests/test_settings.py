@@ -68,6 +68,24 @@ def test_production_refuses_embedded_stores(monkeypatch: pytest.MonkeyPatch) -> 
         Settings()
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql+pymysql://user@host/catalogue", "no relational backend 'mysql'; supported: "),
+        ("catalogue.db", "not a database URL"),
+    ],
+)
+def test_a_database_url_the_gateway_cannot_serve_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, problem: str
+) -> None:
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", url)
+    assert cli.main(["serve"]) == 2
+    error = capsys.readouterr().err
+    assert "GATEWAY_DATABASE_URL" in error
+    assert problem in error
+    assert "Traceback" not in error
+
+
 def test_production_starts_with_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_ENVIRONMENT", "production")
     monkeypatch.setenv("GATEWAY_SECRET_KEY", "a-real-secret-of-some-length")
