@@ -75,10 +75,11 @@ async def update_row(*, engine: AsyncEngine, model: type[Base], row_id: int, val
     if "updated_at" in table.c:
         values = {**values, "updated_at": func.now()}
     async with engine.begin() as connection:
-        found = await connection.scalar(
-            update(table).where(table.c.id == row_id).values(**values).returning(table.c.id)
+        # Rows matched, on every backend (MariaDB has no UPDATE … RETURNING).
+        updated = await connection.execute(
+            update(table).where(table.c.id == row_id).values(**values)
         )
-    return found is not None
+    return updated.rowcount > 0
 
 
 @dataclass(frozen=True)

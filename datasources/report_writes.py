@@ -243,13 +243,13 @@ async def move_status(
     if publish_on is not None:
         values["publication_date"] = publish_on
     async with engine.begin() as connection:
-        moved = await connection.scalar(
+        # Rows matched, on every backend (MariaDB has no UPDATE … RETURNING).
+        moved = await connection.execute(
             update(REPORTS)
             .where(REPORTS.c.id == report_id, REPORTS.c.status == current)
             .values(**values)
-            .returning(REPORTS.c.id)
         )
-        return None if moved is None else await _locked_parents(connection, report_id)
+        return None if moved.rowcount == 0 else await _locked_parents(connection, report_id)
 
 
 async def delete_report(
