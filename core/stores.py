@@ -17,13 +17,13 @@ from enum import StrEnum
 from time import monotonic
 from typing import Any, TypeVar
 
-import asyncpg.exceptions
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from core.outages import Outage
+from datasources.dialects import CONNECTION_FAILURES
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,11 +49,10 @@ _POSTGRES = (
     OperationalError,
     InterfaceError,
     PoolTimeout,
-    # Raised by asyncpg itself, on the planner's direct reads, or wrapped by SQLAlchemy:
-    # the connection is gone, refused, or the server is shutting down or starting.
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
+    # Raised by a driver itself (asyncpg on the planner's direct reads, any of them while a
+    # connection is set up): the connection is gone, refused, or the server is shutting
+    # down or starting.
+    *CONNECTION_FAILURES,
 )
 _ANY_STORE = (OSError, TimeoutError)
 
@@ -61,7 +60,11 @@ _ANY_STORE = (OSError, TimeoutError)
 def unavailable(store: Store, error: BaseException) -> bool:
     """Whether ``error`` says that ``store`` could not be reached or did not answer in
     time, rather than that it refused the call (a constraint, a bad statement)."""
-    return any(_unavailable(store, link) for link in _chain(error))
+    links = list(_chain(error))
+    # A refusal answers for the store, whatever the driver reported it as.
+    if any(isinstance(link, (IntegrityError, DataError)) for link in links):
+        return False
+    return any(_unavailable(store, link) for link in links)
 
 
 def _unavailable(store: Store, error: BaseException) -> bool:
