@@ -11,7 +11,7 @@ from alembic import context
 from core.settings import ENV_PREFIX, Settings
 from datasources.dialects import relational_engine
 from datasources.models import Base
-from gateway.migrate import compared_by_autogenerate
+from gateway.migrate import comparison
 
 config = context.config
 target_metadata = Base.metadata
@@ -21,10 +21,8 @@ def run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        compare_type=True,
-        compare_server_default=True,
         transaction_per_migration=True,
-        include_object=compared_by_autogenerate,
+        **comparison(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

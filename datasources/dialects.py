@@ -15,7 +15,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from datasources import postgres_dialect, sqlite_dialect
+from datasources import mysql_dialect, postgres_dialect, sqlite_dialect
 
 
 class RelationalBackend(Protocol):
@@ -64,7 +64,17 @@ class RelationalBackend(Protocol):
 BACKENDS: dict[str, RelationalBackend] = {
     "postgresql": postgres_dialect,
     "sqlite": sqlite_dialect,
+    # MariaDB too: SQLAlchemy's MySQL dialect serves both.
+    "mysql": mysql_dialect,
 }
+
+
+# What the backends' drivers raise themselves, outside SQLAlchemy's wrapping, when the
+# connection rather than the statement failed.
+CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
+    *postgres_dialect.CONNECTION_FAILURES,
+    *mysql_dialect.CONNECTION_FAILURES,
+)
 
 
 def backend_of(bind: AsyncConnection | AsyncEngine) -> RelationalBackend:

@@ -10,11 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import JSON, ColumnElement, DateTime, Integer, TypeDecorator, bindparam, func
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    DateTime,
+    Integer,
+    Table,
+    TypeDecorator,
+    bindparam,
+    func,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import BindParameter
@@ -118,3 +129,39 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None or value.tzinfo is not None:
             return value
         return value.replace(tzinfo=UTC)
+
+
+class Upsert(Protocol):
+    async def __call__(
+        self,
+        connection: AsyncConnection,
+        *,
+        table: Table,
+        rows: Sequence[dict[str, Any]],
+        keys: list[str],
+    ) -> None: ...
+
+
+async def upsert_counters_of_existing(
+    connection: AsyncConnection,
+    upsert: Upsert,
+    *,
+    snapshots: Table,
+    reports: Table,
+    counters: Sequence[tuple[int, int, int]],
+) -> None:
+    """Write (report id, views, downloads) snapshots, by ``upsert``, for the reports that
+    still exist: counters outlive a deleted report until their keys expire."""
+    if not counters:
+        return
+    ids = [report for report, _, _ in counters]
+    found = await connection.execute(select(reports.c.id).where(equals_any(reports.c.id, ids)))
+    existing = set(found.scalars().all())
+    captured_at = datetime.now(UTC)
+    rows = [
+        {"report_id": report, "views": views, "downloads": downloads, "captured_at": captured_at}
+        for report, views, downloads in counters
+        if report in existing
+    ]
+    if rows:
+        await upsert(connection, table=snapshots, rows=rows, keys=["report_id"])

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import asyncpg.exceptions
 import orjson
 from sqlalchemy import (
     ColumnElement,
@@ -30,6 +31,14 @@ from datasources.portable_sql import EqualsAny, MatchesSearch
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+# What asyncpg raises itself when the connection failed: gone, refused, or the server
+# shutting down or starting.
+CONNECTION_FAILURES = (
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
 
 # English stemming; the index and the queries that must use it share this expression.
 SEARCH_CONFIG = "english"

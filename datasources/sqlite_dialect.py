@@ -11,17 +11,21 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, Table, TypeDecorator, event, select, text, type_coerce
+from sqlalchemy import Connection, String, Table, TypeDecorator, event, text, type_coerce
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from datasources.portable_sql import EarliestDate, EqualsAny, MatchesSearch, equals_any
+from datasources.portable_sql import (
+    EarliestDate,
+    EqualsAny,
+    MatchesSearch,
+    upsert_counters_of_existing,
+)
 
 # The FTS5 table of revision 0009: the reports' title and abstract, by report id.
 SEARCH_TABLE = "reports_search"
@@ -114,23 +118,9 @@ async def upsert_existing_counters(
     reports: Table,
     counters: Sequence[tuple[int, int, int]],
 ) -> None:
-    """Write (report id, views, downloads) snapshots for the reports that still exist."""
-    if not counters:
-        return
-    ids = [report for report, _, _ in counters]
-    existing = set(
-        (await connection.execute(select(reports.c.id).where(equals_any(reports.c.id, ids))))
-        .scalars()
-        .all()
+    await upsert_counters_of_existing(
+        connection, upsert_rows, snapshots=snapshots, reports=reports, counters=counters
     )
-    captured_at = datetime.now(UTC)
-    rows = [
-        {"report_id": report, "views": views, "downloads": downloads, "captured_at": captured_at}
-        for report, views, downloads in counters
-        if report in existing
-    ]
-    if rows:
-        await upsert_rows(connection, table=snapshots, rows=rows, keys=["report_id"])
 
 
 def connect_arguments(timeout: float) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def test_production_refuses_embedded_stores(monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("mysql+pymysql://user@host/catalogue", "no relational backend 'mysql'; supported: "),
+        ("oracle+oracledb://user@host/catalogue", "no relational backend 'oracle'; supported: "),
         ("catalogue.db", "not a database URL"),
     ],
 )

@@ -126,14 +126,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("report_id", "author_id", name=op.f("pk_report_authors")),
     )
     op.create_index(op.f("ix_report_authors_author_id"), "report_authors", ["author_id"])
-    op.create_index(
-        "uq_report_authors_one_primary",
-        "report_authors",
-        ["report_id"],
-        unique=True,
-        postgresql_where=sa.text("is_primary_author"),
-        sqlite_where=sa.text("is_primary_author"),
-    )
+    if op.get_bind().dialect.name == "mysql":
+        # No partial index: a unique index on a column that holds the report's id only
+        # on its primary author's row (NULLs never collide).
+        op.add_column(
+            "report_authors",
+            sa.Column(
+                "primary_report_id",
+                sa.Integer(),
+                sa.Computed("IF(is_primary_author, report_id, NULL)", persisted=True),
+            ),
+        )
+        op.create_index(
+            "uq_report_authors_one_primary", "report_authors", ["primary_report_id"], unique=True
+        )
+    else:
+        op.create_index(
+            "uq_report_authors_one_primary",
+            "report_authors",
+            ["report_id"],
+            unique=True,
+            postgresql_where=sa.text("is_primary_author"),
+            sqlite_where=sa.text("is_primary_author"),
+        )
     op.create_table(
         "report_technologies",
         sa.Column("report_id", sa.Integer(), nullable=False),

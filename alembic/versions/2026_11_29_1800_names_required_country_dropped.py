@@ -92,7 +92,9 @@ def downgrade() -> None:
     op.execute(
         institutions.update().values(country=sa.func.substr(institutions.c.location, 1, 100))
     )
-    op.alter_column("authors", "name", new_column_name="computed_name")
+    op.alter_column(
+        "authors", "name", new_column_name="computed_name", existing_type=sa.String(401)
+    )
     op.add_column("authors", sa.Column("name", sa.String(length=200), nullable=True))
     renamed = sa.table("authors", sa.column("name", sa.String), sa.column("computed_name"))
     op.execute(renamed.update().values(name=sa.func.substr(renamed.c.computed_name, 1, 200)))

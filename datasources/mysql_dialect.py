@@ -1,0 +1,200 @@
+"""How MySQL and MariaDB do what each backend does its own way (see datasources/dialects.py).
+
+Key lists are JSON arrays unpacked by ``JSON_TABLE``; full-text search is a FULLTEXT index
+on the reports' titles and abstracts (revision 0010), searched in boolean mode; upserts are
+``ON DUPLICATE KEY UPDATE``. Each session runs in UTC and at READ COMMITTED, as the
+gateway's PostgreSQL sessions do: a write sees the rows committed before each of its
+statements, and locks what it reads ``FOR UPDATE``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncmy.errors
+import orjson
+from sqlalchemy import String, Table, TypeDecorator, event, type_coerce
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.engine import Dialect, ExceptionContext
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from datasources.portable_sql import EqualsAny, MatchesSearch, upsert_counters_of_existing
+
+# What asyncmy raises itself, outside a statement (as a connection is set up for a
+# checkout): the connection is gone or was refused.
+CONNECTION_FAILURES = (asyncmy.errors.OperationalError, asyncmy.errors.InterfaceError)
+# A term of web-search syntax: a quoted phrase (its closing quote optional) or a word.
+_TERM = re.compile(r'"([^"]*)"?|(\S+)')
+
+
+@compiles(EqualsAny, "mysql")
+def _equals_any(element: EqualsAny, compiler: SQLCompiler, **kw: Any) -> str:
+    column, keys = compiler.process(element.column, **kw), compiler.process(element.keys, **kw)
+    listed = f"JSON_TABLE({keys}, '$[*]' COLUMNS (listed_key BIGINT PATH '$')) AS listed"
+    # Compiled fragments, placeholders among them: no value is ever written in.
+    return f"{column} IN (SELECT listed_key FROM {listed})"  # noqa: S608
+
+
+class BooleanSearch(TypeDecorator[str]):
+    """A search in web-search syntax, sent as the boolean-mode search it means."""
+
+    impl = String()
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else boolean_query(value)
+
+
+@compiles(MatchesSearch, "mysql")
+def _matches_search(element: MatchesSearch, compiler: SQLCompiler, **kw: Any) -> str:
+    columns = ", ".join(compiler.process(c, **kw) for c in (element.title, element.abstract))
+    search = compiler.process(type_coerce(element.search, BooleanSearch()), **kw)
+    # A relevance, above zero where the search matches.
+    return f"MATCH ({columns}) AGAINST ({search} IN BOOLEAN MODE) > 0"
+
+
+def boolean_query(search: str) -> str:
+    """PostgreSQL's ``websearch_to_tsquery`` syntax as a boolean-mode search: words are
+    all required, "quoted phrases" are phrases, ``or`` between two terms takes either,
+    and ``-term`` excludes. Every term is quoted, so that the mode's own operators in a
+    search are only words (a double quote inside a term cannot be written, and is a
+    space)."""
+    alternatives: list[list[str]] = [[]]
+    excluded: list[str] = []
+    for match in _TERM.finditer(search):
+        phrase, word = match.group(1), match.group(2)
+        if phrase is None and word.lower() == "or" and alternatives[-1]:
+            alternatives.append([])
+            continue
+        negated = phrase is None and word.startswith("-") and len(word) > 1
+        term = phrase if phrase is not None else word[1:] if negated else word
+        quoted = '"' + term.replace('"', " ").strip() + '"'
+        if quoted != '""':
+            (excluded if negated else alternatives[-1]).append(quoted)
+    groups = [group for group in alternatives if group]
+    required = (
+        " ".join(f"+{term}" for term in groups[0])
+        if len(groups) == 1
+        else " ".join("(" + " ".join(f"+{term}" for term in group) + ")" for group in groups)
+    )
+    return " ".join([required, *(f"-{term}" for term in excluded)]) if groups else ""
+
+
+async def upsert_rows(
+    connection: AsyncConnection, *, table: Table, rows: Sequence[dict[str, Any]], keys: list[str]
+) -> None:
+    if not rows:
+        return
+    statement = mysql_insert(table)
+    updated = {
+        column.name: statement.inserted[column.name]
+        for column in table.columns
+        if column.name in rows[0] and column.name not in keys
+    }
+    await connection.execute(
+        statement.on_duplicate_key_update(updated) if updated else statement.prefix_with("IGNORE"),
+        list(rows),
+    )
+
+
+async def advance_sequence(connection: AsyncConnection, *, table: Table) -> None:
+    """Nothing to do: InnoDB moves a table's counter past every id inserted."""
+
+
+async def upsert_existing_counters(
+    connection: AsyncConnection,
+    *,
+    snapshots: Table,
+    reports: Table,
+    counters: Sequence[tuple[int, int, int]],
+) -> None:
+    await upsert_counters_of_existing(
+        connection, upsert_rows, snapshots=snapshots, reports=reports, counters=counters
+    )
+
+
+def connect_arguments(timeout: float) -> dict[str, Any]:
+    return {"connect_timeout": max(1, round(timeout))}
+
+
+# Refusals of a row that the driver reports as operational errors, which the gateway takes
+# for the server failing: a check or NOT NULL constraint, a column without a default, a
+# value out of range, too long or of the wrong type; and a deadlock, for which InnoDB rolls
+# back one of two colliding writes (two retries of one idempotent write, say), a conflict
+# the client may retry, as PostgreSQL's unique violation is in the same race.
+REFUSALS: dict[int, type[DBAPIError]] = {
+    1213: IntegrityError,
+    1048: IntegrityError,
+    1364: IntegrityError,
+    3819: IntegrityError,
+    4025: IntegrityError,
+    1264: DataError,
+    1366: DataError,
+    1406: DataError,
+}
+
+
+def configure(engine: AsyncEngine) -> None:
+    """Sessions in UTC at READ COMMITTED; a refused row raised as the refusal it is."""
+
+    def on_connect(connection: Any, _: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("SET time_zone = '+00:00'")
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        cursor.close()
+
+    def on_error(context: ExceptionContext) -> DBAPIError | None:
+        original = context.original_exception
+        code = original.args[0] if original.args else None
+        refusal = REFUSALS.get(code) if isinstance(code, int) else None
+        if refusal is None:
+            return None
+        return refusal(context.statement, context.parameters, original)
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+    event.listen(engine.sync_engine, "handle_error", on_error)
+
+
+@asynccontextmanager
+async def migrating(connection: AsyncConnection) -> AsyncIterator[None]:
+    """Nothing to set: MySQL alters tables in place (each change commits by itself)."""
+    yield
+
+
+async def explain(connection: AsyncConnection, statement: str, parameters: Sequence[Any]) -> Any:
+    """``EXPLAIN FORMAT=JSON``'s document (the statement does not run; rows are the
+    optimizer's estimates)."""
+    explained = await connection.exec_driver_sql(
+        f"EXPLAIN FORMAT=JSON {statement}", tuple(parameters)
+    )
+    return orjson.loads(explained.scalar_one())
+
+
+def plan_hints(plan: Any, worth_an_index: int) -> Iterator[str]:
+    for table in _tables(plan):
+        rows = table.get("rows", 0)
+        if table.get("access_type") == "ALL" and rows > worth_an_index:
+            condition = table.get("attached_condition")
+            why = f" (condition: {condition})" if condition else ""
+            yield (
+                f"full scan of {table.get('table_name', '?')}, about {rows} rows{why}: an "
+                "index on the filtered or joined columns would serve it"
+            )
+
+
+def _tables(value: Any) -> Iterator[Mapping[str, Any]]:
+    """Every table access of a plan, however deep its subqueries nest them."""
+    if isinstance(value, Mapping):
+        if "access_type" in value:
+            yield value
+        for child in value.values():
+            yield from _tables(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _tables(child)
