@@ -331,29 +331,35 @@ class ReportMutation:
         changes = input.document.changes(problems, "document") if input.document else {}
         if problems:
             return failed(problems)
-        try:
-            report_id = await loaders.call(
-                Store.POSTGRES,
-                report_writes.create_report(
-                    engine=engine,
-                    documents=info.context.connections.documents,
-                    fields=columns,
-                    authors=authors or [],
-                    technology_ids=technology_ids or [],
-                    content=DocumentContent(**changes),
-                    idempotency_key=idempotency_key,
-                ),
-                also=(Store.MONGODB,),
-            )
-        except IntegrityError:
-            # A concurrent retry with the same key committed first: answer with its result.
-            if idempotency_key:
-                earlier = await report_writes.idempotent_result(
-                    engine=info.context.connections.reader, key=idempotency_key
+        # A second attempt where a write with the same key collided with this one before
+        # it committed (MySQL rolls one of two colliding writes back at once; PostgreSQL
+        # makes the second wait for the first, then refuses it): the retry then waits too.
+        for attempt in range(2 if idempotency_key else 1):
+            try:
+                report_id = await loaders.call(
+                    Store.POSTGRES,
+                    report_writes.create_report(
+                        engine=engine,
+                        documents=info.context.connections.documents,
+                        fields=columns,
+                        authors=authors or [],
+                        technology_ids=technology_ids or [],
+                        content=DocumentContent(**changes),
+                        idempotency_key=idempotency_key,
+                    ),
+                    also=(Store.MONGODB,),
                 )
-                if earlier is not None:
-                    return await _saved(info, earlier[1])
-            return Conflict(message="the report collides with another write; retry")
+                break
+            except IntegrityError:
+                # A concurrent write with the same key committed first: its result.
+                if idempotency_key:
+                    earlier = await report_writes.idempotent_result(
+                        engine=info.context.connections.reader, key=idempotency_key
+                    )
+                    if earlier is not None:
+                        return await _saved(info, earlier[1])
+                if attempt == 1 or not idempotency_key:
+                    return Conflict(message="the report collides with another write; retry")
         return await _saved(
             info,
             report_id,
