@@ -45,6 +45,10 @@ def databases_at(url: str) -> Databases:
         directory = Path(parsed.database or ".")
         directory.mkdir(parents=True, exist_ok=True)
         return SqliteFiles(directory)
+    if parsed.get_backend_name() == "mysql":
+        return MysqlDatabases(
+            parsed.set(drivername="mysql+asyncmy").render_as_string(hide_password=False)
+        )
     return PostgresDatabases(
         parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     )
@@ -99,3 +103,43 @@ class SqliteFiles:
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.db"
+
+
+class MysqlDatabases:
+    """MySQL or MariaDB, which copy no database: a copy of the template is its tables
+    created again from their own definitions, and its revision."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+
+    def url(self, name: str) -> str:
+        return make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
+
+    async def create(self, name: str, template: str | None) -> None:
+        engine = create_async_engine(self.url(""), isolation_level="AUTOCOMMIT")
+        async with engine.connect() as connection:
+            await connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            await connection.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            if template is not None:
+                tables = (await connection.execute(text(f"SHOW TABLES FROM `{template}`"))).all()
+                await connection.execute(text("SET foreign_key_checks = 0"))
+                for (table,) in tables:
+                    made = await connection.execute(
+                        text(f"SHOW CREATE TABLE `{template}`.`{table}`")
+                    )
+                    await connection.execute(text(f"USE `{name}`"))
+                    await connection.execute(text(made.one()[1]))
+                await connection.execute(text("SET foreign_key_checks = 1"))
+                await connection.execute(
+                    text(
+                        f"INSERT INTO `{name}`.alembic_version"  # noqa: S608 - a test's name
+                        f" SELECT * FROM `{template}`.alembic_version"
+                    )
+                )
+        await engine.dispose()
+
+    async def drop(self, name: str) -> None:
+        engine = create_async_engine(self.url(""), isolation_level="AUTOCOMMIT")
+        async with engine.connect() as connection:
+            await connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        await engine.dispose()

@@ -124,12 +124,21 @@ SEARCHES = {
     "postgresql": "to_tsvector('english', coalesce(title, '') || ' ' || coalesce(abstract, ''))"
     " @@ websearch_to_tsquery('english', :search)",
     "sqlite": "id IN (SELECT rowid FROM reports_search WHERE reports_search MATCH :search)",
+    "mysql": "MATCH (title, abstract) AGAINST (:search IN BOOLEAN MODE)",
 }
-# The searches below in FTS5's syntax, written out.
-FTS5_QUERIES = {
-    "stream processing": "stream processing",
-    '"rate limiting" -clinical': '"rate limiting" NOT clinical',
-    "replication or caching": "replication OR caching",
+# The searches below in each backend's own syntax, written out (PostgreSQL takes them as
+# they are).
+BACKEND_QUERIES = {
+    "sqlite": {
+        "stream processing": "stream processing",
+        '"rate limiting" -clinical': '"rate limiting" NOT clinical',
+        "replication or caching": "replication OR caching",
+    },
+    "mysql": {
+        "stream processing": "+stream +processing",
+        '"rate limiting" -clinical': '+"rate limiting" -clinical',
+        "replication or caching": "replication caching",
+    },
 }
 
 
@@ -147,7 +156,7 @@ async def _filter_cases(seeded: Seeded) -> list[tuple[str, dict[str, Any], str, 
     search = SEARCHES[backend]
 
     def searched(words: str) -> dict[str, str]:
-        return {"search": FTS5_QUERIES[words] if backend == "sqlite" else words}
+        return {"search": BACKEND_QUERIES.get(backend, {}).get(words, words)}
 
     return [
         ("status", {"status": ["PUBLISHED", "REVIEW"]},

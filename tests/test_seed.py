@@ -50,7 +50,7 @@ async def test_seed_writes_a_consistent_catalogue(connections: Connections) -> N
         authorships = (
             await connection.execute(
                 text(
-                    "SELECT report_id, count(*), count(*) FILTER (WHERE is_primary_author) "
+                    "SELECT report_id, count(*), sum(CASE WHEN is_primary_author THEN 1 END) "
                     "FROM report_authors GROUP BY report_id"
                 )
             )
@@ -130,7 +130,7 @@ async def test_reseeding_with_another_seed_keeps_one_primary_author(
     await seed(connections, reports=300, random_seed=2, progress=False)
     async with connections.engine.connect() as connection:
         primaries: Any = await connection.execute(
-            text("SELECT count(*) FILTER (WHERE is_primary_author) FROM report_authors "
+            text("SELECT sum(CASE WHEN is_primary_author THEN 1 END) FROM report_authors "
                  "GROUP BY report_id")
         )  # fmt: skip
         assert {count for (count,) in primaries} == {1}
