@@ -1,4 +1,4 @@
-"""The nested query on each relational backend, in one run: PostgreSQL and SQLite.
+"""The nested query on each relational backend, in one run: PostgreSQL, MariaDB, SQLite.
 
 For each backend: a data directory of its own (MongoDB and Redis embedded in it, as in the
 zero-configuration mode), seeded by `gateway seed`; then one gateway process on it, sent
@@ -6,7 +6,9 @@ the relational nested query (bench/peers.py's) by wrk with C connections. Prints
 per second, wrk's p50/p99, the gateway's CPU per request, and the round trips per store of
 one request, for 1 and for 100 reports (the same for both: no N+1 on any backend).
 
-PostgreSQL is the gateway's embedded server (18), SQLite a file in the data directory.
+PostgreSQL is the gateway's embedded server (18), MariaDB the distribution's (installed
+with apt-get when missing, as root), started for the run, SQLite a file in the data
+directory.
 
     python -m bench.backends [--reports 2000] [--seconds 10] [--clients 32] [--rounds 2]
 """
@@ -26,9 +28,10 @@ from bench.cpu import own_seconds
 from bench.gateway_process import run_command, serving
 from bench.installs import apt_packages
 from bench.peers import GATEWAY_NESTED, GATEWAY_SETTINGS, VARIABLES
+from bench.system_mariadb import running_server
 from bench.wrk import run
 
-BACKENDS = ("postgresql", "sqlite")
+BACKENDS = ("postgresql", "mysql", "sqlite")
 
 
 @dataclass(frozen=True)
@@ -42,15 +45,15 @@ class Result:
     round_trips: dict[int, dict[str, int]]
 
 
-def _settings(data_dir: Path, backend: str) -> dict[str, str]:
-    if backend == "postgresql":
-        return GATEWAY_SETTINGS  # the data directory's embedded server
-    return GATEWAY_SETTINGS | {"database_url": f"sqlite+aiosqlite:///{data_dir / 'catalogue.db'}"}
+def _settings(data_dir: Path, url: str | None) -> dict[str, str]:
+    """The gateway's settings on ``data_dir``, with the database at ``url`` (None: the data
+    directory's embedded PostgreSQL)."""
+    return GATEWAY_SETTINGS | ({"database_url": url} if url else {})
 
 
-def _seed(data_dir: Path, backend: str, reports: int) -> None:
+def _seed(data_dir: Path, url: str | None, reports: int) -> None:
     run_command(
-        data_dir, "seed", "--reports", str(reports), "--no-progress", **_settings(data_dir, backend)
+        data_dir, "seed", "--reports", str(reports), "--no-progress", **_settings(data_dir, url)
     )
 
 
@@ -66,8 +69,8 @@ def _round_trips(client: httpx.Client, first: int) -> dict[str, int]:
     return trips
 
 
-def _measure(data_dir: Path, backend: str, clients: int, seconds: float) -> Result:
-    with serving(data_dir, **_settings(data_dir, backend)) as gateway:
+def _measure(data_dir: Path, backend: str, url: str | None, clients: int, seconds: float) -> Result:
+    with serving(data_dir, **_settings(data_dir, url)) as gateway:
         url = f"http://127.0.0.1:{gateway.port}"
         with httpx.Client(base_url=url, timeout=60) as client:
             trips = {first: _round_trips(client, first) for first in (1, 100)}
@@ -115,19 +118,34 @@ def main() -> None:
         f"{'CPU ms/req':>10}   round trips for 1 and 100 reports"
     )
     try:
-        for backend in BACKENDS:
-            print(f"seeding {arguments.reports} reports on {backend}", flush=True)
-            _seed(root / backend, backend, arguments.reports)
-        print(f"\n{arguments.clients} connections, {arguments.seconds:.0f} s a run\n{header}")
-        for number in range(arguments.rounds):
-            # Every other round in the reverse order: a drift of the machine's speed
-            # during a round favours neither backend.
-            order = BACKENDS if number % 2 == 0 else BACKENDS[::-1]
-            for backend in order:
-                result = _measure(root / backend, backend, arguments.clients, arguments.seconds)
-                print(_row(result), flush=True)
+        with running_server(root / "mariadb") as mariadb:
+            urls = {
+                "postgresql": None,
+                "mysql": mariadb,
+                "sqlite": f"sqlite+aiosqlite:///{root / 'sqlite' / 'catalogue.db'}",
+            }
+            _run(root, urls, arguments, header)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(
+    root: Path, urls: dict[str, str | None], arguments: argparse.Namespace, header: str
+) -> None:
+    for backend in BACKENDS:
+        print(f"seeding {arguments.reports} reports on {backend}", flush=True)
+        (root / backend).mkdir(parents=True, exist_ok=True)
+        _seed(root / backend, urls[backend], arguments.reports)
+    print(f"\n{arguments.clients} connections, {arguments.seconds:.0f} s a run\n{header}")
+    for number in range(arguments.rounds):
+        # Every other round in the reverse order: a drift of the machine's speed during a
+        # round favours no backend.
+        order = BACKENDS if number % 2 == 0 else BACKENDS[::-1]
+        for backend in order:
+            result = _measure(
+                root / backend, backend, urls[backend], arguments.clients, arguments.seconds
+            )
+            print(_row(result), flush=True)
 
 
 if __name__ == "__main__":
