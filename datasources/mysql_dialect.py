@@ -9,7 +9,6 @@ statements, and locks what it reads ``FOR UPDATE``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,13 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from datasources.portable_sql import EqualsAny, MatchesSearch, upsert_counters_of_existing
+from datasources.portable_sql import (
+    EqualsAny,
+    MatchesSearch,
+    counters_of_existing_reports,
+    web_search,
+)
 
 # What asyncmy raises itself, outside a statement (as a connection is set up for a
 # checkout): the connection is gone or was refused.
 CONNECTION_FAILURES = (asyncmy.errors.OperationalError, asyncmy.errors.InterfaceError)
-# A term of web-search syntax: a quoted phrase (its closing quote optional) or a word.
-_TERM = re.compile(r'"([^"]*)"?|(\S+)')
 
 
 @compiles(EqualsAny, "mysql")
@@ -60,30 +62,21 @@ def _matches_search(element: MatchesSearch, compiler: SQLCompiler, **kw: Any) ->
 
 
 def boolean_query(search: str) -> str:
-    """PostgreSQL's ``websearch_to_tsquery`` syntax as a boolean-mode search: words are
-    all required, "quoted phrases" are phrases, ``or`` between two terms takes either,
-    and ``-term`` excludes. Every term is quoted, so that the mode's own operators in a
-    search are only words (a double quote inside a term cannot be written, and is a
-    space)."""
-    alternatives: list[list[str]] = [[]]
-    excluded: list[str] = []
-    for match in _TERM.finditer(search):
-        phrase, word = match.group(1), match.group(2)
-        if phrase is None and word.lower() == "or" and alternatives[-1]:
-            alternatives.append([])
-            continue
-        negated = phrase is None and word.startswith("-") and len(word) > 1
-        term = phrase if phrase is not None else word[1:] if negated else word
-        quoted = '"' + term.replace('"', " ").strip() + '"'
-        if quoted != '""':
-            (excluded if negated else alternatives[-1]).append(quoted)
-    groups = [group for group in alternatives if group]
-    required = (
-        " ".join(f"+{term}" for term in groups[0])
-        if len(groups) == 1
-        else " ".join("(" + " ".join(f"+{term}" for term in group) + ")" for group in groups)
-    )
-    return " ".join([required, *(f"-{term}" for term in excluded)]) if groups else ""
+    """A search in web-search syntax (see ``WebSearch``) as a boolean-mode search. Every
+    term is quoted, so that the mode's own operators in a search are only words (a double
+    quote inside a term cannot be written, and is a space)."""
+    parsed = web_search(search)
+    quoted = [[_quoted(term) for term in group] for group in parsed.alternatives]
+    if not quoted:
+        return ""
+    required = [" ".join(f"+{term}" for term in group) for group in quoted]
+    # One group's terms are all required; of several groups, one at least.
+    alternatives = required[0] if len(required) == 1 else " ".join(f"({g})" for g in required)
+    return " ".join([alternatives, *(f"-{_quoted(term)}" for term in parsed.excluded)])
+
+
+def _quoted(term: str) -> str:
+    return '"' + term.replace('"', " ").strip() + '"'
 
 
 async def upsert_rows(
@@ -107,16 +100,7 @@ async def advance_sequence(connection: AsyncConnection, *, table: Table) -> None
     """Nothing to do: InnoDB moves a table's counter past every id inserted."""
 
 
-async def upsert_existing_counters(
-    connection: AsyncConnection,
-    *,
-    snapshots: Table,
-    reports: Table,
-    counters: Sequence[tuple[int, int, int]],
-) -> None:
-    await upsert_counters_of_existing(
-        connection, upsert_rows, snapshots=snapshots, reports=reports, counters=counters
-    )
+upsert_existing_counters = counters_of_existing_reports(upsert_rows)
 
 
 def connect_arguments(timeout: float) -> dict[str, Any]:

@@ -8,7 +8,9 @@ printed without a backend (in a log or a test) reads as.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -131,6 +133,36 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class WebSearch:
+    """A search in PostgreSQL's ``websearch_to_tsquery`` syntax, taken apart: words are all
+    required, "quoted phrases" are phrases, ``or`` between two terms takes either, and
+    ``-term`` excludes. Each alternative is a list of required terms (words or phrases),
+    unquoted."""
+
+    alternatives: list[list[str]]
+    excluded: list[str]
+
+
+# A term of web-search syntax: a quoted phrase (its closing quote optional) or a word.
+_TERM = re.compile(r'"([^"]*)"?|(\S+)')
+
+
+def web_search(search: str) -> WebSearch:
+    alternatives: list[list[str]] = [[]]
+    excluded: list[str] = []
+    for match in _TERM.finditer(search):
+        phrase, word = match.group(1), match.group(2)
+        if phrase is None and word.lower() == "or" and alternatives[-1]:
+            alternatives.append([])
+            continue
+        negated = phrase is None and word.startswith("-") and len(word) > 1
+        term = phrase if phrase is not None else word[1:] if negated else word
+        if term.strip():
+            (excluded if negated else alternatives[-1]).append(term)
+    return WebSearch([group for group in alternatives if group], excluded)
+
+
 class Upsert(Protocol):
     async def __call__(
         self,
@@ -142,26 +174,70 @@ class Upsert(Protocol):
     ) -> None: ...
 
 
-async def upsert_counters_of_existing(
-    connection: AsyncConnection,
-    upsert: Upsert,
-    *,
-    snapshots: Table,
-    reports: Table,
-    counters: Sequence[tuple[int, int, int]],
-) -> None:
-    """Write (report id, views, downloads) snapshots, by ``upsert``, for the reports that
-    still exist: counters outlive a deleted report until their keys expire."""
-    if not counters:
-        return
-    ids = [report for report, _, _ in counters]
-    found = await connection.execute(select(reports.c.id).where(equals_any(reports.c.id, ids)))
-    existing = set(found.scalars().all())
-    captured_at = datetime.now(UTC)
-    rows = [
-        {"report_id": report, "views": views, "downloads": downloads, "captured_at": captured_at}
-        for report, views, downloads in counters
-        if report in existing
-    ]
-    if rows:
-        await upsert(connection, table=snapshots, rows=rows, keys=["report_id"])
+class CountersUpsert(Protocol):
+    async def __call__(
+        self,
+        connection: AsyncConnection,
+        *,
+        snapshots: Table,
+        reports: Table,
+        counters: Sequence[tuple[int, int, int]],
+    ) -> None: ...
+
+
+def upsert_on_conflict(insert_into: Callable[[Table], Any]) -> Upsert:
+    """An upsert by ``INSERT … ON CONFLICT``, which PostgreSQL and SQLite share, each
+    built by the ``insert_into`` of its own dialect."""
+
+    async def upsert(
+        connection: AsyncConnection,
+        *,
+        table: Table,
+        rows: Sequence[dict[str, Any]],
+        keys: list[str],
+    ) -> None:
+        if not rows:
+            return
+        statement = insert_into(table)
+        updated = {
+            column.name: statement.excluded[column.name]
+            for column in table.columns
+            if column.name in rows[0] and column.name not in keys
+        }
+        statement = (
+            statement.on_conflict_do_update(index_elements=keys, set_=updated)
+            if updated
+            else statement.on_conflict_do_nothing(index_elements=keys)
+        )
+        await connection.execute(statement, list(rows))
+
+    return upsert
+
+
+def counters_of_existing_reports(upsert: Upsert) -> CountersUpsert:
+    """Snapshots of (report id, views, downloads), written by ``upsert`` for the reports
+    that still exist: counters outlive a deleted report until their keys expire."""
+
+    async def write(
+        connection: AsyncConnection,
+        *,
+        snapshots: Table,
+        reports: Table,
+        counters: Sequence[tuple[int, int, int]],
+    ) -> None:
+        if not counters:
+            return
+        ids = [report for report, _, _ in counters]
+        found = await connection.execute(select(reports.c.id).where(equals_any(reports.c.id, ids)))
+        existing = set(found.scalars().all())
+        captured_at = datetime.now(UTC)
+        rows = [
+            {"report_id": report, "views": views, "downloads": downloads,
+             "captured_at": captured_at}
+            for report, views, downloads in counters
+            if report in existing
+        ]  # fmt: skip
+        if rows:
+            await upsert(connection, table=snapshots, rows=rows, keys=["report_id"])
+
+    return write

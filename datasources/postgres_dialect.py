@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from datasources.portable_sql import EqualsAny, MatchesSearch
+from datasources.portable_sql import EqualsAny, MatchesSearch, upsert_on_conflict
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -57,24 +57,8 @@ def search_index(name: str, title: ColumnElement[Any], abstract: ColumnElement[A
     return Index(name, search_document(title, abstract), postgresql_using="gin")
 
 
-async def upsert_rows(
-    connection: AsyncConnection, *, table: Table, rows: Sequence[dict[str, Any]], keys: list[str]
-) -> None:
-    """Insert rows, or overwrite the existing ones with the same key columns."""
-    if not rows:
-        return
-    statement = postgres_insert(table)
-    updated = {
-        column.name: statement.excluded[column.name]
-        for column in table.columns
-        if column.name in rows[0] and column.name not in keys
-    }
-    statement = (
-        statement.on_conflict_do_update(index_elements=keys, set_=updated)
-        if updated
-        else statement.on_conflict_do_nothing(index_elements=keys)
-    )
-    await connection.execute(statement, list(rows))
+# Insert rows, or overwrite the existing ones with the same key columns.
+upsert_rows = upsert_on_conflict(postgres_insert)
 
 
 async def advance_sequence(connection: AsyncConnection, *, table: Table) -> None:

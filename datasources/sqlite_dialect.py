@@ -24,13 +24,13 @@ from datasources.portable_sql import (
     EarliestDate,
     EqualsAny,
     MatchesSearch,
-    upsert_counters_of_existing,
+    counters_of_existing_reports,
+    upsert_on_conflict,
+    web_search,
 )
 
 # The FTS5 table of revision 0009: the reports' title and abstract, by report id.
 SEARCH_TABLE = "reports_search"
-# A term of web-search syntax: a quoted phrase (its closing quote optional) or a word.
-_TERM = re.compile(r'"([^"]*)"?|(\S+)')
 
 
 @compiles(EqualsAny, "sqlite")
@@ -65,62 +65,30 @@ def _matches_search(element: MatchesSearch, compiler: SQLCompiler, **kw: Any) ->
 
 
 def fts5_query(search: str) -> str:
-    """PostgreSQL's ``websearch_to_tsquery`` syntax as an FTS5 query: words are all
-    required, "quoted phrases" are phrases, ``or`` between two terms takes either, and
-    ``-term`` excludes. Every term is quoted, so that FTS5's own operators and syntax in a
-    search are only words. A search of exclusions alone matches nothing: FTS5 has no
-    query for "every row but"."""
-    alternatives: list[list[str]] = [[]]
-    excluded: list[str] = []
-    for match in _TERM.finditer(search):
-        phrase, word = match.group(1), match.group(2)
-        if phrase is None and word.lower() == "or" and alternatives[-1]:
-            alternatives.append([])
-            continue
-        negated = phrase is None and word.startswith("-") and len(word) > 1
-        term = phrase if phrase is not None else word[1:] if negated else word
-        quoted = '"' + term.replace('"', '""') + '"'
-        (excluded if negated else alternatives[-1]).append(quoted)
-    groups = [" AND ".join(group) for group in alternatives if group]
-    if not groups:
+    """A search in web-search syntax (see ``WebSearch``) as an FTS5 query. Every term is
+    quoted, so that FTS5's own operators and syntax in a search are only words. A search
+    of exclusions alone matches nothing: FTS5 has no query for "every row but"."""
+    parsed = web_search(search)
+    quoted = [[_quoted(term) for term in group] for group in parsed.alternatives]
+    if not quoted:
         return '""'
-    query = " OR ".join(f"({group})" for group in groups)
-    return f"({query}) NOT ({' OR '.join(excluded)})" if excluded else query
+    query = " OR ".join("(" + " AND ".join(group) + ")" for group in quoted)
+    excluded = " OR ".join(_quoted(term) for term in parsed.excluded)
+    return f"({query}) NOT ({excluded})" if excluded else query
 
 
-async def upsert_rows(
-    connection: AsyncConnection, *, table: Table, rows: Sequence[dict[str, Any]], keys: list[str]
-) -> None:
-    if not rows:
-        return
-    statement = sqlite_insert(table)
-    updated = {
-        column.name: statement.excluded[column.name]
-        for column in table.columns
-        if column.name in rows[0] and column.name not in keys
-    }
-    statement = (
-        statement.on_conflict_do_update(index_elements=keys, set_=updated)
-        if updated
-        else statement.on_conflict_do_nothing(index_elements=keys)
-    )
-    await connection.execute(statement, list(rows))
+def _quoted(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+upsert_rows = upsert_on_conflict(sqlite_insert)
 
 
 async def advance_sequence(connection: AsyncConnection, *, table: Table) -> None:
     """Nothing to do: a new row's id is one past the largest in the table."""
 
 
-async def upsert_existing_counters(
-    connection: AsyncConnection,
-    *,
-    snapshots: Table,
-    reports: Table,
-    counters: Sequence[tuple[int, int, int]],
-) -> None:
-    await upsert_counters_of_existing(
-        connection, upsert_rows, snapshots=snapshots, reports=reports, counters=counters
-    )
+upsert_existing_counters = counters_of_existing_reports(upsert_rows)
 
 
 def connect_arguments(timeout: float) -> dict[str, Any]:
