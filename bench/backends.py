@@ -113,6 +113,8 @@ def main() -> None:
     arguments = parser.parse_args()
     apt_packages()
     root = Path(tempfile.mkdtemp(prefix="gateway-backends-"))
+    # MariaDB's server runs as its own account, which must reach its directory in here.
+    root.chmod(0o755)
     header = (
         f"{'backend':<11} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
         f"{'CPU ms/req':>10}   round trips for 1 and 100 reports"
