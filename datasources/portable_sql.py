@@ -1,7 +1,8 @@
-"""Expressions every relational backend supports, each written in its own SQL.
+"""Expressions every relational backend supports, each written in its own SQL, and what
+several backends do alike.
 
 A statement is built once, from these, whatever the backend; each backend's module
-(``postgres_dialect``, ``sqlite_dialect``) says how it writes them, and
+(``postgres_dialect``, ``mysql_dialect``, ``sqlite_dialect``) says how it writes them, and
 ``datasources.dialects`` loads every such module. The forms here are what a statement
 printed without a backend (in a log or a test) reads as.
 """
