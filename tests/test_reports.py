@@ -198,6 +198,24 @@ async def test_every_filter_agrees_with_a_reference_query(
         assert 0 < len(expected) < 400, f"{name} should select some reports, not all"
 
 
+# Searches written in one backend's own query syntax or another's, or meant to break out of
+# the statement: each is only words to every backend.
+HOSTILE_SEARCHES = [
+    'NEAR(stream processing)', "title:stream", "stream*", '"unbalanced', '"" ""', "-",
+    "+stream -", "~stream <processing >caching @2", "(stream) AND NOT (caching)", "or", "OR or",
+    "'; DROP TABLE reports; --", '" OR 1=1 --', "stream^2", "\\", "%_",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("search", HOSTILE_SEARCHES)
+async def test_a_search_in_any_syntax_is_only_words(seeded: Seeded, search: str) -> None:
+    """No backend reads a search's text as its own syntax: no error, and a search matches
+    no more than its words would."""
+    found, total = await walk(seeded, size=100, filter={"search": search})
+    assert total == len(found) < 400
+    assert (await seeded.sql("SELECT count(*) FROM reports"))[0][0] == 400
+
+
 async def test_report_relations_agree_with_the_stores(seeded: Seeded) -> None:
     data = await seeded.data("""{ reports(first: 100) { edges { node {
         databaseId type { databaseId }
