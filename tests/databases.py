@@ -30,6 +30,21 @@ def needs_server(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(BACKEND == "sqlite", reason=f"SQLite has no server: {reason}")
 
 
+# Per server: a connection's own id, how another ends it, and whether it is still there.
+SERVER_CONNECTIONS = {
+    "postgresql": (
+        "SELECT pg_backend_pid()",
+        "SELECT pg_terminate_backend(:pid)",
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid",
+    ),
+    "mysql": (
+        "SELECT CONNECTION_ID()",
+        "KILL :pid",
+        "SELECT count(*) FROM information_schema.processlist WHERE id = :pid",
+    ),
+}
+
+
 class Databases(Protocol):
     def url(self, name: str) -> str: ...
 

@@ -32,6 +32,7 @@ from gateway.embedded.process import free_port
 from gateway.seed import seed
 from tests import interrupted_write
 from tests.conftest import lifespan_client
+from tests.databases import SERVER_CONNECTIONS, needs_server
 
 FIELDS = {"title": "Consistent", "report_type_id": 1, "word_count": 10}
 
@@ -80,11 +81,14 @@ async def test_the_mongodb_write_fails(seeded: Connections) -> None:
     assert await _orphans(seeded) == (0, 0)
 
 
+@needs_server("no session of its own to end before the commit")
 async def test_the_postgres_commit_fails_after_the_mongodb_write(seeded: Connections) -> None:
+    own, ended, _ = SERVER_CONNECTIONS[seeded.engine.dialect.name]
+
     async def kill_session(connection: AsyncConnection) -> None:
-        pid = await connection.scalar(text("SELECT pg_backend_pid()"))
+        pid = await connection.scalar(text(own))
         async with seeded.engine.connect() as other:
-            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await other.execute(text(ended), {"pid": pid})
 
     with pytest.raises(DBAPIError):
         await _create(seeded, WriteFaults(before_commit=kill_session))

@@ -24,7 +24,7 @@ from gateway.embedded import EmbeddedStores
 from gateway.seed import seed
 from resolvers.nodes import to_global_id
 from tests.conftest import Seeded, lifespan_client
-from tests.databases import BACKEND, needs_server
+from tests.databases import BACKEND, SERVER_CONNECTIONS, needs_server
 from tests.test_reports import PAGE
 
 
@@ -235,21 +235,6 @@ async def test_a_hung_store_cannot_hang_a_request(
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
     _check_partial(response.json(), store)
-
-
-# Per server: a connection's own id, how another ends it, and whether it is still there.
-SERVER_CONNECTIONS = {
-    "postgresql": (
-        "SELECT pg_backend_pid()",
-        "SELECT pg_terminate_backend(:pid)",
-        "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid",
-    ),
-    "mysql": (
-        "SELECT CONNECTION_ID()",
-        "KILL :pid",
-        "SELECT count(*) FROM information_schema.processlist WHERE id = :pid",
-    ),
-}
 
 
 # SQLAlchemy loses hold of a MySQL connection that fails as a checkout switches it to
