@@ -29,20 +29,19 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
+from datasources import postgres_dialect
 from datasources.explain import record_statement
 from datasources.instrumentation import count_postgres_round_trip, note_command
 
 DRIVER = "asyncpg"
 # Shapes of statement kept compiled: a shape is fixed by the query's text, not its values.
 MAX_SHAPES = 500
-# What asyncpg raises when the connection, not the statement, failed: a server shutting
-# down or restarting, a socket gone, or a connection whose server ended it while it sat in
-# the pool (its protocol is left waiting for the end of an error the server sent
-# unasked).
+# What asyncpg raises when the connection, not the statement, failed: besides a server
+# gone, refused or shutting down, a socket gone, or a connection whose server ended it
+# while it sat in the pool (its protocol is left waiting for the end of an error the
+# server sent unasked).
 CONNECTION_FAILURES = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.InterfaceError,
+    *postgres_dialect.CONNECTION_FAILURES,
     asyncpg.InternalClientError,
     OSError,
 )
