@@ -25,7 +25,7 @@ from core.connections import StoreUrls
 from core.settings import Settings
 from gateway.app import create_app
 from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
-from gateway.embedded.postgres import SHARED_ROOT, PostgresServer
+from gateway.embedded.postgres import OWNER_SUFFIX, SHARED_ROOT, PostgresServer
 from gateway.embedded.process import free_port, recorded_process
 from tests import processes
 from tests.conftest import lifespan_client
@@ -248,3 +248,18 @@ def test_a_shared_cluster_goes_once_its_data_directory_is_gone(tmp_path: Path) -
     PostgresServer(tmp_path / "next")
     assert not cluster.exists()
     assert kept.cluster_dir != cluster
+
+
+def test_a_shared_cluster_removed_by_another_gateway_meanwhile_is_passed_over(
+    tmp_path: Path,
+) -> None:
+    first = PostgresServer(tmp_path / "first")
+    shutil.rmtree(tmp_path / "first")
+    # What another gateway's sweep leaves behind between this one's listing and reading.
+    vanished = first.cluster_dir.with_suffix(OWNER_SUFFIX)
+    vanished.unlink()
+    vanished.symlink_to(tmp_path / "removed meanwhile")
+    try:
+        PostgresServer(tmp_path / "next")
+    finally:
+        vanished.unlink(missing_ok=True)

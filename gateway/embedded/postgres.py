@@ -157,17 +157,28 @@ def _remove_abandoned(clusters: Path) -> None:
     """Remove the shared clusters whose data directory is gone (a temporary directory,
     say) and which no server runs: nothing else would, and each holds tens of megabytes.
     Only clusters that name their data directory are considered: one that does not was
-    made before they did, and its data directory may still be somewhere."""
+    made before they did, and its data directory may still be somewhere.
+
+    Gateways starting at once on one machine sweep at once: a file another one removed
+    between the listing and the reading was abandoned, and is gone."""
     for owner_file in clusters.glob(f"*{OWNER_SUFFIX}"):
         cluster = owner_file.with_suffix("")
-        data_dir = Path(owner_file.read_text())
-        marker = data_dir / CLUSTER_LOCATION_FILE
-        if marker.exists() and marker.read_text() == str(cluster):
+        try:
+            data_dir = Path(owner_file.read_text())
+        except FileNotFoundError:
             continue
-        if _running(cluster):
+        if _claimed(data_dir / CLUSTER_LOCATION_FILE, cluster) or _running(cluster):
             continue
         shutil.rmtree(cluster, ignore_errors=True)
         owner_file.unlink(missing_ok=True)
+
+
+def _claimed(marker: Path, cluster: Path) -> bool:
+    """Whether ``marker``, a data directory's record of where its cluster is, names ``cluster``."""
+    try:
+        return marker.read_text() == str(cluster)
+    except FileNotFoundError:
+        return False
 
 
 def _running(cluster: Path) -> bool:
