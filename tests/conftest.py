@@ -2,43 +2,46 @@
 ``GATEWAY_TEST_DATABASE_URL`` / ``GATEWAY_TEST_MONGO_URL`` / ``GATEWAY_TEST_REDIS_URL``.
 
 Every test gets a database of its own in PostgreSQL (cloned from a migrated template) and
-in MongoDB, and an emptied Redis database, so tests never see each other's data. The
-suite flushes the Redis database it is given.
+in MongoDB, and an emptied Redis database, so tests never see each other's data. Workers
+of a parallel run (pytest-xdist) have templates of their own, and three Redis databases
+each: the n-th worker (from 0) flushes databases 3n to 3n + 2 of the server it is given.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
-from sqlalchemy import BindParameter, bindparam, make_url, text
-from starlette.applications import Starlette
+from sqlalchemy import make_url
 
 from core.connections import Connections, StoreUrls, open_connections
 from core.settings import Settings
-from datasources import api_keys, document_migrations
+from datasources import document_migrations
 from datasources.dialects import relational_engine
 from datasources.models import Role
 from gateway import migrate
 from gateway.app import create_app
 from gateway.embedded import EmbeddedStores
-from gateway.embedded.process import free_port
 from gateway.seed import seed
+from tests.clients import Caller, Seeded, issue_key, lifespan_client
 from tests.databases import Databases, databases_at, fresh_name
+from tests.factories import make_catalogue
 from tests.processes import store_environment
 
-TEMPLATE_DATABASE = "gateway_test_template"
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+TEMPLATE_DATABASE = f"gateway_test_template_{WORKER}"
+# The worker's Redis databases: one flushed for every test, one for each shared catalogue.
+TEST_REDIS_DATABASE = 3 * int(WORKER.removeprefix("gw"))
+SEEDED_REDIS_DATABASE = TEST_REDIS_DATABASE + 1
+REFUSALS_REDIS_DATABASE = TEST_REDIS_DATABASE + 2
 
 
 @pytest.fixture(scope="session")
@@ -104,10 +107,11 @@ async def mongo_database(store_urls: StoreUrls) -> AsyncIterator[str]:
 @pytest.fixture
 async def redis_url(store_urls: StoreUrls) -> str:
     assert store_urls.redis_url is not None
-    client = Redis.from_url(store_urls.redis_url)
+    url = str(make_url(store_urls.redis_url).set(database=str(TEST_REDIS_DATABASE)))
+    client = Redis.from_url(url)
     await client.flushdb()
     await client.aclose()
-    return store_urls.redis_url
+    return url
 
 
 @pytest.fixture
@@ -143,15 +147,6 @@ async def connections(settings: Settings) -> AsyncIterator[Connections]:
     await opened.close()
 
 
-@asynccontextmanager
-async def lifespan_client(application: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for ``application``, with its lifespan (and so its stores) running."""
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
-            yield http
-
-
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with lifespan_client(create_app(settings)) as http:
@@ -161,39 +156,34 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 SEEDED_REPORTS = 400
 
 
-@dataclass(frozen=True)
-class Seeded:
-    """A catalogue seeded once per test session, for tests that only read."""
-
-    settings: Settings
-    connections: Connections
-    client: httpx.AsyncClient
-
-    async def query(
-        self, document: str, variables: dict[str, Any] | None = None, **headers: str
-    ) -> dict[str, Any]:
-        response = await self.client.post(
-            "/graphql", json={"query": document, "variables": variables or {}}, headers=headers
-        )
-        assert response.status_code == 200, response.text
-        result: dict[str, Any] = response.json()
-        return result
-
-    async def data(self, document: str, variables: dict[str, Any] | None = None) -> Any:
-        result = await self.query(document, variables)
-        assert "errors" not in result, result["errors"]
-        return result["data"]
-
-    async def sql(self, statement: str, **parameters: Any) -> list[Any]:
-        """Rows of ``statement``; a list parameter is a list of values (``id IN :ids``)."""
-        lists: list[BindParameter[Any]] = [
-            bindparam(name, expanding=True)
-            for name, value in parameters.items()
-            if isinstance(value, list)
-        ]
-        async with self.connections.engine.connect() as connection:
-            query = text(statement).bindparams(*lists)
-            return list((await connection.execute(query, parameters)).all())
+@asynccontextmanager
+async def shared_stores(
+    store_urls: StoreUrls, databases: Databases, template: str, redis_database: int, data_dir: Path
+) -> AsyncIterator[tuple[Settings, Connections]]:
+    """Stores of their own for the tests of a whole session: a database copied from
+    ``template``, a MongoDB database and Redis database ``redis_database``, emptied."""
+    name = fresh_name()
+    await databases.create(name, template)
+    assert store_urls.redis_url is not None
+    settings = Settings(
+        database_url=databases.url(name),
+        mongo_url=store_urls.mongo_url,
+        mongo_database=f"shared_{uuid.uuid4().hex[:8]}",
+        redis_url=str(make_url(store_urls.redis_url).set(database=str(redis_database))),
+        data_dir=data_dir,
+    )
+    connections = open_connections(
+        settings, StoreUrls(settings.database_url, settings.mongo_url, settings.redis_url)
+    )
+    await document_migrations.upgrade(connections.documents)
+    await connections.redis.flushdb()
+    try:
+        yield settings, connections
+    finally:
+        await connections.mongo.drop_database(settings.mongo_database)
+        await connections.redis.flushdb()
+        await connections.close()
+        await databases.drop(name)
 
 
 @pytest.fixture(scope="session")
@@ -203,108 +193,41 @@ async def seeded(
     template_database: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Seeded]:
-    name = fresh_name()
-    await databases.create(name, template_database)
-    assert store_urls.redis_url is not None
-    settings = Settings(
-        database_url=databases.url(name),
-        mongo_url=store_urls.mongo_url,
-        mongo_database=f"seeded_{uuid.uuid4().hex[:8]}",
-        # Its own Redis database: the per-test fixture flushes database 0.
-        redis_url=str(make_url(store_urls.redis_url).set(database="1")),
-        data_dir=tmp_path_factory.mktemp("seeded"),
-    )
-    connections = open_connections(
-        settings, StoreUrls(settings.database_url, settings.mongo_url, settings.redis_url)
-    )
-    await document_migrations.upgrade(connections.documents)
-    await connections.redis.flushdb()
-    await seed(connections, reports=SEEDED_REPORTS, random_seed=11, progress=False)
-    async with lifespan_client(create_app(settings)) as http:
-        yield Seeded(settings=settings, connections=connections, client=http)
-    await connections.mongo.drop_database(settings.mongo_database)
-    await connections.redis.flushdb()
-    await connections.close()
-    await databases.drop(name)
+    """The demo catalogue, for tests that only read: the planner's and the read API's."""
+    async with shared_stores(
+        store_urls, databases, template_database, SEEDED_REDIS_DATABASE,
+        tmp_path_factory.mktemp("seeded"),
+    ) as (settings, connections):  # fmt: skip
+        await seed(connections, reports=SEEDED_REPORTS, random_seed=11, progress=False)
+        async with lifespan_client(create_app(settings)) as http:
+            yield Seeded(settings=settings, connections=connections, client=http)
 
 
-class Caller:
-    def __init__(self, client: httpx.AsyncClient, keys: dict[str, str]) -> None:
-        self.client = client
-        self.keys = keys
-
-    async def __call__(
-        self, document: str, variables: dict[str, Any] | None = None, role: str = "editor"
-    ) -> dict[str, Any]:
-        headers = {"authorization": f"Bearer {self.keys[role]}"} if role in self.keys else {}
-        response = await self.client.post(
-            "/graphql", json={"query": document, "variables": variables or {}}, headers=headers
-        )
-        body: dict[str, Any] = response.json()
-        assert response.status_code == 200, body
-        assert "errors" not in body, body["errors"]
-        data: dict[str, Any] = body["data"]
-        return data
-
-
-async def issue_key(
-    connections: Connections, settings: Settings, role: Role, name: str = "test"
-) -> api_keys.IssuedKey:
-    return await api_keys.create_key(
-        engine=connections.engine,
-        secret=settings.secret_key.get_secret_value(),
-        name=name,
-        role=role,
-    )
+@pytest.fixture(scope="session")
+async def refusals(
+    store_urls: StoreUrls,
+    databases: Databases,
+    template_database: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Caller]:
+    """A gateway on a small catalogue (tests/factories.py), with a key of every role, for
+    the tests of requests it refuses: they share it, so each checks that it changed
+    nothing."""
+    async with shared_stores(
+        store_urls, databases, template_database, REFUSALS_REDIS_DATABASE,
+        tmp_path_factory.mktemp("refusals"),
+    ) as (settings, connections):  # fmt: skip
+        await make_catalogue(connections)
+        keys = {role.value: (await issue_key(connections, settings, role)).key for role in Role}
+        async with lifespan_client(create_app(settings)) as http:
+            yield Caller(http, keys, connections)
 
 
 @pytest.fixture
 async def call(settings: Settings, connections: Connections) -> AsyncIterator[Caller]:
-    await seed(connections, reports=20, progress=False)
+    """A gateway on a small catalogue of this test's own (tests/factories.py), with a key
+    of every role."""
+    await make_catalogue(connections)
     keys = {role.value: (await issue_key(connections, settings, role)).key for role in Role}
     async with lifespan_client(create_app(settings)) as client:
-        yield Caller(client, keys)
-
-
-class HeldStoreCall:
-    """A store call injected in place of a real one: it starts, then answers ``value``
-    when ``release`` is set; ``events`` says what it did."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-        self.events: list[str] = []
-        self.started = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def __call__(self, **_: Any) -> Any:
-        self.events.append("started")
-        self.started.set()
-        await self.release.wait()
-        self.events.append("finished")
-        return self.value
-
-
-@contextmanager
-def own_redis(settings: Settings, directory: Path) -> Iterator[tuple[Settings, EmbeddedStores]]:
-    """``settings`` with a Redis server of their own, which the caller may stop."""
-    wanted = StoreUrls(settings.database_url, settings.mongo_url, None)
-    with EmbeddedStores(directory, wanted) as own:
-        urls = own.start()
-        yield settings.model_copy(update={"redis_url": urls.redis_url, "store_timeout": 1.0}), own
-
-
-@asynccontextmanager
-async def serving(application: Starlette) -> AsyncIterator[str]:
-    """``application`` served by uvicorn on a free loopback port; yields its host:port."""
-    server = uvicorn.Server(
-        uvicorn.Config(application, host="127.0.0.1", port=free_port(), log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-                await asyncio.sleep(0.01)
-        yield f"127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        await task
+        yield Caller(client, keys, connections)

@@ -12,7 +12,7 @@ from websockets.typing import Subprotocol
 from core.settings import Settings
 from gateway import SERVICE_NAME, __version__, collector, runtime
 from gateway.app import create_app
-from tests.conftest import serving
+from tests.clients import serving
 from tests.waiting import eventually
 
 SERVICE_QUERY = "{ service { name version environment } }"

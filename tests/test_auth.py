@@ -25,7 +25,7 @@ from datasources import api_keys
 from datasources.models import Role
 from gateway import cli
 from gateway.app import create_app
-from tests.conftest import issue_key, lifespan_client, serving
+from tests.clients import issue_key, lifespan_client, serving
 from tests.waiting import eventually
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-and-for-hs512-as-well-0123"

@@ -37,7 +37,7 @@ from gateway.app import create_app
 from gateway.embedded.process import free_port
 from gateway.seed import seed
 from tests import interrupted_write
-from tests.conftest import lifespan_client
+from tests.clients import lifespan_client
 from tests.databases import SERVER_CONNECTIONS, needs_server
 
 FIELDS = {"title": "Consistent", "report_type_id": 1, "word_count": 10}

@@ -13,7 +13,7 @@ from websockets.typing import Subprotocol
 from core.settings import Environment, Settings
 from gateway.app import create_app
 from gateway.cors import OriginPolicy
-from tests.conftest import Seeded, lifespan_client, serving
+from tests.clients import Seeded, lifespan_client, serving
 
 APP_ORIGIN = "https://app.example"
 PREFLIGHT = {

@@ -11,7 +11,7 @@ from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import ReportCounters, set_report_counters
 from gateway.app import create_app
 from gateway.seed import seed
-from tests.conftest import lifespan_client
+from tests.clients import lifespan_client
 
 BY_VIEWS = """{ reports(first: 3, orderBy: {field: VIEWS, direction: DESC}) {
   edges { node { databaseId stats { views } } } } }"""

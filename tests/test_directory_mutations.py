@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from core.connections import Connections
 from resolvers.nodes import to_global_id
-from tests.conftest import Caller
+from tests.clients import Caller, footprint
 from tests.test_mutations import HOSTILE
 
 ERRORS = """
@@ -81,11 +81,13 @@ async def test_authors_are_created_updated_and_deleted(call: Caller) -> None:
         ({"institutionId": to_global_id("Report", 1)}, "institutionId"),
     ],
 )
-async def test_author_validation(call: Caller, overrides: dict[str, Any], field: str) -> None:
+async def test_author_validation(refusals: Caller, overrides: dict[str, Any], field: str) -> None:
     given = {key: value for key, value in (author() | overrides).items() if value is not ABSENT}
-    result = (await call(CREATE_AUTHOR, {"input": given}))["createAuthor"]
+    before = await footprint(refusals.connections)
+    result = (await refusals(CREATE_AUTHOR, {"input": given}))["createAuthor"]
     assert result["__typename"] == "ValidationFailed"
     assert field in [problem["field"] for problem in result["fields"]]
+    assert await footprint(refusals.connections) == before
 
 
 async def test_uniqueness_is_a_conflict_not_a_crash(call: Caller) -> None:
@@ -157,16 +159,31 @@ ROLE_CASES = [
 LEVELS = ["anonymous", "reader", "editor", "admin"]
 
 
-@pytest.mark.parametrize("role", LEVELS)
-@pytest.mark.parametrize(("document", "variables", "name", "needed"), ROLE_CASES)
-async def test_every_directory_mutation_at_every_role(  # noqa: PLR0917 - parametrized
+def _at_levels(allowed: bool) -> list[Any]:
+    return [
+        pytest.param(document, variables, name, needed, role, id=f"{name}-{role}")
+        for document, variables, name, needed in ROLE_CASES
+        for role in LEVELS
+        if (LEVELS.index(role) >= LEVELS.index(needed)) == allowed
+    ]
+
+
+@pytest.mark.parametrize(("document", "variables", "name", "needed", "role"), _at_levels(True))
+async def test_every_directory_mutation_runs_from_its_role(  # noqa: PLR0917 - parametrized
     call: Caller, document: str, variables: Any, name: str, needed: str, role: str
 ) -> None:
     result = (await call(document, variables(), role=role))[name]
-    if LEVELS.index(role) >= LEVELS.index(needed):
-        assert result["__typename"] != "Forbidden"
-    else:
-        assert result == {"__typename": "Forbidden", "requiredRole": needed}
+    assert result["__typename"] != "Forbidden"
+
+
+@pytest.mark.parametrize(("document", "variables", "name", "needed", "role"), _at_levels(False))
+async def test_every_directory_mutation_is_refused_below_its_role(  # noqa: PLR0917 - parametrized
+    refusals: Caller, document: str, variables: Any, name: str, needed: str, role: str
+) -> None:
+    before = await footprint(refusals.connections)
+    result = (await refusals(document, variables(), role=role))[name]
+    assert result == {"__typename": "Forbidden", "requiredRole": needed}
+    assert await footprint(refusals.connections) == before
 
 
 NAMES = "author { name firstName lastName }"

@@ -28,7 +28,7 @@ from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
 from gateway.embedded.postgres import OWNER_SUFFIX, SHARED_ROOT, PostgresServer
 from gateway.embedded.process import free_port, recorded_process
 from tests import processes
-from tests.conftest import lifespan_client
+from tests.clients import lifespan_client
 from tests.processes import Launch, environment, gateway_command
 from tests.waiting import eventually
 

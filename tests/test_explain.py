@@ -14,7 +14,7 @@ from core.settings import Settings
 from datasources import postgres_dialect
 from datasources.models import Role
 from gateway import cli, explain
-from tests.conftest import Seeded, issue_key
+from tests.clients import Seeded, issue_key
 
 EXPLAIN = {"x-gateway-explain": "1"}
 # The nested query's sources: a page and its count at the root, the relations of each

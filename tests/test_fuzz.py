@@ -35,7 +35,7 @@ from datasources.models import Role
 from gateway.app import create_app
 from gateway.schema import build_schema
 from gateway.seed import seed
-from tests.conftest import issue_key, serving
+from tests.clients import issue_key, serving
 from tests.generated import CUSTOM_SCALARS, draw
 
 CODES = frozenset(

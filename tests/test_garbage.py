@@ -13,7 +13,7 @@ from starlette.requests import Request
 from core.context import Context
 from gateway.schema import ExecutionContextFreedByCounting
 from resolvers.nodes import to_global_id
-from tests.conftest import Caller
+from tests.clients import Caller
 
 REPORT = to_global_id("Report", 3)
 VIEW = "mutation($id: ID!) { recordView(reportId: $id) { ... on Counted { stats { views } } } }"

@@ -14,7 +14,7 @@ from websockets.typing import Subprotocol
 
 from core.settings import Settings
 from gateway.app import create_app
-from tests.conftest import Seeded, lifespan_client, serving
+from tests.clients import Seeded, lifespan_client, serving
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 TYPENAME = {"query": "{ __typename }"}

@@ -13,7 +13,7 @@ import pytest
 
 from core.settings import Settings
 from gateway.app import create_app
-from tests.conftest import serving
+from tests.clients import serving
 
 AUDIT_DIR = Path(__file__).parent / "http_audit"
 AUDIT_PACKAGE = "graphql-http"

@@ -15,7 +15,8 @@ from core.settings import Settings
 from gateway.app import create_app
 from gateway.limits import Limits, measure_shape
 from gateway.schema import build_schema
-from tests.conftest import HeldStoreCall, Seeded, lifespan_client
+from tests.clients import Seeded, lifespan_client
+from tests.faults import HeldStoreCall
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 ATTACK = (

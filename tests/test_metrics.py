@@ -19,7 +19,7 @@ from gateway.app import create_app
 from gateway.logs import JSONLines, RequestIds
 from gateway.metrics import OTHER, RequestMetrics, Served
 from tests import processes
-from tests.conftest import Seeded, lifespan_client
+from tests.clients import Seeded, lifespan_client
 from tests.processes import READY_TIMEOUT, wait_for
 from tests.scraped import Samples, samples, total, value
 

@@ -13,7 +13,7 @@ from core.connections import Connections
 from datasources.document_migrations import REPORT_DOCUMENTS
 from datasources.report_writes import PENDING
 from resolvers.nodes import to_global_id
-from tests.conftest import Caller
+from tests.clients import Caller, footprint
 
 PAYLOAD = """
   __typename
@@ -120,13 +120,13 @@ async def test_create_report_writes_both_stores_and_reads_back(
     ],
 )
 async def test_each_validation_error_names_its_field(
-    call: Caller, connections: Connections, overrides: dict[str, Any], field: str
+    refusals: Caller, overrides: dict[str, Any], field: str
 ) -> None:
-    before = await _rows(connections, "SELECT count(*) FROM reports")
-    result = (await call(CREATE, {"input": report_input(**overrides)}))["createReport"]
+    before = await footprint(refusals.connections)
+    result = (await refusals(CREATE, {"input": report_input(**overrides)}))["createReport"]
     assert result["__typename"] == "ValidationFailed"
     assert field in [problem["field"] for problem in result["fields"]]
-    assert await _rows(connections, "SELECT count(*) FROM reports") == before
+    assert await footprint(refusals.connections) == before
 
 
 HOSTILE = 'Robert\'); DROP TABLE reports; -- "quoted" \\ %_ 🚀 Zoë 東京 \u202e'
@@ -184,20 +184,40 @@ ALLOWED = {
 }
 
 
-@pytest.mark.parametrize("role", ["anonymous", "reader", "editor", "admin"])
-@pytest.mark.parametrize("mutation", list(MUTATIONS))
-async def test_every_mutation_at_every_role(
-    call: Caller, connections: Connections, mutation: str, role: str
-) -> None:
-    draft = await _rows(connections, "SELECT id FROM reports WHERE status = 'Draft' LIMIT 1")
+ROLES = ("anonymous", "reader", "editor", "admin")
+
+
+async def _call_as(caller: Caller, mutation: str, role: str) -> dict[str, Any]:
+    draft = await _rows(caller.connections, "SELECT id FROM reports WHERE status = 'Draft' LIMIT 1")
     ids = {"report": to_global_id("Report", 5), "draft": to_global_id("Report", draft[0].id)}
     document, variables = MUTATIONS[mutation]
-    result = (await call(document, variables(ids), role=role))[mutation]
-    if role in ALLOWED[mutation]:
-        assert result["__typename"] not in ("Forbidden", "ValidationFailed"), result
-    else:
-        assert result == {"__typename": "Forbidden", "requiredRole": result["requiredRole"]}
-        assert result["requiredRole"] in ("editor", "admin")
+    result: dict[str, Any] = (await caller(document, variables(ids), role=role))[mutation]
+    return result
+
+
+@pytest.mark.parametrize(
+    ("mutation", "role"),
+    [(mutation, role) for mutation in MUTATIONS for role in ROLES if role in ALLOWED[mutation]],
+)
+async def test_every_mutation_runs_at_the_roles_it_allows(
+    call: Caller, mutation: str, role: str
+) -> None:
+    result = await _call_as(call, mutation, role)
+    assert result["__typename"] not in ("Forbidden", "ValidationFailed"), result
+
+
+@pytest.mark.parametrize(
+    ("mutation", "role"),
+    [(mutation, role) for mutation in MUTATIONS for role in ROLES if role not in ALLOWED[mutation]],
+)
+async def test_every_mutation_is_refused_below_its_role(
+    refusals: Caller, mutation: str, role: str
+) -> None:
+    before = await footprint(refusals.connections)
+    result = await _call_as(refusals, mutation, role)
+    assert result == {"__typename": "Forbidden", "requiredRole": result["requiredRole"]}
+    assert result["requiredRole"] in ("editor", "admin")
+    assert await footprint(refusals.connections) == before
 
 
 async def test_update_changes_only_what_is_given(call: Caller) -> None:
@@ -222,19 +242,18 @@ async def test_update_changes_only_what_is_given(call: Caller) -> None:
 
 @pytest.mark.parametrize("field", ["typeId", "authors", "technologyIds"])
 async def test_null_for_a_field_that_cannot_be_cleared_is_a_validation_failure(
-    call: Caller, field: str
+    refusals: Caller, field: str
 ) -> None:
     report_id = to_global_id("Report", 4)
-    before = (await call(f'{{ report(id: "{report_id}") {{ type {{ name }} }} }}'))["report"]
-    result = (await call(
+    before = await footprint(refusals.connections)
+    result = (await refusals(
         f"mutation($id: ID!) {{ updateReport(id: $id, input: {{{field}: null}})"
         " { __typename ... on ValidationFailed { fields { field message } } } }",
         {"id": report_id},
     ))["updateReport"]  # fmt: skip
     assert result["__typename"] == "ValidationFailed"
     assert [error["field"] for error in result["fields"]] == [field]
-    after = (await call(f'{{ report(id: "{report_id}") {{ type {{ name }} }} }}'))["report"]
-    assert after == before
+    assert await footprint(refusals.connections) == before
 
 
 async def test_status_moves_one_step_at_a_time(call: Caller, connections: Connections) -> None:

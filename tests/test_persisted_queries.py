@@ -20,7 +20,8 @@ from core.settings import Settings
 from datasources.persisted_queries import persisted_query_key
 from gateway import cli
 from gateway.app import create_app
-from tests.conftest import lifespan_client, own_redis, serving
+from tests.clients import lifespan_client, serving
+from tests.faults import own_redis
 
 QUERY = "query Kinds { reportTypes { name } }"
 GRAPHQL_RESPONSE = "application/graphql-response+json"

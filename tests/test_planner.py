@@ -17,7 +17,7 @@ from core.settings import Environment, Settings
 from datasources.documents import documents_by_report
 from gateway.app import create_app
 from gateway.schema import build_schema
-from tests.conftest import Seeded, lifespan_client
+from tests.clients import Seeded, lifespan_client
 from tests.generated import CUSTOM_SCALARS, draw
 
 GENERATED_DOCUMENTS = 640

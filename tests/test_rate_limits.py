@@ -24,7 +24,8 @@ from datasources.models import Role
 from gateway import cli
 from gateway.app import create_app
 from resolvers.nodes import to_global_id
-from tests.conftest import Caller, issue_key, lifespan_client, own_redis, serving
+from tests.clients import Caller, issue_key, lifespan_client, serving
+from tests.faults import own_redis
 from tests.test_subscriptions import LEGACY, STATS, websocket
 
 # Costs 2n + 6: a page of n titles (see gateway/limits.py).

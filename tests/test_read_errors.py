@@ -23,7 +23,7 @@ from gateway.app import create_app
 from gateway.embedded import EmbeddedStores
 from gateway.seed import seed
 from resolvers.nodes import to_global_id
-from tests.conftest import Seeded, lifespan_client
+from tests.clients import Seeded, lifespan_client
 from tests.databases import BACKEND, SERVER_CONNECTIONS, needs_server
 from tests.test_reports import PAGE
 

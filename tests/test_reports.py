@@ -13,7 +13,7 @@ from datasources.document_migrations import REPORT_DOCUMENTS
 from datasources.keyset import PageRequest
 from datasources.reports import ReportFilter, ReportSort
 from resolvers.nodes import to_global_id
-from tests.conftest import Seeded
+from tests.clients import Seeded
 
 PAGE = """
 query Page($first: Int, $after: String, $last: Int, $before: String,

@@ -22,7 +22,8 @@ from datasources.response_cache import EPOCH, EntryReader, entry_key
 from gateway.app import create_app
 from gateway.cached_responses import ANONYMOUS_SCOPE, cache_key
 from resolvers.nodes import to_global_id
-from tests.conftest import Caller, HeldStoreCall, lifespan_client, own_redis
+from tests.clients import Caller, lifespan_client
+from tests.faults import HeldStoreCall, own_redis
 from tests.test_mutations import CREATE, report_input
 from tests.waiting import eventually
 

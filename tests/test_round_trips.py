@@ -11,7 +11,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from core.settings import Environment
 from datasources.instrumentation import CountingRedisConnection, RoundTrips, current_round_trips
 from gateway.app import create_app
-from tests.conftest import Seeded, lifespan_client
+from tests.clients import Seeded, lifespan_client
 
 NESTED = """
 query Nested($first: Int!) {

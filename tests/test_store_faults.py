@@ -18,7 +18,8 @@ from core.stores import Store, unavailable
 from datasources.documents import documents_by_report
 from datasources.models import Role
 from gateway.app import create_app
-from tests.conftest import Caller, HeldStoreCall, issue_key, lifespan_client
+from tests.clients import Caller, issue_key, lifespan_client
+from tests.faults import HeldStoreCall
 from tests.waiting import eventually
 
 DOCUMENTS = "{ reports(first: 3) { edges { node { title document { tags } } } } }"

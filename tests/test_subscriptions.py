@@ -32,7 +32,7 @@ from gateway.embedded.process import free_port
 from gateway.embedded.valkey import ValkeyServer
 from gateway.live import Feeds
 from resolvers.nodes import to_global_id
-from tests.conftest import Caller, serving
+from tests.clients import Caller, serving
 from tests.scraped import samples, total
 from tests.waiting import eventually
 

@@ -20,7 +20,7 @@ from core.connections import Connections
 from core.settings import Settings
 from gateway.app import create_app
 from gateway.seed import seed
-from tests.conftest import lifespan_client
+from tests.clients import lifespan_client
 
 CATALOGUE = """
 query Catalogue {

@@ -1,0 +1,132 @@
+"""Ways for a test to talk to a gateway: in process through its ASGI interface, or over a
+real socket, as a role, and to the stores behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+from sqlalchemy import BindParameter, bindparam, select, text
+from starlette.applications import Starlette
+
+from core.connections import Connections
+from core.settings import Settings
+from datasources import api_keys
+from datasources.document_migrations import REPORT_DOCUMENTS
+from datasources.models import Base, Role
+from gateway.embedded.process import free_port
+
+
+@asynccontextmanager
+async def lifespan_client(application: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``application``, with its lifespan (and so its stores) running."""
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+            yield http
+
+
+@asynccontextmanager
+async def serving(application: Starlette) -> AsyncIterator[str]:
+    """``application`` served by uvicorn on a free loopback port; yields its host:port."""
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=free_port(), log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+                await asyncio.sleep(0.01)
+        yield f"127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """A catalogue seeded once per test session, for tests that only read."""
+
+    settings: Settings
+    connections: Connections
+    client: httpx.AsyncClient
+
+    async def query(
+        self, document: str, variables: dict[str, Any] | None = None, **headers: str
+    ) -> dict[str, Any]:
+        response = await self.client.post(
+            "/graphql", json={"query": document, "variables": variables or {}}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def data(self, document: str, variables: dict[str, Any] | None = None) -> Any:
+        result = await self.query(document, variables)
+        assert "errors" not in result, result["errors"]
+        return result["data"]
+
+    async def sql(self, statement: str, **parameters: Any) -> list[Any]:
+        """Rows of ``statement``; a list parameter is a list of values (``id IN :ids``)."""
+        lists: list[BindParameter[Any]] = [
+            bindparam(name, expanding=True)
+            for name, value in parameters.items()
+            if isinstance(value, list)
+        ]
+        async with self.connections.engine.connect() as connection:
+            query = text(statement).bindparams(*lists)
+            return list((await connection.execute(query, parameters)).all())
+
+
+class Caller:
+    """A gateway's GraphQL endpoint, called as a role, and the stores behind it."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, keys: dict[str, str], connections: Connections
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.connections = connections
+
+    async def __call__(
+        self, document: str, variables: dict[str, Any] | None = None, role: str = "editor"
+    ) -> dict[str, Any]:
+        headers = {"authorization": f"Bearer {self.keys[role]}"} if role in self.keys else {}
+        response = await self.client.post(
+            "/graphql", json={"query": document, "variables": variables or {}}, headers=headers
+        )
+        body: dict[str, Any] = response.json()
+        assert response.status_code == 200, body
+        assert "errors" not in body, body["errors"]
+        data: dict[str, Any] = body["data"]
+        return data
+
+
+async def issue_key(
+    connections: Connections, settings: Settings, role: Role, name: str = "test"
+) -> api_keys.IssuedKey:
+    return await api_keys.create_key(
+        engine=connections.engine,
+        secret=settings.secret_key.get_secret_value(),
+        name=name,
+        role=role,
+    )
+
+
+async def footprint(connections: Connections) -> str:
+    """A digest of every row and every report document: equal before and after a request
+    that wrote nothing."""
+    digest = hashlib.sha256()
+    async with connections.engine.connect() as connection:
+        for table in Base.metadata.sorted_tables:
+            rows = await connection.execute(select(table).order_by(*table.primary_key.columns))
+            digest.update(repr([tuple(row) for row in rows]).encode())
+    documents = connections.documents[REPORT_DOCUMENTS].find().sort("_id")
+    digest.update(repr([document async for document in documents]).encode())
+    return digest.hexdigest()
