@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import (
 from core.pools import MongoPool, TimedConnectionPool, TimedQueuePool
 from core.settings import Settings
 from core.stores import Circuits
-from datasources.dialects import relational_engine
+from datasources.dialects import backend_of, relational_engine
 from datasources.explain import CommandRecorder, record_statements
 from datasources.instrumentation import (
     CountingRedisConnection,
@@ -43,8 +43,8 @@ class StoreUrls:
 @dataclass(frozen=True)
 class Connections:
     engine: AsyncEngine
-    # The same pool, for reads of one statement: no transaction around them, so no BEGIN
-    # and ROLLBACK round trips per statement.
+    # The same pool, for reads of one statement, with the fewest round trips around each
+    # that its backend allows (on PostgreSQL, no BEGIN and ROLLBACK).
     reader: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     mongo: AsyncMongoClient[dict[str, Any]]
@@ -110,7 +110,7 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
     )
     return Connections(
         engine=engine,
-        reader=engine.execution_options(isolation_level="AUTOCOMMIT"),
+        reader=backend_of(engine).reader(engine),
         sessions=async_sessionmaker(engine, expire_on_commit=False),
         mongo=mongo,
         documents=mongo[settings.mongo_database],

@@ -48,6 +48,9 @@ class RelationalBackend(Protocol):
     def configure(self, engine: AsyncEngine) -> None:
         """Set up each of the engine's connections as the gateway expects them."""
 
+    def reader(self, engine: AsyncEngine) -> AsyncEngine:
+        """``engine``, as it runs reads of one statement each, on the same pool."""
+
     def migrating(self, connection: AsyncConnection) -> AbstractAsyncContextManager[None]:
         """Around the migrations, on a connection outside any transaction."""
 

@@ -89,6 +89,12 @@ def connect_arguments(timeout: float) -> dict[str, Any]:
     }
 
 
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    # The driver's autocommit is the absence of BEGIN: no round trip to switch to it, and
+    # none to begin and roll back a transaction around each read.
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def configure(engine: AsyncEngine) -> None:
     """Have asyncpg read ``timestamptz`` values as text, parsed by ``fromisoformat``.
 

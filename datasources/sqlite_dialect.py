@@ -120,6 +120,11 @@ def configure(engine: AsyncEngine) -> None:
     event.listen(engine.sync_engine, "begin", on_begin)
 
 
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    # Outside a transaction, a read takes no lock (see configure).
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 @asynccontextmanager
 async def migrating(connection: AsyncConnection) -> AsyncIterator[None]:
     """Foreign keys off while the migrations run, and checked after: SQLite changes a

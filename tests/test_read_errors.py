@@ -24,7 +24,7 @@ from gateway.embedded import EmbeddedStores
 from gateway.seed import seed
 from resolvers.nodes import to_global_id
 from tests.clients import Seeded, lifespan_client
-from tests.databases import BACKEND, SERVER_CONNECTIONS, needs_server
+from tests.databases import SERVER_CONNECTIONS, needs_server
 from tests.test_reports import PAGE
 
 
@@ -237,15 +237,7 @@ async def test_a_hung_store_cannot_hang_a_request(
     _check_partial(response.json(), store)
 
 
-# SQLAlchemy loses hold of a MySQL connection that fails as a checkout switches it to
-# autocommit (for the reads' engine): the collector closes it, with a warning.
-LOST_AT_CHECKOUT = pytest.mark.filterwarnings(
-    "ignore::pytest.PytestUnraisableExceptionWarning" if BACKEND == "mysql" else "error"
-)
-
-
 @needs_server("no connection of its own to drop")
-@LOST_AT_CHECKOUT
 async def test_a_connection_the_server_dropped_fails_one_read_and_is_replaced(
     connections: Connections, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,11 +7,14 @@ import asyncio
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import BlockingConnectionPool, Redis
+from sqlalchemy import text
 
-from core.settings import Environment
+from core.connections import StoreUrls, open_connections
+from core.settings import Environment, Settings
 from datasources.instrumentation import CountingRedisConnection, RoundTrips, current_round_trips
 from gateway.app import create_app
 from tests.clients import Seeded, lifespan_client
+from tests.databases import BACKEND
 
 NESTED = """
 query Nested($first: Int!) {
@@ -147,3 +150,29 @@ async def test_a_health_check_is_the_pools_not_the_requests(redis_url: str) -> N
         current_round_trips.reset(token)
         await client.aclose()
     assert trips.redis == 2
+
+
+SET_STATEMENTS = text("SHOW SESSION STATUS LIKE 'Com_set_option'")
+
+
+@pytest.mark.skipif(BACKEND != "mysql", reason="a MySQL session counts its own statements")
+async def test_a_read_on_mysql_sends_no_statement_to_switch_modes(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the driver sends by itself, which the gateway's count of statements cannot
+    see: on the one pooled connection, the session's own count of SET statements."""
+    monkeypatch.setattr("core.connections.POSTGRES_POOL_SIZE", 1)
+    connections = open_connections(
+        settings, StoreUrls(settings.database_url, settings.mongo_url, settings.redis_url)
+    )
+    try:
+        counts = []
+        for _ in range(2):
+            async with connections.reader.connect() as connection:
+                counts.append(int((await connection.execute(SET_STATEMENTS)).one()[1]))
+            for _ in range(5):
+                async with connections.reader.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+        assert counts[1] == counts[0]
+    finally:
+        await connections.close()
