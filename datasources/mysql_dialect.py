@@ -27,6 +27,7 @@ from datasources.portable_sql import (
     EqualsAny,
     MatchesSearch,
     counters_of_existing_reports,
+    overwritten_columns,
     web_search,
 )
 
@@ -85,11 +86,7 @@ async def upsert_rows(
     if not rows:
         return
     statement = mysql_insert(table)
-    updated = {
-        column.name: statement.inserted[column.name]
-        for column in table.columns
-        if column.name in rows[0] and column.name not in keys
-    }
+    updated = {name: statement.inserted[name] for name in overwritten_columns(table, rows, keys)}
     await connection.execute(
         statement.on_duplicate_key_update(updated) if updated else statement.prefix_with("IGNORE"),
         list(rows),

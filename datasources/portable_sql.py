@@ -186,6 +186,16 @@ class CountersUpsert(Protocol):
     ) -> None: ...
 
 
+def overwritten_columns(table: Table, rows: Sequence[dict[str, Any]], keys: list[str]) -> list[str]:
+    """The columns an upsert of ``rows`` overwrites in an existing row: those the rows
+    give, but its key."""
+    return [
+        column.name
+        for column in table.columns
+        if column.name in rows[0] and column.name not in keys
+    ]
+
+
 def upsert_on_conflict(insert_into: Callable[[Table], Any]) -> Upsert:
     """An upsert by ``INSERT … ON CONFLICT``, which PostgreSQL and SQLite share, each
     built by the ``insert_into`` of its own dialect."""
@@ -201,9 +211,7 @@ def upsert_on_conflict(insert_into: Callable[[Table], Any]) -> Upsert:
             return
         statement = insert_into(table)
         updated = {
-            column.name: statement.excluded[column.name]
-            for column in table.columns
-            if column.name in rows[0] and column.name not in keys
+            name: statement.excluded[name] for name in overwritten_columns(table, rows, keys)
         }
         statement = (
             statement.on_conflict_do_update(index_elements=keys, set_=updated)

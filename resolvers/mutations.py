@@ -334,7 +334,8 @@ class ReportMutation:
         # A second attempt where a write with the same key collided with this one before
         # it committed (MySQL rolls one of two colliding writes back at once; PostgreSQL
         # makes the second wait for the first, then refuses it): the retry then waits too.
-        for attempt in range(2 if idempotency_key else 1):
+        attempts = 2 if idempotency_key else 1
+        for attempt in range(attempts):
             try:
                 report_id = await loaders.call(
                     Store.POSTGRES,
@@ -358,7 +359,7 @@ class ReportMutation:
                     )
                     if earlier is not None:
                         return await _saved(info, earlier[1])
-                if attempt == 1 or not idempotency_key:
+                if attempt == attempts - 1:
                     return Conflict(message="the report collides with another write; retry")
         return await _saved(
             info,
