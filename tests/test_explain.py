@@ -4,6 +4,7 @@ plans of PostgreSQL and MongoDB and the commands sent to Redis."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +165,15 @@ async def test_hints_name_scans_an_index_would_spare(
         return
     if seeded.connections.engine.dialect.name == "mysql":
         # Estimates, and of the page's statement too: MySQL counts without a plan of its own.
-        assert any(
-            "full scan of reports, about 400 rows" in hint and "'Draft'" in hint for hint in hints
-        ), hints
+        # InnoDB samples its statistics, so the estimate is near the 400 rows, not always on them.
+        estimates = [
+            int(found.group(1))
+            for hint in hints
+            if "'Draft'" in hint
+            and (found := re.search(r"full scan of reports, about (\d+) rows", hint))
+        ]
+        assert estimates, hints
+        assert all(360 <= rows <= 440 for rows in estimates), hints
         return
     assert any(
         hint.startswith(f"{count}Seq Scan on reports read 400 rows")
