@@ -358,9 +358,10 @@ class RecordFields:
 
     Each field (by its Python name) is read as a record attribute (a string), or computed
     from the record (a function of it). ``paths`` names where in the stored record a
-    computed field is read (a document's key); an attribute is its own path. A source that
-    can fetch parts of records (see ``Relation.narrow``) fetches only the paths of the
-    fields selected, and the whole record when one of them has no path.
+    computed field is read (a document's key, a record's field); an attribute is its own
+    path. A source that can fetch parts of records (see ``Relation.narrow``, and
+    planner/reading.py for a table's records) fetches only the paths of the fields
+    selected, and the whole record when one of them has no path.
     """
 
     record: type[Any]

@@ -12,7 +12,7 @@ from datasources import keyset
 from datasources.driver_reads import rows_of
 from datasources.keyset import Ordering, Page, PageRequest
 from datasources.models import Author
-from datasources.records import record_query, record_type, to_records
+from datasources.records import COUNTED, fields_read, record_query, record_type, to_records
 
 AUTHORS: Any = Author.__table__
 
@@ -22,18 +22,21 @@ def by_name(table: Table) -> Ordering:
 
 
 async def entity_page(*, engine: AsyncEngine, table: Table, request: PageRequest) -> Page:
-    return await keyset.fetch_page(engine, record_query(table), by_name(table), request)
+    return await keyset.fetch_page(
+        engine, record_query(table, fields_read(table.name)), by_name(table), request
+    )
 
 
 async def count_entities(*, engine: AsyncEngine, table: Table) -> int:
-    return await keyset.count(engine, record_query(table))
+    return await keyset.count(engine, record_query(table, COUNTED))
 
 
 async def author_pages_by_institution(
     *, engine: AsyncEngine, institution_ids: Sequence[int], request: PageRequest
 ) -> list[Page]:
+    authors = record_query(AUTHORS, fields_read(AUTHORS.name))
     return await keyset.fetch_pages_by_parent(
-        engine, record_query(AUTHORS), parent=AUTHORS.c.institution_id, parent_ids=institution_ids,
+        engine, authors, parent=AUTHORS.c.institution_id, parent_ids=institution_ids,
         ordering=by_name(AUTHORS), request=request,
     )  # fmt: skip
 
@@ -42,12 +45,12 @@ async def count_authors_by_institution(
     *, engine: AsyncEngine, institution_ids: Sequence[int]
 ) -> list[int]:
     return await keyset.count_by_parent(
-        engine, record_query(AUTHORS), AUTHORS.c.institution_id, institution_ids
+        engine, record_query(AUTHORS, COUNTED), AUTHORS.c.institution_id, institution_ids
     )
 
 
 async def all_by_name(*, engine: AsyncEngine, table: Table) -> list[Any]:
     """A whole small table (report types), by name."""
-    statement = record_query(table).order_by(table.c.name, table.c.id)
+    statement = record_query(table, fields_read(table.name)).order_by(table.c.name, table.c.id)
     rows = await rows_of(engine, statement)
     return to_records(record_type(table.name), rows)

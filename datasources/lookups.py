@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Table, select
@@ -19,9 +19,11 @@ from datasources.driver_reads import DriverRead, Rows
 from datasources.models import Author, ReportAuthor, ReportTechnology, Technology
 from datasources.portable_sql import equals_any_given
 from datasources.records import (
+    QUERIES_KEPT,
     AuthorRecord,
     AuthorshipRecord,
     TechnologyRecord,
+    fields_read,
     make_record,
     record_columns,
     record_query,
@@ -35,39 +37,46 @@ TECHNOLOGY_LINKS: Any = ReportTechnology.__table__
 AUTHORS: Any = Author.__table__
 TECHNOLOGIES_TABLE: Any = Technology.__table__
 
-AUTHORSHIPS = DriverRead(
-    select(
-        AUTHORSHIP_LINKS.c.report_id,
-        AUTHORSHIP_LINKS.c.is_primary_author,
-        AUTHORSHIP_LINKS.c.position,
-        *record_columns(AUTHORS),
+
+@lru_cache(maxsize=QUERIES_KEPT)
+def _authorships(author_fields: frozenset[str] | None) -> DriverRead:
+    return DriverRead(
+        select(
+            AUTHORSHIP_LINKS.c.report_id,
+            AUTHORSHIP_LINKS.c.is_primary_author,
+            AUTHORSHIP_LINKS.c.position,
+            *record_columns(AUTHORS, author_fields),
+        )
+        .join(AUTHORSHIP_LINKS, AUTHORSHIP_LINKS.c.author_id == Author.id)
+        .where(equals_any_given(AUTHORSHIP_LINKS.c.report_id, KEYS))
+        .order_by(
+            AUTHORSHIP_LINKS.c.report_id,
+            AUTHORSHIP_LINKS.c.is_primary_author.desc(),
+            AUTHORSHIP_LINKS.c.position,
+            Author.id,
+        )
     )
-    .join(AUTHORSHIP_LINKS, AUTHORSHIP_LINKS.c.author_id == Author.id)
-    .where(equals_any_given(AUTHORSHIP_LINKS.c.report_id, KEYS))
-    .order_by(
-        AUTHORSHIP_LINKS.c.report_id,
-        AUTHORSHIP_LINKS.c.is_primary_author.desc(),
-        AUTHORSHIP_LINKS.c.position,
-        Author.id,
-    )
-)
-TECHNOLOGIES = DriverRead(
-    select(TECHNOLOGY_LINKS.c.report_id, *record_columns(TECHNOLOGIES_TABLE))
-    .join(TECHNOLOGY_LINKS, TECHNOLOGY_LINKS.c.technology_id == Technology.id)
-    .where(equals_any_given(TECHNOLOGY_LINKS.c.report_id, KEYS))
-    .order_by(TECHNOLOGY_LINKS.c.report_id, Technology.name, Technology.version)
-)
 
 
-@cache
-def _by_id(table: Table) -> DriverRead:
-    return DriverRead(record_query(table).where(equals_any_given(table.c.id, KEYS)))
+@lru_cache(maxsize=QUERIES_KEPT)
+def _technologies(fields: frozenset[str] | None) -> DriverRead:
+    return DriverRead(
+        select(TECHNOLOGY_LINKS.c.report_id, *record_columns(TECHNOLOGIES_TABLE, fields))
+        .join(TECHNOLOGY_LINKS, TECHNOLOGY_LINKS.c.technology_id == Technology.id)
+        .where(equals_any_given(TECHNOLOGY_LINKS.c.report_id, KEYS))
+        .order_by(TECHNOLOGY_LINKS.c.report_id, Technology.name, Technology.version)
+    )
+
+
+@lru_cache(maxsize=QUERIES_KEPT)
+def _by_id(table: Table, fields: frozenset[str] | None) -> DriverRead:
+    return DriverRead(record_query(table, fields).where(equals_any_given(table.c.id, KEYS)))
 
 
 async def records_by_id(
     *, engine: AsyncEngine, table: Table, ids: Sequence[int]
 ) -> list[Any | None]:
-    rows = await _by_id(table).rows(engine, **{KEYS: list(ids)})
+    rows = await _by_id(table, fields_read(table.name)).rows(engine, **{KEYS: list(ids)})
     found = {record.id: record for record in to_records(record_type(table.name), rows)}
     return [found.get(key) for key in ids]
 
@@ -93,7 +102,7 @@ async def authorships_by_report(
     """Each report's authors with their link (primary flag, position), primary first."""
     return await _grouped(
         engine,
-        AUTHORSHIPS,
+        _authorships(fields_read(AUTHORS.name)),
         report_ids,
         lambda rows: [
             make_record(AuthorshipRecord, (make_record(AuthorRecord, row[3:]), row[1], row[2]))
@@ -106,5 +115,8 @@ async def technologies_by_report(
     *, engine: AsyncEngine, report_ids: Sequence[int]
 ) -> list[list[TechnologyRecord]]:
     return await _grouped(
-        engine, TECHNOLOGIES, report_ids, lambda rows: to_records(TechnologyRecord, rows, 1)
+        engine,
+        _technologies(fields_read(TECHNOLOGIES_TABLE.name)),
+        report_ids,
+        lambda rows: to_records(TechnologyRecord, rows, 1),
     )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, select
@@ -22,7 +22,7 @@ from datasources.models import (
     ReportTechnology,
 )
 from datasources.portable_sql import MatchesSearch, equals_any, publication_sort_key
-from datasources.records import record_query
+from datasources.records import COUNTED, fields_read, record_query
 
 REPORTS: Any = Report.__table__
 AUTHORSHIPS: Any = ReportAuthor.__table__
@@ -110,20 +110,24 @@ def _conditions(
     return conditions
 
 
-def _filtered(criteria: ReportFilter, tagged_ids: Sequence[int] | None) -> Select[Any]:
+def _filtered(
+    criteria: ReportFilter, tagged_ids: Sequence[int] | None, fields: frozenset[str] | None
+) -> Select[Any]:
     if tagged_ids is None:
-        return _untagged(criteria)
+        return _untagged(criteria, fields)
     # Not kept: the ids of a tag's reports can be thousands.
-    return _where(criteria, tagged_ids)
+    return _where(criteria, tagged_ids, fields)
 
 
 @lru_cache(maxsize=keyset.STATEMENTS)
-def _untagged(criteria: ReportFilter) -> Select[Any]:
-    return _where(criteria, None)
+def _untagged(criteria: ReportFilter, fields: frozenset[str] | None) -> Select[Any]:
+    return _where(criteria, None, fields)
 
 
-def _where(criteria: ReportFilter, tagged_ids: Sequence[int] | None) -> Select[Any]:
-    return record_query(REPORTS).where(and_(True, *_conditions(criteria, tagged_ids)))
+def _where(
+    criteria: ReportFilter, tagged_ids: Sequence[int] | None, fields: frozenset[str] | None
+) -> Select[Any]:
+    return record_query(REPORTS, fields).where(and_(True, *_conditions(criteria, tagged_ids)))
 
 
 async def report_page(
@@ -134,13 +138,14 @@ async def report_page(
     ordering: Ordering,
     request: PageRequest,
 ) -> Page:
-    return await keyset.fetch_page(engine, _filtered(criteria, tagged_ids), ordering, request)
+    query = _filtered(criteria, tagged_ids, fields_read(REPORTS.name))
+    return await keyset.fetch_page(engine, query, ordering, request)
 
 
 async def count_reports(
     *, engine: AsyncEngine, criteria: ReportFilter, tagged_ids: Sequence[int] | None
 ) -> int:
-    return await keyset.count(engine, _filtered(criteria, tagged_ids))
+    return await keyset.count(engine, _filtered(criteria, tagged_ids, COUNTED))
 
 
 class ReportParent(StrEnum):
@@ -149,18 +154,19 @@ class ReportParent(StrEnum):
     REPORT_TYPE = "report_type"
 
 
-@cache
-def _under(parent: ReportParent) -> tuple[Select[Any], ColumnElement[int]]:
+@lru_cache(maxsize=keyset.STATEMENTS)
+def _under(
+    parent: ReportParent, fields: frozenset[str] | None
+) -> tuple[Select[Any], ColumnElement[int]]:
     """The reports under a kind of parent, one statement each (see keyset)."""
+    reports = record_query(REPORTS, fields)
     if parent is ReportParent.AUTHOR:
-        query = record_query(REPORTS).join(AUTHORSHIPS, AUTHORSHIPS.c.report_id == REPORTS.c.id)
+        query = reports.join(AUTHORSHIPS, AUTHORSHIPS.c.report_id == REPORTS.c.id)
         return query, AUTHORSHIPS.c.author_id
     if parent is ReportParent.TECHNOLOGY:
-        query = record_query(REPORTS).join(
-            REPORT_TECHNOLOGIES, REPORT_TECHNOLOGIES.c.report_id == REPORTS.c.id
-        )
+        query = reports.join(REPORT_TECHNOLOGIES, REPORT_TECHNOLOGIES.c.report_id == REPORTS.c.id)
         return query, REPORT_TECHNOLOGIES.c.technology_id
-    return record_query(REPORTS), REPORTS.c.report_type_id
+    return reports, REPORTS.c.report_type_id
 
 
 async def report_pages_by_parent(
@@ -171,7 +177,7 @@ async def report_pages_by_parent(
     ordering: Ordering,
     request: PageRequest,
 ) -> list[Page]:
-    query, parent_column = _under(parent)
+    query, parent_column = _under(parent, fields_read(REPORTS.name))
     return await keyset.fetch_pages_by_parent(
         engine, query, parent=parent_column, parent_ids=parent_ids, ordering=ordering,
         request=request,
@@ -181,5 +187,5 @@ async def report_pages_by_parent(
 async def count_reports_by_parent(
     *, engine: AsyncEngine, parent: ReportParent, parent_ids: Sequence[int]
 ) -> list[int]:
-    query, parent_column = _under(parent)
+    query, parent_column = _under(parent, COUNTED)
     return await keyset.count_by_parent(engine, query, parent_column, parent_ids)

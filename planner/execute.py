@@ -17,6 +17,9 @@ one type selected by the same fields.
    concurrently), and the awaited resolvers with them; the values go into the response,
    objects into the next level's groups.
 
+Every read of the operation fetches only the fields of each table's records that the
+document selects somewhere (see planner/reading.py); the rest come as NULL.
+
 Field collection (fragments, ``@skip``/``@include``, aliases) is graphql-core's, once per
 type and selection, not per object. Errors are located and masked as on the other path, and
 a null in a non-null field propagates to the nearest nullable parent.
@@ -56,6 +59,7 @@ from graphql.type.definition import GraphQLResolveInfoHelpers
 from core import telemetry
 from core.context import Context
 from core.sources import RecordFields, Source
+from datasources.records import reading
 from planner.projection import (
     Entry,
     FieldPlan,
@@ -65,6 +69,7 @@ from planner.projection import (
     Shape,
     plan_field,
 )
+from planner.reading import Readings
 
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 INCREMENTAL = frozenset({"defer", "stream"})
@@ -192,6 +197,7 @@ class Planner:
         for record, types in declaring.items():
             if len(types) == 1:
                 self.record_types[record] = (types[0], self.record_fields[types[0].name])
+        self.readings = Readings(schema, self.record_fields, self.field_plan)
 
     def field_plan(self, parent: GraphQLObjectType, name: str) -> FieldPlan:
         plan = self._plans.get((parent.name, name))
@@ -214,7 +220,8 @@ class Planner:
         )
         if isinstance(coerced, list):
             return Outcome(None, coerced)
-        return await _Run(self, document, operation, coerced, context).run()
+        with reading(self.readings.of(document)):
+            return await _Run(self, document, operation, coerced, context).run()
 
 
 class _Run:

@@ -175,12 +175,16 @@ class Report(Node):
             "abstract": "abstract",
             "publication_date": "publication_date",
             "word_count": "word_count",
-            "status": lambda record: REPORT_STATUSES[record.status],
+            # None where the operation does not read it (planner/reading.py): an object
+            # made of a record is made whole, whatever its selection reads.
+            "status": lambda record: REPORT_STATUSES.get(record.status),
             "created_at": "created_at",
             "updated_at": "updated_at",
             "report_type_id": "report_type_id",
             "report_type": "report_type",
         },
+        # What the computed fields read.
+        paths={"id": "id", "status": "status"},
     )
 
     @classmethod
@@ -252,6 +256,7 @@ class Author(Node):
             "institution_id": "institution_id",
             "email_address": "email",
         },
+        paths={"id": "id"},
     )
 
     @classmethod
@@ -321,6 +326,7 @@ class Institution(Node):
             "country": "location",
             "website": "website",
         },
+        paths={"id": "id"},
     )
 
     @classmethod
@@ -363,6 +369,7 @@ class Technology(Node):
             "description": "description",
             "technology_type": "technology_type",
         },
+        paths={"id": "id"},
     )
 
     @classmethod
@@ -388,6 +395,7 @@ class ReportType(Node):
             "name": "name",
             "description": "description",
         },
+        paths={"id": "id"},
     )
 
     @classmethod

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import graphql
 import httpx
 import pytest
 from hypothesis_graphql import queries
+from sqlalchemy import Engine, event
 
 from core import sources
 from core.settings import Environment, Settings
+from datasources import driver_reads
 from datasources.documents import documents_by_report
 from gateway.app import create_app
 from gateway.schema import build_schema
+from planner.execute import Planner
 from tests.clients import Seeded, lifespan_client
 from tests.generated import CUSTOM_SCALARS, draw
 
@@ -93,6 +98,16 @@ CORPUS: dict[str, tuple[str, dict[str, Any] | None]] = {
         '{ report(id: "3") { title } byId: report(id: "UmVwb3J0OjQ=") { title }'
         ' missing: report(id: "99999") { title } topReports(by: DOWNLOADS, limit: 3) { title }'
         " reportTypes { name reports(first: 1) { totalCount } } service { name version } }",
+        None,
+    ),
+    "one type read in part in one place and whole in another": (
+        "{ reports(first: 3) { edges { node { title } } }"
+        " again: reports(first: 3) { edges { node { abstract createdAt updatedAt status } } }"
+        ' report(id: "1") { abstract type { description } }'
+        " authors(first: 2) { edges { node { name } } }"
+        " technologies(first: 2) { edges { node { id reports(first: 1) { edges { node"
+        " { title authors { author { orcid firstName lastName institution { website } } } } } }"
+        " } } } }",
         None,
     ),
     "a field readers only may read": (
@@ -215,6 +230,87 @@ async def test_a_document_is_fetched_only_as_far_as_it_is_selected(
         "/graphql", json={"query": query}, headers={"x-gateway-executor": "strawberry"}
     )
     assert fetched[0][0] is None  # Strawberry's objects are built whole
+
+
+@contextmanager
+def _statements_sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The SQL the gateway sends meanwhile: read on the driver, or through SQLAlchemy (the
+    other backends)."""
+    statements: list[str] = []
+    monkeypatch.setattr(driver_reads, "note_command", statements.append)
+
+    def sent(_: Any, __: Any, statement: str, *___: Any) -> None:
+        statements.append(statement)
+
+    # Every engine's: the gateway's are its own.
+    event.listen(Engine, "before_cursor_execute", sent)
+    try:
+        yield statements
+    finally:
+        event.remove(Engine, "before_cursor_execute", sent)
+
+
+async def test_a_planned_query_fetches_only_the_columns_it_reads(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    query = (
+        "{ reports(first: 5) { edges { node { title type { name } authors { author { name } }"
+        " technologies { name } } } } }"
+    )
+    # What no field shows: a report's abstract and timestamps, an author's email, a
+    # technology's description.
+    unread = ("reports.abstract", "reports.created_at", "authors.email", "technologies.description")
+    for executor in ("planner", "strawberry"):
+        with _statements_sent(monkeypatch) as statements:
+            response = await seeded.client.post(
+                "/graphql",
+                json={"query": query},
+                # Executed each time, not answered from the response cache.
+                headers={"x-gateway-executor": executor, "cache-control": "no-cache"},
+            )
+        assert "errors" not in response.json()
+        sent = " ".join(statements).lower()
+        assert "reports.title" in sent
+        assert "authors.name" in sent
+        # Strawberry's objects are built whole.
+        assert [column in sent for column in unread] == [executor == "strawberry"] * 4, sent
+
+
+def test_an_operation_reads_the_fields_behind_what_it_selects() -> None:
+    planner = Planner(build_schema()._schema)
+
+    def read(query: str) -> dict[str, set[str]]:
+        return {
+            table: set(fields)
+            for table, fields in planner.readings.of(graphql.parse(query)).items()
+        }
+
+    assert read(
+        "{ reports(first: 2) { edges { node { databaseId title status type { name }"
+        " authors { author { name institution { name } } } technologies { name } } } } }"
+    ) == {
+        # The type's columns come with the report's: its record carries them.
+        "reports": {"id", "title", "status", "report_type_id", "type_name", "type_description"},
+        "report_types": {"name"},
+        # The key of the relation to the institution.
+        "authors": {"name", "institution_id"},
+        "institutions": {"name"},
+        "technologies": {"name"},
+    }
+    # A resolver of Strawberry's (a field for readers only) reads what it likes: the whole
+    # table; and a field of an interface is read on each type that implements it.
+    assert read('{ nodes(ids: ["x"]) { id ... on Author { email } } }') == {
+        "reports": {"id"},
+        "report_types": {"id"},
+        "institutions": {"id"},
+        "technologies": {"id"},
+    }
+    # Whatever the variables leave out: the reading is the document's.
+    assert read(
+        "query($t: Boolean!) { reports(first: 1) { edges { node { title @include(if: $t) } } } }"
+    ) == {"reports": {"title"}}
+    document = graphql.parse("{ authors(first: 1) { edges { node { orcid } } } }")
+    assert planner.readings.of(document) is planner.readings.of(document)
 
 
 def _alike(answer: tuple[int, bytes]) -> tuple[int, Any, list[Any], bool]:

@@ -366,8 +366,10 @@ def test_a_page_asked_again_is_the_same_statement() -> None:
     """Kept by what it is made of, so that its building and its cache key are paid once;
     the ids of tagged reports, possibly thousands, are never kept."""
 
-    def statement(criteria: ReportFilter, tagged_ids: list[int] | None) -> Any:
-        query = reports._filtered(criteria, tagged_ids)
+    def statement(
+        criteria: ReportFilter, tagged_ids: list[int] | None, fields: frozenset[str] | None = None
+    ) -> Any:
+        query = reports._filtered(criteria, tagged_ids, fields)
         ordering = reports.report_ordering(ReportSort.PUBLICATION_DATE, descending=True)
         return keyset._page_statement(query, ordering, PageRequest(10, after=(date(2020, 1, 1), 7)))
 
@@ -375,3 +377,7 @@ def test_a_page_asked_again_is_the_same_statement() -> None:
     assert statement(ReportFilter(statuses=("published",)), None) is first
     assert statement(ReportFilter(statuses=("draft",)), None) is not first
     assert statement(ReportFilter(), [1, 2]) is not statement(ReportFilter(), [1, 2])
+    # One statement per set of fields read, each kept.
+    titles = statement(ReportFilter(statuses=("published",)), None, frozenset({"title"}))
+    assert titles is not first
+    assert statement(ReportFilter(statuses=("published",)), None, frozenset({"title"})) is titles
