@@ -273,23 +273,45 @@ class _Run:
         return Outcome(result["data"], self.errors)
 
     def _selection_of(self, group: _Group) -> _Selection:
-        """The fields selected on a group's objects: collected once for all the objects of
-        one type under one selection."""
-        memo_key = (group.type.name, id(group.details), group.fields is not None)
+        return self._selection_for(group.type, group.details, group.fields)
+
+    def _selection_for(
+        self,
+        object_type: GraphQLObjectType,
+        details: list[FieldDetails],
+        fields: RecordFields | None,
+    ) -> _Selection:
+        """The fields selected on objects of a type: collected once for all the objects of
+        that type under one selection."""
+        memo_key = (object_type.name, id(details), fields is not None)
         selection = self._selections.get(memo_key)
         if selection is None:
             grouped = collect_subfields(
-                self.schema,
-                self.fragments,
-                self.variables,
-                self.operation,
-                group.type,
-                group.details,
+                self.schema, self.fragments, self.variables, self.operation, object_type, details
             ).grouped_field_set
-            selection = self._selections[memo_key] = self._selection(
-                group.type, grouped, group.fields
-            )
+            selection = self._selections[memo_key] = self._selection(object_type, grouped, fields)
         return selection
+
+    def _projected_whole(
+        self, values: Sequence[Any], shape: Shape, details: list[FieldDetails]
+    ) -> list[Any] | None:
+        """The dicts of objects whose selection is all leaves, made here at once rather
+        than by the next level: most objects of a response (a report's type, its
+        technologies, a document's sections) are such, and the next level's group costs
+        each one a place and two list entries. None where they are not all such objects of
+        one class, or one of them fails its projection (the next level then reports it)."""
+        object_type = shape.object_type
+        if object_type is None or not values:
+            return None
+        cls = values[0].__class__
+        fields = self.planner.record_fields.get(object_type.name)
+        if fields is not None and cls is not fields.record:
+            fields = None
+        selection = self._selection_for(object_type, details, fields)
+        if selection.deferred or any(value.__class__ is not cls for value in values):
+            return None
+        outs, failed = selection.project(values)
+        return None if failed else outs
 
     def _selection(
         self,
@@ -683,10 +705,15 @@ class _Run:
     ) -> None:
         """A list's items at their places; ``groups``, the next level's group of each class
         of object met so far in the lists of one field, spares finding it per item."""
+        objects = item.serialize is None and item.item is None
+        if objects:
+            projected = self._projected_whole(values, item, details)
+            if projected is not None:
+                place[0][place[1]] = projected
+                return
         placed: list[Any] = [None] * len(values)
         place[0][place[1]] = placed
         nullable = not item.non_null
-        objects = item.serialize is None and item.item is None
         if groups is None:
             groups = {}
         for index, value in enumerate(values):
@@ -729,6 +756,12 @@ class _Run:
             for value, (out, place) in zip(values, targets, strict=True):
                 self._complete(value, out, entry, place, following)
             return
+        if not listed:
+            projected = self._projected_whole(values, shape, details)
+            if projected is not None:
+                for projected_out, (out, _) in zip(projected, targets, strict=True):
+                    out[key] = projected_out
+                return
         nullable = not shape.non_null
         groups: dict[type[Any], _Group] = {}
         for value, (out, place) in zip(values, targets, strict=True):

@@ -13,7 +13,7 @@ None, in their place in the response's order, for the executor to fill.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -103,7 +103,7 @@ def plan_field(definition: GraphQLField, name: str) -> FieldPlan:
 Entry = tuple[str, FieldPlan | None, list[FieldDetails]]
 # The objects of a group to their dicts, and the indices of those that failed (their dicts
 # are None, to be projected field by field).
-Projector = Callable[[list[Any]], tuple[list[Any], list[int]]]
+Projector = Callable[[Sequence[Any]], tuple[list[Any], list[int]]]
 
 
 class _NullError(Exception):
