@@ -15,7 +15,8 @@ one type selected by the same fields.
    the field's own resolver, Strawberry's, called directly.
 3. Every batch of the level is loaded at once (one store call per source, the stores
    concurrently), and the awaited resolvers with them; the values go into the response,
-   objects into the next level's groups.
+   objects into the next level's groups, except those selected by leaves alone, which
+   are projected there and then.
 
 Every read of the operation fetches only the fields of each table's records that the
 document selects somewhere (see planner/reading.py); the rest come as NULL.
