@@ -32,7 +32,7 @@ from core.sources import RecordFields
 from datasources.records import TABLE_OF_RECORD, Reading, fields_behind
 from planner.projection import FieldPlan, Kind
 
-# Documents whose reading is kept; one leaves with its document, or when this many are.
+# Documents whose reading is kept.
 READINGS_KEPT = 1000
 
 
@@ -60,11 +60,11 @@ class Readings:
         reading = self._read(document)
         if len(self._kept) >= READINGS_KEPT:
             del self._kept[next(iter(self._kept))]
-        self._kept[key] = (weakref.ref(document, lambda _: self._forget(key)), reading)
+        # No callback to drop it when the document goes: it would close a cycle (these,
+        # the reference, its callback), left to the cycle collector. A stale one is
+        # replaced by the next document of its id, or leaves with the oldest.
+        self._kept[key] = (weakref.ref(document), reading)
         return reading
-
-    def _forget(self, key: int) -> None:
-        self._kept.pop(key, None)
 
     def _read(self, document: DocumentNode) -> Reading:
         read: dict[str, set[str]] = {}
