@@ -305,10 +305,7 @@ class _Run:
         if object_type is None or not values:
             return None
         cls = values[0].__class__
-        fields = self.planner.record_fields.get(object_type.name)
-        if fields is not None and cls is not fields.record:
-            fields = None
-        selection = self._selection_for(object_type, details, fields)
+        selection = self._selection_for(object_type, details, self._fields_of(object_type, cls))
         if selection.deferred or any(value.__class__ is not cls for value in values):
             return None
         outs, failed = selection.project(values)
@@ -667,6 +664,12 @@ class _Run:
             group.values.append(value)
             group.places.append(place)
 
+    def _fields_of(self, object_type: GraphQLObjectType, cls: type[Any]) -> RecordFields | None:
+        """How a value of class ``cls`` is read as ``object_type``: through the type's record
+        fields if it is the type's record; None for Strawberry's objects."""
+        fields = self.planner.record_fields.get(object_type.name)
+        return fields if fields is not None and cls is fields.record else None
+
     def _group_of(
         self,
         value: Any,
@@ -679,9 +682,7 @@ class _Run:
         concrete = shape.object_type
         fields: RecordFields | None
         if concrete is not None:
-            fields = self.planner.record_fields.get(concrete.name)
-            if fields is not None and value.__class__ is not fields.record:
-                fields = None
+            fields = self._fields_of(concrete, value.__class__)
         else:
             record_type = self.planner.record_types.get(value.__class__)
             if record_type is not None:
@@ -707,7 +708,9 @@ class _Run:
         """A list's items at their places; ``groups``, the next level's group of each class
         of object met so far in the lists of one field, spares finding it per item."""
         objects = item.serialize is None and item.item is None
-        if objects:
+        # A field whose lists already went to a group (objects not of leaves alone) spares
+        # its later lists the question.
+        if objects and not groups:
             projected = self._projected_whole(values, item, details)
             if projected is not None:
                 place[0][place[1]] = projected
