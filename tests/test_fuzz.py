@@ -782,6 +782,12 @@ class SocketClosedError(Exception):
         self.reason = reason
 
 
+def _closed_error(closed: ConnectionClosed) -> SocketClosedError:
+    # No close frame at all (the server dropped the connection) has no code.
+    frame = closed.rcvd
+    return SocketClosedError(frame.code if frame else None, str(closed))
+
+
 @dataclass
 class Socket:
     """One GraphQL WebSocket connection, running one operation at a time so that a close is
@@ -806,7 +812,12 @@ class Socket:
         return socket
 
     async def send(self, message: object) -> None:
-        await self.connection.send(_json_bytes(message).decode(errors="surrogatepass"))
+        # The server may close between a keep-alive ping and its pong, or between two
+        # operations: the close belongs to the document that caused it either way.
+        try:
+            await self.connection.send(_json_bytes(message).decode(errors="surrogatepass"))
+        except ConnectionClosed as closed:
+            raise _closed_error(closed) from closed
 
     async def receive(self) -> dict[str, Any]:
         while True:
@@ -814,9 +825,7 @@ class Socket:
                 async with asyncio.timeout(ANSWER_TIMEOUT):
                     raw = await self.connection.recv()
             except ConnectionClosed as closed:
-                # No close frame at all (the server dropped the connection) has no code.
-                frame = closed.rcvd
-                raise SocketClosedError(frame.code if frame else None, str(closed)) from closed
+                raise _closed_error(closed) from closed
             message = json.loads(raw)
             if not isinstance(message, dict):
                 return {"type": "not an object", "payload": message}
