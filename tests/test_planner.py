@@ -18,7 +18,7 @@ from sqlalchemy import Engine, event
 from core import sources
 from core.settings import Environment, Settings
 from datasources import driver_reads
-from datasources.documents import documents_by_report
+from datasources.documents import DOCUMENT_FIELDS, documents_by_report
 from gateway.app import create_app
 from gateway.schema import build_schema
 from planner.execute import Planner
@@ -224,6 +224,17 @@ async def test_a_document_is_fetched_only_as_far_as_it_is_selected(
     assert "errors" not in response.json()
     # One call for both aliases, for the keys they read, and the store sent no more.
     assert fetched == [(frozenset({"tags", "metadata"}), {"_id", "tags", "metadata"})]
+
+    # Most of a document is fetched whole: naming every path would cost the store more.
+    fetched.clear()
+    most = (
+        "{ reports(first: 5) { edges { node { document { tags metadata revision updatedAt } } } } }"
+    )
+    response = await seeded.client.post("/graphql", json={"query": most})
+    assert "errors" not in response.json()
+    assert fetched == [
+        (frozenset({"tags", "metadata", "revision", "updated_at"}), {"_id", *DOCUMENT_FIELDS})
+    ]
 
     fetched.clear()
     await seeded.client.post(
