@@ -48,7 +48,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.gateway_process import run_command, serving
-from core.connections import StoreUrls
+from core.store_urls import StoreUrls
 from datasources.counters import stats_key
 from datasources.document_migrations import REPORT_DOCUMENTS
 from gateway.embedded import EmbeddedStores

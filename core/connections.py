@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 
 from core.pools import MongoPool, TimedConnectionPool, TimedQueuePool
 from core.settings import Settings
+from core.store_urls import StoreUrls
 from core.stores import Circuits
 from datasources.dialects import backend_of, relational_engine
 from datasources.explain import CommandRecorder, record_statements
@@ -29,15 +30,6 @@ from datasources.instrumentation import (
 
 POSTGRES_POOL_SIZE = 20
 REDIS_MAX_CONNECTIONS = 64
-
-
-@dataclass(frozen=True)
-class StoreUrls:
-    """Where the stores are; None for a store the gateway is to start itself."""
-
-    database_url: str | None = None
-    mongo_url: str | None = None
-    redis_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from core.auth import KEY_CHECKED_FOR
-from core.connections import StoreUrls
 from core.settings import Settings
+from core.store_urls import StoreUrls
 from datasources import api_keys
 from datasources.models import Role
 from datasources.persisted_queries import allow_queries

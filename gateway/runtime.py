@@ -12,10 +12,11 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from core.connections import Connections, StoreUrls, open_connections
+from core.connections import Connections, open_connections
 from core.response_cache import ResponseCache
 from core.settings import Settings
 from core.sources import SNAPSHOT_TAG
+from core.store_urls import StoreUrls
 from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import take_turn
 from datasources.report_writes import reconcile_documents

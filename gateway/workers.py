@@ -39,8 +39,8 @@ from pathlib import Path
 from prometheus_client import multiprocess
 from uvicorn.config import STARTUP_FAILURE
 
-from core.connections import StoreUrls
 from core.settings import ENV_PREFIX, Settings
+from core.store_urls import StoreUrls
 from gateway.metrics import MULTIPROCESS_DIRECTORY
 from gateway.runtime import connected_stores, reconcile_stores, started_stores, stopped_within
 from gateway.server import STOP_ALLOWANCE, exit_if_stuck, shutdown_deadline

@@ -22,8 +22,9 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from sqlalchemy import make_url
 
-from core.connections import Connections, StoreUrls, open_connections
+from core.connections import Connections, open_connections
 from core.settings import Settings
+from core.store_urls import StoreUrls
 from datasources import document_migrations
 from datasources.dialects import relational_engine
 from datasources.models import Role

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from core.connections import StoreUrls
 from core.settings import Settings
+from core.store_urls import StoreUrls
 from gateway.embedded import EmbeddedStores
 
 

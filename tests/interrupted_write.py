@@ -10,8 +10,9 @@ import os
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.connections import StoreUrls, open_connections
+from core.connections import open_connections
 from core.settings import Settings
+from core.store_urls import StoreUrls
 from datasources.report_writes import Authorship, DocumentContent, WriteFaults, create_report
 
 EXIT_CODE = 9

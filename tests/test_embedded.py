@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from core.connections import StoreUrls
 from core.settings import Settings
+from core.store_urls import StoreUrls
 from gateway.app import create_app
 from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
 from gateway.embedded.postgres import OWNER_SUFFIX, SHARED_ROOT, PostgresServer

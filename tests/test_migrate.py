@@ -13,7 +13,7 @@ from sqlalchemy import Connection, insert, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.connections import StoreUrls
+from core.store_urls import StoreUrls
 from datasources import document_migrations
 from datasources.dialects import relational_engine
 from datasources.models import Base, Report, ReportAuthor, ReportType, Technology

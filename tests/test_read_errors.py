@@ -16,8 +16,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from core.connections import Connections, StoreUrls, open_connections
+from core.connections import Connections, open_connections
 from core.settings import Settings
+from core.store_urls import StoreUrls
 from datasources import document_migrations
 from gateway.app import create_app
 from gateway.embedded import EmbeddedStores

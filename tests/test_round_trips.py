@@ -9,8 +9,9 @@ from pydantic import SecretStr
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 
-from core.connections import StoreUrls, open_connections
+from core.connections import open_connections
 from core.settings import Environment, Settings
+from core.store_urls import StoreUrls
 from datasources.instrumentation import CountingRedisConnection, RoundTrips, current_round_trips
 from gateway.app import create_app
 from tests.clients import Seeded, lifespan_client

@@ -7,8 +7,9 @@ from typing import Any
 
 from sqlalchemy import text
 
-from core.connections import Connections, StoreUrls, open_connections
+from core.connections import Connections, open_connections
 from core.settings import Settings
+from core.store_urls import StoreUrls
 from datasources.counters import Counter as StatsCounter
 from datasources.counters import leaderboard_key, stats_key
 from datasources.document_migrations import REPORT_DOCUMENTS

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.connections import StoreUrls
+from core.store_urls import StoreUrls
 from gateway.embedded import EmbeddedStores
 from tests import processes
 from tests.processes import (

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Self
 
-from core.connections import StoreUrls
+from core.store_urls import StoreUrls
 from gateway.embedded.mongo import MongoServer
 from gateway.embedded.postgres import PostgresServer
 from gateway.embedded.process import (

@@ -9,7 +9,7 @@ import select
 import sys
 from pathlib import Path
 
-from core.connections import StoreUrls
+from core.store_urls import StoreUrls
 from gateway.embedded.stores import EmbeddedStores
 from gateway.embedded.watchdog import RELEASE
 
