@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from importlib.metadata import version
+from pathlib import Path
+
 import graphql
+import hypothesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -23,7 +30,47 @@ CUSTOM_SCALARS: dict[str, st.SearchStrategy[graphql.ValueNode]] = {
 }
 
 
-def draw(strategy: st.SearchStrategy[str], count: int) -> list[str]:
+# Documents drawn before, by what they were drawn from (see draw).
+KEPT = Path(__file__).parent / ".drawn"
+
+
+def draw(
+    strategy: st.SearchStrategy[str], count: int, *, recipe: str, schema: str, caller: str
+) -> list[str]:
+    """``count`` examples of ``strategy``, the same ones on every run: drawn once, then
+    read from KEPT. Drawing is most of the cost of the tests that use them, and it
+    depends only on what the key names: the ``recipe`` (what sets ``strategy`` apart from
+    the caller's others: strategies do not show their arguments), the schema, the module
+    that built it (``caller``, its file), this one, and the versions of Hypothesis and
+    its GraphQL strategies. A change to any of them draws afresh.
+    """
+    key = hashlib.sha256(
+        "\0".join(
+            [
+                recipe,
+                schema,
+                Path(caller).read_text(),
+                Path(__file__).read_text(),
+                str(count),
+                hypothesis.__version__,
+                version("hypothesis-graphql"),
+            ]
+        ).encode()
+    ).hexdigest()
+    kept = KEPT / f"{key}.json"
+    try:
+        drawn: list[str] = json.loads(kept.read_text())
+    except (OSError, ValueError):
+        drawn = _drawn(strategy, count)
+        KEPT.mkdir(exist_ok=True)
+        # Test processes draw side by side: each writes its own file and renames it.
+        written = kept.with_suffix(f".{os.getpid()}.tmp")
+        written.write_text(json.dumps(drawn))
+        written.replace(kept)
+    return drawn
+
+
+def _drawn(strategy: st.SearchStrategy[str], count: int) -> list[str]:
     """``count`` examples of ``strategy``, the same ones on every run.
 
     A ``@given`` run with a derandomized engine and no example database is Hypothesis's

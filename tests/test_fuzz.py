@@ -245,13 +245,28 @@ def generated_probes() -> tuple[Probe, ...]:
     per_field = st.one_of(
         [queries(sdl, fields=[name], custom_scalars=CUSTOM_SCALARS) for name in query_roots]
     )
-    valid = draw(per_field, VALID_QUERIES - VALID_QUERIES // 6)
-    valid += draw(queries(sdl, custom_scalars=CUSTOM_SCALARS), VALID_QUERIES // 6)
-    valid += draw(mutations(sdl, custom_scalars=CUSTOM_SCALARS), VALID_MUTATIONS)
+    kept = {"schema": sdl, "caller": __file__}
+    valid = draw(
+        per_field, VALID_QUERIES - VALID_QUERIES // 6, recipe="queries by root field", **kept
+    )
+    valid += draw(
+        queries(sdl, custom_scalars=CUSTOM_SCALARS),
+        VALID_QUERIES // 6,
+        recipe="queries",
+        **kept,
+    )
+    valid += draw(
+        mutations(sdl, custom_scalars=CUSTOM_SCALARS),
+        VALID_MUTATIONS,
+        recipe="mutations",
+        **kept,
+    )
     negative = draw(
         queries(sdl, custom_scalars=CUSTOM_SCALARS, mode=Mode.NEGATIVE)
         | mutations(sdl, custom_scalars=CUSTOM_SCALARS, mode=Mode.NEGATIVE),
         NEGATIVE_DOCUMENTS,
+        recipe="schema violations",
+        **kept,
     )
     rng = random.Random(FUZZ_SEED)
     probes = [Probe("valid", document, strict=True) for document in valid]

@@ -361,7 +361,13 @@ async def test_generated_queries_answer_alike(seeded: Seeded) -> None:
     documents = [
         document
         for name, count in zip(roots, _shares(GENERATED_DOCUMENTS, len(roots)), strict=True)
-        for document in draw(queries(sdl, fields=[name], custom_scalars=CUSTOM_SCALARS), count)
+        for document in draw(
+            queries(sdl, fields=[name], custom_scalars=CUSTOM_SCALARS),
+            count,
+            recipe=f"queries of {name}",
+            schema=sdl,
+            caller=__file__,
+        )
     ]
     assert len(documents) >= 500
     differences = []
