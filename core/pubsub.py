@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from core.outages import Outage
+from datasources.channels import on_server
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class Changes:
 class Hub:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        # Channels go by their names here; on the server they are the database's.
+        self._on_server = on_server(redis, "")
         self._listeners: dict[str, set[Listener]] = {}
         self._pubsub: PubSub | None = None
         # SUBSCRIBE commands sent and confirmed per channel on the current connection: a
@@ -161,7 +164,7 @@ class Hub:
 
     async def announce(self, channel: str) -> None:
         """Tell every process's listeners of ``channel`` that something changed."""
-        await self._redis.publish(channel, b"")
+        await self._redis.publish(self._on_server + channel, b"")
 
     def _is_subscribed(self, channel: str) -> bool:
         return (
@@ -187,9 +190,9 @@ class Hub:
             try:
                 if wanted:
                     self._sent[channel] = self._sent.get(channel, 0) + 1
-                    await pubsub.subscribe(channel)
+                    await pubsub.subscribe(self._on_server + channel)
                 else:
-                    await pubsub.unsubscribe(channel)
+                    await pubsub.unsubscribe(self._on_server + channel)
             except REDIS_FAILURES:
                 pass  # the reader meets the same failure, and reconnects
 
@@ -202,7 +205,7 @@ class Hub:
                     self._sent = dict.fromkeys((HEARTBEAT, *self._listeners), 1)
                     self._confirmed = {}
                     self._pubsub = pubsub
-                    await pubsub.subscribe(*self._sent)
+                    await pubsub.subscribe(*(self._on_server + channel for channel in self._sent))
                     assert pubsub.connection is not None
                     pubsub.connection.register_connect_callback(self._on_reconnect)
                 while not self._stop.is_set():
@@ -225,7 +228,7 @@ class Hub:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        channel = _text(message.get("channel"))
+        channel = _text(message.get("channel")).removeprefix(self._on_server)
         if kind == "message":
             for listener in list(self._listeners.get(channel, ())):
                 listener.message(message["data"])

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from datasources.channels import on_server
 from datasources.models import ApiKey, Role
 
 API_KEYS: Any = ApiKey.__table__
@@ -75,7 +76,7 @@ async def revoke_key(*, engine: AsyncEngine, secret: str, key_or_id: str) -> int
 
 
 async def announce_revocation(*, redis: Redis) -> None:
-    await redis.publish(REVOKED_CHANNEL, b"")
+    await redis.publish(on_server(redis, REVOKED_CHANNEL), b"")
 
 
 @dataclass(frozen=True)

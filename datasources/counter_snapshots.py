@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from datasources.channels import on_server
 from datasources.counters import (
     LEADERBOARDS_CHANNEL,
     PRESENT,
@@ -78,7 +79,7 @@ async def restore_counters(*, redis: Redis, engine: AsyncEngine) -> bool:
             select(SNAPSHOTS.c.report_id, SNAPSHOTS.c.views, SNAPSHOTS.c.downloads)
         )
         values = [str(value) for row in rows for value in row]
-    channel_prefix = counters_channel(0).removesuffix("0")
+    channel_prefix = on_server(redis, counters_channel(0)).removesuffix("0")
     restored_now = await redis.eval(
         _RESTORE,
         3,
@@ -88,7 +89,7 @@ async def restore_counters(*, redis: Redis, engine: AsyncEngine) -> bool:
         STATS_PREFIX,
         STATS_SUFFIX,
         channel_prefix,
-        LEADERBOARDS_CHANNEL,
+        on_server(redis, LEADERBOARDS_CHANNEL),
         Counter.VIEWS.value,
         Counter.DOWNLOADS.value,
         *values,

@@ -22,6 +22,8 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from datasources.channels import on_server
+
 # Set once the counters are in Redis: seeded, restored from the snapshot, or found there.
 PRESENT = "counters:present"
 STATS_PREFIX, STATS_SUFFIX = "report:", ":stats"
@@ -84,8 +86,8 @@ async def record(*, redis: Redis, report_id: int, counter: Counter) -> ReportCou
         PRESENT,
         counter.value,
         str(report_id),
-        counters_channel(report_id),
-        LEADERBOARDS_CHANNEL,
+        on_server(redis, counters_channel(report_id)),
+        on_server(redis, LEADERBOARDS_CHANNEL),
         Counter.VIEWS.value,
         Counter.DOWNLOADS.value,
     )

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from sqlalchemy import delete, insert, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from datasources.channels import on_server
 from datasources.counters import (
     LEADERBOARDS_CHANNEL,
     Counter,
@@ -286,8 +287,8 @@ async def delete_report(
     pipeline.delete(stats_key(report_id))
     for counter in Counter:
         pipeline.zrem(leaderboard_key(counter), str(report_id))
-    pipeline.publish(counters_channel(report_id), "")
-    pipeline.publish(LEADERBOARDS_CHANNEL, str(report_id))
+    pipeline.publish(on_server(redis, counters_channel(report_id)), "")
+    pipeline.publish(on_server(redis, LEADERBOARDS_CHANNEL), str(report_id))
     await pipeline.execute()
     return parents
 

@@ -21,6 +21,8 @@ from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocket
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from datasources.channels import on_server
+
 EPOCH = "cache:epoch"
 CHANNEL = "cache:invalidated"
 # Keys deleted per DEL in the invalidation script, within Lua's limit on unpacked values.
@@ -203,4 +205,4 @@ async def store_entry(
 
 async def invalidate_tags(*, redis: Redis, tags: Sequence[str], message: bytes) -> None:
     keys = [EPOCH, *(tag_key(tag) for tag in tags)]
-    await redis.eval(_INVALIDATE, len(keys), *keys, CHANNEL, message)
+    await redis.eval(_INVALIDATE, len(keys), *keys, on_server(redis, CHANNEL), message)

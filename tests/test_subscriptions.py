@@ -23,9 +23,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from core.connections import Connections
+from core.pubsub import Hub
 from core.settings import Settings
+from datasources.channels import on_server
 from datasources.counter_snapshots import snapshot_counters
-from datasources.counters import counters_channel
+from datasources.counters import PRESENT, Counter, counters_channel, record
 from datasources.report_writes import report_channel
 from gateway.app import create_app
 from gateway.embedded.process import free_port
@@ -194,14 +196,14 @@ async def test_a_disconnect_leaves_no_task_no_feed_and_no_redis_subscription(
     address, application = gateway
     feeds: Feeds = application.state.feeds
     redis = Redis.from_url(settings.redis_url or "")
-    channel = counters_channel(3)
+    channel = on_server(redis, counters_channel(3))
     # The gateway runs in this event loop: its tasks are among these.
     tasks_before = len(asyncio.all_tasks())
     try:
         async with websocket(address, init={}) as socket:
             await socket.subscribe("1", STATS, {"id": REPORT_ID})
             await socket.receive()
-            assert channel.encode() in await redis.pubsub_channels("live:*")
+            assert channel.encode() in await redis.pubsub_channels(on_server(redis, "live:*"))
             assert feeds.running == 1
         await eventually(lambda: _gone(redis, channel, feeds))
         await eventually(lambda: _at_most(tasks_before))
@@ -209,8 +211,55 @@ async def test_a_disconnect_leaves_no_task_no_feed_and_no_redis_subscription(
         await redis.aclose()
 
 
+class _Heard:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    def message(self, data: bytes) -> None:
+        self.messages.append(data)
+
+    def connected(self) -> None:
+        pass
+
+    def disconnected(self, error: BaseException) -> None:
+        pass
+
+
+async def test_gateways_on_two_databases_of_one_redis_hear_only_their_own(
+    settings: Settings,
+) -> None:
+    ours = Redis.from_url(settings.redis_url or "")
+    kwargs = ours.connection_pool.connection_kwargs
+    theirs = Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs["db"] + 1)
+    hubs, heard = (Hub(ours), Hub(theirs)), (_Heard(), _Heard())
+    channel = counters_channel(1)
+    try:
+        for hub, listener in zip(hubs, heard, strict=True):
+            await hub.start()
+            hub.listen(channel, listener)
+            await hub.subscribed(channel)
+        await ours.set(PRESENT, 1)
+        await record(redis=ours, report_id=1, counter=Counter.VIEWS)
+        await hubs[0].announce(channel)
+        # Sent after ours: had theirs heard ours, it would have heard it before this.
+        await hubs[1].announce(channel)
+
+        async def delivered() -> bool:
+            return len(heard[0].messages) == 2 and len(heard[1].messages) == 1
+
+        await eventually(delivered)
+        assert heard[0].messages == [b"views", b""]
+        assert heard[1].messages == [b""]
+    finally:
+        for hub in hubs:
+            await hub.stop()
+        await ours.aclose()
+        await theirs.aclose()
+
+
 async def _gone(redis: Redis, channel: str, feeds: Feeds) -> bool:
-    return channel.encode() not in await redis.pubsub_channels("live:*") and feeds.running == 0
+    listened = await redis.pubsub_channels(on_server(redis, "live:*"))
+    return channel.encode() not in listened and feeds.running == 0
 
 
 async def _at_most(tasks: int) -> bool:
@@ -241,10 +290,10 @@ async def test_a_report_is_sent_after_each_change_until_it_is_deleted(
 ) -> None:
     address, _ = gateway
     redis = Redis.from_url(settings.redis_url or "")
-    channel = report_channel(3).encode()
+    channel = on_server(redis, report_channel(3)).encode()
 
     async def listened() -> bool:
-        return channel in await redis.pubsub_channels("live:*")
+        return channel in await redis.pubsub_channels(on_server(redis, "live:*"))
 
     async with websocket(address, init={}) as socket:
         await socket.subscribe("u", UPDATED, {"id": REPORT_ID})
