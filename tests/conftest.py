@@ -57,9 +57,11 @@ def store_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreUrls]:
 
 
 @pytest.fixture(scope="session")
-def databases(store_urls: StoreUrls) -> Databases:
+async def databases(store_urls: StoreUrls) -> AsyncIterator[Databases]:
     assert store_urls.database_url is not None
-    return databases_at(store_urls.database_url)
+    made = databases_at(store_urls.database_url)
+    yield made
+    await made.close()
 
 
 @pytest.fixture(scope="session")
