@@ -86,8 +86,8 @@ class Changes:
 class Hub:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        # Channels go by their names here; on the server they are the database's.
-        self._on_server = on_server(redis, "")
+        # Listeners name channels plainly; on the server each carries its database's prefix.
+        self._server_prefix = on_server(redis, "")
         self._listeners: dict[str, set[Listener]] = {}
         self._pubsub: PubSub | None = None
         # SUBSCRIBE commands sent and confirmed per channel on the current connection: a
@@ -164,7 +164,10 @@ class Hub:
 
     async def announce(self, channel: str) -> None:
         """Tell every process's listeners of ``channel`` that something changed."""
-        await self._redis.publish(self._on_server + channel, b"")
+        await self._redis.publish(self._on_server(channel), b"")
+
+    def _on_server(self, channel: str) -> str:
+        return self._server_prefix + channel
 
     def _is_subscribed(self, channel: str) -> bool:
         return (
@@ -190,9 +193,9 @@ class Hub:
             try:
                 if wanted:
                     self._sent[channel] = self._sent.get(channel, 0) + 1
-                    await pubsub.subscribe(self._on_server + channel)
+                    await pubsub.subscribe(self._on_server(channel))
                 else:
-                    await pubsub.unsubscribe(self._on_server + channel)
+                    await pubsub.unsubscribe(self._on_server(channel))
             except REDIS_FAILURES:
                 pass  # the reader meets the same failure, and reconnects
 
@@ -205,7 +208,7 @@ class Hub:
                     self._sent = dict.fromkeys((HEARTBEAT, *self._listeners), 1)
                     self._confirmed = {}
                     self._pubsub = pubsub
-                    await pubsub.subscribe(*(self._on_server + channel for channel in self._sent))
+                    await pubsub.subscribe(*map(self._on_server, self._sent))
                     assert pubsub.connection is not None
                     pubsub.connection.register_connect_callback(self._on_reconnect)
                 while not self._stop.is_set():
@@ -228,7 +231,7 @@ class Hub:
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        channel = _text(message.get("channel")).removeprefix(self._on_server)
+        channel = _text(message.get("channel")).removeprefix(self._server_prefix)
         if kind == "message":
             for listener in list(self._listeners.get(channel, ())):
                 listener.message(message["data"])
