@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from core.settings import Settings
 from core.store_urls import StoreUrls
 from gateway.app import create_app
-from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
+from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, postgres
 from gateway.embedded.postgres import OWNER_SUFFIX, SHARED_ROOT, PostgresServer
 from gateway.embedded.process import free_port, recorded_process
 from tests import processes
@@ -263,3 +266,28 @@ def test_a_shared_cluster_removed_by_another_gateway_meanwhile_is_passed_over(
         PostgresServer(tmp_path / "next")
     finally:
         vanished.unlink(missing_ok=True)
+
+
+def _account_as_seen_by_one_of_several(name: str, ready: Barrier) -> tuple[int, int]:
+    postgres.SYSTEM_USER = name
+    ready.wait()
+    account = postgres._ensure_system_account()
+    return account.uid, pwd.getpwnam(name).pw_uid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the system account is made only for root")
+def test_gateways_starting_at_once_make_one_system_account() -> None:
+    name = f"gw-test-{os.getpid()}"
+    starting = 4
+    context = multiprocessing.get_context("spawn")
+    try:
+        with context.Manager() as manager, context.Pool(starting) as pool:
+            ready = manager.Barrier(starting)
+            seen = pool.starmap(_account_as_seen_by_one_of_several, [(name, ready)] * starting)
+        made = pwd.getpwnam(name).pw_uid
+        # Each went on with the account that exists, not one that another replaced.
+        assert seen == [(made, made)] * starting
+    finally:
+        for command in ("userdel", "groupdel"):
+            program = shutil.which(command) or f"/usr/sbin/{command}"
+            subprocess.run([program, name], check=False, capture_output=True)

@@ -9,6 +9,7 @@ binaries are copied to a world-readable directory and the cluster is placed unde
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import pwd
@@ -208,19 +209,25 @@ def _reachable(path: Path, account: RunAs) -> bool:
 
 
 def _ensure_system_account() -> RunAs:
-    try:
-        entry = pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        subprocess.run(
-            [
-                useradd, "--system", "--user-group", "--no-create-home",
-                "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SYSTEM_USER,
-            ],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
-        entry = pwd.getpwnam(SYSTEM_USER)
+    SHARED_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    # useradd checks for the name before it takes its own lock: two gateways starting at
+    # once would both add the account, the second over the first, and the first would run
+    # initdb as a uid that no longer exists.
+    with (SHARED_ROOT / ".account.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            entry = pwd.getpwnam(SYSTEM_USER)
+        except KeyError:
+            useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+            subprocess.run(
+                [
+                    useradd, "--system", "--user-group", "--no-create-home",
+                    "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", SYSTEM_USER,
+                ],
+                check=True,
+                capture_output=True,
+            )  # fmt: skip
+            entry = pwd.getpwnam(SYSTEM_USER)
     return RunAs(user=SYSTEM_USER, uid=entry.pw_uid, gid=entry.pw_gid)
 
 
