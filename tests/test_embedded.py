@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import os
 import pwd
 import shutil
@@ -12,7 +11,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from core.settings import Settings
 from core.store_urls import StoreUrls
 from gateway.app import create_app
-from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, postgres
+from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
 from gateway.embedded.postgres import OWNER_SUFFIX, SHARED_ROOT, PostgresServer
 from gateway.embedded.process import free_port, recorded_process
 from tests import processes
@@ -268,25 +266,39 @@ def test_a_shared_cluster_removed_by_another_gateway_meanwhile_is_passed_over(
         vanished.unlink(missing_ok=True)
 
 
-def _account_as_seen_by_one_of_several(name: str, ready: Barrier) -> tuple[int, int]:
-    postgres.SYSTEM_USER = name
-    ready.wait()
-    account = postgres._ensure_system_account()
-    return account.uid, pwd.getpwnam(name).pw_uid
+# A gateway's first start as far as its system account: each waits for the others to be
+# ready, then looks the account up or makes it.
+FIRST_START = """
+import pwd, sys, time
+from pathlib import Path
+from gateway.embedded import postgres
+postgres.SYSTEM_USER = sys.argv[1]
+print("ready", flush=True)
+while not Path(sys.argv[2]).exists():
+    time.sleep(0.001)
+print(postgres._ensure_system_account().uid, pwd.getpwnam(sys.argv[1]).pw_uid)
+"""
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the system account is made only for root")
-def test_gateways_starting_at_once_make_one_system_account() -> None:
+def test_gateways_starting_at_once_make_one_system_account(tmp_path: Path) -> None:
     name = f"gw-test-{os.getpid()}"
-    starting = 4
-    context = multiprocessing.get_context("spawn")
+    go = tmp_path / "go"
+    starting = [
+        subprocess.Popen(
+            [sys.executable, "-c", FIRST_START, name, str(go)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     try:
-        with context.Manager() as manager, context.Pool(starting) as pool:
-            ready = manager.Barrier(starting)
-            seen = pool.starmap(_account_as_seen_by_one_of_several, [(name, ready)] * starting)
-        made = pwd.getpwnam(name).pw_uid
+        for process in starting:
+            assert process.stdout is not None
+            assert process.stdout.readline() == "ready\n"
+        go.touch()
+        seen = [process.communicate(timeout=60)[0].split() for process in starting]
+        made = str(pwd.getpwnam(name).pw_uid)
         # Each went on with the account that exists, not one that another replaced.
-        assert seen == [(made, made)] * starting
+        assert seen == [[made, made]] * len(starting)
     finally:
         for command in ("userdel", "groupdel"):
             program = shutil.which(command) or f"/usr/sbin/{command}"
