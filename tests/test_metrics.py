@@ -20,7 +20,7 @@ from gateway.logs import JSONLines, RequestIds
 from gateway.metrics import OTHER, RequestMetrics, Served
 from tests import processes
 from tests.clients import Seeded, lifespan_client
-from tests.processes import READY_TIMEOUT, wait_for
+from tests.processes import LOOPBACK, READY_TIMEOUT, wait_for
 from tests.scraped import Samples, samples, total, value
 
 data_dir = processes.data_dir
@@ -225,15 +225,15 @@ def test_workers_add_up_their_metrics_whichever_one_is_scraped(
     requests = 40
     for index in range(requests):
         # Each on a connection of its own, so that both workers serve some.
-        response = httpx.post(
+        response = LOOPBACK.post(
             f"{base}/graphql",
             json={"query": f"query Spread{index % 2} {{ service {{ name }} }}"},
-            headers={"cache-control": "no-cache"},
+            headers={"cache-control": "no-cache", "connection": "close"},
         )
         assert response.status_code == 200
 
     def scraped() -> Samples:
-        return samples(httpx.get(f"{base}/metrics").text)
+        return samples(LOOPBACK.get(f"{base}/metrics", headers={"connection": "close"}).text)
 
     # Every scrape, whichever worker answers it, adds up both workers' counts.
     for _ in range(6):

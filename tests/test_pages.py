@@ -22,7 +22,7 @@ from gateway.pages import DASHBOARD_PATH, IMMUTABLE, REVALIDATE
 from gateway.seed import seed
 from tests import browser as browser_harness
 from tests.browser import BROWSER_TIMEOUT, Browser
-from tests.processes import GONE_TIMEOUT, Gateway
+from tests.processes import GONE_TIMEOUT, LOOPBACK, Gateway
 
 chromedriver = browser_harness.chromedriver
 browser = browser_harness.browser
@@ -120,7 +120,7 @@ def _top_report(gateway: Gateway) -> dict[str, Any]:
 
 
 def _record_view(gateway: Gateway, report_id: object) -> None:
-    response = httpx.post(
+    response = LOOPBACK.post(
         f"http://127.0.0.1:{gateway.port}/graphql",
         json={
             "query": "mutation($id: ID!) { recordView(reportId: $id) { __typename } }",
