@@ -14,38 +14,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from opentelemetry.context import Context as TraceContext
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
 from core import __version__, telemetry
 from core.settings import Settings
-
-SERVICE_NAME = "polyglot-gateway"
-TRACES_PATH = "/v1/traces"
-
-
-class RequestIds(SpanProcessor):
-    """Every span started while a request is served carries its id."""
-
-    def on_start(self, span: Span, parent_context: TraceContext | None = None) -> None:
-        request_id = telemetry.current_request_id.get()
-        if request_id is not None:
-            span.set_attribute(telemetry.REQUEST_ID, request_id)
-
-
-def provider_for(endpoint: str) -> TracerProvider:
-    """Spans batched and sent to ``endpoint``'s traces path. ``OTEL_SERVICE_NAME`` and
-    ``OTEL_RESOURCE_ATTRIBUTES`` add to what the resource says, as everywhere."""
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": SERVICE_NAME, "service.version": __version__})
-    )
-    provider.add_span_processor(RequestIds())
-    exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + TRACES_PATH)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
 
 
 @asynccontextmanager
@@ -54,6 +24,10 @@ async def exported(settings: Settings) -> AsyncIterator[None]:
     if settings.otlp_endpoint is None:
         yield
         return
+    # The SDK and its exporter take a tenth of a second to import, as long as the rest
+    # of a worker's start-up costs beside the schema: only a gateway that traces pays it.
+    from gateway.trace_export import provider_for  # noqa: PLC0415
+
     provider = provider_for(settings.otlp_endpoint)
     telemetry.use(provider.get_tracer("gateway", __version__))
     try:
