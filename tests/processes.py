@@ -28,7 +28,9 @@ SERVER_NAMES = {"postgres", "mongodb", "redis"}
 # One client for what tests send to gateways over loopback: a client loads the system's
 # certificate authorities when it is made, which costs more than twenty requests to a
 # local gateway, and a starting gateway is asked whether it is ready ten times a second.
-LOOPBACK = httpx.Client()
+# A connection for each request, as a new client would have: a stopping gateway gives an
+# idle connection its keep-alive time, and each request may be a different worker's.
+LOOPBACK = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
 
 
 class Gateway:

@@ -228,12 +228,12 @@ def test_workers_add_up_their_metrics_whichever_one_is_scraped(
         response = LOOPBACK.post(
             f"{base}/graphql",
             json={"query": f"query Spread{index % 2} {{ service {{ name }} }}"},
-            headers={"cache-control": "no-cache", "connection": "close"},
+            headers={"cache-control": "no-cache"},
         )
         assert response.status_code == 200
 
     def scraped() -> Samples:
-        return samples(LOOPBACK.get(f"{base}/metrics", headers={"connection": "close"}).text)
+        return samples(LOOPBACK.get(f"{base}/metrics").text)
 
     # Every scrape, whichever worker answers it, adds up both workers' counts.
     for _ in range(6):
