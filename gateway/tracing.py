@@ -24,8 +24,8 @@ async def exported(settings: Settings) -> AsyncIterator[None]:
     if settings.otlp_endpoint is None:
         yield
         return
-    # The SDK and its exporter take a tenth of a second to import, as long as the rest
-    # of a worker's start-up costs beside the schema: only a gateway that traces pays it.
+    # The SDK and its exporter take about a tenth of a second to import: only a gateway
+    # that traces pays it, not every worker and command.
     from gateway.trace_export import provider_for  # noqa: PLC0415
 
     provider = provider_for(settings.otlp_endpoint)

@@ -3,6 +3,8 @@ to a receiver this test runs, which decodes them with opentelemetry-proto."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -176,3 +178,18 @@ async def test_no_tracer_and_no_span_without_an_endpoint(settings: Settings) -> 
             assert span is None
         response = await client.post("/graphql", json={"query": "{ service { name } }"})
         assert response.status_code == 200
+
+
+def test_a_gateway_that_does_not_trace_does_not_load_the_sdk() -> None:
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, gateway.app; print(*sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "gateway.app" in loaded
+    assert not [
+        module
+        for module in loaded
+        if module.startswith(("opentelemetry.exporter", "opentelemetry.sdk.trace"))
+    ]
