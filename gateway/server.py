@@ -89,6 +89,16 @@ class GatewayServer(uvicorn.Server):
         self.signalled.set()
         super().handle_exit(sig, frame)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        if self.force_exit:
+            # A second Ctrl-C tells uvicorn to stop waiting for requests, and also to skip
+            # the application's shutdown: the embedded servers were then left to the
+            # watchdog and the pools cancelled mid-close, with a traceback for each. The
+            # requests are not waited for; what the application owns is still stopped,
+            # within the shutdown deadline as always.
+            await self.lifespan.shutdown()
+
 
 class DrainingHttpProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 connection, which does not drop a request when shutdown begins.

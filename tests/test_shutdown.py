@@ -84,6 +84,31 @@ def test_a_request_sent_between_requests_as_sigterm_comes_is_answered(
     assert gateway.process.wait(timeout=GONE_TIMEOUT) in (0, -signal.SIGTERM)
 
 
+def test_a_second_ctrl_c_stops_waiting_for_requests_but_not_the_shutdown(
+    data_dir: Path, launch: Launch
+) -> None:
+    gateway = launch(GATEWAY_STORE_TIMEOUT="30")
+    redis = gateway.servers["redis"]
+    redis.suspend()
+    try:
+        # Waited for after the first Ctrl-C, as any request in flight.
+        in_flight = gateway.send(TOP_REPORTS)
+        gateway.process.send_signal(signal.SIGINT)
+        wait_for(lambda: "Shutting down" in gateway.log.read_text(), "the shutdown to begin")
+        gateway.process.send_signal(signal.SIGINT)
+    finally:
+        redis.resume()
+    assert gateway.process.wait(timeout=GONE_TIMEOUT) in (0, -signal.SIGINT)
+    in_flight.close()
+    log = gateway.log.read_text()
+    assert "Application shutdown complete" in log
+    assert "Traceback" not in log
+    # Stopped by the gateway itself: its watchdog had nothing left to do.
+    wait_for(lambda: all_gone(list(gateway.servers.values())), "the embedded servers to stop")
+    assert watchdogs_of(data_dir) == []
+    assert "stopping" not in (data_dir / "logs" / "watchdog.log").read_text()
+
+
 def test_a_request_stuck_past_the_shutdown_timeout_does_not_keep_the_gateway(
     data_dir: Path, launch: Launch
 ) -> None:
