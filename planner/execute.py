@@ -29,14 +29,16 @@ a null in a non-null field propagates to the nearest nullable parent.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from inspect import isawaitable
 from operator import attrgetter
 from typing import Any, TypeGuard
 
 from graphql import (
+    DirectiveNode,
     DocumentNode,
     FragmentDefinitionNode,
     GraphQLError,
@@ -45,6 +47,7 @@ from graphql import (
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
+    VariableNode,
     located_error,
 )
 from graphql.execution.collect_fields import (
@@ -75,6 +78,8 @@ from planner.reading import Readings
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 INCREMENTAL = frozenset({"defer", "stream"})
 MAX_VARIABLE_ERRORS = 50
+# Operations whose collected fields are kept (see _Collected).
+OPERATIONS_KEPT = 1000
 # Attributes of a level's spans: its depth (the root's fields are 1), and the sources its
 # batches read.
 LEVEL = "gateway.level"
@@ -112,6 +117,36 @@ class _Selection:
     # The fields the projection leaves as None (relations, resolvers, nested objects),
     # each with what reads its value (an attribute) or its key (a relation) off a value.
     deferred: list[tuple[Entry, Callable[[Any], Any] | None]]
+
+
+@dataclass(slots=True)
+class _Collected:
+    """What running an operation works out from its document alone: its fragments, the
+    fields collected on each type under each selection with their projections, and the
+    stored paths each relation's selection reads. Kept from one run to the next unless a
+    variable decides what is collected (``@skip``/``@include`` on a variable): collecting
+    them again was a twentieth of the CPU of a repeated nested query.
+
+    Selections are memoised by their field details' ids, which stay theirs since the
+    details are kept here with them."""
+
+    fragment_definitions: dict[str, FragmentDefinitionNode]
+    fragments: dict[str, FragmentDetails]
+    root_details: list[FieldDetails] = field(default_factory=list)
+    selections: dict[tuple[str, int, bool], _Selection] = field(default_factory=dict)
+    paths: dict[int, frozenset[str] | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, document: DocumentNode) -> _Collected:
+        definitions = {
+            definition.name.value: definition
+            for definition in document.definitions
+            if isinstance(definition, FragmentDefinitionNode)
+        }
+        return cls(
+            definitions,
+            {name: FragmentDetails(definition) for name, definition in definitions.items()},
+        )
 
 
 @dataclass(slots=True)
@@ -164,16 +199,27 @@ def plannable(document: DocumentNode, operation: OperationDefinitionNode) -> boo
 
 
 def _uses_incremental_delivery(document: DocumentNode) -> bool:
-    pending = list(document.definitions)
+    return any(directive.name.value in INCREMENTAL for directive in _directives(document))
+
+
+def _collected_by_variables(document: DocumentNode) -> bool:
+    """Whether a variable decides which fields are collected: a directive (``@skip``,
+    ``@include``) given one."""
+    return any(
+        isinstance(argument.value, VariableNode)
+        for directive in _directives(document)
+        for argument in directive.arguments or ()
+    )
+
+
+def _directives(document: DocumentNode) -> Iterator[DirectiveNode]:
+    pending: list[Any] = list(document.definitions)
     while pending:
         node = pending.pop()
-        for directive in getattr(node, "directives", None) or ():
-            if directive.name.value in INCREMENTAL:
-                return True
+        yield from getattr(node, "directives", None) or ()
         selection_set = getattr(node, "selection_set", None)
         if selection_set is not None:
             pending.extend(selection_set.selections)
-    return False
 
 
 class Planner:
@@ -199,12 +245,29 @@ class Planner:
             if len(types) == 1:
                 self.record_types[record] = (types[0], self.record_fields[types[0].name])
         self.readings = Readings(schema, self.record_fields, self.field_plan)
+        # By the operation's id, with a reference that tells whether it is still that
+        # operation (as planner/reading.py keeps readings); None for an operation whose
+        # collection variables decide.
+        self._collected: dict[
+            int, tuple[weakref.ref[OperationDefinitionNode], _Collected | None]
+        ] = {}
 
     def field_plan(self, parent: GraphQLObjectType, name: str) -> FieldPlan:
         plan = self._plans.get((parent.name, name))
         if plan is None:
             plan = self._plans[(parent.name, name)] = plan_field(parent.fields[name], name)
         return plan
+
+    def collected(self, document: DocumentNode, operation: OperationDefinitionNode) -> _Collected:
+        """What the runs of ``operation`` share, or a new one for a run of its own."""
+        key = id(operation)
+        kept = self._collected.get(key)
+        if kept is None or kept[0]() is not operation:
+            shared = None if _collected_by_variables(document) else _Collected.of(document)
+            if len(self._collected) >= OPERATIONS_KEPT:
+                del self._collected[next(iter(self._collected))]
+            kept = self._collected[key] = (weakref.ref(operation), shared)
+        return _Collected.of(document) if kept[1] is None else kept[1]
 
     async def execute(
         self,
@@ -222,14 +285,15 @@ class Planner:
         if isinstance(coerced, list):
             return Outcome(None, coerced)
         with reading(self.readings.of(document)):
-            return await _Run(self, document, operation, coerced, context).run()
+            collected = self.collected(document, operation)
+            return await _Run(self, collected, operation, coerced, context).run()
 
 
 class _Run:
     def __init__(
         self,
         planner: Planner,
-        document: DocumentNode,
+        collected: _Collected,
         operation: OperationDefinitionNode,
         variables: VariableValues,
         context: Context,
@@ -239,35 +303,29 @@ class _Run:
         self.operation = operation
         self.variables = variables
         self.context = context
-        self.fragment_definitions = {
-            definition.name.value: definition
-            for definition in document.definitions
-            if isinstance(definition, FragmentDefinitionNode)
-        }
-        self.fragments = {
-            name: FragmentDetails(definition)
-            for name, definition in self.fragment_definitions.items()
-        }
+        self.fragment_definitions = collected.fragment_definitions
+        self.fragments = collected.fragments
+        self._root_details = collected.root_details
         self.errors: list[GraphQLError] = []
-        self._selections: dict[tuple[str, int, bool], _Selection] = {}
+        self._selections = collected.selections
         self._helpers = GraphQLResolveInfoHelpers(gather=_gather, track=_ignore)
         # Places nulled by a failure, kept alive so that their ids stay theirs.
         self._dead: dict[int, Place] = {}
         # The stored paths each relation's selection reads (see _stored_paths).
-        self._paths: dict[int, frozenset[str] | None] = {}
+        self._paths = collected.paths
         self._depth = 0
 
     async def run(self) -> Outcome:
         root_type = self.schema.query_type
         assert root_type is not None
         result: dict[str, Any] = {"data": None}
-        root = _Group(root_type, [], None, [None], [(result, "data", True, None)])
-        grouped = collect_fields(
-            self.schema, self.fragments, self.variables, root_type, self.operation
-        ).grouped_field_set
-        self._selections[(root_type.name, id(root.details), False)] = self._selection(
-            root_type, grouped, None
-        )
+        root = _Group(root_type, self._root_details, None, [None], [(result, "data", True, None)])
+        root_key = (root_type.name, id(root.details), False)
+        if root_key not in self._selections:
+            grouped = collect_fields(
+                self.schema, self.fragments, self.variables, root_type, self.operation
+            ).grouped_field_set
+            self._selections[root_key] = self._selection(root_type, grouped, None)
         level = [root]
         while level:
             level = await self._level(level)

@@ -21,6 +21,7 @@ from datasources import driver_reads
 from datasources.documents import DOCUMENT_FIELDS, documents_by_report
 from gateway.app import create_app
 from gateway.schema import build_schema
+from planner import execute
 from planner.execute import Planner
 from tests.clients import Seeded, lifespan_client
 from tests.generated import CUSTOM_SCALARS, draw
@@ -241,6 +242,45 @@ async def test_a_document_is_fetched_only_as_far_as_it_is_selected(
         "/graphql", json={"query": query}, headers={"x-gateway-executor": "strawberry"}
     )
     assert fetched[0][0] is None  # Strawberry's objects are built whole
+
+
+async def test_an_operation_s_fields_are_collected_once_unless_a_variable_decides_them(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collections: list[str] = []
+    collect = execute.collect_subfields
+
+    def counted(*arguments: Any) -> Any:
+        collections.append(arguments[4].name)
+        return collect(*arguments)
+
+    monkeypatch.setattr(execute, "collect_subfields", counted)
+
+    async def nodes(query: str, variables: dict[str, Any] | None = None) -> list[Any]:
+        response = await seeded.client.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            # Executed each time, not answered from the response cache.
+            headers={"cache-control": "no-cache"},
+        )
+        body = response.json()
+        assert "errors" not in body
+        return [edge["node"] for edge in body["data"]["reports"]["edges"]]
+
+    fixed = "{ reports(first: 2) { edges { node { title type { name } } } } }"
+    first = await nodes(fixed)
+    assert collections
+    collections.clear()
+    assert await nodes(fixed) == first
+    assert collections == []
+
+    decided = (
+        "query($t: Boolean!) { reports(first: 2) { edges { node { databaseId"
+        " title @include(if: $t) } } } }"
+    )
+    assert all("title" in node for node in await nodes(decided, {"t": True}))
+    assert all("title" not in node for node in await nodes(decided, {"t": False}))
+    assert all("title" in node for node in await nodes(decided, {"t": True}))
 
 
 @contextmanager
