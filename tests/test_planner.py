@@ -12,6 +12,7 @@ from typing import Any
 import graphql
 import httpx
 import pytest
+from graphql.execution.collect_fields import collect_subfields
 from hypothesis_graphql import queries
 from sqlalchemy import Engine, event
 
@@ -248,11 +249,10 @@ async def test_an_operation_s_fields_are_collected_once_unless_a_variable_decide
     seeded: Seeded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     collections: list[str] = []
-    collect = execute.collect_subfields
 
     def counted(*arguments: Any) -> Any:
         collections.append(arguments[4].name)
-        return collect(*arguments)
+        return collect_subfields(*arguments)
 
     monkeypatch.setattr(execute, "collect_subfields", counted)
 
