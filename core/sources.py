@@ -270,9 +270,10 @@ def listed_reports(
     *,
     descending: bool,
     request: PageRequest,
+    counted: bool = False,
 ) -> Read[Page]:
     """A page of the reports that match ``criteria`` (and are among ``tagged_ids``, when
-    the tags were asked for)."""
+    the tags were asked for); ``counted``, with how many match."""
     ordering = reports.report_ordering(sort, descending=descending)
     return Read(
         "reports",
@@ -283,6 +284,7 @@ def listed_reports(
             tagged_ids=tagged_ids,
             ordering=ordering,
             request=request,
+            counted=counted,
         ),
         _of_filtered(criteria, sort),
     )
@@ -321,12 +323,15 @@ def top_reports(counter: Counter, limit: int) -> Read[list[int]]:
     )
 
 
-def listed_entities(table: Table, request: PageRequest) -> Read[Page]:
-    """A page of authors, institutions or technologies, by name."""
+def listed_entities(table: Table, request: PageRequest, *, counted: bool = False) -> Read[Page]:
+    """A page of authors, institutions or technologies, by name; ``counted``, with how many
+    there are."""
     return Read(
         f"{table.name} listed",
         Store.POSTGRES,
-        lambda stores: listings.entity_page(engine=stores.reader, table=table, request=request),
+        lambda stores: listings.entity_page(
+            engine=stores.reader, table=table, request=request, counted=counted
+        ),
         _of_list(TYPE_OF_TABLE[table.name]),
     )
 

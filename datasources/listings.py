@@ -21,9 +21,16 @@ def by_name(table: Table) -> Ordering:
     return Ordering(key=table.c.name, id=table.c.id, descending=False)
 
 
-async def entity_page(*, engine: AsyncEngine, table: Table, request: PageRequest) -> Page:
+async def entity_page(
+    *, engine: AsyncEngine, table: Table, request: PageRequest, counted: bool = False
+) -> Page:
+    """A page of the table's rows by name; ``counted``, with how many rows it has."""
     return await keyset.fetch_page(
-        engine, record_query(table, fields_read(table.name)), by_name(table), request
+        engine,
+        record_query(table, fields_read(table.name)),
+        by_name(table),
+        request,
+        counted=record_query(table, COUNTED) if counted else None,
     )
 
 

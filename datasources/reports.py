@@ -137,9 +137,12 @@ async def report_page(
     tagged_ids: Sequence[int] | None,
     ordering: Ordering,
     request: PageRequest,
+    counted: bool = False,
 ) -> Page:
+    """A page of the reports that match; ``counted``, with how many match."""
     query = _filtered(criteria, tagged_ids, fields_read(REPORTS.name))
-    return await keyset.fetch_page(engine, query, ordering, request)
+    counting = _filtered(criteria, tagged_ids, COUNTED) if counted else None
+    return await keyset.fetch_page(engine, query, ordering, request, counted=counting)
 
 
 async def count_reports(

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import orjson
 import strawberry
+from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode
 from sqlalchemy import Table
 
 from core import sources
@@ -19,6 +20,7 @@ from core.errors import ErrorCode, GatewayError
 from core.sources import RecordFields
 from datasources.keyset import Page, PageRequest, Position
 
+TOTAL_COUNT = "totalCount"
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
@@ -77,9 +79,37 @@ class Connection(Generic[NodeType]):
     page_info: PageInfo
     counter: strawberry.Private[Callable[[], Awaitable[int]]]
 
+    # Read with the page, where it was asked for with it (see ``selects_total_count``).
+    total: strawberry.Private[int | None] = None
+
     @strawberry.field(description="How many items the whole list has, across all pages.")
     async def total_count(self) -> int:
-        return await self.counter()
+        return self.total if self.total is not None else await self.counter()
+
+
+def selects_total_count(info: strawberry.Info[Any, Any]) -> bool:
+    """Whether the connection resolved has its ``totalCount`` selected, directly or in a
+    fragment (whatever its ``@skip``/``@include``): its page is then read with its length,
+    in one statement. Read off the field's nodes, not Strawberry's ``selected_fields``,
+    which converts the whole selection below, arguments and all."""
+    raw = info._raw_info
+    pending = [node.selection_set for node in raw.field_nodes]
+    spread: set[str] = set()
+    while pending:
+        selection_set = pending.pop()
+        for selection in selection_set.selections if selection_set is not None else ():
+            if isinstance(selection, FieldNode):
+                if selection.name.value == TOTAL_COUNT:
+                    return True
+            elif isinstance(selection, InlineFragmentNode):
+                pending.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                fragment = raw.fragments.get(name)
+                if fragment is not None and name not in spread:
+                    spread.add(name)
+                    pending.append(fragment.selection_set)
+    return False
 
 
 def encode_cursor(ordering: str, position: Position) -> str:
@@ -159,6 +189,7 @@ def connection(
             end_cursor=edges[-1].cursor if edges else None,
         ),
         counter=counter,
+        total=page.total,
     )
 
 
@@ -196,7 +227,9 @@ async def listing(
         first=first, after=after, last=last, before=before, ordering=ordering, parse=parse_text
     )
     loaders = info.context.loaders
-    page = await loaders.read(sources.listed_entities(table, request))
+    page = await loaders.read(
+        sources.listed_entities(table, request, counted=selects_total_count(info))
+    )
     count = sources.counted_entities(table)
     return connection(page, ordering=ordering, node=node, counter=lambda: loaders.read(count))
 

@@ -22,7 +22,7 @@ from resolvers.catalogue import (
     report_page_request,
 )
 from resolvers.nodes import database_ids, from_global_id
-from resolvers.pagination import Connection
+from resolvers.pagination import Connection, selects_total_count
 from resolvers.stats import ReportCounter
 
 Info = strawberry.Info[Context, None]
@@ -109,6 +109,7 @@ class ReportQuery:
                 ReportSort(order.field.value),
                 descending=order.direction is OrderDirection.DESC,
                 request=request,
+                counted=selects_total_count(info),
             )
         )
         for record in page.records:

@@ -18,12 +18,11 @@ from gateway import cli, explain
 from tests.clients import Seeded, issue_key
 
 EXPLAIN = {"x-gateway-explain": "1"}
-# The nested query's sources: a page and its count at the root, the relations of each
+# The nested query's sources: a page with its count at the root, the relations of each
 # report in PostgreSQL, its document in MongoDB and its counters in Redis, then the
 # institutions of its authors a level further down.
 NESTED_SOURCES = {
     "reports": "postgres",
-    "report count": "postgres",
     "authorships of a report": "postgres",
     "technologies of a report": "postgres",
     "document of a report": "mongodb",
@@ -159,7 +158,7 @@ async def test_hints_name_scans_an_index_would_spare(
     )
     assert status == 200, body
     hints = body["extensions"]["explain"]["hints"]
-    count = "step 2 (postgres, report count): "
+    count = "step 1 (postgres, reports): "
     if seeded.connections.engine.dialect.name == "sqlite":
         assert f"{count}SCAN reports read all its 400 rows" in " ".join(hints), hints
         return

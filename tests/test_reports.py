@@ -11,6 +11,7 @@ from datasources import keyset, reports
 from datasources.counters import Counter, leaderboard_key
 from datasources.document_migrations import REPORT_DOCUMENTS
 from datasources.keyset import PageRequest
+from datasources.records import COUNTED
 from datasources.reports import ReportFilter, ReportSort
 from resolvers.nodes import to_global_id
 from tests.clients import Seeded
@@ -108,6 +109,34 @@ async def test_first_and_last_pages_say_where_they_stand(seeded: Seeded) -> None
     empty = (await seeded.data(PAGE, {"first": 0}))["reports"]
     assert empty["edges"] == []
     assert empty["pageInfo"]["startCursor"] is None
+
+
+async def test_a_page_is_read_with_its_list_s_length_only_when_asked_and_still_has_it_empty(
+    seeded: Seeded,
+) -> None:
+    """A root list's totalCount comes with its page, in one statement; a page with no row
+    to carry it counts on its own."""
+    expected = len(await reference(seeded))
+
+    async def trips_and_total(document: str, variables: dict[str, Any]) -> tuple[int, Any]:
+        result = await seeded.query(document, variables, **{"x-gateway-round-trips": "1"})
+        assert "errors" not in result, result["errors"]
+        return result["extensions"]["roundTrips"]["postgres"], result["data"]["reports"]
+
+    trips, page = await trips_and_total(PAGE, {"first": 3})
+    assert (trips, page["totalCount"]) == (1, expected)
+    fragment = (
+        "query($first: Int) { reports(first: $first) { ...Counted edges { node { title } } } }"
+        " fragment Counted on ReportConnection { ... on ReportConnection { totalCount } }"
+    )
+    trips, page = await trips_and_total(fragment, {"first": 3})
+    assert (trips, page["totalCount"]) == (1, expected)
+    last = (await seeded.data(PAGE, {"last": 1}))["reports"]["pageInfo"]["endCursor"]
+    # The row read to tell whether a next page exists carries it past a page of none.
+    for empty, statements in (({"first": 5, "after": last}, 2), ({"first": 0}, 1)):
+        trips, page = await trips_and_total(PAGE, empty)
+        assert page["edges"] == []
+        assert (trips, page["totalCount"]) == (statements, expected)
 
 
 async def test_default_page_size_is_twenty(seeded: Seeded) -> None:
@@ -367,11 +396,17 @@ def test_a_page_asked_again_is_the_same_statement() -> None:
     the ids of tagged reports, possibly thousands, are never kept."""
 
     def statement(
-        criteria: ReportFilter, tagged_ids: list[int] | None, fields: frozenset[str] | None = None
+        criteria: ReportFilter,
+        tagged_ids: list[int] | None,
+        fields: frozenset[str] | None = None,
+        *,
+        counted: bool = False,
     ) -> Any:
         query = reports._filtered(criteria, tagged_ids, fields)
         ordering = reports.report_ordering(ReportSort.PUBLICATION_DATE, descending=True)
-        return keyset._page_statement(query, ordering, PageRequest(10, after=(date(2020, 1, 1), 7)))
+        counting = reports._filtered(criteria, tagged_ids, COUNTED) if counted else None
+        request = PageRequest(10, after=(date(2020, 1, 1), 7))
+        return keyset._page_statement(query, ordering, request, counting)
 
     first = statement(ReportFilter(statuses=("published",)), None)
     assert statement(ReportFilter(statuses=("published",)), None) is first
@@ -381,3 +416,7 @@ def test_a_page_asked_again_is_the_same_statement() -> None:
     titles = statement(ReportFilter(statuses=("published",)), None, frozenset({"title"}))
     assert titles is not first
     assert statement(ReportFilter(statuses=("published",)), None, frozenset({"title"})) is titles
+    # And one with the list's length, kept as well.
+    counted = statement(ReportFilter(statuses=("published",)), None, counted=True)
+    assert counted is not first
+    assert statement(ReportFilter(statuses=("published",)), None, counted=True) is counted
