@@ -616,9 +616,7 @@ class _Run:
             )
             for source in sources
         ]
-        outcomes = await asyncio.gather(
-            *fetches, *(pending.awaitable for pending in awaited), return_exceptions=True
-        )
+        outcomes = await _settled([*fetches, *(pending.awaitable for pending in awaited)])
         for source, fetched in zip(sources, outcomes, strict=False):
             offset = 0
             for chunk in batches[source]:
@@ -913,6 +911,18 @@ class _FieldError(Exception):
 
 def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:
     return isawaitable(value)
+
+
+async def _settled(awaitables: list[Awaitable[Any]]) -> list[Any]:
+    """Each awaitable's value or exception, all awaited at once. A level often waits for
+    one thing alone (a root list, a count, the next relation down): that one is awaited
+    as it is, with no task around it."""
+    if len(awaitables) != 1:
+        return list(await asyncio.gather(*awaitables, return_exceptions=True))
+    try:
+        return [await awaitables[0]]
+    except Exception as error:  # it becomes the fields' error, as gather would return it
+        return [error]
 
 
 async def _gather(values: Sequence[Awaitable[Any]]) -> list[Any]:
