@@ -117,9 +117,12 @@ class Settings(BaseSettings):
     # further store call starts for it.
     execution_timeout: float = Field(default=15.0, gt=0)
     # Queries over HTTP a process executes at once; the others wait their turn, up to
-    # the execution timeout (then 503). Raise it where the stores are far (their round
-    # trips, not the gateway's CPU, are then most of an operation's time).
-    max_concurrent_operations: int = Field(default=8, gt=0)
+    # the execution timeout (then 503). A few keep the processor busy while the others
+    # wait on nearby stores; more only interleave, each operation's objects pushing the
+    # others' out of the processor's caches (see README.md, Limits). Raise it where the
+    # stores are far (their round trips, not the gateway's CPU, are then most of an
+    # operation's time).
+    max_concurrent_operations: int = Field(default=4, gt=0)
     # Seconds Redis keeps a persisted query's document after it was registered.
     persisted_query_ttl: int = Field(default=7 * 24 * 3600, gt=0)
     # Accept only operations of the allow-list (`gateway persisted add`), by hash or by
