@@ -12,6 +12,11 @@ from datasources.document_migrations import REPORT_DOCUMENT_SCHEMA, REPORT_DOCUM
 
 # The fields of a report's document besides its key, which every projection includes.
 DOCUMENT_FIELDS = frozenset(REPORT_DOCUMENT_SCHEMA["properties"]) - {"_id"}
+# Every document a read finds, in the reply to its find: a server's own first batch is
+# 101 documents (MongoDB's; the embedded server's every batch), and each batch after it
+# is another round trip, so a read's round trips would grow with its rows. A server still
+# sends no more than 16 MiB at once, and the cursor fetches the rest.
+ONE_BATCH = 2**31 - 1
 
 
 async def replace_documents(
@@ -42,7 +47,9 @@ async def documents_by_report(
     projection = None
     if paths is not None and 2 * len(paths) <= len(DOCUMENT_FIELDS):
         projection = dict.fromkeys(paths, 1)
-    cursor = database[REPORT_DOCUMENTS].find({"_id": {"$in": list(report_ids)}}, projection)
+    cursor = database[REPORT_DOCUMENTS].find(
+        {"_id": {"$in": list(report_ids)}}, projection, batch_size=ONE_BATCH
+    )
     # In one call, not a step of iteration per document.
     found = {document["_id"]: document for document in await cursor.to_list()}
     return [found.get(report_id) for report_id in report_ids]
@@ -52,5 +59,7 @@ async def report_ids_tagged(
     *, database: AsyncDatabase[dict[str, Any]], tags: Sequence[str]
 ) -> list[int]:
     """Ids of the reports whose document carries any of ``tags``."""
-    cursor = database[REPORT_DOCUMENTS].find({"tags": {"$in": list(tags)}}, {"_id": 1})
-    return [int(document["_id"]) async for document in cursor]
+    cursor = database[REPORT_DOCUMENTS].find(
+        {"tags": {"$in": list(tags)}}, {"_id": 1}, batch_size=ONE_BATCH
+    )
+    return [int(document["_id"]) for document in await cursor.to_list()]

@@ -14,6 +14,7 @@ from core.settings import Environment, Settings
 from core.store_urls import StoreUrls
 from datasources.instrumentation import CountingRedisConnection, RoundTrips, current_round_trips
 from gateway.app import create_app
+from gateway.seed import TAGS
 from tests.clients import Seeded, lifespan_client
 from tests.databases import BACKEND
 
@@ -82,6 +83,29 @@ async def test_three_levels_of_paginated_lists_with_counts(seeded: Seeded) -> No
     # A page query per list, and a count query per list under a list that asks for
     # totalCount; a root list's page carries its count.
     assert await _round_trips(seeded, document) == {"postgres": 10, "mongodb": 0, "redis": 0}
+
+
+async def test_a_store_answers_many_documents_in_one_round_trip(seeded: Seeded) -> None:
+    """However many reports carry the tags asked for, and however many reports' documents a
+    level reads: one MongoDB command each, not one per batch of the server's default size
+    (MongoDB's first is 101 documents)."""
+    tagged = await seeded.query(
+        "query($tags: [String!]) { reports(filter: {tags: $tags}) { totalCount } }",
+        {"tags": list(TAGS)},
+        **{"x-gateway-round-trips": "1"},
+    )
+    assert tagged["data"]["reports"]["totalCount"] > 101
+    assert tagged["extensions"]["roundTrips"] == {"postgres": 1, "mongodb": 1, "redis": 0}
+    documents = """{ technologies(first: 30) { edges { node {
+      reports(first: 10) { edges { node { databaseId document { tags } } } } } } } }"""
+    found = await seeded.query(documents, None, **{"x-gateway-round-trips": "1"})
+    read = {
+        report["node"]["databaseId"]
+        for technology in found["data"]["technologies"]["edges"]
+        for report in technology["node"]["reports"]["edges"]
+    }
+    assert len(read) > 101
+    assert found["extensions"]["roundTrips"] == {"postgres": 2, "mongodb": 1, "redis": 0}
 
 
 async def test_node_lookups_are_batched_per_type(seeded: Seeded) -> None:
