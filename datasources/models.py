@@ -26,6 +26,11 @@ from datasources.names import full_name_of
 from datasources.portable_sql import UtcDateTime, publication_sort_key
 from datasources.postgres_dialect import search_index
 
+# The range of the integer columns (keys, word counts, counters): 32 bits on every
+# backend. A value past it that a client sends (an id, a cursor) names no row, and a
+# statement given it fails in the driver.
+SMALLEST_INTEGER, LARGEST_INTEGER = -(2**31), 2**31 - 1
+
 # Stable constraint names, so migrations can name what they alter or drop.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

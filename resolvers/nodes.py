@@ -9,6 +9,7 @@ import functools
 import strawberry
 
 from core.errors import ErrorCode, GatewayError
+from datasources.models import LARGEST_INTEGER
 
 
 @strawberry.interface(description="An object with a global ID, which `node(id:)` fetches.")
@@ -27,13 +28,27 @@ def from_global_id(value: str) -> tuple[str, int]:
     try:
         padded = value + "=" * (-len(value) % 4)
         type_name, _, database_id = base64.urlsafe_b64decode(padded).decode().partition(":")
-        if not type_name or not database_id.isdigit():
-            raise ValueError(value)
-        return type_name, int(database_id)
     except (ValueError, binascii.Error, UnicodeDecodeError) as error:
-        raise GatewayError(
-            f"{value!r} is not a valid ID", ErrorCode.BAD_USER_INPUT, argument="id"
-        ) from error
+        raise _not_an_id(value) from error
+    if not type_name:
+        raise _not_an_id(value)
+    return type_name, database_id_of(database_id, value)
+
+
+def database_id_of(digits: str, value: str | None = None) -> int:
+    """A database id written in decimal; ``BAD_USER_INPUT`` for anything else, and for a
+    number no row can have (beyond the keys' 32 bits)."""
+    # Checked before int() reads them: it refuses thousands of digits with a ValueError.
+    if not (digits.isascii() and digits.isdecimal()) or len(digits) > len(str(LARGEST_INTEGER)):
+        raise _not_an_id(digits if value is None else value)
+    number = int(digits)
+    if number > LARGEST_INTEGER:
+        raise _not_an_id(digits if value is None else value)
+    return number
+
+
+def _not_an_id(value: str) -> GatewayError:
+    return GatewayError(f"{value!r} is not a valid ID", ErrorCode.BAD_USER_INPUT, argument="id")
 
 
 def database_ids(

@@ -19,6 +19,7 @@ from core.context import Context
 from core.errors import ErrorCode, GatewayError
 from core.sources import RecordFields
 from datasources.keyset import Page, PageRequest, Position
+from datasources.models import LARGEST_INTEGER, SMALLEST_INTEGER
 
 TOTAL_COUNT = "totalCount"
 DEFAULT_PAGE_SIZE = 20
@@ -126,9 +127,9 @@ def decode_cursor(
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         tag, value, row_id = json.loads(base64.urlsafe_b64decode(padded))
-        if tag != ordering or not isinstance(row_id, int) or isinstance(row_id, bool):
+        if tag != ordering:
             raise ValueError(cursor)
-        return parse(value), row_id
+        return parse(value), parse_int(row_id)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as error:
         raise GatewayError(
             f"{argument}: {cursor!r} is not a cursor of this list and ordering",
@@ -200,14 +201,20 @@ def parse_date(value: Any) -> date:
 
 
 def parse_text(value: Any) -> str:
-    if not isinstance(value, str):
+    # No text column holds a NUL or a lone surrogate: a statement given one fails in the
+    # driver. (encode raises a ValueError for the latter.)
+    if not isinstance(value, str) or "\x00" in value:
         raise TypeError(value)
+    value.encode()
     return value
 
 
 def parse_int(value: Any) -> int:
+    """An integer a column can hold: cursors carry ids, word counts and counters."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(value)
+    if not SMALLEST_INTEGER <= value <= LARGEST_INTEGER:
+        raise ValueError(value)
     return value
 
 

@@ -21,7 +21,7 @@ from resolvers.catalogue import (
     report_connection,
     report_page_request,
 )
-from resolvers.nodes import database_ids, from_global_id
+from resolvers.nodes import database_id_of, database_ids, from_global_id
 from resolvers.pagination import Connection, selects_total_count
 from resolvers.stats import ReportCounter
 
@@ -80,7 +80,7 @@ class ReportFilterInput:
 class ReportQuery:
     @strawberry.field(description="A report by its ID (or its database id); null if none.")
     async def report(self, info: Info, id: strawberry.ID) -> Report | None:
-        database_id = int(id) if id.isdigit() else report_database_id(id)
+        database_id = database_id_of(id) if id.isdecimal() else report_database_id(id)
         row = await info.context.loaders.load(sources.REPORT, database_id)
         return None if row is None else Report.from_record(row)
 

@@ -5,6 +5,7 @@ resolvers that use them; here every edge case costs microseconds."""
 from __future__ import annotations
 
 import base64
+import json
 import string
 from datetime import date
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy import ClauseElement, Column, Date, Integer, MetaData, String, T
 
 from core.errors import ErrorCode, GatewayError
 from datasources.keyset import Ordering, PageRequest, _conditions, _order
+from datasources.models import LARGEST_INTEGER, SMALLEST_INTEGER
 from resolvers.nodes import database_ids, from_global_id, to_global_id
 from resolvers.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -30,7 +32,9 @@ from resolvers.pagination import (
 from resolvers.validation import MAX_METADATA_DEPTH, Problems, check_document_size, check_metadata
 
 TYPE_NAMES = st.text(string.ascii_letters + "ÄéßΩ東京", min_size=1, max_size=30)
-DATABASE_IDS = st.integers(min_value=0, max_value=2**63)
+DATABASE_IDS = st.integers(min_value=0, max_value=LARGEST_INTEGER)
+# What a text column holds: anything but a NUL or a lone surrogate.
+STORABLE_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"))
 
 
 def _refused(error: pytest.ExceptionInfo[GatewayError], argument: str) -> None:
@@ -81,8 +85,10 @@ def test_ids_of_another_type_are_refused_naming_the_argument() -> None:
 
 POSITIONS = st.one_of(
     st.tuples(st.dates(), DATABASE_IDS).map(lambda pair: (pair, parse_date)),
-    st.tuples(st.text(max_size=50), DATABASE_IDS).map(lambda pair: (pair, parse_text)),
-    st.tuples(st.integers(-(2**53), 2**53), DATABASE_IDS).map(lambda pair: (pair, parse_int)),
+    st.tuples(STORABLE_TEXT, DATABASE_IDS).map(lambda pair: (pair, parse_text)),
+    st.tuples(st.integers(SMALLEST_INTEGER, LARGEST_INTEGER), DATABASE_IDS).map(
+        lambda pair: (pair, parse_int)
+    ),
 )
 
 
@@ -91,6 +97,34 @@ def test_a_cursor_gives_back_its_position(case: tuple[tuple[Any, int], Any]) -> 
     position, parse = case
     cursor = encode_cursor("TITLE", position)
     assert decode_cursor(cursor, "TITLE", parse, "after") == position
+
+
+@pytest.mark.parametrize(
+    ("position", "parse"),
+    [
+        (("x", LARGEST_INTEGER + 1), parse_text),
+        ((LARGEST_INTEGER + 1, 1), parse_int),
+        ((SMALLEST_INTEGER - 1, 1), parse_int),
+        (("a\x00b", 1), parse_text),
+        (("\ud800", 1), parse_text),
+    ],
+)
+def test_a_cursor_holding_what_no_column_can_is_refused(position: Any, parse: Any) -> None:
+    # Written as a forger would: the gateway's own encoder refuses a lone surrogate.
+    payload = json.dumps(["TITLE", *position]).encode()
+    cursor = base64.urlsafe_b64encode(payload).decode()
+    with pytest.raises(GatewayError) as error:
+        decode_cursor(cursor, "TITLE", parse, "after")
+    _refused(error, "after")
+
+
+def test_an_id_no_row_can_have_is_refused() -> None:
+    assert from_global_id(to_global_id("Report", LARGEST_INTEGER)) == ("Report", LARGEST_INTEGER)
+    digits = base64.urlsafe_b64encode(b"Report:" + b"9" * 5000).decode()
+    for value in (to_global_id("Report", LARGEST_INTEGER + 1), digits):
+        with pytest.raises(GatewayError) as error:
+            from_global_id(value)
+        _refused(error, "id")
 
 
 def test_a_cursor_of_another_ordering_or_list_is_refused() -> None:

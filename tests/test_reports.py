@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import date
 from typing import Any, cast
 
@@ -137,6 +139,43 @@ async def test_a_page_is_read_with_its_list_s_length_only_when_asked_and_still_h
         trips, page = await trips_and_total(PAGE, empty)
         assert page["edges"] == []
         assert (trips, page["totalCount"]) == (statements, expected)
+
+
+def _forged(cursor: str, *, value: Any = None, row_id: int | None = None) -> str:
+    """A cursor of the same ordering as ``cursor``, with another sort value or row id."""
+    tag, old_value, old_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * 4))
+    forged = [tag, old_value if value is None else value, old_id if row_id is None else row_id]
+    return base64.urlsafe_b64encode(json.dumps(forged).encode()).decode().rstrip("=")
+
+
+async def test_ids_and_cursors_no_row_can_have_are_the_client_s_mistake(seeded: Seeded) -> None:
+    """Past the 32-bit keys and counters of every backend, or text no column can hold, an
+    id or a cursor is refused as BAD_USER_INPUT, never sent to the store to fail there."""
+    beyond = 2**31
+    by_words = {"field": "WORD_COUNT", "direction": "ASC"}
+    by_title = {"field": "TITLE", "direction": "ASC"}
+    words = (await seeded.data(PAGE, {"first": 1, "orderBy": by_words}))["reports"]
+    title = (await seeded.data(PAGE, {"first": 1, "orderBy": by_title}))["reports"]
+    words_cursor = words["pageInfo"]["endCursor"]
+    title_cursor = title["pageInfo"]["endCursor"]
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("query($id: ID!) { report(id: $id) { title } }", {"id": str(beyond)}),
+        ("query($id: ID!) { report(id: $id) { title } }", {"id": "9" * 5000}),
+        ("query($id: ID!) { report(id: $id) { title } }", {"id": "\u00b2"}),
+        ("query($id: ID!) { node(id: $id) { id } }", {"id": to_global_id("Report", beyond)}),
+        (
+            "query($ids: [ID!]) { reports(filter: {authorIds: $ids}) { totalCount } }",
+            {"ids": [to_global_id("Author", beyond)]},
+        ),
+        (PAGE, {"first": 1, "orderBy": by_words, "after": _forged(words_cursor, row_id=beyond)}),
+        (PAGE, {"first": 1, "orderBy": by_words, "after": _forged(words_cursor, value=beyond)}),
+        (PAGE, {"first": 1, "orderBy": by_title, "after": _forged(title_cursor, value="a\x00b")}),
+        (PAGE, {"first": 1, "orderBy": by_title, "after": _forged(title_cursor, value="\ud800")}),
+    ]
+    for query, variables in cases:
+        result = await seeded.query(query, variables)
+        codes = [error["extensions"]["code"] for error in result.get("errors", [])]
+        assert codes == ["BAD_USER_INPUT"], (variables, result)
 
 
 async def test_default_page_size_is_twenty(seeded: Seeded) -> None:
