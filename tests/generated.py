@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import hypothesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from hypothesis.internal.conjecture import providers
+from hypothesis.internal.constants_ast import Constants
 from hypothesis_graphql import nodes
 
 # The schema's own scalars: valid literals for them, so valid documents reach the resolvers.
@@ -98,5 +102,28 @@ def _drawn(strategy: st.SearchStrategy[str], count: int) -> list[str]:
     def collect(document: str) -> None:
         drawn.append(document)
 
-    collect()
+    with _without_local_constants():
+        collect()
     return drawn
+
+
+@contextmanager
+def _without_local_constants() -> Iterator[None]:
+    """Hypothesis mixes into what it draws the constants written in the project's modules
+    that it finds loaded: which modules a test process happened to import before drawing,
+    and every change to the code, would change what a key draws, and a failure CI drew
+    could not be drawn again from a checkout. Drawn with none of them, and with no values
+    computed from them in Hypothesis's cache, a key draws the same documents in any
+    process."""
+    found = getattr(providers, "_get_local_constants", None)
+    if found is None:  # a Hypothesis without them: nothing to set aside
+        yield
+        return
+    empty = Constants()
+    providers.CONSTANTS_CACHE.cache.clear()
+    providers._get_local_constants = lambda *_: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = found
+        providers.CONSTANTS_CACHE.cache.clear()
