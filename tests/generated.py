@@ -15,9 +15,13 @@ import hypothesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from hypothesis.internal.conjecture import providers
-from hypothesis.internal.constants_ast import Constants
 from hypothesis_graphql import nodes
+
+try:  # Hypothesis's own modules, where it reads local constants (see _without_local_constants)
+    from hypothesis.internal.conjecture import providers
+    from hypothesis.internal.constants_ast import Constants
+except ImportError:  # a Hypothesis that has moved or dropped them
+    providers = None  # type: ignore[assignment]
 
 # The schema's own scalars: valid literals for them, so valid documents reach the resolvers.
 CUSTOM_SCALARS: dict[str, st.SearchStrategy[graphql.ValueNode]] = {
@@ -116,7 +120,7 @@ def _without_local_constants() -> Iterator[None]:
     computed from them in Hypothesis's cache, a key draws the same documents in any
     process."""
     found = getattr(providers, "_get_local_constants", None)
-    if found is None:  # a Hypothesis without them: nothing to set aside
+    if providers is None or found is None:  # nothing of the kind to set aside
         yield
         return
     empty = Constants()
