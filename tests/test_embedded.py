@@ -8,6 +8,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -25,9 +26,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from core.settings import Settings
 from core.store_urls import StoreUrls
 from gateway.app import create_app
-from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
+from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, process
+from gateway.embedded.mongo import MongoServer
 from gateway.embedded.postgres import OWNER_SUFFIX, SHARED_ROOT, PostgresServer
-from gateway.embedded.process import free_port, recorded_process
+from gateway.embedded.process import EmbeddedServer, free_port, recorded_process
+from gateway.embedded.valkey import ValkeyServer
 from tests import processes
 from tests.clients import lifespan_client
 from tests.processes import Launch, environment, gateway_command
@@ -214,6 +217,39 @@ def test_an_existing_data_directory_keeps_its_mode(tmp_path: Path) -> None:
     with EmbeddedStores(existing, StoreUrls(database_url="x", mongo_url="y")) as stores:
         stores.start()
     assert existing.stat().st_mode & 0o7777 == 0o1777
+
+
+def test_a_port_is_handed_out_once() -> None:
+    # The kernel offers a closed probe's port again: among this many, it offers some twice.
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)
+
+
+@pytest.mark.parametrize("server_type", [MongoServer, ValkeyServer])
+async def test_a_server_whose_port_is_taken_starts_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_type: type[EmbeddedServer]
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        monkeypatch.setattr(process, "free_port", lambda: next(ports, None) or free_port())
+        server = server_type(tmp_path)
+        url = server.start()
+        try:
+            assert server.port not in {None, taken}
+            if server_type is MongoServer:
+                client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+                    url, serverSelectionTimeoutMS=5000
+                )
+                assert (await client.admin.command("ping"))["ok"] == 1
+                await client.close()
+            else:
+                async with Redis.from_url(url) as redis:
+                    assert await redis.ping()
+        finally:
+            server.stop()
 
 
 async def test_an_embedded_store_that_dies_is_started_again(

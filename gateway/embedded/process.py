@@ -9,8 +9,10 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +24,16 @@ LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
+# A server that finds its port taken between the probe and its own bind is given another.
+PORT_ATTEMPTS = 5
 
 
 class ServerStartError(RuntimeError):
     """An embedded server did not come up; the message quotes the end of its log."""
+
+
+class PortTakenError(ServerStartError):
+    """Another process listens on the port a server was started on."""
 
 
 @dataclass(frozen=True)
@@ -37,11 +45,23 @@ class RunAs:
     gid: int
 
 
+# The kernel offers a port again as soon as its probe closes: within a few hundred probes
+# it offers one twice. Servers started at once (the stores of one gateway, in threads) would
+# be given one port, and the second to start would find the first one's server on it.
+_handed_out: deque[int] = deque(maxlen=1024)
+_handing_out = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A port nothing listens on now, and that this process has not handed out lately."""
+    with _handing_out:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind((LOOPBACK, 0))
+                port: int = probe.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.append(port)
+                return port
 
 
 def accepts_connections(port: int) -> bool:
@@ -109,11 +129,21 @@ class EmbeddedServer(ABC):
         return self.start(port)
 
     def start(self, port: int | None = None) -> str:
+        """Start the server on ``port``, or on a free port if none is given."""
         self.stop_orphan()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.prepare()
-        port = port or free_port()
+        if port is not None:
+            return self._start_on(port)
+        for _ in range(PORT_ATTEMPTS - 1):
+            try:
+                return self._start_on(free_port())
+            except PortTakenError:
+                logger.warning("embedded %s found its port taken; trying another", self.name)
+        return self._start_on(free_port())
+
+    def _start_on(self, port: int) -> str:
         account = self.run_as()
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
@@ -133,9 +163,14 @@ class EmbeddedServer(ABC):
         self.port = port
         self._write_pid_file(self.process.pid, port)
         deadline = time.monotonic() + START_TIMEOUT
-        while not self.is_ready(port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
+        # Whatever answers on the port must be this process: a port given to two servers at
+        # once, or taken by another program meanwhile, has someone else's server on it.
+        while not (self._listens(port) and self.is_ready(port)):
+            exited = self.process.poll() is not None
+            if exited or time.monotonic() > deadline:
                 self.stop()
+                if exited and accepts_connections(port):
+                    raise PortTakenError(f"port {port} is taken by another process")
                 raise ServerStartError(
                     f"embedded {self.name} did not start; last lines of {self.log_file}:\n"
                     + log_tail(self.log_file)
@@ -144,9 +179,21 @@ class EmbeddedServer(ABC):
         logger.info("embedded %s listening on %s:%d", self.name, LOOPBACK, port)
         return self.url(port)
 
+    def _listens(self, port: int) -> bool:
+        assert self.process is not None
+        try:
+            sockets = psutil.Process(self.process.pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return False
+        return any(
+            sock.status == psutil.CONN_LISTEN and sock.laddr.port == port for sock in sockets
+        )
+
     def stop(self) -> None:
         if self.process is not None:
-            _terminate(psutil.Process(self.process.pid), self.stop_signal)
+            # One that has exited and been reaped has a pid that may be someone else's now.
+            if self.process.poll() is None:
+                _terminate(psutil.Process(self.process.pid), self.stop_signal)
             self.process.wait()
             self.process = None
         self.pid_file.unlink(missing_ok=True)
