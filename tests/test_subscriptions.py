@@ -198,7 +198,7 @@ async def test_a_disconnect_leaves_no_task_no_feed_and_no_redis_subscription(
     redis = Redis.from_url(settings.redis_url or "")
     channel = on_server(redis, counters_channel(3))
     # The gateway runs in this event loop: its tasks are among these.
-    tasks_before = len(asyncio.all_tasks())
+    tasks_before = asyncio.all_tasks()
     try:
         async with websocket(address, init={}) as socket:
             await socket.subscribe("1", STATS, {"id": REPORT_ID})
@@ -206,7 +206,9 @@ async def test_a_disconnect_leaves_no_task_no_feed_and_no_redis_subscription(
             assert channel.encode() in await redis.pubsub_channels(on_server(redis, "live:*"))
             assert feeds.running == 1
         await eventually(lambda: _gone(redis, channel, feeds))
-        await eventually(lambda: _at_most(tasks_before))
+        await eventually(
+            lambda: _none_left(tasks_before), instead=lambda: _described(_left(tasks_before))
+        )
     finally:
         await redis.aclose()
 
@@ -262,8 +264,16 @@ async def _gone(redis: Redis, channel: str, feeds: Feeds) -> bool:
     return channel.encode() not in listened and feeds.running == 0
 
 
-async def _at_most(tasks: int) -> bool:
-    return len(asyncio.all_tasks()) <= tasks
+def _left(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+    return asyncio.all_tasks() - before - {asyncio.current_task()}
+
+
+async def _none_left(before: set[asyncio.Task[Any]]) -> bool:
+    return not _left(before)
+
+
+def _described(tasks: set[asyncio.Task[Any]]) -> list[str]:
+    return [f"{task.get_name()}: {task.get_coro()!r}" for task in tasks]
 
 
 async def test_the_leaderboard_is_sent_when_it_changes(

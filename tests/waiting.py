@@ -9,10 +9,15 @@ from collections.abc import Awaitable, Callable
 POLL = 0.02
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> None:
-    """Until ``check()`` holds; fails after ``seconds``."""
+async def eventually(
+    check: Callable[[], Awaitable[bool]],
+    seconds: float = 20.0,
+    *,
+    instead: Callable[[], object] = lambda: None,
+) -> None:
+    """Until ``check()`` holds; fails after ``seconds``, naming what ``instead()`` finds then."""
     for _ in range(int(seconds / POLL)):
         if await check():
             return
         await asyncio.sleep(POLL)
-    raise AssertionError("never held")
+    raise AssertionError(f"never held; instead: {instead()!r}")
