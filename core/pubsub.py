@@ -78,7 +78,8 @@ class Changes:
         """Wait until something changed since the last call (or since subscribing), or
         ``within`` seconds have passed."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), within)
+            async with asyncio.timeout(within):
+                await self._changed.wait()
         self._changed.clear()
         self._heard = False
 
@@ -224,7 +225,8 @@ class Hub:
                 with contextlib.suppress(*REDIS_FAILURES):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), RECONNECT_AFTER)
+                async with asyncio.timeout(RECONNECT_AFTER):
+                    await self._stop.wait()
 
     def _on_reconnect(self, _: object) -> None:
         self._reconnected = True

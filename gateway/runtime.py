@@ -117,8 +117,10 @@ async def snapshot_counters_now(connections: Connections, within: float) -> None
 async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
     # Only the wait on the event is ever cancelled here, never a store call: cancelling
     # a PyMongo or SQLAlchemy operation half-way can leave its connection pool stuck.
+    # A timeout scope, not wait_for: on this Python, wait_for makes a task of every wait.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()
     return stop.is_set()
 
 
