@@ -20,7 +20,7 @@ from core.settings import Settings
 from datasources import api_keys
 from datasources.document_migrations import REPORT_DOCUMENTS
 from datasources.models import Base, Role
-from gateway.embedded.process import free_port
+from tests.ports import own_port
 
 
 @asynccontextmanager
@@ -36,7 +36,7 @@ async def lifespan_client(application: Starlette) -> AsyncIterator[httpx.AsyncCl
 async def serving(application: Starlette) -> AsyncIterator[str]:
     """``application`` served by uvicorn on a free loopback port; yields its host:port."""
     server = uvicorn.Server(
-        uvicorn.Config(application, host="127.0.0.1", port=free_port(), log_level="warning")
+        uvicorn.Config(application, host="127.0.0.1", port=own_port(), log_level="warning")
     )
     task = asyncio.create_task(server.serve())
     try:

@@ -35,12 +35,12 @@ from gateway.seed import seed
 from tests.clients import Caller, Seeded, issue_key, lifespan_client
 from tests.databases import Databases, databases_at, fresh_name
 from tests.factories import make_catalogue
+from tests.ports import WORKER_INDEX
 from tests.processes import store_environment
 
-WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-TEMPLATE_DATABASE = f"gateway_test_template_{WORKER}"
+TEMPLATE_DATABASE = f"gateway_test_template_gw{WORKER_INDEX}"
 # The worker's Redis databases: one flushed for every test, one for each shared catalogue.
-TEST_REDIS_DATABASE = 3 * int(WORKER.removeprefix("gw"))
+TEST_REDIS_DATABASE = 3 * WORKER_INDEX
 SEEDED_REDIS_DATABASE = TEST_REDIS_DATABASE + 1
 REFUSALS_REDIS_DATABASE = TEST_REDIS_DATABASE + 2
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from core.settings import Settings
-from gateway.embedded.process import free_port
+from tests.ports import own_port
 
 READY_TIMEOUT = 90.0
 # Generous bounds for "soon": they catch a process that stays, not a slow machine.
@@ -42,7 +42,7 @@ class Gateway:
     ) -> None:
         self.data_dir = data_dir
         # A port of its own, or a stopped gateway's, to serve its clients again.
-        self.port = port or free_port()
+        self.port = port or own_port()
         self.log = log
         with log.open("ab") as output:
             self.process = subprocess.Popen(

@@ -34,11 +34,11 @@ from datasources.report_writes import (
     reconcile_documents,
 )
 from gateway.app import create_app
-from gateway.embedded.process import free_port
 from gateway.seed import seed
 from tests import interrupted_write
 from tests.clients import lifespan_client
 from tests.databases import SERVER_CONNECTIONS, needs_server
+from tests.ports import own_port
 
 FIELDS = {"title": "Consistent", "report_type_id": 1, "word_count": 10}
 
@@ -96,7 +96,7 @@ class Heartbeats(ServerHeartbeatListener):
 async def test_the_mongodb_write_fails(seeded: Connections) -> None:
     heartbeats = Heartbeats()
     dead: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+        f"mongodb://127.0.0.1:{own_port()}/?directConnection=true",
         serverSelectionTimeoutMS=300,
         event_listeners=[heartbeats],
     )

@@ -33,6 +33,7 @@ from gateway.embedded.process import EmbeddedServer, free_port, recorded_process
 from gateway.embedded.valkey import ValkeyServer
 from tests import processes
 from tests.clients import lifespan_client
+from tests.ports import own_port
 from tests.processes import Launch, environment, gateway_command
 from tests.waiting import eventually
 
@@ -113,7 +114,7 @@ def test_a_killed_gateway_is_recovered_by_the_next_one(data_dir: Path, launch: L
 
     # While it serves, a second gateway on the same directory is refused in one clear line...
     second = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(free_port())],
+        [sys.executable, "-m", "gateway", "serve", "--port", str(own_port())],
         env=environment(data_dir),
         capture_output=True,
         text=True,

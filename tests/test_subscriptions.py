@@ -30,11 +30,11 @@ from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import PRESENT, Counter, counters_channel, record
 from datasources.report_writes import report_channel
 from gateway.app import create_app
-from gateway.embedded.process import free_port
 from gateway.embedded.valkey import ValkeyServer
 from gateway.live import Feeds
 from resolvers.nodes import to_global_id
 from tests.clients import Caller, serving
+from tests.ports import own_port
 from tests.scraped import samples, total
 from tests.waiting import eventually
 
@@ -496,7 +496,7 @@ class RestartableRedis:
 
     def __init__(self, directory: Path) -> None:
         self.server = ValkeyServer(directory)
-        self.port = free_port()
+        self.port = own_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
