@@ -39,10 +39,8 @@ def database_id_of(digits: str, value: str | None = None) -> int:
     """A database id written in decimal; ``BAD_USER_INPUT`` for anything else, and for a
     number no row can have (beyond the keys' 32 bits)."""
     # Checked before int() reads them: it refuses thousands of digits with a ValueError.
-    if not (digits.isascii() and digits.isdecimal()) or len(digits) > len(str(LARGEST_INTEGER)):
-        raise _not_an_id(digits if value is None else value)
-    number = int(digits)
-    if number > LARGEST_INTEGER:
+    decimal = digits.isascii() and digits.isdecimal() and len(digits) <= len(str(LARGEST_INTEGER))
+    if not decimal or (number := int(digits)) > LARGEST_INTEGER:
         raise _not_an_id(digits if value is None else value)
     return number
 
