@@ -96,12 +96,10 @@ def _page(
     records, sort_keys = to_records(record, kept), [row[width] for row in kept]
     total = int(rows[0][width + 1]) if counted and rows else None
     if request.backward:
-        return Page(
-            records, sort_keys, has_next=request.before is not None, has_previous=more, total=total
-        )
-    return Page(
-        records, sort_keys, has_next=more, has_previous=request.after is not None, total=total
-    )
+        has_next, has_previous = request.before is not None, more
+    else:
+        has_next, has_previous = more, request.after is not None
+    return Page(records, sort_keys, has_next=has_next, has_previous=has_previous, total=total)
 
 
 async def fetch_page(
