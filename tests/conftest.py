@@ -43,6 +43,36 @@ TEMPLATE_DATABASE = f"gateway_test_template_gw{WORKER_INDEX}"
 TEST_REDIS_DATABASE = 3 * WORKER_INDEX
 SEEDED_REDIS_DATABASE = TEST_REDIS_DATABASE + 1
 REFUSALS_REDIS_DATABASE = TEST_REDIS_DATABASE + 2
+# How a run is given stores other than the embedded servers.
+GIVEN_STORES = ("GATEWAY_TEST_DATABASE_URL", "GATEWAY_TEST_MONGO_URL", "GATEWAY_TEST_REDIS_URL")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A run given stores of its own runs the tests those stores reach, and only those.
+
+    Given stores reach a test only through ``store_urls``. Any other test starts servers
+    of its own (``gateway serve`` processes, ``EmbeddedStores``) or needs none, and runs
+    the same whichever stores a run is given: the default run, on the embedded servers,
+    covers it. Continuous integration runs the suite again for each relational backend,
+    and these tests were about half of each such run's time.
+    """
+    if not any(os.environ.get(name) for name in GIVEN_STORES):
+        return
+    reached = [item for item in items if "store_urls" in getattr(item, "fixturenames", ())]
+    if len(reached) < len(items):
+        kept = set(reached)
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = reached
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    given = [name for name in GIVEN_STORES if os.environ.get(name)]
+    if not given:
+        return None
+    return (
+        f"stores given by {', '.join(given)}: only the tests they reach run; those that "
+        "start servers of their own or need none are deselected (the default run has them)"
+    )
 
 
 @pytest.fixture(scope="session")
