@@ -15,6 +15,11 @@ shapes written in its own schema's naming:
   PostGraphile by its link table's primary key: ordering by a linked table's column needs
   a plugin, and the rows' number and shape are what this query is about.
 
+While the gateway (one process) is served, its embedded MongoDB-protocol server is also
+driven alone (bench/document_store.py): the nested+stores query's `find` of its reports'
+documents, sent straight to it by as many connections, gives the ceiling on that query's
+throughput that the document store sets, whatever serves the query.
+
 The gateway runs a second time as `serve --workers 2` (gateway-2-workers), for the
 nested queries: its CPU per request against one process's, its throughput against one
 process's, and each worker's share of the work (of the CPU the workers spent). And a
@@ -63,12 +68,14 @@ import psutil
 
 from bench import wrk
 from bench.cpu import own_seconds
+from bench.document_store import Ceiling, ceiling
 from bench.gateway_process import run_command, serving
 from bench.installs import apt_packages, npm_folder
 from bench.nested import QUERY as NESTED_WITH_STORES
 from bench.postgraphile_process import serving_postgraphile
 from bench.system_postgres import Cluster, running_cluster
 from gateway.embedded.process import log_tail
+from gateway.embedded.stores import ENDPOINTS_FILE
 
 GATEWAY_NESTED = """
 query Nested($first: Int!) {
@@ -159,7 +166,10 @@ SERVERS = (
 )
 WORKER_COMMAND = "gateway.worker_process"
 # What the embedded MongoDB-protocol and Redis servers' command lines contain.
-EMBEDDED_COMMANDS = ("nx_27017", "valkey")
+MONGO_COMMAND = "nx_27017"
+EMBEDDED_COMMANDS = (MONGO_COMMAND, "valkey")
+# The reports whose documents the nested+stores query reads.
+NESTED_REPORT_IDS = "{ reports(first: 100) { edges { node { databaseId } } } }"
 VARIABLES = {"first": 100}
 WARM_UP_SECONDS = 3.0
 # One request alone: this many after two unmeasured ones, or as many as fit this time.
@@ -315,15 +325,49 @@ def _worker_cpu(pid: int) -> dict[int, float]:
     return found
 
 
+def _embedded(pid: int, commands: tuple[str, ...]) -> list[psutil.Process]:
+    """The store servers a gateway embeds whose command line names one of ``commands``."""
+    found: list[psutil.Process] = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if any(command in " ".join(child.cmdline()) for command in commands):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def _embedded_cpu(pid: int) -> dict[int, float]:
     """The CPU of each store server a gateway embeds (none for a peer)."""
     found: dict[int, float] = {}
-    for child in psutil.Process(pid).children(recursive=True):
+    for server in _embedded(pid, EMBEDDED_COMMANDS):
         try:
-            if any(command in " ".join(child.cmdline()) for command in EMBEDDED_COMMANDS):
-                found[child.pid] = own_seconds(child)
+            found[server.pid] = own_seconds(server)
         except psutil.NoSuchProcess:
             continue
+    return found
+
+
+def _document_store_alone(
+    port: int, pid: int, data_dir: Path, arguments: argparse.Namespace
+) -> Ceiling:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+        edges = _ask(client, NESTED_REPORT_IDS)["reports"]["edges"]
+    urls = json.loads((data_dir / "gateway" / ENDPOINTS_FILE).read_text())
+    (server,) = _embedded(pid, (MONGO_COMMAND,))
+    found = ceiling(
+        urls["mongo_url"],
+        server,
+        [edge["node"]["databaseId"] for edge in edges],
+        clients=arguments.clients,
+        seconds=arguments.seconds,
+    )
+    print(
+        f"      the document store alone, {arguments.clients} connections sending "
+        f"nested+stores' find: {found.finds_per_second:.1f} finds/s, "
+        f"{found.cpu_ms_per_find:.2f} ms of its CPU a find",
+        flush=True,
+    )
     return found
 
 
@@ -528,7 +572,7 @@ def _spread(values: list[float]) -> str:
     return middle if len(values) == 1 else f"{middle}  ({min(values):.3f}-{max(values):.3f})"
 
 
-def _ratios(results: list[Result]) -> None:
+def _ratios(results: list[Result], ceilings: dict[int, Ceiling]) -> None:
     """Every ratio computed within each round (servers measured side by side), then the
     median over the rounds: the machine's speed drifts between rounds, not within a
     ratio."""
@@ -551,8 +595,44 @@ def _ratios(results: list[Result]) -> None:
         verdict = f"{better:.2f}x better" if better >= 1 else f"{1 / better:.2f}x worse"
         peers = "/".join(sorted({peer for _, peer in found}))
         print(f"  {label:<42} {_spread(values)}  ({peers}; the gateway is {verdict})")
+    _against_ceiling(rounds, ceilings, several)
     _against_variant(rounds, GATEWAY_WORKERS, GATEWAY, "one process", several)
     _against_variant(rounds, GATEWAY, GATEWAY_UNLIMITED, GATEWAY_UNLIMITED.name, several)
+
+
+def _against_ceiling(
+    rounds: list[list[Result]], ceilings: dict[int, Ceiling], several: str
+) -> None:
+    """The gateway's nested+stores throughput over what its document store serves alone,
+    within each round."""
+    found = [
+        (ours.load.throughput, ceilings[ours.round])
+        for measured in rounds
+        if (ours := _find(measured, GATEWAY.name, "nested+stores")) and ours.round in ceilings
+    ]
+    if not found:
+        return
+    print(f"\nthe document store alone (its find of nested+stores' documents){several}")
+    print(f"  finds/s {_spread([store.finds_per_second for _, store in found])}")
+    print(f"  its CPU ms a find {_spread([store.cpu_ms_per_find for _, store in found])}")
+    used = [throughput / store.finds_per_second for throughput, store in found]
+    print(f"  gateway's nested+stores req/s / its finds/s {_spread(used)}")
+    over_peer = [
+        ceilings[measured[0].round].finds_per_second / fastest
+        for measured in rounds
+        if measured[0].round in ceilings
+        and (fastest := max(_peer_throughputs(measured, "nested"), default=0.0))
+    ]
+    if over_peer:
+        print(f"  its finds/s / the faster peer's nested req/s {_spread(over_peer)}")
+
+
+def _peer_throughputs(measured: list[Result], query: str) -> list[float]:
+    return [
+        r.load.throughput
+        for r in measured
+        if not r.server.startswith(GATEWAY.name) and r.query == query
+    ]
 
 
 def _against_variant(
@@ -621,6 +701,7 @@ def main() -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o755)
     results: list[Result] = []
+    ceilings: dict[int, Ceiling] = {}
     try:
         with running_cluster(data_dir / "postgres") as cluster:
             _seed(data_dir, cluster, arguments.reports)
@@ -647,6 +728,8 @@ def main() -> None:
                                 number=number,
                             )
                             results.append(result)
+                        if server is GATEWAY:
+                            ceilings[number] = _document_store_alone(port, pid, data_dir, arguments)
     except KeyboardInterrupt:
         print("interrupted; servers stopped", file=sys.stderr)
         raise SystemExit(130) from None
@@ -664,7 +747,7 @@ def main() -> None:
         "PostgreSQL's server and backends; stores CPU: the gateway's embedded MongoDB-protocol\n"
         "and Redis servers; all per request completed under load"
     )
-    _ratios(results)
+    _ratios(results, ceilings)
 
 
 if __name__ == "__main__":
