@@ -1,10 +1,11 @@
 """What the gateway's embedded MongoDB-protocol server serves on its own, with no gateway in
 the way: the ceiling on any query that reads a document per report.
 
-The nested+stores query reads its 100 reports' documents in one `find` by `_id`. Here as
-many connections as the benchmark's clients send that same `find`, straight through
-PyMongo, for as long as a run lasts: finds per second, and the server's CPU per find. No
-gateway serves that query faster than its store answers this.
+The nested+stores query reads its 100 reports' documents in one `find` by `_id`
+(`datasources.documents.documents_by_report`). Here as many connections as the benchmark's
+clients call that same batch function straight against the store, for as long as a run
+lasts: finds per second, and the server's CPU per find. No gateway serves that query faster
+than its store answers this.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from pymongo import AsyncMongoClient
 
 from bench.cpu import own_seconds
 from core.settings import Settings
-from datasources.document_migrations import REPORT_DOCUMENTS
-from datasources.documents import ONE_BATCH
+from datasources.documents import documents_by_report
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,15 @@ async def _drive(
     url: str, server: psutil.Process, report_ids: list[int], *, clients: int, seconds: float
 ) -> Ceiling:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
-    documents = client[Settings.model_fields["mongo_database"].default][REPORT_DOCUMENTS]
-    wanted = {"_id": {"$in": report_ids}}
+    database = client[Settings.model_fields["mongo_database"].default]
     finds = 0
 
     async def one_connection(until: float) -> None:
         nonlocal finds
         while time.perf_counter() < until:
-            found = await documents.find(wanted, batch_size=ONE_BATCH).to_list()
-            if len(found) != len(report_ids):
-                raise RuntimeError(f"{len(found)} documents for {len(report_ids)} reports")
+            found = await documents_by_report(database=database, report_ids=report_ids)
+            if None in found:
+                raise RuntimeError("a report of the nested+stores query has no document")
             finds += 1
 
     try:
