@@ -1,0 +1,65 @@
+"""Which tests a run collects: a run given stores of its own keeps those the stores reach."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import GIVEN_STORES
+
+pytest_plugins = ["pytester"]
+
+# The suite's own hook, over fixtures named as the suite's are.
+CONFTEST = """
+import pytest
+
+from tests.conftest import pytest_collection_modifyitems
+
+
+@pytest.fixture
+def store_urls():
+    return None
+
+
+@pytest.fixture
+def settings(store_urls):
+    return store_urls
+"""
+TESTS = """
+def test_reaching_the_stores(settings):
+    pass
+
+
+def test_on_servers_of_its_own(tmp_path):
+    pass
+
+
+def test_needing_no_store():
+    pass
+"""
+EVERY_TEST = {"test_reaching_the_stores", "test_on_servers_of_its_own", "test_needing_no_store"}
+
+
+def _collected(pytester: pytest.Pytester) -> set[str]:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(TESTS)
+    # The sandbox has none of the suite's configuration, which pytest-asyncio would warn of.
+    result = pytester.runpytest("--collect-only", "-q", "-p", "no:asyncio")
+    return {line.rpartition("::")[2] for line in result.outlines if "::" in line}
+
+
+@pytest.mark.parametrize("given", GIVEN_STORES)
+def test_a_run_given_stores_collects_only_the_tests_they_reach(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    for name in GIVEN_STORES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(given, "redis://127.0.0.1:1/0")
+    assert _collected(pytester) == {"test_reaching_the_stores"}
+
+
+def test_a_run_on_the_embedded_servers_collects_every_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in GIVEN_STORES:
+        monkeypatch.delenv(name, raising=False)
+    assert _collected(pytester) == EVERY_TEST
