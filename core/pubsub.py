@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from core.outages import Outage
+from core.waiting import set_within
 from datasources.channels import on_server
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,7 @@ class Changes:
     async def next(self, within: float | None = None) -> None:
         """Wait until something changed since the last call (or since subscribing), or
         ``within`` seconds have passed."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
-                await self._changed.wait()
+        await set_within(self._changed, within)
         self._changed.clear()
         self._heard = False
 
@@ -224,9 +223,7 @@ class Hub:
                 self._pubsub = None
                 with contextlib.suppress(*REDIS_FAILURES):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RECONNECT_AFTER):
-                    await self._stop.wait()
+            await set_within(self._stop, RECONNECT_AFTER)
 
     def _on_reconnect(self, _: object) -> None:
         self._reconnected = True

@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import gc
 
+from core.waiting import set_within
 from gateway.live import Feeds
-from gateway.runtime import stopped_within
 
 THRESHOLDS = (50_000, 20, 100)
 YOUNG_EVERY = 0.1
@@ -43,6 +43,6 @@ def tune_garbage_collector() -> None:
 
 
 async def collect_young_generation(stop: asyncio.Event, feeds: Feeds) -> None:
-    while not await stopped_within(stop, YOUNG_EVERY):
+    while not await set_within(stop, YOUNG_EVERY):
         if feeds.running:
             gc.collect(0)

@@ -67,9 +67,9 @@ from core.pools import TimedConnectionPool, TimedQueuePool
 from core.response_cache import CacheCounters
 from core.stores import Store
 from core.telemetry import REQUEST_ID
+from core.waiting import set_within
 from gateway.operations import PreparedDocument
 from gateway.responses import EVENT_STREAM
-from gateway.runtime import stopped_within
 
 MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
 # Seconds between two writes of a worker's state, when workers share their metrics.
@@ -352,7 +352,7 @@ def shared() -> bool:
 
 
 async def sample_every(sampler: Sampler, stop: asyncio.Event) -> None:
-    while not await stopped_within(stop, SAMPLE_EVERY):
+    while not await set_within(stop, SAMPLE_EVERY):
         sampler.sample()
 
 

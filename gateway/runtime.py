@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ from core.response_cache import ResponseCache
 from core.settings import Settings
 from core.sources import SNAPSHOT_TAG
 from core.store_urls import StoreUrls
+from core.waiting import set_within
 from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import take_turn
 from datasources.report_writes import reconcile_documents
@@ -70,7 +70,7 @@ async def started_stores(settings: Settings, *, attach: bool = False) -> AsyncIt
 
 async def _keep_running(embedded: EmbeddedStores, stop: asyncio.Event) -> None:
     """Start again every embedded server that dies, until ``stop`` is set."""
-    while embedded.servers and not await stopped_within(stop, SUPERVISE_EVERY):
+    while embedded.servers and not await set_within(stop, SUPERVISE_EVERY):
         await asyncio.to_thread(embedded.restart_exited)
 
 
@@ -93,7 +93,7 @@ async def refresh_counter_snapshots(
     """Copy counters to PostgreSQL every ``interval`` seconds, by one process of the cluster
     per period, until ``stop`` is set; a failing store skips a period. Lists ordered by
     views follow each copy at once."""
-    while not await stopped_within(stop, interval):
+    while not await set_within(stop, interval):
         try:
             if await take_turn(redis=connections.redis, name="counter-snapshot", seconds=interval):
                 await snapshot_counters(redis=connections.redis, engine=connections.engine)
@@ -112,16 +112,6 @@ async def snapshot_counters_now(connections: Connections, within: float) -> None
             await snapshot_counters(redis=connections.redis, engine=connections.engine)
     except SNAPSHOT_FAILURES as error:
         logger.warning("counter snapshot at shutdown skipped: %r", error)
-
-
-async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    # Only the wait on the event is ever cancelled here, never a store call: cancelling
-    # a PyMongo or SQLAlchemy operation half-way can leave its connection pool stuck.
-    # A timeout scope, not wait_for: on this Python, wait_for makes a task of every wait.
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    return stop.is_set()
 
 
 async def reconcile_stores(connections: Connections, stop: asyncio.Event) -> None:

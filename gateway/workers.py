@@ -41,8 +41,9 @@ from uvicorn.config import STARTUP_FAILURE
 
 from core.settings import ENV_PREFIX, Settings
 from core.store_urls import StoreUrls
+from core.waiting import set_within
 from gateway.metrics import MULTIPROCESS_DIRECTORY
-from gateway.runtime import connected_stores, reconcile_stores, started_stores, stopped_within
+from gateway.runtime import connected_stores, reconcile_stores, started_stores
 from gateway.server import STOP_ALLOWANCE, exit_if_stuck, shutdown_deadline
 
 logger = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class Workers:
         failed = False
         try:
             processes.extend(self._start(slot, supervisor) for slot in range(len(self._listeners)))
-            while not failed and not await stopped_within(stop, POLL_INTERVAL):
+            while not failed and not await set_within(stop, POLL_INTERVAL):
                 failed = self._replace_exited(processes, supervisor)
         finally:
             os.close(supervisor)

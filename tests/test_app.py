@@ -9,8 +9,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from core import waiting
 from core.settings import Settings
-from gateway import SERVICE_NAME, __version__, collector, runtime
+from gateway import SERVICE_NAME, __version__, collector
 from gateway.app import create_app
 from tests.clients import serving
 from tests.waiting import eventually
@@ -101,7 +102,7 @@ async def test_the_young_generation_is_collected_on_a_schedule_while_feeds_run(
 ) -> None:
     collected: list[int] = []
     ticks: list[float] = []
-    stopped_within = runtime.stopped_within
+    set_within = waiting.set_within
 
     def collect(generation: int = 2) -> int:
         collected.append(generation)
@@ -109,10 +110,10 @@ async def test_the_young_generation_is_collected_on_a_schedule_while_feeds_run(
 
     async def ticking(stop: asyncio.Event, seconds: float) -> bool:
         ticks.append(seconds)
-        return await stopped_within(stop, seconds)
+        return await set_within(stop, seconds)
 
     monkeypatch.setattr(collector, "YOUNG_EVERY", 0.001)
-    monkeypatch.setattr(collector, "stopped_within", ticking)
+    monkeypatch.setattr(collector, "set_within", ticking)
     monkeypatch.setattr(gc, "collect", collect)
 
     async def ticked() -> bool:
