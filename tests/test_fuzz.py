@@ -15,7 +15,8 @@ import logging
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -55,6 +56,8 @@ CODES = frozenset(
 GRAPHQL_CONTENT_TYPES = ("application/json", "application/graphql-response+json")
 # Keep-alive messages either protocol may send at any time: no answer to anything.
 KEEP_ALIVE = ("ping", "pong", "ka")
+# graphql-transport-ws messages after which an operation gets nothing more.
+OPERATION_ENDS = ("error", "complete")
 # What a response must never show: a traceback, SQL, a source path, driver text.
 LEAKS = (
     "Traceback",
@@ -93,6 +96,9 @@ ANSWER_TIMEOUT = 30.0
 MAX_GET_QUERY = 6_000
 EXAMPLES_PER_KIND = 4
 FUZZ_SEED = 20_240_611
+# The generated documents are sent by several tests, each a share of them: a parallel run
+# spreads the shares over its processes instead of waiting on one long test.
+GENERATED_SHARDS = 4
 
 
 @dataclass(frozen=True)
@@ -983,11 +989,20 @@ async def run_protocol_violations(findings: Findings, target: Target) -> None:
                     await connection.send(
                         message if isinstance(message, str) else json.dumps(message)
                     )
+                # Answers are read until every operation sent has ended (an operation that
+                # the server refuses with an error, and leaves the socket open, is done),
+                # or until the server has been quiet for a while.
+                operations = sum(
+                    isinstance(message, dict) and message.get("type") == "subscribe"
+                    for message in messages
+                )
+                ended = 0
                 async with asyncio.timeout(5):
-                    while True:
+                    while not operations or ended < operations:
                         answer = json.loads(await connection.recv())
                         if answer.get("type") not in KEEP_ALIVE:
                             check_socket_messages(findings, sent, [answer])
+                        ended += answer.get("type") in OPERATION_ENDS
         except ConnectionClosed as closed:
             frame = closed.rcvd
             check_close(
@@ -1048,11 +1063,15 @@ def _http_plan(probes: list[Probe]) -> list[tuple[Probe, str, bool]]:
     return plan
 
 
+@pytest.mark.parametrize(
+    "shard", range(GENERATED_SHARDS), ids=lambda shard: f"shard-{shard + 1}-of-{GENERATED_SHARDS}"
+)
 async def test_generated_documents_get_coded_answers(
-    settings: Settings, connections: Connections, caplog: pytest.LogCaptureFixture
+    settings: Settings, connections: Connections, caplog: pytest.LogCaptureFixture, shard: int
 ) -> None:
-    probes = list(generated_probes())
+    probes = generated_probes()
     assert len(probes) >= 2_000
+    share = list(probes[shard::GENERATED_SHARDS])
     await seed(connections, reports=20, progress=False)
     findings = Findings()
     async with serving(create_app(settings)) as address:
@@ -1060,8 +1079,8 @@ async def test_generated_documents_get_coded_answers(
         # Half over HTTP, the rest over WebSocket, a connection per batch. graphql-ws runs
         # subscriptions only and the schema has none, so it refuses every operation before
         # reading it: a quarter of the WebSocket share is enough to check those refusals.
-        over_http = probes[: len(probes) // 2]
-        over_socket = probes[len(probes) // 2 :]
+        over_http = share[: len(share) // 2]
+        over_socket = share[len(share) // 2 :]
         await asyncio.gather(
             run_http(findings, target, _http_plan(over_http)),
             run_websocket_batches(
@@ -1073,28 +1092,44 @@ async def test_generated_documents_get_coded_answers(
     assert not findings.violations, findings.summary() + logged_causes(caplog.records)
 
 
-async def test_hostile_requests_get_coded_answers(
-    settings: Settings, connections: Connections, caplog: pytest.LogCaptureFixture
-) -> None:
+@asynccontextmanager
+async def hostile_target(
+    settings: Settings, connections: Connections
+) -> AsyncIterator[tuple[Target, str]]:
+    """A served gateway on a seeded catalogue, and the id of one of its reports."""
     await seed(connections, reports=20, progress=False)
-    findings = Findings()
     async with serving(create_app(settings)) as address:
         target = await _target(address, connections, settings)
         async with httpx.AsyncClient(base_url=f"http://{address}") as http:
             first = await http.post(
                 "/graphql", json={"query": "{ reports(first: 1) { edges { node { id } } } }"}
             )
-            report_id = first.json()["data"]["reports"]["edges"][0]["node"]["id"]
-        probes = hostile_probes(report_id)
+        yield target, first.json()["data"]["reports"]["edges"][0]["node"]["id"]
+
+
+async def test_hostile_http_requests_get_coded_answers(
+    settings: Settings, connections: Connections, caplog: pytest.LogCaptureFixture
+) -> None:
+    findings = Findings()
+    async with hostile_target(settings, connections) as (target, report_id):
         plan = [
             (probe, method, editor)
-            for probe in probes
+            for probe in hostile_probes(report_id)
             for method, editor in (("POST", False), ("POST", True), ("GET", False))
             if method == "POST" or (not probe.is_mutation and _fits_url(probe))
         ]
         await run_http(findings, target, plan)
         await run_raw_http(findings, target, hostile_http(report_id))
         await check_alive(findings, target, "after hostile HTTP requests")
+    assert not findings.violations, findings.summary() + logged_causes(caplog.records)
+
+
+async def test_hostile_websocket_messages_get_coded_answers(
+    settings: Settings, connections: Connections, caplog: pytest.LogCaptureFixture
+) -> None:
+    findings = Findings()
+    async with hostile_target(settings, connections) as (target, report_id):
+        probes = hostile_probes(report_id)
         for protocol in (TRANSPORT_WS, LEGACY_WS):
             await run_websocket(findings, target, protocol, probes, editor=True)
         await run_protocol_violations(findings, target)
