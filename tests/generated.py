@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -66,15 +66,18 @@ def draw(
         ).encode()
     ).hexdigest()
     kept = KEPT / f"{key}.json"
-    try:
-        drawn: list[str] = json.loads(kept.read_text())
-    except (OSError, ValueError):
-        drawn = _drawn(strategy, count)
-        KEPT.mkdir(exist_ok=True)
-        # Test processes draw side by side: each writes its own file and renames it.
-        written = kept.with_suffix(f".{os.getpid()}.tmp")
-        written.write_text(json.dumps(drawn))
-        written.replace(kept)
+    KEPT.mkdir(exist_ok=True)
+    # Test processes ask for the same key side by side: one draws while the others wait
+    # for its file, instead of each drawing the same documents again.
+    with (KEPT / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            drawn: list[str] = json.loads(kept.read_text())
+        except (OSError, ValueError):
+            drawn = _drawn(strategy, count)
+            written = kept.with_suffix(".tmp")
+            written.write_text(json.dumps(drawn))
+            written.replace(kept)
     return drawn
 
 
