@@ -70,8 +70,7 @@ def chromedriver() -> Path:
 
 
 class Browser:
-    """One headless Chromium with a profile of its own, and what its pages asked the
-    network for."""
+    """A test's use of the headless Chromium, and what its pages asked the network for."""
 
     def __init__(self, driver: webdriver.Chrome, name: str) -> None:
         self.driver = driver
@@ -154,29 +153,43 @@ class Browser:
                 self._failed.append(f"{parameters['errorText']} {url}")
 
 
-@pytest.fixture
-def browser(
-    chromedriver: Path, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Browser]:
+@pytest.fixture(scope="session")
+def chromium(
+    chromedriver: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[webdriver.Chrome]:
+    """One Chromium for a test process's browser tests: starting one costs more than most
+    of those tests. Each test serves its pages from a gateway on a port of its own, so no
+    page, storage or cache entry of one test is another's."""
+    profile = tmp_path_factory.mktemp("chromium")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_argument(f"--user-data-dir={profile / 'profile'}")
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     # The driver is Debian's: Selenium Manager, which would download one, never runs.
-    service = Service(str(chromedriver), log_output=str(tmp_path / "chromedriver.log"))
+    service = Service(str(chromedriver), log_output=str(profile / "chromedriver.log"))
     driver = webdriver.Chrome(service=service, options=options)
-    # What Chromium's own start-up tab asked for (its new-tab page, refused by the proxy) is
-    # no page's: start the log from a blank page.
-    driver.get("about:blank")
-    browser = Browser(driver, request.node.name)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def browser(chromium: webdriver.Chrome, request: pytest.FixtureRequest) -> Iterator[Browser]:
+    # What came before this test (Chromium's own start-up tab, refused by the proxy, or the
+    # last test's page) is no page of this test's: start its logs from a blank page.
+    chromium.get("about:blank")
+    browser = Browser(chromium, request.node.name)
     browser.log("performance")
+    browser.log("browser")
     try:
         yield browser
         browser.screenshot("end")
     finally:
-        driver.quit()
+        # Leaving the page closes its connections before the test's gateway stops.
+        chromium.get("about:blank")
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from tests.browser import BROWSER_TIMEOUT, Browser
 from tests.processes import GONE_TIMEOUT, LOOPBACK, Gateway
 
 chromedriver = browser_harness.chromedriver
+chromium = browser_harness.chromium
 browser = browser_harness.browser
 serve = browser_harness.serve
 
