@@ -113,10 +113,9 @@ async def template_database(databases: Databases, store_urls: StoreUrls) -> str:
 @pytest.fixture
 async def database_url(databases: Databases, template_database: str) -> AsyncIterator[str]:
     """A database of this test's own, with the schema at head."""
-    name = fresh_name()
-    await databases.create(name, template_database)
+    name = await databases.copy(template_database)
     yield databases.url(name)
-    await databases.drop(name)
+    await databases.done_with(name, template_database)
 
 
 @pytest.fixture
