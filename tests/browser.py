@@ -1,5 +1,7 @@
 """A real browser for the tests: Debian's Chromium, headless, driven by Selenium through
-Debian's chromedriver, against a gateway served over real HTTP by a process of its own.
+Debian's chromedriver, against the gateway's application served over real HTTP by uvicorn,
+on a thread of the test process with an event loop of its own: Selenium's calls block the
+test while the pages it drives talk to the gateway.
 
 Nothing the browser does may leave this machine: host names resolve to nothing and every
 other address goes to a proxy that refuses, and ``Browser.foreign_requests`` lists every
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
+import uvicorn
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
@@ -29,7 +33,9 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from bench.installs import InstallError, apt_install
 from core.settings import Settings
-from tests.processes import Gateway, store_environment
+from gateway.app import create_app
+from tests.ports import own_port
+from tests.processes import GONE_TIMEOUT, READY_TIMEOUT, data_at, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -192,27 +198,49 @@ def browser(chromium: webdriver.Chrome, request: pytest.FixtureRequest) -> Itera
         chromium.get("about:blank")
 
 
-@pytest.fixture
-def serve(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
-    """Start ``gateway serve`` on this test's stores, on a port of its own or ``port``;
-    whatever is still running is killed afterwards."""
-    started: list[Gateway] = []
+class ServedGateway:
+    """The gateway's application on ``settings``' stores, served on ``port``."""
 
-    def start(port: int | None = None) -> Gateway:
-        log = tmp_path / f"gateway-{len(started)}.log"
-        gateway = Gateway(
-            settings.data_dir,
-            log,
-            port=port,
-            GATEWAY_LOG_LEVEL="warning",
-            **store_environment(settings),
+    def __init__(self, settings: Settings, port: int) -> None:
+        self.port = port
+        self._server = uvicorn.Server(
+            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
         )
-        started.append(gateway)
-        gateway.wait_until_ready()
-        return gateway
+        # A daemon: a gateway that fails to stop fails its test, and must not keep the test
+        # process from ending.
+        self._thread = threading.Thread(
+            target=self._server.run, name=f"gateway-{port}", daemon=True
+        )
+        self._thread.start()
+        wait_for(
+            lambda: self._server.started or not self._thread.is_alive(),
+            "the gateway to start",
+            READY_TIMEOUT,
+        )
+        assert self._server.started, "the gateway ended before it served"
+
+    def data(self, document: str) -> object:
+        return data_at(self.port, document)
+
+    def stop(self) -> None:
+        """Stop as at SIGTERM: its connections closed, its lifespan ended."""
+        self._server.should_exit = True
+        self._thread.join(GONE_TIMEOUT)
+        assert not self._thread.is_alive(), "the gateway did not stop"
+
+
+@pytest.fixture
+def serve(settings: Settings) -> Iterator[Callable[..., ServedGateway]]:
+    """Serve the gateway on this test's stores, on a port of its own or ``port``; whatever
+    is still served is stopped afterwards."""
+    started: list[ServedGateway] = []
+
+    def start(port: int | None = None) -> ServedGateway:
+        started.append(ServedGateway(settings, port or own_port()))
+        return started[-1]
 
     try:
         yield start
     finally:
         for gateway in started:
-            gateway.kill()
+            gateway.stop()

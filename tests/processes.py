@@ -73,9 +73,7 @@ class Gateway:
             self.process.wait()
 
     def data(self, document: str) -> object:
-        response = LOOPBACK.post(f"http://127.0.0.1:{self.port}/graphql", json={"query": document})
-        assert response.status_code == 200, response.text
-        return response.json()["data"]
+        return data_at(self.port, document)
 
     def send(self, document: str) -> http.client.HTTPConnection:
         """Send a query without waiting for its answer; return once the gateway has it."""
@@ -97,6 +95,13 @@ class Gateway:
             "the gateway to accept the request",
         )
         return connection
+
+
+def data_at(port: int, document: str) -> object:
+    """The data of ``document``'s answer from the gateway on ``port``."""
+    response = LOOPBACK.post(f"http://127.0.0.1:{port}/graphql", json={"query": document})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
 
 
 def environment(data_dir: Path, **settings: str) -> dict[str, str]:

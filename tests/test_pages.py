@@ -1,14 +1,13 @@
 """GraphiQL and the dashboard: served by the gateway alone, and working in a real browser.
 
-The browser tests run Chromium against ``gateway serve`` on this test's stores (see
-tests/browser.py); their screenshots are kept under ``test-artifacts/browser/``.
+The browser tests run Chromium against the gateway served over HTTP on this test's stores
+(see tests/browser.py); their screenshots are kept under ``test-artifacts/browser/``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import signal
 from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any
@@ -21,8 +20,8 @@ from core.connections import Connections
 from gateway.pages import DASHBOARD_PATH, IMMUTABLE, REVALIDATE
 from gateway.seed import seed
 from tests import browser as browser_harness
-from tests.browser import BROWSER_TIMEOUT, Browser
-from tests.processes import GONE_TIMEOUT, LOOPBACK, Gateway
+from tests.browser import BROWSER_TIMEOUT, Browser, ServedGateway
+from tests.processes import LOOPBACK
 
 chromedriver = browser_harness.chromedriver
 chromium = browser_harness.chromium
@@ -109,18 +108,18 @@ async def catalogue(connections: Connections) -> Connections:
 
 
 @pytest.fixture
-def gateway(catalogue: Connections, serve: Callable[..., Gateway]) -> Gateway:
+def gateway(catalogue: Connections, serve: Callable[..., ServedGateway]) -> ServedGateway:
     return serve()
 
 
-def _top_report(gateway: Gateway) -> dict[str, Any]:
+def _top_report(gateway: ServedGateway) -> dict[str, Any]:
     data = gateway.data("{ topReports(by: VIEWS, limit: 1) { id title stats { views } } }")
     assert isinstance(data, dict)
     report: dict[str, Any] = data["topReports"][0]
     return report
 
 
-def _record_view(gateway: Gateway, report_id: object) -> None:
+def _record_view(gateway: ServedGateway, report_id: object) -> None:
     response = LOOPBACK.post(
         f"http://127.0.0.1:{gateway.port}/graphql",
         json={
@@ -142,7 +141,7 @@ def _editor(browser: Browser, selector: str) -> str:
     return text
 
 
-def _graphiql(browser: Browser, gateway: Gateway, query: str) -> None:
+def _graphiql(browser: Browser, gateway: ServedGateway, query: str) -> None:
     browser.open(f"http://127.0.0.1:{gateway.port}/graphql?q={quote(query)}")
     browser.wait_for(
         lambda _: _editor(browser, ".graphiql-query-editor") == query, "GraphiQL to show the query"
@@ -166,7 +165,7 @@ def _assert_stayed_local(browser: Browser) -> None:
 
 @in_a_browser
 def test_graphiql_runs_a_query_with_nothing_from_another_host(
-    browser: Browser, gateway: Gateway
+    browser: Browser, gateway: ServedGateway
 ) -> None:
     top = _top_report(gateway)
     query = "query Top { topReports(by: VIEWS, limit: 1) { id title } }"
@@ -188,7 +187,7 @@ def test_graphiql_runs_a_query_with_nothing_from_another_host(
 
 @in_a_browser
 def test_graphiql_runs_a_subscription_over_the_websocket(
-    browser: Browser, gateway: Gateway
+    browser: Browser, gateway: ServedGateway
 ) -> None:
     top = _top_report(gateway)
     views = top["stats"]["views"]
@@ -215,7 +214,7 @@ def test_graphiql_runs_a_subscription_over_the_websocket(
 
 @in_a_browser
 def test_graphiql_sends_the_headers_of_its_headers_editor(
-    browser: Browser, gateway: Gateway
+    browser: Browser, gateway: ServedGateway
 ) -> None:
     _graphiql(browser, gateway, "query Service { service { name } }")
     browser.element_with_text("button", "Headers").click()
@@ -242,7 +241,7 @@ def _count(text: str) -> int:
     return int(re.sub(r"\D", "", text))
 
 
-def _dashboard(browser: Browser, gateway: Gateway) -> None:
+def _dashboard(browser: Browser, gateway: ServedGateway) -> None:
     browser.open(f"http://127.0.0.1:{gateway.port}{DASHBOARD_PATH}")
     browser.wait_for(
         lambda _: browser.element("#status").get_attribute("data-state") == "connected",
@@ -260,7 +259,9 @@ def _points(browser: Browser) -> int:
 
 
 @in_a_browser
-def test_the_dashboard_shows_views_as_they_are_recorded(browser: Browser, gateway: Gateway) -> None:
+def test_the_dashboard_shows_views_as_they_are_recorded(
+    browser: Browser, gateway: ServedGateway
+) -> None:
     _dashboard(browser, gateway)
     # Follow the second report on the board, as a user would: by clicking it.
     second = browser.element("#board tbody tr:nth-child(2)")
@@ -291,7 +292,7 @@ def test_the_dashboard_shows_views_as_they_are_recorded(browser: Browser, gatewa
 
 @in_a_browser
 def test_the_dashboard_follows_a_report_named_by_its_database_id(
-    browser: Browser, gateway: Gateway
+    browser: Browser, gateway: ServedGateway
 ) -> None:
     data = gateway.data(
         "{ reports(first: 1, orderBy: {field: VIEWS, direction: ASC}) "
@@ -315,15 +316,14 @@ def test_the_dashboard_follows_a_report_named_by_its_database_id(
 
 @in_a_browser
 def test_the_dashboard_comes_back_after_the_gateway_restarts(
-    browser: Browser, gateway: Gateway, serve: Callable[..., Gateway]
+    browser: Browser, gateway: ServedGateway, serve: Callable[..., ServedGateway]
 ) -> None:
     _dashboard(browser, gateway)
     report_id = browser.element("#board tbody tr").get_attribute("data-report-id")
     assert report_id is not None
 
-    # Stopped as an operator does, then started again on its port.
-    gateway.process.send_signal(signal.SIGTERM)
-    assert gateway.process.wait(timeout=GONE_TIMEOUT) in (0, -signal.SIGTERM)
+    # Stopped, then started again on its port.
+    gateway.stop()
     browser.wait_for(
         lambda _: browser.element("#status").get_attribute("data-state") == "reconnecting",
         "the dashboard to show that it lost the gateway",
