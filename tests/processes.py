@@ -34,15 +34,12 @@ LOOPBACK = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
 
 
 class Gateway:
-    """``gateway serve`` as a process of its own, on a data directory of its own: with its
-    embedded servers, or with the stores its settings name."""
+    """``gateway serve`` as a process of its own, on a data directory and a port of its own,
+    with its embedded servers."""
 
-    def __init__(
-        self, data_dir: Path, log: Path, *arguments: str, port: int | None = None, **settings: str
-    ) -> None:
+    def __init__(self, data_dir: Path, log: Path, *arguments: str, **settings: str) -> None:
         self.data_dir = data_dir
-        # A port of its own, or a stopped gateway's, to serve its clients again.
-        self.port = port or own_port()
+        self.port = own_port()
         self.log = log
         with log.open("ab") as output:
             self.process = subprocess.Popen(
@@ -177,7 +174,7 @@ def launch(data_dir: Path, tmp_path: Path) -> Iterator[Launch]:
     gateways: list[Gateway] = []
 
     def start(log: str = "gateway.log", *arguments: str, **settings: str) -> Gateway:
-        gateways.append(Gateway(data_dir, tmp_path / log, *arguments, port=None, **settings))
+        gateways.append(Gateway(data_dir, tmp_path / log, *arguments, **settings))
         gateways[-1].wait_until_ready()
         assert set(gateways[-1].servers) == SERVER_NAMES
         return gateways[-1]
