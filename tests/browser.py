@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
@@ -34,6 +33,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from bench.installs import InstallError, apt_install
 from core.settings import Settings
 from gateway.app import create_app
+from tests.clients import loopback_server
 from tests.ports import own_port
 from tests.processes import GONE_TIMEOUT, READY_TIMEOUT, data_at, wait_for
 
@@ -203,9 +203,7 @@ class ServedGateway:
 
     def __init__(self, settings: Settings, port: int) -> None:
         self.port = port
-        self._server = uvicorn.Server(
-            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-        )
+        self._server = loopback_server(create_app(settings), port)
         # A daemon: a gateway that fails to stop fails its test, and must not keep the test
         # process from ending.
         self._thread = threading.Thread(

@@ -32,12 +32,17 @@ async def lifespan_client(application: Starlette) -> AsyncIterator[httpx.AsyncCl
             yield http
 
 
+def loopback_server(application: Starlette, port: int) -> uvicorn.Server:
+    """A uvicorn server for ``application`` on loopback ``port``, not yet started."""
+    return uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning")
+    )
+
+
 @asynccontextmanager
 async def serving(application: Starlette) -> AsyncIterator[str]:
     """``application`` served by uvicorn on a free loopback port; yields its host:port."""
-    server = uvicorn.Server(
-        uvicorn.Config(application, host="127.0.0.1", port=own_port(), log_level="warning")
-    )
+    server = loopback_server(application, own_port())
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(30):
