@@ -76,6 +76,7 @@ from bench.postgraphile_process import serving_postgraphile
 from bench.system_postgres import Cluster, running_cluster
 from gateway.embedded.process import log_tail
 from gateway.embedded.stores import ENDPOINTS_FILE
+from gateway.worker_process import WORKER_NAME
 
 GATEWAY_NESTED = """
 query Nested($first: Int!) {
@@ -164,7 +165,6 @@ SERVERS = (
     "postgraphile4",
     "postgraphile5",
 )
-WORKER_COMMAND = "gateway.worker_process"
 # What the embedded MongoDB-protocol and Redis servers' command lines contain.
 MONGO_COMMAND = "nx_27017"
 EMBEDDED_COMMANDS = (MONGO_COMMAND, "valkey")
@@ -316,9 +316,9 @@ def _cpu_seconds(pid: int) -> float:
 def _worker_cpu(pid: int) -> dict[int, float]:
     """The CPU of each worker of a gateway with ``--workers`` (none for one process)."""
     found: dict[int, float] = {}
-    for child in psutil.Process(pid).children():
+    for child in psutil.Process(pid).children(recursive=True):
         try:
-            if WORKER_COMMAND in " ".join(child.cmdline()):
+            if child.name() == WORKER_NAME:
                 found[child.pid] = own_seconds(child)
         except psutil.NoSuchProcess:
             continue

@@ -7,8 +7,10 @@ on one port (``SO_REUSEPORT``), so that the kernel spreads new connections evenl
 workers. On one shared socket, whichever worker woke first accepted every connection
 waiting, and a load generator's burst of connections could all go to one worker. A worker
 put in place of one that exited takes over its socket, and the connections queued there.
-Workers get the stores' URLs in their environment and never start or stop a server. Jobs
-that several processes run (counter snapshots) already take turns through Redis.
+Workers are forked from a template process that imports the application once, while the
+embedded servers start (gateway/worker_process.py). They get the stores' URLs in their
+environment and never start or stop a server. Jobs that several processes run (counter
+snapshots) already take turns through Redis.
 
 A small supervisor rather than uvicorn's (``uvicorn.supervisors.Multiprocess``): uvicorn's
 workers are plain ``uvicorn.Server`` objects rebuilt from a pickled config, so they would
@@ -22,8 +24,10 @@ ones that exit, and pass the signal on at the end.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -31,8 +35,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,16 +50,20 @@ from core.waiting import set_within
 from gateway.metrics import MULTIPROCESS_DIRECTORY
 from gateway.runtime import connected_stores, reconcile_stores, started_stores
 from gateway.server import STOP_ALLOWANCE, exit_if_stuck, shutdown_deadline
+from gateway.worker_process import MESSAGE_LIMIT
 
 logger = logging.getLogger(__name__)
 
-# How often the parent looks for workers that have exited. It also bounds how often a
-# worker that keeps failing is restarted.
-POLL_INTERVAL = 0.5
+# The least time between two starts of a worker in one place.
+RESTART_INTERVAL = 0.5
 # As many connections as a single process's listener queues.
 BACKLOG = 2048
 # Not ``-m``: the package imports the module first, and runpy warns about that.
-ENTRY_POINT = "import sys; from gateway.worker_process import main; sys.exit(main(sys.argv[1:]))"
+TEMPLATE_ENTRY = (
+    "import sys; from gateway.worker_process import template; sys.exit(template(sys.argv[1:]))"
+)
+# How long the template may take to exit once its channel is closed: it has nothing to do.
+GONE_TIMEOUT = 5.0
 
 
 def supervise(settings: Settings) -> int:
@@ -79,24 +88,27 @@ async def _supervise(settings: Settings, signalled: threading.Event) -> int:
 
     for received in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(received, on_signal)
-    async with (
-        started_stores(settings) as urls,
-        connected_stores(settings, urls, apply_migrations=settings.is_development) as connections,
-    ):
-        if stop.is_set():
-            return 0
-        try:
-            listeners = _listen(settings)
-        except OSError as error:
-            logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
-            return 1
-        reconciliation = asyncio.create_task(reconcile_stores(connections, stop))
-        try:
-            with shared_metrics() as directory:
-                return await Workers(settings, urls, listeners, directory).run(stop)
-        finally:
-            stop.set()
-            await reconciliation
+    # The template imports the application while the embedded servers start.
+    with shared_metrics() as directory, Template.started(directory) as template:
+        async with (
+            started_stores(settings) as urls,
+            connected_stores(
+                settings, urls, apply_migrations=settings.is_development
+            ) as connections,
+        ):
+            if stop.is_set():
+                return 0
+            try:
+                listeners = _listen(settings)
+            except OSError as error:
+                logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
+                return 1
+            reconciliation = asyncio.create_task(reconcile_stores(connections, stop))
+            try:
+                return await Workers(settings, urls, listeners, directory, template).run(stop)
+            finally:
+                stop.set()
+                await reconciliation
 
 
 @contextmanager
@@ -148,19 +160,117 @@ def _listen(settings: Settings) -> list[socket.socket]:
     return listeners
 
 
+class TemplateGoneError(RuntimeError):
+    """The template process exited while the supervisor still needed it."""
+
+
+class Template:
+    """The supervisor's end of the process that workers are forked from (see
+    gateway/worker_process.py)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], channel: socket.socket) -> None:
+        self.process = process
+        self._channel = channel
+        # Exits reported while the supervisor was waiting for a worker to start.
+        self._exits: deque[tuple[int, int]] = deque()
+
+    @classmethod
+    @contextmanager
+    def started(cls, metrics: Path) -> Iterator[Template]:
+        """A template, stopped at the end along with any worker it has left."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        supervisor = os.pidfd_open(os.getpid())
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", TEMPLATE_ENTRY, str(theirs.fileno()), str(supervisor)],
+                # prometheus_client chooses how to keep values when it is imported.
+                env=os.environ | {MULTIPROCESS_DIRECTORY: str(metrics)},
+                pass_fds=(theirs.fileno(), supervisor),
+            )
+        finally:
+            theirs.close()
+            os.close(supervisor)
+        ours.setblocking(False)
+        try:
+            yield cls(process, ours)
+        finally:
+            ours.close()
+            try:
+                process.wait(timeout=GONE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    async def fork(self, listener: socket.socket, environment: dict[str, str]) -> Worker:
+        """A worker forked from the template, serving on ``listener``."""
+        socket.send_fds(self._channel, [json.dumps(environment).encode()], [listener.fileno()])
+        while "started" not in (answer := await self._receive()):
+            self._exits.append((answer["exited"], answer["code"]))
+        return Worker(answer["started"])
+
+    async def next_exit(self, stop: asyncio.Event) -> tuple[int, int] | None:
+        """The pid and exit code of the next worker to exit; None once ``stop`` is set."""
+        while not self._exits:
+            receiving = asyncio.ensure_future(self._receive())
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                receiving.cancel()
+                stopping.cancel()
+            if not receiving.done() or receiving.cancelled():
+                return None
+            answer = receiving.result()
+            self._exits.append((answer["exited"], answer["code"]))
+        return self._exits.popleft()
+
+    async def _receive(self) -> dict[str, int]:
+        message = await asyncio.get_running_loop().sock_recv(self._channel, MESSAGE_LIMIT)
+        if not message:
+            raise TemplateGoneError
+        answer: dict[str, int] = json.loads(message)
+        return answer
+
+
+class Worker:
+    """A worker forked from the template, signalled through a pidfd: its pid, once the
+    template has reaped it, could name another process."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.started = time.monotonic()
+        self._pidfd = os.pidfd_open(pid)
+
+    def has_exited(self) -> bool:
+        return bool(select.select([self._pidfd], [], [], 0)[0])
+
+    def send_signal(self, sent: signal.Signals) -> None:
+        with suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self._pidfd, sent)
+
+    def close(self) -> None:
+        os.close(self._pidfd)
+
+
 class Workers:
     """The worker processes of one parent, kept at their number until told to stop."""
 
     def __init__(
-        self, settings: Settings, urls: StoreUrls, listeners: list[socket.socket], metrics: Path
+        self,
+        settings: Settings,
+        urls: StoreUrls,
+        listeners: list[socket.socket],
+        metrics: Path,
+        template: Template,
     ) -> None:
         self._listeners = listeners
         self._metrics = metrics
+        self._template = template
         self._deadline = shutdown_deadline(settings)
         # What a worker reads its settings from: the parent's own, with the bound port
         # (the setting may be 0) and every store's URL, embedded or not.
         self._environment = (
-            os.environ
+            dict(os.environ)
             | {f"{ENV_PREFIX}{name.upper()}": url for name, url in asdict(urls).items()}
             | {
                 f"{ENV_PREFIX}HOST": settings.host,
@@ -171,61 +281,60 @@ class Workers:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Keep the workers running until ``stop`` is set; then stop them, gracefully."""
-        supervisor = os.pidfd_open(os.getpid())
-        processes: list[subprocess.Popen[bytes]] = []
-        failed = False
+        workers: list[Worker] = []
         try:
-            processes.extend(self._start(slot, supervisor) for slot in range(len(self._listeners)))
-            while not failed and not await set_within(stop, POLL_INTERVAL):
-                failed = self._replace_exited(processes, supervisor)
+            for listener in self._listeners:
+                workers.append(await self._template.fork(listener, self._environment))
+            while (exited := await self._template.next_exit(stop)) is not None:
+                if not await self._replace(workers, *exited, stop):
+                    return 1
+        except TemplateGoneError:
+            logger.error("the process that workers are forked from has exited; stopping")
+            return 1
         finally:
-            os.close(supervisor)
             # Once the workers have closed theirs too, the port refuses new connections.
             for listener in self._listeners:
                 listener.close()
-            await self._stop(processes)
-        return 1 if failed else 0
+            await self._stop(workers)
+        return 0
 
-    def _replace_exited(self, processes: list[subprocess.Popen[bytes]], supervisor: int) -> bool:
-        """Start a worker in place of each one that has exited; True if one failed to start."""
-        for slot, process in enumerate(processes):
-            code = process.poll()
-            if code is None:
-                continue
-            if code == STARTUP_FAILURE:
-                # The application or its configuration is broken: every worker started
-                # in its place would fail the same way.
-                logger.error("worker %d failed to start; stopping", process.pid)
-                return True
-            logger.warning("worker %d exited (%s); starting another", process.pid, _describe(code))
-            # Its counts stay in the sums; its gauges go.
-            multiprocess.mark_process_dead(process.pid, str(self._metrics))  # type: ignore[no-untyped-call]
-            processes[slot] = self._start(slot, supervisor)
-        return False
-
-    def _start(self, slot: int, supervisor: int) -> subprocess.Popen[bytes]:
-        listener = self._listeners[slot].fileno()
-        return subprocess.Popen(
-            [sys.executable, "-c", ENTRY_POINT, str(listener), str(supervisor)],
-            env=self._environment,
-            pass_fds=(listener, supervisor),
+    async def _replace(
+        self, workers: list[Worker], pid: int, code: int, stop: asyncio.Event
+    ) -> bool:
+        """Start a worker in place of the one that exited; False if it failed to start."""
+        slot, exited = next(
+            (slot, worker) for slot, worker in enumerate(workers) if worker.pid == pid
         )
+        if code == STARTUP_FAILURE:
+            # The application or its configuration is broken: every worker started in its
+            # place would fail the same way.
+            logger.error("worker %d failed to start; stopping", pid)
+            return False
+        logger.warning("worker %d exited (%s); starting another", pid, _describe(code))
+        # Its counts stay in the sums; its gauges go.
+        multiprocess.mark_process_dead(pid, str(self._metrics))  # type: ignore[no-untyped-call]
+        # A worker that keeps failing soon after it starts is started again at this pace.
+        if await set_within(stop, exited.started + RESTART_INTERVAL - time.monotonic()):
+            return True
+        exited.close()
+        workers[slot] = await self._template.fork(self._listeners[slot], self._environment)
+        return True
 
-    async def _stop(self, processes: list[subprocess.Popen[bytes]]) -> None:
-        for process in processes:
+    async def _stop(self, workers: list[Worker]) -> None:
+        for worker in workers:
             # SIGTERM even after a Ctrl-C has sent them SIGINT: a second SIGINT would
             # make uvicorn exit at once, without finishing requests.
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+            worker.send_signal(signal.SIGTERM)
         # A worker exits by its own deadline; this one only covers a worker that cannot.
         deadline = time.monotonic() + self._deadline
-        while any(process.poll() is None for process in processes):
+        while not all(worker.has_exited() for worker in workers):
             if time.monotonic() > deadline:
-                for process in processes:
-                    process.kill()
-                    process.wait()
-                return
+                for worker in workers:
+                    worker.send_signal(signal.SIGKILL)
+                break
             await asyncio.sleep(0.05)
+        for worker in workers:
+            worker.close()
 
 
 def _describe(code: int) -> str:

@@ -3,18 +3,22 @@ servers, workers that share its port, a worker that dies, a parent that is stopp
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import signal
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
 from core.settings import Settings
-from gateway.workers import _listen
+from core.store_urls import StoreUrls
+from gateway.worker_process import TEMPLATE_NAME, WORKER_NAME
+from gateway.workers import Template, Workers, _listen
 from tests import processes
 from tests.processes import (
     GONE_TIMEOUT,
@@ -49,6 +53,10 @@ class Cluster:
         self.parent = psutil.Process(gateway.process.pid)
         self.seen: set[psutil.Process] = set()
 
+    def template(self) -> psutil.Process:
+        [template] = [child for child in self.parent.children() if child.name() == TEMPLATE_NAME]
+        return template
+
     def workers(self, starts: int = WORKERS) -> list[psutil.Process]:
         """The workers, once there have been ``starts`` starts of workers since the launch."""
         wait_for(
@@ -57,9 +65,7 @@ class Cluster:
             READY_TIMEOUT,
         )
         workers = [
-            child
-            for child in self.parent.children()
-            if "gateway.worker_process" in " ".join(child.cmdline())
+            child for child in self.parent.children(recursive=True) if child.name() == WORKER_NAME
         ]
         self.seen.update(workers)
         return workers
@@ -161,6 +167,12 @@ def test_the_parent_alone_starts_the_embedded_servers_and_migrates(
     log = started.gateway.log.read_text()
     assert log.count("embedded postgres listening") == 1
     assert log.count("Running upgrade  -> 0001") == 1
+    # Forked from one template, which imported the application once: not programs of their
+    # own, each importing it anew.
+    template = started.template()
+    for worker in started.workers():
+        assert worker.parent() == template
+        assert worker.cmdline() == template.cmdline()
 
 
 def test_every_worker_serves_its_share_of_new_connections(cluster: Callable[..., Cluster]) -> None:
@@ -190,6 +202,7 @@ def test_a_killed_worker_is_replaced(cluster: Callable[..., Cluster]) -> None:
         worker for worker in started.workers(starts=WORKERS + 1) if worker != survivor
     )
     assert replacement != killed
+    assert replacement.parent() == started.template()
     served = started.served_by(100)
     assert set(served) == {survivor.pid, replacement.pid}
     assert min(served.values()) > 0, served
@@ -204,6 +217,7 @@ def test_a_stopped_parent_finishes_requests_and_stops_everything(
     started = cluster(GATEWAY_STORE_TIMEOUT="30")
     gateway = started.gateway
     workers = started.workers()
+    template = started.template()
     redis = gateway.servers["redis"]
     # Held up by a Redis that does not answer, the request is still in flight at SIGTERM.
     redis.suspend()
@@ -223,7 +237,7 @@ def test_a_stopped_parent_finishes_requests_and_stops_everything(
     assert json.loads(response.read())["data"] == {"topReports": []}
     in_flight.close()
     assert gateway.process.wait(timeout=GONE_TIMEOUT) == 0
-    processes = [*workers, *gateway.servers.values()]
+    processes = [*workers, template, *gateway.servers.values()]
     wait_for(lambda: all_gone(processes), "the workers and the embedded servers to stop")
     assert gateway.log.read_text().count("Application shutdown complete.") == WORKERS
     assert watchdogs_of(gateway.data_dir) == []
@@ -233,13 +247,15 @@ def test_workers_do_not_outlive_a_killed_parent(cluster: Callable[..., Cluster])
     started = cluster()
     gateway = started.gateway
     workers = started.workers()
+    template = started.template()
     watchdogs = watchdogs_of(gateway.data_dir)
     gateway.process.send_signal(signal.SIGKILL)
     gateway.process.wait()
-    # The workers shut down as at a SIGTERM, and the watchdog stops the servers.
+    # The workers shut down as at a SIGTERM, the template exits, and the watchdog stops
+    # the servers.
     wait_for(
-        lambda: all_gone([*workers, *gateway.servers.values(), *watchdogs]),
-        "the workers, the embedded servers and the watchdog to stop",
+        lambda: all_gone([*workers, template, *gateway.servers.values(), *watchdogs]),
+        "the workers, the template, the embedded servers and the watchdog to stop",
     )
     assert recorded_servers(gateway.data_dir) == {}
     assert gateway.log.read_text().count("Application shutdown complete.") == WORKERS
@@ -248,8 +264,8 @@ def test_workers_do_not_outlive_a_killed_parent(cluster: Callable[..., Cluster])
 def test_one_worker_is_served_by_the_process_itself(launch: processes.Launch) -> None:
     gateway = launch("gateway.log", "--workers", "1")
     assert not any(
-        "gateway.worker_process" in " ".join(child.cmdline())
-        for child in psutil.Process(gateway.process.pid).children()
+        child.name() in {WORKER_NAME, TEMPLATE_NAME}
+        for child in psutil.Process(gateway.process.pid).children(recursive=True)
     )
     assert gateway.data(SERVICE) == {"service": {"name": "polyglot-gateway"}}
 
@@ -268,3 +284,17 @@ def test_a_port_another_gateway_serves_is_refused_not_shared() -> None:
     finally:
         for listener in listeners:
             listener.close()
+
+
+async def test_a_worker_that_cannot_start_stops_the_gateway_instead_of_being_replaced(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(host="127.0.0.1", port=0, workers=WORKERS)
+    # Refused by every worker's settings, as a configuration the application cannot run on.
+    stores = StoreUrls(database_url="nosuchdb://", mongo_url="mongodb://", redis_url="redis://")
+    with Template.started(tmp_path) as template:
+        workers = Workers(settings, stores, _listen(settings), tmp_path, template)
+        assert await workers.run(asyncio.Event()) == 1
+    assert template.process.returncode == 0
+    # No worker was started again; the second may have been stopped before it failed.
+    assert 1 <= capfd.readouterr().err.count("the application could not be built") <= WORKERS
