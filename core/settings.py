@@ -13,7 +13,7 @@ from pydantic import Field, FilePath, SecretStr, field_validator, model_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.exc import ArgumentError
 
-from datasources.dialects import backend_named
+from datasources.dialects import driven_url
 from datasources.models import Role
 
 ENV_PREFIX = "GATEWAY_"
@@ -192,12 +192,12 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _relational_backend(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                backend_named(value)
-            except ArgumentError:
-                raise ValueError("not a database URL (scheme://user@host/database)") from None
-        return value
+        if value is None:
+            return None
+        try:
+            return driven_url(value)
+        except ArgumentError:
+            raise ValueError("not a database URL (scheme://user@host/database)") from None
 
     @field_validator("trusted_proxies")
     @classmethod

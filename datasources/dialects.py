@@ -84,6 +84,12 @@ def backend_of(bind: AsyncConnection | AsyncEngine) -> RelationalBackend:
     return BACKENDS[bind.dialect.name]
 
 
+# The asynchronous driver the gateway runs each backend on, and the other names of the
+# backends that URLs in the wild use.
+DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite", "mysql": "asyncmy"}
+ALIASES = {"postgres": "postgresql", "mariadb": "mysql"}
+
+
 def backend_named(url: str) -> RelationalBackend:
     """The backend of a database URL; ValueError for one the gateway does not run on."""
     name = make_url(url).get_backend_name()
@@ -92,6 +98,24 @@ def backend_named(url: str) -> RelationalBackend:
     except KeyError:
         supported = ", ".join(sorted(BACKENDS))
         raise ValueError(f"no relational backend {name!r}; supported: {supported}") from None
+
+
+def driven_url(url: str) -> str:
+    """``url``, naming the driver the gateway runs its backend on: ``postgresql://`` and
+    ``postgres://`` (as hosting platforms hand them out), ``mysql://``, ``mariadb://`` and
+    ``sqlite://`` would otherwise mean SQLAlchemy's default drivers, which are synchronous
+    and not installed. ValueError for a backend the gateway does not run on, or another
+    driver."""
+    parsed = make_url(url)
+    backend = ALIASES.get(parsed.get_backend_name(), parsed.get_backend_name())
+    backend_named(f"{backend}://")
+    driver = DRIVERS[backend]
+    if "+" in parsed.drivername and parsed.get_driver_name() != driver:
+        raise ValueError(
+            f"the gateway runs {backend} on {driver}: {backend}+{driver}://, not"
+            f" {parsed.drivername}://"
+        )
+    return parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
 
 
 def relational_engine(url: str, *, timeout: float, **options: Any) -> AsyncEngine:

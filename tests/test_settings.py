@@ -73,6 +73,10 @@ def test_production_refuses_embedded_stores(monkeypatch: pytest.MonkeyPatch) -> 
     [
         ("oracle+oracledb://user@host/catalogue", "no relational backend 'oracle'; supported: "),
         ("catalogue.db", "not a database URL"),
+        (
+            "postgresql+psycopg2://user@host/catalogue",
+            "the gateway runs postgresql on asyncpg: postgresql+asyncpg://",
+        ),
     ],
 )
 def test_a_database_url_the_gateway_cannot_serve_is_refused(
@@ -84,6 +88,30 @@ def test_a_database_url_the_gateway_cannot_serve_is_refused(
     assert "GATEWAY_DATABASE_URL" in error
     assert problem in error
     assert "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    ("given", "driven"),
+    [
+        (
+            "postgresql://user:p%40ss@host:5432/catalogue",
+            "postgresql+asyncpg://user:p%40ss@host:5432/catalogue",
+        ),
+        (
+            "postgres://user@host/catalogue?ssl=require",
+            "postgresql+asyncpg://user@host/catalogue?ssl=require",
+        ),
+        ("mysql://user@host:3306/catalogue", "mysql+asyncmy://user@host:3306/catalogue"),
+        ("mariadb://user@host/catalogue", "mysql+asyncmy://user@host/catalogue"),
+        ("sqlite:////var/lib/catalogue.db", "sqlite+aiosqlite:////var/lib/catalogue.db"),
+        ("mysql+asyncmy://user@host/catalogue", "mysql+asyncmy://user@host/catalogue"),
+    ],
+)
+def test_a_database_url_without_the_driver_gets_the_gateway_s_own(
+    monkeypatch: pytest.MonkeyPatch, given: str, driven: str
+) -> None:
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", given)
+    assert Settings().database_url == driven
 
 
 def test_production_starts_with_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> None:
