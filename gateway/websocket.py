@@ -4,7 +4,8 @@ Strawberry's protocol handlers, with three things added on the way in and out.
 - The handshake: pages of origins the CORS policy does not allow are refused, so that no
   other site can act over a socket with its user's cookies.
 - Messages in: one that is not what the protocol says (not an object, an id that is not a
-  string, a payload that is not an object) closes the socket with 4400, instead of
+  string, a payload that is not an object, a query that is not a string) closes the
+  socket with 4400, instead of
   escaping the handler and dropping the connection without a close frame.
 - Messages out: every error carries a code. Operations' errors have one already (see
   core.errors); this covers the few that the protocol handlers write themselves.
@@ -93,6 +94,8 @@ def well_formed(message: object) -> bool:
     if kind in ("subscribe", "start"):
         return (
             isinstance(payload, Mapping)
+            # Absent where a persisted query's hash names the document.
+            and (payload.get("query") is None or isinstance(payload["query"], str))
             and isinstance(payload.get("variables") or {}, Mapping)
             and isinstance(payload.get("operationName") or "", str)
         )
@@ -105,8 +108,6 @@ async def admitted(persisted: PersistedQueries, context: Context, message: Any) 
         return message, None
     payload = message["payload"]
     query, extensions = payload.get("query"), payload.get("extensions")
-    if query is not None and not isinstance(query, str):
-        return message, None  # the protocol handler refuses it
     try:
         digest = requested_digest(extensions if isinstance(extensions, Mapping) else None)
         if digest is None and not persisted.only:

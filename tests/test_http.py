@@ -344,8 +344,13 @@ async def test_errors_over_the_older_graphql_ws_are_coded(
 
 @pytest.mark.parametrize(
     "message",
-    [[1, 2], "subscribe", {"type": "subscribe", "id": "1", "payload": "{ __typename }"}],
-    ids=["a list", "a string", "a string payload"],
+    [
+        [1, 2],
+        "subscribe",
+        {"type": "subscribe", "id": "1", "payload": "{ __typename }"},
+        {"type": "subscribe", "id": "1", "payload": {"query": ["{ __typename }"]}},
+    ],
+    ids=["a list", "a string", "a string payload", "a query that is not a string"],
 )
 async def test_a_malformed_websocket_message_closes_with_4400(
     settings: Settings, message: object
