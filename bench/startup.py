@@ -1,7 +1,13 @@
-"""Start-up time of `gateway serve`: from launch until /readyz answers 200.
+"""Start-up time of `gateway serve`: from launch until /readyz answers 200; and how soon a
+worker of `serve --workers 2` that died is replaced.
 
 Measures an empty data directory (initdb, first start of every server, migrations) and a
-warm one (servers restart on existing data), a few runs each, and prints the figures.
+warm one (servers restart on existing data), a few runs each. Then, on a gateway started
+with two workers, kills a worker that has served for a while, once per run, and measures
+its replacement: from the kill until the replacement's application has started, and the
+replacement's CPU until then. Beside it, in the same run, what a worker that is a new
+Python program pays before it can serve: importing the application, in a process of its
+own.
 
     python -m bench.startup [--runs 5]
 """
@@ -9,12 +15,24 @@ warm one (servers restart on existing data), a few runs each, and prints the fig
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-from bench.gateway_process import serving
+import psutil
+
+from bench.cpu import own_seconds
+from bench.gateway_process import ServedGateway, serving
+from gateway.worker_process import WORKER_NAME
+from gateway.workers import RESTART_INTERVAL
+
+STARTED = "Application startup complete."
+IMPORT_APPLICATION = "import gateway.app"
 
 
 def time_to_ready(data_dir: Path) -> float:
@@ -22,11 +40,65 @@ def time_to_ready(data_dir: Path) -> float:
         return gateway.seconds_to_ready
 
 
-def summary(label: str, seconds: list[float]) -> str:
+def summary(label: str, values: list[float], unit: str = "s") -> str:
     return (
-        f"{label:<22} median {statistics.median(seconds):6.2f} s   "
-        f"min {min(seconds):6.2f} s   max {max(seconds):6.2f} s   ({len(seconds)} runs)"
+        f"{label:<38} median {statistics.median(values):7.3f} {unit}   "
+        f"min {min(values):7.3f} {unit}   max {max(values):7.3f} {unit}   ({len(values)} runs)"
     )
+
+
+def replacements(data_dir: Path, runs: int) -> tuple[list[float], list[float]]:
+    """Seconds from killing a worker until its replacement's application started, and the
+    replacement's CPU seconds by then, once per run."""
+    seconds: list[float] = []
+    cpu: list[float] = []
+    log = data_dir / "bench-gateway.log"
+    with serving(data_dir, workers="2", log_level="info") as gateway:
+        starts = _wait_for_starts(log, 2)
+        for _ in range(runs):
+            # Older than the least time between two starts in one place, which would
+            # otherwise be measured instead of the start itself.
+            time.sleep(RESTART_INTERVAL)
+            victim = _workers(gateway)[0]
+            killed = time.perf_counter()
+            victim.kill()
+            starts = _wait_for_starts(log, starts + 1)
+            seconds.append(time.perf_counter() - killed)
+            [replacement] = [worker for worker in _workers(gateway) if worker.pid != victim.pid]
+            cpu.append(own_seconds(replacement))
+    return seconds, cpu
+
+
+def _workers(gateway: ServedGateway) -> list[psutil.Process]:
+    workers = [
+        process
+        for process in psutil.Process(gateway.pid).children(recursive=True)
+        if process.name() == WORKER_NAME
+    ]
+    return sorted(workers, key=lambda worker: worker.create_time())
+
+
+def _wait_for_starts(log: Path, count: int) -> int:
+    deadline = time.perf_counter() + 60
+    while log.read_text().count(STARTED) < count:
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"no {count} starts of workers in {log}")
+        time.sleep(0.002)
+    return count
+
+
+def new_program_imports(runs: int) -> tuple[list[float], list[float]]:
+    """Seconds and CPU seconds of a new Python process that imports the application."""
+    seconds: list[float] = []
+    cpu: list[float] = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", IMPORT_APPLICATION], check=True)
+        seconds.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return seconds, cpu
 
 
 def main() -> None:
@@ -40,11 +112,19 @@ def main() -> None:
             data_dir = root / f"run-{run}"
             empty.append(time_to_ready(data_dir))
             warm.append(time_to_ready(data_dir))
+        replaced, replacement_cpu = replacements(root / "workers", arguments.runs)
+        imported, import_cpu = new_program_imports(arguments.runs)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print("gateway serve, launch to /readyz 200")
     print(summary("empty data directory", empty))
     print(summary("warm data directory", warm))
+    print("gateway serve --workers 2, a worker killed")
+    print(summary("until its replacement has started", replaced))
+    print(summary("the replacement's CPU by then", replacement_cpu))
+    print("a new Python program importing the application")
+    print(summary("wall time", imported))
+    print(summary("CPU", import_cpu))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def _serve_channel(channel: socket.socket, supervisor: int, workers: dict[int, i
     [listener] = fds
     pid = os.fork()
     if pid == 0:
-        _work(listener, supervisor, json.loads(message), [channel.fileno(), *workers])
+        _work(listener, supervisor, json.loads(message), channel, list(workers))
     os.close(listener)
     workers[os.pidfd_open(pid)] = pid
     _send(channel, {"started": pid})
@@ -101,13 +101,19 @@ def _send(channel: socket.socket, message: dict[str, int]) -> None:
 
 
 def _work(
-    listener: int, supervisor: int, environment: dict[str, str], inherited: list[int]
+    listener: int,
+    supervisor: int,
+    environment: dict[str, str],
+    channel: socket.socket,
+    siblings: list[int],
 ) -> NoReturn:
-    """Be a worker, in a child the template has just forked; never return to its loop."""
+    """Be a worker, in a child the template has just forked, with the template's channel
+    and its pidfds of the other workers; never return to the template's loop."""
     code = 1
     try:
-        for descriptor in inherited:
-            os.close(descriptor)
+        channel.close()
+        for pidfd in siblings:
+            os.close(pidfd)
         _name_process(WORKER_NAME)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.environ.clear()
