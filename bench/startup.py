@@ -59,17 +59,18 @@ def replacements(data_dir: Path, runs: int) -> tuple[list[float], list[float]]:
             # Older than the least time between two starts in one place, which would
             # otherwise be measured instead of the start itself.
             time.sleep(RESTART_INTERVAL)
-            victim = _workers(gateway)[0]
+            before = _workers(gateway)
             killed = time.perf_counter()
-            victim.kill()
+            before[0].kill()
             starts = _wait_for_starts(log, starts + 1)
             seconds.append(time.perf_counter() - killed)
-            [replacement] = [worker for worker in _workers(gateway) if worker.pid != victim.pid]
+            [replacement] = set(_workers(gateway)) - set(before)
             cpu.append(own_seconds(replacement))
     return seconds, cpu
 
 
 def _workers(gateway: ServedGateway) -> list[psutil.Process]:
+    """The gateway's workers, the oldest first."""
     workers = [
         process
         for process in psutil.Process(gateway.pid).children(recursive=True)
