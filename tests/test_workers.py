@@ -261,6 +261,22 @@ def test_workers_do_not_outlive_a_killed_parent(cluster: Callable[..., Cluster])
     assert gateway.log.read_text().count("Application shutdown complete.") == WORKERS
 
 
+def test_a_gateway_whose_template_dies_stops_with_its_workers(
+    cluster: Callable[..., Cluster],
+) -> None:
+    started = cluster()
+    gateway = started.gateway
+    workers = started.workers()
+    # No worker could be replaced any more: the gateway stops rather than serve short.
+    started.template().kill()
+    assert gateway.process.wait(timeout=GONE_TIMEOUT) == 1
+    wait_for(
+        lambda: all_gone([*workers, *gateway.servers.values()]),
+        "the workers and the embedded servers to stop",
+    )
+    assert "the process that workers are forked from has exited" in gateway.log.read_text()
+
+
 def test_one_worker_is_served_by_the_process_itself(launch: processes.Launch) -> None:
     gateway = launch("gateway.log", "--workers", "1")
     assert not any(
