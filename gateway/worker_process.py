@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -51,8 +52,10 @@ MESSAGE_LIMIT = 1 << 20
 
 def template(argv: list[str]) -> int:
     """Import the application, then fork a worker for each request on the channel, until
-    the supervisor closes it."""
-    channel_fd, supervisor = (int(argument) for argument in argv)
+    the supervisor closes it. Then wait for the workers, and remove the metrics directory
+    if the supervisor gave it (its own, which a supervisor killed outright leaves)."""
+    channel_fd, supervisor = int(argv[0]), int(argv[1])
+    leftover = Path(argv[2]) if len(argv) > 2 else None
     _name_process(TEMPLATE_NAME)
     # A Ctrl-C reaches every process of the terminal's group: it is for the supervisor and
     # the workers. The template ends when the supervisor closes the channel, after them.
@@ -69,6 +72,12 @@ def template(argv: list[str]) -> int:
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         while _serve_channel(channel, supervisor, workers):
             pass
+    # Only left running if the supervisor was killed: they are shutting down.
+    for pidfd, pid in workers.items():
+        os.waitpid(pid, 0)
+        os.close(pidfd)
+    if leftover is not None:
+        shutil.rmtree(leftover, ignore_errors=True)
     return 0
 
 

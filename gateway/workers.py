@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from prometheus_client import multiprocess
@@ -89,7 +90,7 @@ async def _supervise(settings: Settings, signalled: threading.Event) -> int:
     for received in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(received, on_signal)
     # The template imports the application while the embedded servers start.
-    with shared_metrics() as directory, Template.started(directory) as template:
+    with shared_metrics() as metrics, Template.started(metrics) as template:
         async with (
             started_stores(settings) as urls,
             connected_stores(
@@ -105,27 +106,41 @@ async def _supervise(settings: Settings, signalled: threading.Event) -> int:
                 return 1
             reconciliation = asyncio.create_task(reconcile_stores(connections, stop))
             try:
-                return await Workers(settings, urls, listeners, directory, template).run(stop)
+                return await Workers(settings, urls, listeners, metrics.directory, template).run(
+                    stop
+                )
             finally:
                 stop.set()
                 await reconciliation
 
 
+@dataclass(frozen=True)
+class SharedMetrics:
+    """Where the workers write their metrics for a scrape to add up (see gateway/metrics.py),
+    and whether the directory is this run's own, to be removed at its end."""
+
+    directory: Path
+    own: bool
+
+
 @contextmanager
-def shared_metrics() -> Iterator[Path]:
-    """Where the workers write their metrics for a scrape to add up (see gateway/metrics.py):
-    ``PROMETHEUS_MULTIPROC_DIR`` if it is set, emptied of an earlier run's files, or a
-    directory of this run's own, removed at its end."""
+def shared_metrics() -> Iterator[SharedMetrics]:
+    """``PROMETHEUS_MULTIPROC_DIR`` if it is set, emptied of an earlier run's files, or a
+    directory of this run's own, removed at its end: by this process, or, if it is killed,
+    by the template once the workers have exited."""
     given = os.environ.get(MULTIPROCESS_DIRECTORY)
     if given is None:
-        with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as directory:
-            yield Path(directory)
+        directory = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
+        try:
+            yield SharedMetrics(directory, own=True)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
         return
     emptied = Path(given)
     emptied.mkdir(parents=True, exist_ok=True)
     for stale in emptied.glob("*.db"):
         stale.unlink()
-    yield emptied
+    yield SharedMetrics(emptied, own=False)
 
 
 def _listen(settings: Settings) -> list[socket.socket]:
@@ -176,15 +191,22 @@ class Template:
 
     @classmethod
     @contextmanager
-    def started(cls, metrics: Path) -> Iterator[Template]:
-        """A template, stopped at the end along with any worker it has left."""
+    def started(cls, metrics: SharedMetrics) -> Iterator[Template]:
+        """A template, stopped at the end."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         supervisor = os.pidfd_open(os.getpid())
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", TEMPLATE_ENTRY, str(theirs.fileno()), str(supervisor)],
+                [
+                    sys.executable,
+                    "-c",
+                    TEMPLATE_ENTRY,
+                    str(theirs.fileno()),
+                    str(supervisor),
+                    *([str(metrics.directory)] if metrics.own else []),
+                ],
                 # prometheus_client chooses how to keep values when it is imported.
-                env=os.environ | {MULTIPROCESS_DIRECTORY: str(metrics)},
+                env=os.environ | {MULTIPROCESS_DIRECTORY: str(metrics.directory)},
                 pass_fds=(theirs.fileno(), supervisor),
             )
         finally:

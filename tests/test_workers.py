@@ -18,7 +18,7 @@ import pytest
 from core.settings import Settings
 from core.store_urls import StoreUrls
 from gateway.worker_process import TEMPLATE_NAME, WORKER_NAME
-from gateway.workers import Template, Workers, _listen
+from gateway.workers import SharedMetrics, Template, Workers, _listen
 from tests import processes
 from tests.processes import (
     GONE_TIMEOUT,
@@ -248,6 +248,8 @@ def test_workers_do_not_outlive_a_killed_parent(cluster: Callable[..., Cluster])
     gateway = started.gateway
     workers = started.workers()
     template = started.template()
+    metrics = Path(template.environ()["PROMETHEUS_MULTIPROC_DIR"])
+    assert metrics.is_dir()
     watchdogs = watchdogs_of(gateway.data_dir)
     gateway.process.send_signal(signal.SIGKILL)
     gateway.process.wait()
@@ -259,6 +261,8 @@ def test_workers_do_not_outlive_a_killed_parent(cluster: Callable[..., Cluster])
     )
     assert recorded_servers(gateway.data_dir) == {}
     assert gateway.log.read_text().count("Application shutdown complete.") == WORKERS
+    # The workers' metrics, in a directory the parent made, went with them.
+    assert not metrics.exists()
 
 
 def test_a_gateway_whose_template_dies_stops_with_its_workers(
@@ -308,7 +312,7 @@ async def test_a_worker_that_cannot_start_stops_the_gateway_instead_of_being_rep
     settings = Settings(host="127.0.0.1", port=0, workers=WORKERS)
     # Refused by every worker's settings, as a configuration the application cannot run on.
     stores = StoreUrls(database_url="nosuchdb://", mongo_url="mongodb://", redis_url="redis://")
-    with Template.started(tmp_path) as template:
+    with Template.started(SharedMetrics(tmp_path, own=False)) as template:
         workers = Workers(settings, stores, _listen(settings), tmp_path, template)
         assert await workers.run(asyncio.Event()) == 1
     assert template.process.returncode == 0
