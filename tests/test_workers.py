@@ -11,6 +11,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 import pytest
@@ -306,15 +307,50 @@ def test_a_port_another_gateway_serves_is_refused_not_shared() -> None:
             listener.close()
 
 
+class Unstartable(NamedTuple):
+    """A configuration no worker can start on, and what a worker that tries says."""
+
+    stores: StoreUrls
+    key_set: str | None
+    failure: str
+
+
+@pytest.mark.parametrize(
+    "unstartable",
+    [
+        # Refused by every worker's settings.
+        Unstartable(
+            StoreUrls(database_url="nosuchdb://", mongo_url="mongodb://", redis_url="redis://"),
+            None,
+            "the application could not be built",
+        ),
+        # Accepted by the settings, on stores that nothing answers at (a worker starts on
+        # them, and finds out at its first call), but the application's start-up fails.
+        Unstartable(
+            StoreUrls(
+                database_url="postgresql+asyncpg://gateway@127.0.0.1:1/catalogue",
+                mongo_url="mongodb://127.0.0.1:1",
+                redis_url="redis://127.0.0.1:1/0",
+            ),
+            "not a key set",
+            "Application startup failed.",
+        ),
+    ],
+    ids=["settings refused", "start-up failed"],
+)
 async def test_a_worker_that_cannot_start_stops_the_gateway_instead_of_being_replaced(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    unstartable: Unstartable,
 ) -> None:
+    if unstartable.key_set is not None:
+        (tmp_path / "jwks.json").write_text(unstartable.key_set)
+        monkeypatch.setenv("GATEWAY_JWKS_FILE", str(tmp_path / "jwks.json"))
     settings = Settings(host="127.0.0.1", port=0, workers=WORKERS)
-    # Refused by every worker's settings, as a configuration the application cannot run on.
-    stores = StoreUrls(database_url="nosuchdb://", mongo_url="mongodb://", redis_url="redis://")
     with Template.started(SharedMetrics(tmp_path, own=False)) as template:
-        workers = Workers(settings, stores, _listen(settings), tmp_path, template)
+        workers = Workers(settings, unstartable.stores, _listen(settings), tmp_path, template)
         assert await workers.run(asyncio.Event()) == 1
     assert template.process.returncode == 0
     # No worker was started again; the second may have been stopped before it failed.
-    assert 1 <= capfd.readouterr().err.count("the application could not be built") <= WORKERS
+    assert 1 <= capfd.readouterr().err.count(unstartable.failure) <= WORKERS
