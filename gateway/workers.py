@@ -209,6 +209,9 @@ class Template:
                 env=os.environ | {MULTIPROCESS_DIRECTORY: str(metrics.directory)},
                 pass_fds=(theirs.fileno(), supervisor),
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
             os.close(supervisor)
