@@ -1,11 +1,12 @@
 """The workers of ``gateway serve --workers``, forked from a template process that has
 imported the application once.
 
-A new Python process spends about a second of processor time importing the application
+A new Python process spends over a second of processor time importing the application
 (Strawberry, SQLAlchemy, the drivers), before it serves anything. So the supervisor
 (workers.py) starts one template process, which imports it, and forks every worker from it:
-the workers it starts, and each one that replaces a worker that died, serve within
-milliseconds, sharing the template's memory until they write to it. The supervisor cannot
+the workers it starts, and each one that replaces a worker that died, have started their
+application within a tenth of a second (``python -m bench.startup``), and share the
+template's memory until they write to it. The supervisor cannot
 be the one to fork: by then it has threads, an event loop and connections to the stores,
 none of which a forked child may touch. The template has none of them: it waits on its
 channel and forks.
@@ -15,8 +16,8 @@ supervisor sends one message per worker: the worker's environment, as JSON, with
 listening socket attached. The template answers ``{"started": pid}``, and
 ``{"exited": pid, "code": code}`` once it has reaped that worker (a negative code is the
 signal that killed it). When the supervisor closes the channel, or dies, the template
-exits. Each worker inherits a pidfd of the supervisor, given to the template when it
-started, and shuts down once the supervisor has exited.
+waits for the workers left and exits. Each worker inherits a pidfd of the supervisor,
+given to the template when it started, and shuts down once the supervisor has exited.
 """
 
 from __future__ import annotations
