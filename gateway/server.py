@@ -78,12 +78,34 @@ def _graceful_seconds(settings: Settings) -> int:
     return math.ceil(settings.shutdown_timeout)
 
 
+class SignalLatch:
+    """Set once a signal has come, from the signal's handler; waited on by a thread.
+
+    Not a ``threading.Event``: its ``set`` takes a lock, and a second signal arriving while
+    the first handler holds it (a Ctrl-C reaches a worker from the terminal and, a moment
+    later, as its supervisor's SIGTERM) runs the handler again in the same thread, which
+    then waits for that lock for ever. A write to a pipe takes no lock.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        # A full pipe has been set many times over already.
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._write, b"\0")
+
+    def wait(self) -> None:
+        os.read(self._read, 1)
+
+
 class GatewayServer(uvicorn.Server):
     """uvicorn's server, which also lets the shutdown deadline know when a signal came."""
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
-        self.signalled = threading.Event()
+        self.signalled = SignalLatch()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.signalled.set()
@@ -128,7 +150,7 @@ class DrainingHttpProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
 
 
-def exit_if_stuck(signalled: threading.Event, seconds: float) -> None:
+def exit_if_stuck(signalled: SignalLatch, seconds: float) -> None:
     """Exit once shutdown has run past its time, whatever a request or the loop is doing.
 
     A thread, not a task: a request that blocks the event loop must not block this. The

@@ -50,7 +50,7 @@ from core.store_urls import StoreUrls
 from core.waiting import set_within
 from gateway.metrics import MULTIPROCESS_DIRECTORY
 from gateway.runtime import connected_stores, reconcile_stores, started_stores
-from gateway.server import STOP_ALLOWANCE, exit_if_stuck, shutdown_deadline
+from gateway.server import STOP_ALLOWANCE, SignalLatch, exit_if_stuck, shutdown_deadline
 from gateway.worker_process import MESSAGE_LIMIT
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ GONE_TIMEOUT = 5.0
 
 def supervise(settings: Settings) -> int:
     """Serve with ``settings.workers`` processes until SIGTERM or SIGINT."""
-    signalled = threading.Event()
+    signalled = SignalLatch()
     # Each worker keeps its own deadline; the parent's adds the time to stop the servers.
     threading.Thread(
         target=exit_if_stuck,
@@ -80,7 +80,7 @@ def supervise(settings: Settings) -> int:
     return asyncio.run(_supervise(settings, signalled))
 
 
-async def _supervise(settings: Settings, signalled: threading.Event) -> int:
+async def _supervise(settings: Settings, signalled: SignalLatch) -> int:
     stop = asyncio.Event()
 
     def on_signal() -> None:

@@ -205,3 +205,42 @@ def test_commands_that_attach_leave_the_servers_running(data_dir: Path, launch: 
 def _seed(data_dir: Path, *, reports: int) -> None:
     seeded = gateway_command(data_dir, "seed", "--reports", str(reports), "--no-progress")
     assert seeded.returncode == 0, seeded.stderr
+
+
+# A process whose shutdown signal's handler is interrupted, inside its note to the
+# shutdown deadline, by a second signal: as a worker's Ctrl-C from the terminal is, by
+# its supervisor's SIGTERM a moment later. The trace raises the second signal there.
+SECOND_SIGNAL_MID_HANDLER = """
+import signal, sys
+import uvicorn
+from gateway.server import GatewayServer
+
+server = GatewayServer(uvicorn.Config(app=lambda scope, receive, send: None))
+signal.signal(signal.SIGUSR1, server.handle_exit)
+lines = 0
+
+def inside_set(frame, event, arg):
+    global lines
+    if event == "line":
+        lines += 1
+        if lines == 2:
+            signal.raise_signal(signal.SIGUSR1)
+    return inside_set
+
+sys.settrace(lambda frame, event, arg: inside_set if frame.f_code.co_name == "set" else None)
+server.handle_exit(signal.SIGTERM, None)
+sys.settrace(None)
+assert lines >= 2 and server.should_exit
+"""
+
+
+def test_a_second_signal_during_the_first_one_s_handler_does_not_hang_the_process() -> None:
+    # A handler that waited for a lock its interrupted self held would wait for ever.
+    finished = subprocess.run(
+        [sys.executable, "-c", SECOND_SIGNAL_MID_HANDLER],
+        capture_output=True,
+        text=True,
+        timeout=GONE_TIMEOUT,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr
