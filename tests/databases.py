@@ -6,11 +6,15 @@ A database at head is a copy of a template migrated once: PostgreSQL clones it o
 server, SQLite copies its file. PostgreSQL's copies are emptied and handed to the next test
 rather than dropped: its copy and drop of a database cost the server about a quarter of a
 CPU-second, most of it spent on the system catalogues, and emptying one costs little.
+They are emptied row by row rather than truncated: a truncation gives every table and index
+new files, about 30 ms of the server's CPU for each test, where deleting the few rows a
+test wrote costs about a millisecond.
 """
 
 from __future__ import annotations
 
 import asyncio
+import graphlib
 import os
 import shutil
 import uuid
@@ -105,6 +109,23 @@ SELECT md5(string_agg(entry, ';' ORDER BY entry)) FROM (
     SELECT 'revision ' || version_num FROM alembic_version
 ) layout
 """
+# A copy's tables and the tables each one refers to, for deleting their rows in an order
+# that no foreign key refuses.
+REFERENCES = """
+SELECT quote_ident(c.relname) AS name,
+       array_remove(array_agg(quote_ident(referred.relname)), NULL) AS referred
+FROM pg_class c
+LEFT JOIN pg_constraint f ON f.conrelid = c.oid AND f.contype = 'f' AND f.confrelid <> c.oid
+LEFT JOIN pg_class referred ON referred.oid = f.confrelid
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
+  AND c.relname <> 'alembic_version'
+GROUP BY c.relname
+"""
+# Every sequence back at its start, as a copy of the template has it.
+RESTART_SEQUENCES = """
+SELECT setval(format('%I.%I', schemaname, sequencename), start_value, false)
+FROM pg_sequences WHERE schemaname = 'public'
+"""
 
 
 def fresh_name() -> str:
@@ -165,6 +186,8 @@ class PostgresDatabases(_ServerDatabases):
         # template's copies: a copy whose schema a test changed is dropped, not reused.
         self._emptied: dict[str, list[str]] = defaultdict(list)
         self._layouts: dict[str, str | None] = {}
+        # What empties a template's copies.
+        self._emptying: dict[str, str] = {}
 
     async def create(self, name: str, template: str | None) -> None:
         # Copied through the log (the default strategy): copying the files instead takes a
@@ -185,6 +208,7 @@ class PostgresDatabases(_ServerDatabases):
         if template not in self._layouts:
             async with self._connected(name) as connection:
                 self._layouts[template] = await _layout(connection)
+                self._emptying[template] = await _emptying(connection)
         return name
 
     async def done_with(self, name: str, template: str) -> None:
@@ -196,12 +220,7 @@ class PostgresDatabases(_ServerDatabases):
             )
             reusable = await _layout(connection) == self._layouts[template]
             if reusable:
-                tables = await connection.fetch(
-                    "SELECT quote_ident(tablename) AS name FROM pg_tables"
-                    " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-                )
-                listed = ", ".join(table["name"] for table in tables)
-                await connection.execute(f"TRUNCATE {listed} RESTART IDENTITY CASCADE")
+                await connection.execute(self._emptying[template])
         if reusable:
             self._emptied[template].append(name)
         else:
@@ -221,6 +240,20 @@ class PostgresDatabases(_ServerDatabases):
             yield connection
         finally:
             await connection.close()
+
+
+async def _emptying(connection: asyncpg.Connection) -> str:
+    """Statements that empty a copy of the template ``connection`` is on, and restart its
+    sequences: its tables' rows deleted, each table's before those of the tables it refers
+    to."""
+    referring = graphlib.TopologicalSorter[str]()
+    for table in await connection.fetch(REFERENCES):
+        referring.add(table["name"])
+        for referred in table["referred"]:
+            referring.add(referred, table["name"])
+    # The names are quoted by the server (quote_ident).
+    deletes = [f"DELETE FROM {table};" for table in referring.static_order()]  # noqa: S608
+    return "\n".join([*deletes, RESTART_SEQUENCES])
 
 
 async def _layout(connection: asyncpg.Connection) -> str | None:
