@@ -1,19 +1,22 @@
 """Relational databases for the tests, one per test, on whichever backend the suite runs:
-PostgreSQL (embedded, or ``GATEWAY_TEST_DATABASE_URL``'s server), or SQLite when that URL
-is a ``sqlite+aiosqlite:///`` one (its path is then the directory of the files).
+PostgreSQL (embedded, or ``GATEWAY_TEST_DATABASE_URL``'s server), MySQL or MariaDB, or
+SQLite when that URL is a ``sqlite+aiosqlite:///`` one (its path is then the directory of
+the files).
 
 A database at head is a copy of a template migrated once: PostgreSQL clones it on the
-server, SQLite copies its file. PostgreSQL's copies are emptied and handed to the next test
-rather than dropped: its copy and drop of a database cost the server about a quarter of a
-CPU-second, most of it spent on the system catalogues, and emptying one costs little.
-They are emptied row by row rather than truncated: a truncation gives every table and index
-new files, about 30 ms of the server's CPU for each test, where deleting the few rows a
-test wrote costs about a millisecond.
+server, MySQL creates its tables again from their definitions, SQLite copies its file. On a
+server, copies are emptied and handed to the next test rather than dropped: a copy and a
+drop cost PostgreSQL about a quarter of a CPU-second, most of it spent on the system
+catalogues, and MySQL two dozen statements that each create or remove files; emptying one
+costs little. They are emptied row by row rather than truncated: a truncation gives every
+table and index new files, about 30 ms of PostgreSQL's CPU for each test, where deleting the
+few rows a test wrote costs about a millisecond.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import graphlib
 import os
 import shutil
@@ -28,7 +31,8 @@ from typing import Protocol
 import asyncpg
 import pytest
 from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 # The backend the suite runs on: the embedded PostgreSQL unless the URL says otherwise.
 BACKEND = make_url(
@@ -177,17 +181,67 @@ class _ServerDatabases(_Copies):
         return self._engine
 
 
-class PostgresDatabases(_ServerDatabases):
-    ADMINISTERED_FROM = "postgres"
+class _ReusedCopies(_ServerDatabases):
+    """Copies emptied by the tests that had them and handed to the next one, unless a test
+    changed the schema of its copy: that one is dropped."""
 
     def __init__(self, server_url: str) -> None:
         super().__init__(server_url)
-        # Copies emptied by the tests that had them, by template, and the layout of each
-        # template's copies: a copy whose schema a test changed is dropped, not reused.
+        # By template: the copies emptied, the layout of its copies (columns, constraints,
+        # indexes, triggers, revision), and the statements that empty one.
         self._emptied: dict[str, list[str]] = defaultdict(list)
         self._layouts: dict[str, str | None] = {}
-        # What empties a template's copies.
-        self._emptying: dict[str, str] = {}
+        self._emptying: dict[str, list[str]] = {}
+
+    async def copy(self, template: str) -> str:
+        if self._emptied[template]:
+            return self._emptied[template].pop()
+        name = await super().copy(template)
+        if template not in self._layouts:
+            self._layouts[template], self._emptying[template] = await self._studied(name)
+        return name
+
+    async def done_with(self, name: str, template: str) -> None:
+        emptied = await self._emptied_if_unchanged(
+            name, self._layouts[template], self._emptying[template]
+        )
+        if emptied:
+            self._emptied[template].append(name)
+        else:
+            await self.drop(name)
+
+    async def close(self) -> None:
+        for names in self._emptied.values():
+            for name in names:
+                await self.drop(name)
+        await super().close()
+
+    @abstractmethod
+    async def _studied(self, name: str) -> tuple[str | None, list[str]]:
+        """The layout of copy ``name``, and the statements that empty it."""
+
+    @abstractmethod
+    async def _emptied_if_unchanged(
+        self, name: str, layout: str | None, emptying: list[str]
+    ) -> bool:
+        """End what the test left connected to copy ``name`` (a gateway process it killed,
+        say); then, if its layout is still ``layout``, run ``emptying`` on it."""
+
+
+def _emptying(tables: list[tuple[str, list[str]]], restart: list[str]) -> list[str]:
+    """Statements that delete the rows of ``tables`` (each a quoted name, and the quoted
+    names of the tables it refers to), each table's before those of the tables it refers
+    to, then ``restart`` its counters."""
+    referring = graphlib.TopologicalSorter[str]()
+    for table, referred in tables:
+        referring.add(table)
+        for other in referred:
+            referring.add(other, table)
+    return [f"DELETE FROM {table}" for table in referring.static_order()] + restart  # noqa: S608
+
+
+class PostgresDatabases(_ReusedCopies):
+    ADMINISTERED_FROM = "postgres"
 
     async def create(self, name: str, template: str | None) -> None:
         # Copied through the log (the default strategy): copying the files instead takes a
@@ -201,36 +255,24 @@ class PostgresDatabases(_ServerDatabases):
         async with self._administering().connect() as connection:
             await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
-    async def copy(self, template: str) -> str:
-        if self._emptied[template]:
-            return self._emptied[template].pop()
-        name = await super().copy(template)
-        if template not in self._layouts:
-            async with self._connected(name) as connection:
-                self._layouts[template] = await _layout(connection)
-                self._emptying[template] = await _emptying(connection)
-        return name
-
-    async def done_with(self, name: str, template: str) -> None:
+    async def _studied(self, name: str) -> tuple[str | None, list[str]]:
         async with self._connected(name) as connection:
-            # What the test left connected (a gateway process it killed, say) goes first.
+            tables = [(row["name"], row["referred"]) for row in await connection.fetch(REFERENCES)]
+            return await _postgres_layout(connection), _emptying(tables, [RESTART_SEQUENCES])
+
+    async def _emptied_if_unchanged(
+        self, name: str, layout: str | None, emptying: list[str]
+    ) -> bool:
+        async with self._connected(name) as connection:
             await connection.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-            reusable = await _layout(connection) == self._layouts[template]
-            if reusable:
-                await connection.execute(self._emptying[template])
-        if reusable:
-            self._emptied[template].append(name)
-        else:
-            await self.drop(name)
-
-    async def close(self) -> None:
-        for names in self._emptied.values():
-            for name in names:
-                await self.drop(name)
-        await super().close()
+            if await _postgres_layout(connection) != layout:
+                return False
+            # One round trip: the simple protocol takes several statements at once.
+            await connection.execute(";\n".join(emptying))
+            return True
 
     @asynccontextmanager
     async def _connected(self, name: str) -> AsyncIterator[asyncpg.Connection]:
@@ -242,21 +284,7 @@ class PostgresDatabases(_ServerDatabases):
             await connection.close()
 
 
-async def _emptying(connection: asyncpg.Connection) -> str:
-    """Statements that empty a copy of the template ``connection`` is on, and restart its
-    sequences: its tables' rows deleted, each table's before those of the tables it refers
-    to."""
-    referring = graphlib.TopologicalSorter[str]()
-    for table in await connection.fetch(REFERENCES):
-        referring.add(table["name"])
-        for referred in table["referred"]:
-            referring.add(referred, table["name"])
-    # The names are quoted by the server (quote_ident).
-    deletes = [f"DELETE FROM {table};" for table in referring.static_order()]  # noqa: S608
-    return "\n".join([*deletes, RESTART_SEQUENCES])
-
-
-async def _layout(connection: asyncpg.Connection) -> str | None:
+async def _postgres_layout(connection: asyncpg.Connection) -> str | None:
     try:
         layout: str = await connection.fetchval(LAYOUT)
     except asyncpg.UndefinedTableError:  # a test took the schema down to nothing
@@ -292,7 +320,7 @@ class SqliteFiles(_Copies):
         pass
 
 
-class MysqlDatabases(_ServerDatabases):
+class MysqlDatabases(_ReusedCopies):
     """MySQL or MariaDB, which copy no database: a copy of the template is its tables
     created again from their own definitions, and its revision."""
 
@@ -320,3 +348,83 @@ class MysqlDatabases(_ServerDatabases):
     async def drop(self, name: str) -> None:
         async with self._administering().connect() as connection:
             await connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+
+    async def _studied(self, name: str) -> tuple[str | None, list[str]]:
+        async with self._administering().connect() as connection:
+            found = await connection.execute(text(MYSQL_REFERENCES), {"name": name})
+            tables = [
+                (f"`{table}`", [f"`{other}`" for other in referred.split(",") if other])
+                for table, referred in found.all()
+            ]
+            counted = await connection.execute(text(MYSQL_COUNTED), {"name": name})
+            restart = [f"ALTER TABLE `{table}` AUTO_INCREMENT = 1" for (table,) in counted.all()]
+            return await _mysql_layout(connection, name), _emptying(tables, restart)
+
+    async def _emptied_if_unchanged(
+        self, name: str, layout: str | None, emptying: list[str]
+    ) -> bool:
+        async with self._administering().connect() as connection:
+            left = await connection.execute(
+                text(
+                    "SELECT id FROM information_schema.processlist"
+                    " WHERE db = :name AND id <> CONNECTION_ID()"
+                ),
+                {"name": name},
+            )
+            for (connection_id,) in left.all():
+                with contextlib.suppress(DBAPIError):  # it ended meanwhile
+                    await connection.execute(text(f"KILL {int(connection_id)}"))
+            if await _mysql_layout(connection, name) != layout:
+                return False
+            await connection.execute(text(f"USE `{name}`"))
+            for statement in emptying:
+                await connection.execute(text(statement))
+            return True
+
+
+# A copy's tables, and the tables each one refers to, separated by commas.
+MYSQL_REFERENCES = """
+SELECT t.table_name, COALESCE(GROUP_CONCAT(r.referenced_table_name), '')
+FROM information_schema.tables t
+LEFT JOIN information_schema.referential_constraints r
+  ON r.constraint_schema = t.table_schema AND r.table_name = t.table_name
+  AND r.referenced_table_name <> t.table_name
+WHERE t.table_schema = :name AND t.table_type = 'BASE TABLE'
+  AND t.table_name <> 'alembic_version'
+GROUP BY t.table_name
+"""
+# The tables of a copy that count their rows' ids.
+MYSQL_COUNTED = """
+SELECT table_name FROM information_schema.columns
+WHERE table_schema = :name AND extra LIKE '%auto_increment%'
+"""
+# What a copy's schema is: as LAYOUT, for MySQL.
+MYSQL_LAYOUT = """
+SELECT MD5(GROUP_CONCAT(entry ORDER BY entry SEPARATOR ';')) FROM (
+    SELECT CONCAT_WS(' ', table_name, column_name, column_type, is_nullable) AS entry
+    FROM information_schema.columns WHERE table_schema = :name
+    UNION ALL
+    SELECT CONCAT_WS(' ', table_name, index_name, seq_in_index, column_name, non_unique)
+    FROM information_schema.statistics WHERE table_schema = :name
+    UNION ALL
+    SELECT CONCAT_WS(' ', table_name, constraint_name, check_clause)
+    FROM information_schema.check_constraints WHERE constraint_schema = :name
+    UNION ALL
+    SELECT CONCAT_WS(' ', table_name, constraint_name, referenced_table_name)
+    FROM information_schema.referential_constraints WHERE constraint_schema = :name
+    UNION ALL
+    SELECT CONCAT_WS(' ', event_object_table, trigger_name)
+    FROM information_schema.triggers WHERE trigger_schema = :name
+) layout
+"""
+
+
+async def _mysql_layout(connection: AsyncConnection, name: str) -> str | None:
+    try:
+        revision = await connection.scalar(
+            text(f"SELECT version_num FROM `{name}`.alembic_version")  # noqa: S608 - a test's
+        )
+    except ProgrammingError:  # a test took the schema down to nothing
+        return None
+    layout = await connection.scalar(text(MYSQL_LAYOUT), {"name": name})
+    return f"{layout} revision {revision}"
