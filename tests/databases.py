@@ -130,6 +130,41 @@ RESTART_SEQUENCES = """
 SELECT setval(format('%I.%I', schemaname, sequencename), start_value, false)
 FROM pg_sequences WHERE schemaname = 'public'
 """
+# A copy's tables, and the tables each one refers to, separated by commas.
+MYSQL_REFERENCES = """
+SELECT t.table_name, COALESCE(GROUP_CONCAT(r.referenced_table_name), '')
+FROM information_schema.tables t
+LEFT JOIN information_schema.referential_constraints r
+  ON r.constraint_schema = t.table_schema AND r.table_name = t.table_name
+  AND r.referenced_table_name <> t.table_name
+WHERE t.table_schema = :name AND t.table_type = 'BASE TABLE'
+  AND t.table_name <> 'alembic_version'
+GROUP BY t.table_name
+"""
+# The tables of a copy that count their rows' ids.
+MYSQL_COUNTED = """
+SELECT table_name FROM information_schema.columns
+WHERE table_schema = :name AND extra LIKE '%auto_increment%'
+"""
+# What a copy's schema is: as LAYOUT, for MySQL.
+MYSQL_LAYOUT = """
+SELECT MD5(GROUP_CONCAT(entry ORDER BY entry SEPARATOR ';')) FROM (
+    SELECT CONCAT_WS(' ', table_name, column_name, column_type, is_nullable) AS entry
+    FROM information_schema.columns WHERE table_schema = :name
+    UNION ALL
+    SELECT CONCAT_WS(' ', table_name, index_name, seq_in_index, column_name, non_unique)
+    FROM information_schema.statistics WHERE table_schema = :name
+    UNION ALL
+    SELECT CONCAT_WS(' ', table_name, constraint_name, check_clause)
+    FROM information_schema.check_constraints WHERE constraint_schema = :name
+    UNION ALL
+    SELECT CONCAT_WS(' ', table_name, constraint_name, referenced_table_name)
+    FROM information_schema.referential_constraints WHERE constraint_schema = :name
+    UNION ALL
+    SELECT CONCAT_WS(' ', event_object_table, trigger_name)
+    FROM information_schema.triggers WHERE trigger_schema = :name
+) layout
+"""
 
 
 def fresh_name() -> str:
@@ -198,7 +233,9 @@ class _ReusedCopies(_ServerDatabases):
             return self._emptied[template].pop()
         name = await super().copy(template)
         if template not in self._layouts:
-            self._layouts[template], self._emptying[template] = await self._studied(name)
+            self._layouts[template], self._emptying[template] = await self._layout_and_emptying(
+                name
+            )
         return name
 
     async def done_with(self, name: str, template: str) -> None:
@@ -217,7 +254,7 @@ class _ReusedCopies(_ServerDatabases):
         await super().close()
 
     @abstractmethod
-    async def _studied(self, name: str) -> tuple[str | None, list[str]]:
+    async def _layout_and_emptying(self, name: str) -> tuple[str | None, list[str]]:
         """The layout of copy ``name``, and the statements that empty it."""
 
     @abstractmethod
@@ -255,7 +292,7 @@ class PostgresDatabases(_ReusedCopies):
         async with self._administering().connect() as connection:
             await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
-    async def _studied(self, name: str) -> tuple[str | None, list[str]]:
+    async def _layout_and_emptying(self, name: str) -> tuple[str | None, list[str]]:
         async with self._connected(name) as connection:
             tables = [(row["name"], row["referred"]) for row in await connection.fetch(REFERENCES)]
             return await _postgres_layout(connection), _emptying(tables, [RESTART_SEQUENCES])
@@ -349,7 +386,7 @@ class MysqlDatabases(_ReusedCopies):
         async with self._administering().connect() as connection:
             await connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
 
-    async def _studied(self, name: str) -> tuple[str | None, list[str]]:
+    async def _layout_and_emptying(self, name: str) -> tuple[str | None, list[str]]:
         async with self._administering().connect() as connection:
             found = await connection.execute(text(MYSQL_REFERENCES), {"name": name})
             tables = [
@@ -380,43 +417,6 @@ class MysqlDatabases(_ReusedCopies):
             for statement in emptying:
                 await connection.execute(text(statement))
             return True
-
-
-# A copy's tables, and the tables each one refers to, separated by commas.
-MYSQL_REFERENCES = """
-SELECT t.table_name, COALESCE(GROUP_CONCAT(r.referenced_table_name), '')
-FROM information_schema.tables t
-LEFT JOIN information_schema.referential_constraints r
-  ON r.constraint_schema = t.table_schema AND r.table_name = t.table_name
-  AND r.referenced_table_name <> t.table_name
-WHERE t.table_schema = :name AND t.table_type = 'BASE TABLE'
-  AND t.table_name <> 'alembic_version'
-GROUP BY t.table_name
-"""
-# The tables of a copy that count their rows' ids.
-MYSQL_COUNTED = """
-SELECT table_name FROM information_schema.columns
-WHERE table_schema = :name AND extra LIKE '%auto_increment%'
-"""
-# What a copy's schema is: as LAYOUT, for MySQL.
-MYSQL_LAYOUT = """
-SELECT MD5(GROUP_CONCAT(entry ORDER BY entry SEPARATOR ';')) FROM (
-    SELECT CONCAT_WS(' ', table_name, column_name, column_type, is_nullable) AS entry
-    FROM information_schema.columns WHERE table_schema = :name
-    UNION ALL
-    SELECT CONCAT_WS(' ', table_name, index_name, seq_in_index, column_name, non_unique)
-    FROM information_schema.statistics WHERE table_schema = :name
-    UNION ALL
-    SELECT CONCAT_WS(' ', table_name, constraint_name, check_clause)
-    FROM information_schema.check_constraints WHERE constraint_schema = :name
-    UNION ALL
-    SELECT CONCAT_WS(' ', table_name, constraint_name, referenced_table_name)
-    FROM information_schema.referential_constraints WHERE constraint_schema = :name
-    UNION ALL
-    SELECT CONCAT_WS(' ', event_object_table, trigger_name)
-    FROM information_schema.triggers WHERE trigger_schema = :name
-) layout
-"""
 
 
 async def _mysql_layout(connection: AsyncConnection, name: str) -> str | None:
