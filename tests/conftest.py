@@ -193,7 +193,9 @@ async def shared_stores(
     store_urls: StoreUrls, databases: Databases, template: str, redis_database: int, data_dir: Path
 ) -> AsyncIterator[tuple[Settings, Connections]]:
     """Stores of their own for the tests of a whole session: a database copied from
-    ``template``, a MongoDB database and Redis database ``redis_database``, emptied."""
+    ``template``, a MongoDB database and Redis database ``redis_database``, emptied. Their
+    gateway copies no counters on its own: a copy rewrites every snapshot's time, and the
+    tests compare the stores before and after what they send."""
     name = fresh_name()
     await databases.create(name, template)
     assert store_urls.redis_url is not None
@@ -203,6 +205,7 @@ async def shared_stores(
         mongo_database=f"shared_{uuid.uuid4().hex[:8]}",
         redis_url=str(make_url(store_urls.redis_url).set(database=str(redis_database))),
         data_dir=data_dir,
+        counter_snapshot_interval=0,
     )
     connections = open_connections(
         settings, StoreUrls(settings.database_url, settings.mongo_url, settings.redis_url)
