@@ -9,19 +9,20 @@ statements, and locks what it reads ``FOR UPDATE``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncmy.errors
 import orjson
-from sqlalchemy import String, Table, TypeDecorator, event, type_coerce
+from sqlalchemy import PrimaryKeyConstraint, String, Table, TypeDecorator, event, type_coerce
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.compiler import DDLCompiler, SQLCompiler
 
 from datasources.portable_sql import (
     EqualsAny,
@@ -34,6 +35,16 @@ from datasources.portable_sql import (
 # What asyncmy raises itself, outside a statement (as a connection is set up for a
 # checkout): the connection is gone or was refused.
 CONNECTION_FAILURES = (asyncmy.errors.OperationalError, asyncmy.errors.InterfaceError)
+
+
+@compiles(PrimaryKeyConstraint, "mysql")
+def _primary_key(constraint: PrimaryKeyConstraint, compiler: DDLCompiler, **kw: Any) -> str:
+    """The primary key without the name the migrations give it (``pk_<table>``): MySQL
+    calls every primary key PRIMARY and answers any other name with a warning, which the
+    driver fetches in a round trip of its own and logs, a line for each table."""
+    unnamed = copy.copy(constraint)
+    unnamed.name = None
+    return compiler.visit_primary_key_constraint(unnamed, **kw)
 
 
 @compiles(EqualsAny, "mysql")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import warnings
 from datetime import date
 from pathlib import Path
@@ -61,8 +62,9 @@ async def _tables(engine: AsyncEngine) -> set[str]:
 
 
 async def test_upgrade_downgrade_and_upgrade_again_on_an_empty_database(
-    engine: AsyncEngine, documents: Any
+    engine: AsyncEngine, documents: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING)
     assert await _tables(engine) == set()
 
     await migrate.upgrade(engine, documents)
@@ -80,6 +82,8 @@ async def test_upgrade_downgrade_and_upgrade_again_on_an_empty_database(
     await migrate.upgrade(engine, documents)
     assert await _tables(engine) == TABLES
     assert (await migrate.versions(engine, documents)).up_to_date
+    # Nothing the server warned of, and nothing the driver logged for it.
+    assert [record.getMessage() for record in caplog.records] == []
 
 
 async def test_upgrade_is_idempotent(engine: AsyncEngine, documents: Any) -> None:
