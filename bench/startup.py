@@ -7,7 +7,8 @@ with two workers, kills a worker that has served for a while, once per run, and 
 its replacement: from the kill until the replacement's application has started, and the
 replacement's CPU until then. Beside it, in the same run, what a worker that is a new
 Python program pays before it can serve: importing the application, in a process of its
-own.
+own, as the gateway's programs import it (the cycle collector off, collector.py) and as a
+plain ``import`` does, the two in turn.
 
     python -m bench.startup [--runs 5]
 """
@@ -32,7 +33,14 @@ from gateway.worker_process import WORKER_NAME
 from gateway.workers import RESTART_INTERVAL
 
 STARTED = "Application startup complete."
-IMPORT_APPLICATION = "import gateway.app"
+IMPORTS = {
+    "as the gateway's programs import it": (
+        "from gateway.collector import frozen_imports\n"
+        "with frozen_imports():\n"
+        "    import gateway.app"
+    ),
+    "with the collector running": "import gateway.app",
+}
 
 
 def time_to_ready(data_dir: Path) -> float:
@@ -88,18 +96,20 @@ def _wait_for_starts(log: Path, count: int) -> int:
     return count
 
 
-def new_program_imports(runs: int) -> tuple[list[float], list[float]]:
-    """Seconds and CPU seconds of a new Python process that imports the application."""
-    seconds: list[float] = []
-    cpu: list[float] = []
+def new_program_imports(runs: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Seconds and CPU seconds of a new Python process that imports the application, for
+    each way of importing it, the ways taking turns."""
+    measured: dict[str, tuple[list[float], list[float]]] = {way: ([], []) for way in IMPORTS}
     for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", IMPORT_APPLICATION], check=True)
-        seconds.append(time.perf_counter() - started)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    return seconds, cpu
+        for way, program in IMPORTS.items():
+            seconds, cpu = measured[way]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", program], check=True)
+            seconds.append(time.perf_counter() - started)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return measured
 
 
 def main() -> None:
@@ -114,7 +124,7 @@ def main() -> None:
             empty.append(time_to_ready(data_dir))
             warm.append(time_to_ready(data_dir))
         replaced, replacement_cpu = replacements(root / "workers", arguments.runs)
-        imported, import_cpu = new_program_imports(arguments.runs)
+        imports = new_program_imports(arguments.runs)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print("gateway serve, launch to /readyz 200")
@@ -123,9 +133,10 @@ def main() -> None:
     print("gateway serve --workers 2, a worker killed")
     print(summary("until its replacement has started", replaced))
     print(summary("the replacement's CPU by then", replacement_cpu))
-    print("a new Python program importing the application")
-    print(summary("wall time", imported))
-    print(summary("CPU", import_cpu))
+    for way, (seconds, cpu) in imports.items():
+        print(f"a new Python program importing the application, {way}")
+        print(summary("wall time", seconds))
+        print(summary("CPU", cpu))
 
 
 if __name__ == "__main__":

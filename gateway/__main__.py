@@ -1,5 +1,16 @@
+"""``gateway`` and ``python -m gateway``."""
+
 import sys
 
-from gateway.cli import main
+from gateway.collector import frozen_imports
 
-sys.exit(main())
+
+def main() -> int:
+    with frozen_imports():
+        from gateway.cli import main as run  # noqa: PLC0415 - imported with the collector off
+
+    return run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """The workers of ``gateway serve --workers``, forked from a template process that has
 imported the application once.
 
-A new Python process spends over a second of processor time importing the application
+A new Python process spends most of a second of processor time importing the application
 (Strawberry, SQLAlchemy, the drivers), before it serves anything. So the supervisor
 (workers.py) starts one template process, which imports it, and forks every worker from it:
 the workers it starts, and each one that replaces a worker that died, have started their
@@ -23,7 +23,6 @@ given to the template when it started, and shuts down once the supervisor has ex
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from typing import NoReturn
 from uvicorn.config import STARTUP_FAILURE
 
 from core.settings import Settings
+from gateway.collector import frozen_imports
 from gateway.server import configure_logging, serve
 
 logger = logging.getLogger(__name__)
@@ -62,11 +62,11 @@ def template(argv: list[str]) -> int:
     # the workers. The template ends when the supervisor closes the channel, after them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # What fails to import here fails again in the worker, which reports it as a failed start.
-    with contextlib.suppress(Exception):
+    # Frozen, what the import made is also kept out of the collector's passes, which would
+    # write to every object, and so copy into each worker the pages it would otherwise
+    # share with the template.
+    with frozen_imports(), contextlib.suppress(Exception):
         import gateway.app  # noqa: F401, PLC0415 - the import is the point
-    # Kept out of the collector's passes, which would write to every object, and so copy
-    # into each worker the pages it would otherwise share with the template.
-    gc.freeze()
     channel = socket.socket(fileno=channel_fd)
     workers: dict[int, int] = {}  # pidfd: pid
     # The supervisor may close its end at any moment, with exits still to report.

@@ -3,6 +3,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import subprocess
+import sys
+from importlib.metadata import entry_points
 
 import httpx
 import pytest
@@ -95,6 +98,35 @@ async def test_websocket_endpoint_speaks_graphql_transport_ws(settings: Settings
 async def test_a_started_gateway_runs_the_cycle_collector_rarely(client: httpx.AsyncClient) -> None:
     assert gc.get_threshold() == collector.THRESHOLDS
     assert gc.get_freeze_count() > 0
+
+
+def test_the_gateway_s_programs_import_the_application_with_the_collector_off() -> None:
+    # In a new interpreter, as the gateway command and the workers' template import it.
+    program = """
+import gc, json
+from gateway.collector import frozen_imports
+passes = [generation["collections"] for generation in gc.get_stats()]
+with frozen_imports():
+    import gateway.app
+print(json.dumps({
+    "passes": [generation["collections"] for generation in gc.get_stats()] == passes,
+    "enabled": gc.isenabled(),
+    "frozen": gc.get_freeze_count(),
+    "in_sight": len(gc.get_objects()),
+}))
+"""
+    imported = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    measured = json.loads(imported.stdout)
+    assert measured["passes"], "the collector ran while the application was imported"
+    assert measured["enabled"]
+    # Everything the imports made is out of the collector's sight; the few objects left
+    # are what the print itself made.
+    assert measured["frozen"] > 100_000
+    assert measured["in_sight"] < 100
+    [command] = entry_points(group="console_scripts", name="gateway")
+    assert command.value == "gateway.__main__:main"
 
 
 async def test_the_young_generation_is_collected_on_a_schedule_while_feeds_run(
