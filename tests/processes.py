@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -168,13 +169,14 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-@pytest.fixture
-def launch(data_dir: Path, tmp_path: Path) -> Iterator[Launch]:
-    """Start gateways on ``data_dir``; whatever they leave running is killed afterwards."""
+@contextmanager
+def launching(data_dir: Path, logs: Path) -> Iterator[Launch]:
+    """Start gateways on ``data_dir``, their logs in ``logs``; whatever they leave running
+    is killed at the end."""
     gateways: list[Gateway] = []
 
     def start(log: str = "gateway.log", *arguments: str, **settings: str) -> Gateway:
-        gateways.append(Gateway(data_dir, tmp_path / log, *arguments, **settings))
+        gateways.append(Gateway(data_dir, logs / log, *arguments, **settings))
         gateways[-1].wait_until_ready()
         assert set(gateways[-1].servers) == SERVER_NAMES
         return gateways[-1]
@@ -195,6 +197,13 @@ def launch(data_dir: Path, tmp_path: Path) -> Iterator[Launch]:
             if alive(process):
                 process.kill()
         psutil.wait_procs(leftovers, timeout=10)
+
+
+@pytest.fixture
+def launch(data_dir: Path, tmp_path: Path) -> Iterator[Launch]:
+    """Start gateways on ``data_dir``; whatever they leave running is killed afterwards."""
+    with launching(data_dir, tmp_path) as start:
+        yield start
 
 
 def gateway_command(data_dir: Path, *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,7 @@ import signal
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -129,9 +130,9 @@ def _client_port(connection: http.client.HTTPConnection) -> int:
     return port
 
 
-@pytest.fixture
-def cluster(launch: processes.Launch) -> Iterator[Callable[..., Cluster]]:
-    """Start ``serve --workers 2``; workers left running are killed afterwards."""
+@contextmanager
+def _clusters(launch: processes.Launch) -> Iterator[Callable[..., Cluster]]:
+    """Start ``serve --workers 2``; workers left running are killed at the end."""
     clusters: list[Cluster] = []
 
     def start(**settings: str) -> Cluster:
@@ -149,10 +150,30 @@ def cluster(launch: processes.Launch) -> Iterator[Callable[..., Cluster]]:
         psutil.wait_procs(leftovers, timeout=10)
 
 
+@pytest.fixture
+def cluster(launch: processes.Launch) -> Iterator[Callable[..., Cluster]]:
+    with _clusters(launch) as start:
+        yield start
+
+
+# The tests that leave the gateway serving share one: a start of the gateway, its embedded
+# servers and its workers costs some 4 s of processor time. Run by one process of a
+# parallel run (pytest-xdist's --dist loadgroup), they start it once.
+on_one_cluster = pytest.mark.xdist_group("workers-one-cluster")
+
+
+@pytest.fixture(scope="module")
+def running_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    logs = tmp_path_factory.mktemp("cluster")
+    with processes.launching(logs / "data", logs) as launch, _clusters(launch) as start:
+        yield start()
+
+
+@on_one_cluster
 def test_the_parent_alone_starts_the_embedded_servers_and_migrates(
-    cluster: Callable[..., Cluster],
+    running_cluster: Cluster,
 ) -> None:
-    started = cluster()
+    started = running_cluster
     processes = [started.parent, *started.parent.children(recursive=True)]
     postgres = {process.pid for process in processes if process.name() == "postgres"}
     postmasters = [
@@ -176,9 +197,9 @@ def test_the_parent_alone_starts_the_embedded_servers_and_migrates(
         assert worker.cmdline() == template.cmdline()
 
 
-def test_every_worker_serves_its_share_of_new_connections(cluster: Callable[..., Cluster]) -> None:
-    started = cluster()
-    served = started.served_by(200)
+@on_one_cluster
+def test_every_worker_serves_its_share_of_new_connections(running_cluster: Cluster) -> None:
+    served = running_cluster.served_by(200)
     assert sum(served.values()) == 200
     # The kernel hands each connection to one of the workers waiting on the socket: no
     # exact split is promised, but each gets at least half of an even share.
@@ -186,16 +207,16 @@ def test_every_worker_serves_its_share_of_new_connections(cluster: Callable[...,
     assert min(served.values()) >= 200 / WORKERS / 2, served
 
 
-def test_a_burst_of_connections_is_spread_over_the_workers(
-    cluster: Callable[..., Cluster],
-) -> None:
-    served = cluster().served_by(BATCH * 4, at_once=True)
+@on_one_cluster
+def test_a_burst_of_connections_is_spread_over_the_workers(running_cluster: Cluster) -> None:
+    served = running_cluster.served_by(BATCH * 4, at_once=True)
     assert len(served) == WORKERS
     assert min(served.values()) >= BATCH * 4 / WORKERS / 4, served
 
 
-def test_a_killed_worker_is_replaced(cluster: Callable[..., Cluster]) -> None:
-    started = cluster()
+@on_one_cluster
+def test_a_killed_worker_is_replaced(running_cluster: Cluster) -> None:
+    started = running_cluster
     killed, survivor = started.workers()
     killed.kill()
     wait_for(lambda: not alive(killed), "the worker to die")
