@@ -23,7 +23,7 @@ passes are what costs, and their length is the number of objects they walk:
   would free nothing, or garbage in cycles, which counts towards the threshold until one
   runs.
 
-Before all that, importing the application makes some 400,000 objects that live as long
+Before all that, importing the application makes some 250,000 objects that live as long
 as the process: the modules, the schema, the models. At the default thresholds the
 collector runs hundreds of times while they are made, a few of them over everything made
 so far, and frees nothing: a fifth of the processor time of a start (``python -m
