@@ -9,9 +9,10 @@ each: the n-th worker (from 0) flushes databases 3n to 3n + 2 of the server it i
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,18 @@ SEEDED_REDIS_DATABASE = TEST_REDIS_DATABASE + 1
 REFUSALS_REDIS_DATABASE = TEST_REDIS_DATABASE + 2
 # How a run is given stores other than the embedded servers.
 GIVEN_STORES = ("GATEWAY_TEST_DATABASE_URL", "GATEWAY_TEST_MONGO_URL", "GATEWAY_TEST_REDIS_URL")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> Generator[None, object, object]:
+    """Freeze what the imports made and turn the collector back on (tests/__init__.py),
+    once the tests are collected, or once a parallel run's controller has left collecting
+    to its workers."""
+    try:
+        return (yield)
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
