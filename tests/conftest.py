@@ -9,8 +9,10 @@ each: the n-th worker (from 0) flushes databases 3n to 3n + 2 of the server it i
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager
@@ -32,6 +34,7 @@ from datasources.models import Role
 from gateway import migrate
 from gateway.app import create_app
 from gateway.embedded import EmbeddedStores
+from gateway.embedded.postgres import OWNER_SUFFIX, SHARED_ROOT
 from gateway.seed import seed
 from tests.clients import Caller, Seeded, issue_key, lifespan_client
 from tests.databases import Databases, databases_at, fresh_name
@@ -86,6 +89,25 @@ def pytest_report_header(config: pytest.Config) -> str | None:
         f"stores given by {', '.join(given)}: only the tests they reach run; those that "
         "start servers of their own or need none are deselected (the default run has them)"
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_clusters_removed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Remove, once the process's tests are done, the PostgreSQL clusters that the embedded
+    servers of its data directories kept in the shared place (gateway/embedded/postgres.py).
+
+    As root, a data directory under pytest's temporary directory, which only root may
+    enter, keeps its cluster there, some 50 MB, until a later gateway finds the data
+    directory gone: pytest keeps the temporary directories of the last runs, so a few runs
+    left gigabytes. The data directories stay, with their logs."""
+    yield
+    mine = tmp_path_factory.getbasetemp().resolve()
+    for owner_file in (SHARED_ROOT / "clusters").glob(f"*{OWNER_SUFFIX}"):
+        # Another process's sweep may remove it between the listing and the reading.
+        with contextlib.suppress(FileNotFoundError):
+            if Path(owner_file.read_text()).is_relative_to(mine):
+                shutil.rmtree(owner_file.with_suffix(""), ignore_errors=True)
+                owner_file.unlink()
 
 
 @pytest.fixture(scope="session")
