@@ -9,10 +9,8 @@ each: the n-th worker (from 0) flushes databases 3n to 3n + 2 of the server it i
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager
@@ -34,7 +32,7 @@ from datasources.models import Role
 from gateway import migrate
 from gateway.app import create_app
 from gateway.embedded import EmbeddedStores
-from gateway.embedded.postgres import OWNER_SUFFIX, SHARED_ROOT
+from gateway.embedded.postgres import remove_shared_clusters
 from gateway.seed import seed
 from tests.clients import Caller, Seeded, issue_key, lifespan_client
 from tests.databases import Databases, databases_at, fresh_name
@@ -102,12 +100,7 @@ def shared_clusters_removed(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     left gigabytes. The data directories stay, with their logs."""
     yield
     mine = tmp_path_factory.getbasetemp().resolve()
-    for owner_file in (SHARED_ROOT / "clusters").glob(f"*{OWNER_SUFFIX}"):
-        # Another process's sweep may remove it between the listing and the reading.
-        with contextlib.suppress(FileNotFoundError):
-            if Path(owner_file.read_text()).is_relative_to(mine):
-                shutil.rmtree(owner_file.with_suffix(""), ignore_errors=True)
-                owner_file.unlink()
+    remove_shared_clusters(lambda _, data_dir: data_dir.is_relative_to(mine))
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import shutil
 import signal
 import stat
 import subprocess
+from collections.abc import Callable
 from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
@@ -143,7 +144,9 @@ class PostgresServer(EmbeddedServer):
         clusters = SHARED_ROOT / "clusters"
         owner = str(self.data_dir.resolve())
         shared = clusters / hashlib.sha256(owner.encode()).hexdigest()[:16]
-        _remove_abandoned(clusters)
+        remove_shared_clusters(
+            lambda cluster, data_dir: not _claimed(data_dir / CLUSTER_LOCATION_FILE, cluster)
+        )
         if not marker.exists() and shared.exists():
             # Left behind by an earlier data directory of the same path that was deleted.
             shutil.rmtree(shared)
@@ -154,21 +157,22 @@ class PostgresServer(EmbeddedServer):
         return shared
 
 
-def _remove_abandoned(clusters: Path) -> None:
-    """Remove the shared clusters whose data directory is gone (a temporary directory,
-    say) and which no server runs: nothing else would, and each holds tens of megabytes.
-    Only clusters that name their data directory are considered: one that does not was
-    made before they did, and its data directory may still be somewhere.
+def remove_shared_clusters(unwanted: Callable[[Path, Path], bool]) -> None:
+    """Remove the shared clusters that no server runs and that ``unwanted(cluster,
+    data_dir)`` names. A gateway removes those whose data directory is gone (a temporary
+    directory, say): nothing else would, and each holds tens of megabytes. Only clusters
+    that name their data directory are considered: one that does not was made before they
+    did, and its data directory may still be somewhere.
 
     Gateways starting at once on one machine sweep at once: a file another one removed
     between the listing and the reading was abandoned, and is gone."""
-    for owner_file in clusters.glob(f"*{OWNER_SUFFIX}"):
+    for owner_file in (SHARED_ROOT / "clusters").glob(f"*{OWNER_SUFFIX}"):
         cluster = owner_file.with_suffix("")
         try:
             data_dir = Path(owner_file.read_text())
         except FileNotFoundError:
             continue
-        if _claimed(data_dir / CLUSTER_LOCATION_FILE, cluster) or _running(cluster):
+        if not unwanted(cluster, data_dir) or _running(cluster):
             continue
         shutil.rmtree(cluster, ignore_errors=True)
         owner_file.unlink(missing_ok=True)
