@@ -13,6 +13,7 @@ from pydantic import Field, FilePath, SecretStr, field_validator, model_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.exc import ArgumentError
 
+from core.store_urls import REDIS_SCHEMES, sentinel_url
 from datasources.dialects import driven_url
 from datasources.models import Role
 
@@ -198,6 +199,20 @@ class Settings(BaseSettings):
             return driven_url(value)
         except ArgumentError:
             raise ValueError("not a database URL (scheme://user@host/database)") from None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, found, _ = value.partition("://")
+        if not found or scheme.lower() not in REDIS_SCHEMES:
+            raise ValueError(
+                "not a Redis URL: redis://host:port/db, rediss:// with TLS, unix:///path, "
+                "or redis+sentinel://host:port/service/db"
+            )
+        sentinel_url(value)
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

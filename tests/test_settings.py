@@ -8,6 +8,7 @@ import yaml
 from pydantic import ValidationError
 
 from core.settings import ENV_PREFIX, Environment, Settings
+from core.store_urls import SENTINEL_PORT, SentinelUrl, sentinel_url
 from gateway import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +113,75 @@ def test_a_database_url_without_the_driver_gets_the_gateway_s_own(
 ) -> None:
     monkeypatch.setenv("GATEWAY_DATABASE_URL", given)
     assert Settings().database_url == driven
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        (
+            "redis+sentinel://one:26380,two/catalogue",
+            SentinelUrl(sentinels=(("one", 26380), ("two", SENTINEL_PORT)), service="catalogue"),
+        ),
+        (
+            "redis+sentinel://:s%40cret@[::1]:26381,10.0.0.2:26382/cache%20one/3"
+            "?sentinel_username=watcher&sentinel_password=w%26tch",
+            SentinelUrl(
+                sentinels=(("::1", 26381), ("10.0.0.2", 26382)),
+                service="cache one",
+                db=3,
+                password="s@cret",
+                sentinel_username="watcher",
+                sentinel_password="w&tch",
+            ),
+        ),
+        ("redis+sentinel://gateway:pass@host/catalogue/", None),
+    ],
+)
+def test_a_sentinel_url_names_its_sentinels_service_and_database(
+    monkeypatch: pytest.MonkeyPatch, url: str, named: SentinelUrl | None
+) -> None:
+    monkeypatch.setenv("GATEWAY_REDIS_URL", url)
+    assert Settings().redis_url == url
+    found = sentinel_url(url)
+    assert found is not None
+    if named is not None:
+        assert found == named
+    else:
+        assert (found.username, found.password, found.sentinels) == (
+            "gateway",
+            "pass",
+            (("host", SENTINEL_PORT),),
+        )
+
+
+def test_other_redis_urls_are_not_sentinel_urls() -> None:
+    for url in ("redis://host:6379/0", "rediss://host", "unix:///run/redis.sock"):
+        assert sentinel_url(url) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("memcached://host:11211", "not a Redis URL"),
+        ("host:6379", "not a Redis URL"),
+        ("redis+sentinel://:hunter2@host:26379", "names its service"),
+        ("redis+sentinel://:hunter2@host:port/catalogue", "'port' is not a port"),
+        ("redis+sentinel://:hunter2@host:70000/catalogue", "'70000' is not a port"),
+        ("redis+sentinel://:hunter2@host,/catalogue", "a sentinel without a host"),
+        ("redis+sentinel://:hunter2@host/catalogue/zero", "'zero' is not a database number"),
+        ("redis+sentinel://:hunter2@host/catalogue?password=x", "unknown option password"),
+    ],
+)
+def test_a_redis_url_the_gateway_cannot_use_is_refused_without_its_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, problem: str
+) -> None:
+    monkeypatch.setenv("GATEWAY_REDIS_URL", url)
+    assert cli.main(["serve"]) == 2
+    error = capsys.readouterr().err
+    assert "GATEWAY_REDIS_URL" in error
+    assert problem in error
+    assert "hunter2" not in error
+    assert "Traceback" not in error
 
 
 def test_production_starts_with_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> None:
