@@ -8,22 +8,25 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
 )
 
-from core.pools import MongoPool, TimedConnectionPool, TimedQueuePool
+from core.pools import MongoPool, TimedConnectionPool, TimedQueuePool, TimedSentinelPool
 from core.settings import Settings
-from core.store_urls import StoreUrls
+from core.store_urls import StoreUrls, sentinel_url
 from core.stores import Circuits
 from datasources.dialects import backend_of, relational_engine
 from datasources.explain import CommandRecorder, record_statements
 from datasources.instrumentation import (
     CountingRedisConnection,
+    CountingSentinelConnection,
     MongoCommandCounter,
     NotingRedisConnection,
+    NotingSentinelConnection,
     count_postgres_statements,
     note_commands,
 )
@@ -86,20 +89,8 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         tz_aware=True,
         event_listeners=[MongoCommandCounter(), CommandRecorder(), mongo_pool, *noters],
     )
-    # A blocking pool: at its limit, a call waits for a free connection (up to the store
-    # timeout) instead of failing at once with "too many connections".
     # from_pool: the client owns the pool, so closing the client disconnects it.
-    redis = Redis.from_pool(
-        TimedConnectionPool.from_url(
-            urls.redis_url,
-            max_connections=REDIS_MAX_CONNECTIONS,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=30,
-            connection_class=NotingRedisConnection if traced else CountingRedisConnection,
-        )
-    )
+    redis = Redis.from_pool(redis_pool(urls.redis_url, timeout=timeout, traced=traced))
     return Connections(
         engine=engine,
         reader=backend_of(engine).reader(engine),
@@ -108,4 +99,44 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         documents=mongo[settings.mongo_database],
         redis=redis,
         mongo_pool=mongo_pool,
+    )
+
+
+def redis_pool(url: str, *, timeout: float, traced: bool) -> TimedConnectionPool:
+    """The pool of the client of the Redis server at ``url``, or of the master that the
+    sentinels of a ``redis+sentinel://`` URL name.
+
+    A blocking pool: at its limit, a call waits for a free connection (up to the store
+    timeout) instead of failing at once with "too many connections"."""
+    options: dict[str, Any] = {
+        "max_connections": REDIS_MAX_CONNECTIONS,
+        "timeout": timeout,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": 30,
+    }
+    sentinels = sentinel_url(url)
+    if sentinels is None:
+        return TimedConnectionPool.from_url(
+            url,
+            connection_class=NotingRedisConnection if traced else CountingRedisConnection,
+            **options,
+        )
+    manager = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels.sentinels,
+        sentinel_kwargs={
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "username": sentinels.sentinel_username,
+            "password": sentinels.sentinel_password,
+        },
+    )
+    return TimedSentinelPool(
+        service_name=sentinels.service,
+        sentinel_manager=manager,
+        connection_class=NotingSentinelConnection if traced else CountingSentinelConnection,
+        db=sentinels.db,
+        username=sentinels.username,
+        password=sentinels.password,
+        **options,
     )

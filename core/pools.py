@@ -8,16 +8,29 @@ connection in use, or waited for a new one. The rest cost two clock readings.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import logging
 from time import perf_counter
 from typing import Any
 
 from pymongo import monitoring
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
 from core.metrics import WAIT_THRESHOLD, pool_waited
+from core.outages import Outage
+from core.pubsub import LISTEN_FOR, RECONNECT_AFTER, REDIS_FAILURES
 from core.stores import Store
+from core.waiting import set_within
+
+logger = logging.getLogger(__name__)
+
+# Where the sentinels announce each failover they have made.
+SWITCH_MASTER = "+switch-master"
 
 _postgres_waited = pool_waited(Store.POSTGRES.value)
 _redis_waited = pool_waited(Store.REDIS.value)
@@ -51,6 +64,64 @@ class TimedConnectionPool(BlockingConnectionPool):
     @property
     def in_use(self) -> int:
         return len(self._in_use_connections)
+
+
+class TimedSentinelPool(TimedConnectionPool, SentinelConnectionPool):
+    """Connections to the master that the sentinels name: a new connection asks them where
+    it is, and a master that changed sends the idle connections to the new one (and those
+    in use, once they are given back).
+
+    Blocking and timed like the plain pool: redis-py's own pool for Sentinel is neither."""
+
+    async def follow_failovers(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: at each failover the sentinels announce, ask them for the new
+        master at once.
+
+        Otherwise the pool would learn of it only when the old master fails a command: a
+        killed one at once, but a demoted one only once the sentinels have made it a replica
+        (its READONLY answer), seconds later; the writes it took meanwhile are lost when it
+        copies the new master."""
+        sentinels = itertools.cycle(self.sentinel_manager.sentinels)
+        outage = Outage(
+            logger,
+            began="the Redis sentinels do not answer, or name no master",
+            ended="the Redis sentinels name a master again",
+        )
+        while not stop.is_set():
+            pubsub = next(sentinels).pubsub()
+            try:
+                await pubsub.subscribe(SWITCH_MASTER)
+                # A failover while no sentinel was heard.
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+                outage.recovered()
+                while not stop.is_set():
+                    message = await pubsub.get_message(timeout=LISTEN_FOR)
+                    if message is not None and _names(message, self.service_name):
+                        await self.get_master_address()  # type: ignore[no-untyped-call]
+            except REDIS_FAILURES as error:
+                outage.failed(error)
+            finally:
+                with contextlib.suppress(*REDIS_FAILURES):
+                    await pubsub.aclose()
+            await set_within(stop, RECONNECT_AFTER)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        # All connections, in use too, go only when the client closes (a change of master
+        # drops the idle ones alone): the sentinels' clients close with it.
+        if inuse_connections:
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+
+def _names(message: dict[str, Any], service: str) -> bool:
+    """Whether a ``+switch-master`` message is about ``service``: its data is the service's
+    name, then the old master's address and the new one's."""
+    if message.get("type") != "message":
+        return False
+    data = message["data"]
+    words = (data.decode() if isinstance(data, bytes) else str(data)).split()
+    return bool(words) and words[0] == service
 
 
 class MongoPool(monitoring.ConnectionPoolListener):

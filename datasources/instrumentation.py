@@ -20,6 +20,7 @@ from typing import Any
 
 from pymongo import monitoring
 from redis.asyncio.connection import Connection as RedisConnection
+from redis.asyncio.sentinel import SentinelManagedConnection
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -150,6 +151,14 @@ class NotingRedisConnection(CountingRedisConnection):
             packed = command if isinstance(command, (bytes, str)) else b"".join(command)
             note_command(" ".join(command_names(packed)))
         await super().send_packed_command(command, check_health)
+
+
+class CountingSentinelConnection(CountingRedisConnection, SentinelManagedConnection):
+    """Counted as any connection, to the master the sentinels name."""
+
+
+class NotingSentinelConnection(NotingRedisConnection, SentinelManagedConnection):
+    """Noted as any connection, to the master the sentinels name."""
 
 
 def command_names(packed: bytes | str) -> list[str]:

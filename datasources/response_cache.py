@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -56,6 +58,17 @@ return 1
 """
 
 
+# A server's host and port, or its Unix socket's path.
+Address = tuple[str, int] | str
+
+
+@dataclass(frozen=True)
+class _Connection:
+    address: Address
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+
 def entry_key(digest: str) -> str:
     return f"cache:entry:{digest}"
 
@@ -82,13 +95,19 @@ class EntryReader:
     """
 
     def __init__(
-        self, *, address: tuple[str, int] | str, handshake: list[bytes], timeout: float, kept: int
+        self,
+        *,
+        address: Address | SentinelConnectionPool,
+        handshake: list[bytes],
+        timeout: float,
+        kept: int,
     ) -> None:
+        # Where the server is, or the pool whose sentinels say where the master is.
         self._address = address
         self._handshake = handshake
         self._timeout = timeout
         self._kept = kept
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[_Connection] = []
 
     @classmethod
     def of(cls, redis: Redis, *, timeout: float, kept: int) -> EntryReader | None:
@@ -98,11 +117,15 @@ class EntryReader:
         options = pool.connection_kwargs
         if options.get("protocol") not in (None, 2, "2"):
             return None
-        address: tuple[str, int] | str
+        address: Address | SentinelConnectionPool
         kind = pool.connection_class
-        if issubclass(kind, UnixDomainSocketConnection):
+        if issubclass(kind, SSLConnection):
+            return None
+        if isinstance(pool, SentinelConnectionPool):
+            address = pool
+        elif issubclass(kind, UnixDomainSocketConnection):
             address = options["path"]
-        elif issubclass(kind, Connection) and not issubclass(kind, SSLConnection):
+        elif issubclass(kind, Connection):
             address = (options.get("host", "localhost"), int(options.get("port", 6379)))
         else:
             return None
@@ -116,43 +139,58 @@ class EntryReader:
 
     async def read(self, digest: str) -> tuple[bytes | None, bytes]:
         connection = self._idle.pop() if self._idle else None
+        if connection is not None and self._moved(connection):
+            connection.writer.close()
+            connection = None
         try:
             async with asyncio.timeout(self._timeout):
                 if connection is None:
                     connection = await self._connect()
-                reader, writer = connection
-                writer.write(_command("MGET", entry_key(digest), EPOCH))
+                reader = connection.reader
+                connection.writer.write(_command("MGET", entry_key(digest), EPOCH))
                 if await _line(reader) != b"*2\r\n":
                     raise ResponseError("unexpected reply to MGET")
                 entry, epoch = await _bulk(reader), await _bulk(reader)
         except BaseException as error:
             if connection is not None:
-                connection[1].close()
+                connection.writer.close()
             if isinstance(error, (OSError, asyncio.IncompleteReadError)):
                 raise RedisConnectionError(str(error)) from error
             raise
         if len(self._idle) < self._kept:
             self._idle.append(connection)
         else:
-            connection[1].close()
+            connection.writer.close()
         return entry, epoch or b"0"
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if isinstance(self._address, str):
-            reader, writer = await asyncio.open_unix_connection(self._address, limit=2**20)
+    def _moved(self, connection: _Connection) -> bool:
+        """Whether the master changed since ``connection`` was opened to it: a demoted master
+        still answers reads, from a copy that may lag behind the new one's."""
+        if not isinstance(self._address, SentinelConnectionPool):
+            return False
+        master = self._address.master_address
+        return master is not None and master != connection.address
+
+    async def _connect(self) -> _Connection:
+        address = self._address
+        if isinstance(address, SentinelConnectionPool):
+            # The pool's connections learn of a new master this way too.
+            address = await address.get_master_address()  # type: ignore[no-untyped-call]
+        if isinstance(address, str):
+            reader, writer = await asyncio.open_unix_connection(address, limit=2**20)
         else:
-            reader, writer = await asyncio.open_connection(*self._address, limit=2**20)
+            reader, writer = await asyncio.open_connection(*address, limit=2**20)
         for command in self._handshake:
             writer.write(command)
             reply = await _line(reader)
             if not reply.startswith(b"+"):
                 writer.close()
                 raise ResponseError(reply.decode(errors="replace").strip())
-        return reader, writer
+        return _Connection(address, reader, writer)
 
     def close(self) -> None:
         while self._idle:
-            self._idle.pop()[1].close()
+            self._idle.pop().writer.close()
 
 
 def _command(*parts: str) -> bytes:

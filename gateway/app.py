@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.auth import Authenticator
 from core.errors import INTERNAL_MESSAGE
+from core.pools import TimedSentinelPool
 from core.pubsub import Hub
 from core.response_cache import ResponseCache
 from core.settings import Settings
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
             # it is never cancelled half-way through one (see runtime.py).
             stop = asyncio.Event()
             interval = settings.counter_snapshot_interval
+            redis_pool = connections.redis.connection_pool
             background = [
                 # Settle what a process that died mid-write left, without delaying start-up.
                 *([] if supervised else [asyncio.create_task(reconcile_stores(connections, stop))]),
@@ -121,6 +123,11 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
                     else []
                 ),
                 asyncio.create_task(collect_young_generation(stop, feeds)),
+                *(
+                    [asyncio.create_task(redis_pool.follow_failovers(stop))]
+                    if isinstance(redis_pool, TimedSentinelPool)
+                    else []
+                ),
                 # Workers that share their metrics write their state for any of them to serve.
                 *(
                     [asyncio.create_task(metrics.sample_every(app.state.sampler, stop))]

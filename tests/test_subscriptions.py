@@ -36,6 +36,7 @@ from resolvers.nodes import to_global_id
 from tests.clients import Caller, serving
 from tests.ports import own_port
 from tests.scraped import samples, total
+from tests.sentinels import sentinel_group
 from tests.waiting import eventually
 
 REPORT_ID = to_global_id("Report", 3)
@@ -543,6 +544,31 @@ async def test_a_subscriber_gets_the_restored_counters_after_redis_restarts(
             await _reaches(socket, snapshot + 1)
     finally:
         redis_server.stop()
+
+
+async def test_a_subscriber_follows_redis_to_the_replica_the_sentinel_promotes(
+    settings: Settings, call: Caller, tmp_path: Path
+) -> None:
+    async with sentinel_group(tmp_path / "sentinel") as group:
+        through_sentinel = settings.model_copy(update={"redis_url": group.url()})
+        async with (
+            serving(create_app(through_sentinel)) as address,
+            websocket(address, init={}) as socket,
+            httpx.AsyncClient(base_url=f"http://{address}") as client,
+        ):
+            await socket.subscribe("1", STATS, {"id": REPORT_ID})
+            views = _views(await socket.receive())
+            assert views is not None
+            await _count_views(client, 1)
+            await _reaches(socket, views + 1)
+            master = group.client(group.master_port)
+            try:
+                assert await master.wait(1, 5_000) == 1
+            finally:
+                await master.aclose()
+            group.kill(group.master_port)
+            await eventually(lambda: _counted(client))
+            await _reaches(socket, views + 2)
 
 
 async def _counted(client: httpx.AsyncClient) -> bool:
