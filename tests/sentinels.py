@@ -93,6 +93,16 @@ class SentinelGroup:
         finally:
             await sentinel.aclose()
 
+    async def kill_master(self) -> None:
+        """Kill the master once the replica has copied what it took: what it had not is
+        lost with it, which no test means."""
+        master = self.client(self.master_port)
+        try:
+            assert await master.wait(1, 5_000) == 1
+        finally:
+            await master.aclose()
+        self.kill(self.master_port)
+
     def kill(self, port: int) -> None:
         process = self._processes.pop(port)
         process.kill()

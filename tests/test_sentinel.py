@@ -146,13 +146,7 @@ async def test_a_killed_master_is_followed_to_the_replica_the_sentinel_promotes(
     before = await _views(gateway)
     for _ in range(2):
         assert await _counted(gateway)
-    master = group.client(group.master_port)
-    try:
-        # Copied to the replica before the master dies.
-        assert await master.wait(1, 5_000) == 1
-    finally:
-        await master.aclose()
-    group.kill(group.master_port)
+    await group.kill_master()
     # Until the sentinel promotes the replica, counting fails with a coded error.
     await eventually(lambda: _counted(gateway))
     assert await group.master() == group.replica_port

@@ -70,24 +70,62 @@ def test_production_refuses_embedded_stores(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize(
-    ("url", "problem"),
+    ("variable", "url", "problem"),
     [
-        ("oracle+oracledb://user@host/catalogue", "no relational backend 'oracle'; supported: "),
-        ("catalogue.db", "not a database URL"),
         (
-            "postgresql+psycopg2://user@host/catalogue",
+            "GATEWAY_DATABASE_URL",
+            "oracle+oracledb://user:hunter2@host/catalogue",
+            "no relational backend 'oracle'; supported: ",
+        ),
+        ("GATEWAY_DATABASE_URL", "catalogue.db", "not a database URL"),
+        (
+            "GATEWAY_DATABASE_URL",
+            "postgresql+psycopg2://user:hunter2@host/catalogue",
             "the gateway runs postgresql on asyncpg: postgresql+asyncpg://",
+        ),
+        ("GATEWAY_REDIS_URL", "memcached://host:11211", "not a Redis URL"),
+        ("GATEWAY_REDIS_URL", "host:6379", "not a Redis URL"),
+        ("GATEWAY_REDIS_URL", "redis+sentinel://:hunter2@host:26379", "names its service"),
+        (
+            "GATEWAY_REDIS_URL",
+            "redis+sentinel://:hunter2@host:port/catalogue",
+            "'port' is not a port",
+        ),
+        (
+            "GATEWAY_REDIS_URL",
+            "redis+sentinel://:hunter2@host:70000/catalogue",
+            "'70000' is not a port",
+        ),
+        (
+            "GATEWAY_REDIS_URL",
+            "redis+sentinel://:hunter2@host,/catalogue",
+            "a sentinel without a host",
+        ),
+        (
+            "GATEWAY_REDIS_URL",
+            "redis+sentinel://:hunter2@host/catalogue/zero",
+            "'zero' is not a database number",
+        ),
+        (
+            "GATEWAY_REDIS_URL",
+            "redis+sentinel://:hunter2@host/catalogue?password=x",
+            "unknown option password",
         ),
     ],
 )
-def test_a_database_url_the_gateway_cannot_serve_is_refused(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, problem: str
+def test_a_store_url_the_gateway_cannot_use_is_refused_without_its_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    url: str,
+    problem: str,
 ) -> None:
-    monkeypatch.setenv("GATEWAY_DATABASE_URL", url)
+    monkeypatch.setenv(variable, url)
     assert cli.main(["serve"]) == 2
     error = capsys.readouterr().err
-    assert "GATEWAY_DATABASE_URL" in error
+    assert variable in error
     assert problem in error
+    assert "hunter2" not in error
     assert "Traceback" not in error
 
 
@@ -157,31 +195,6 @@ def test_a_sentinel_url_names_its_sentinels_service_and_database(
 def test_other_redis_urls_are_not_sentinel_urls() -> None:
     for url in ("redis://host:6379/0", "rediss://host", "unix:///run/redis.sock"):
         assert sentinel_url(url) is None
-
-
-@pytest.mark.parametrize(
-    ("url", "problem"),
-    [
-        ("memcached://host:11211", "not a Redis URL"),
-        ("host:6379", "not a Redis URL"),
-        ("redis+sentinel://:hunter2@host:26379", "names its service"),
-        ("redis+sentinel://:hunter2@host:port/catalogue", "'port' is not a port"),
-        ("redis+sentinel://:hunter2@host:70000/catalogue", "'70000' is not a port"),
-        ("redis+sentinel://:hunter2@host,/catalogue", "a sentinel without a host"),
-        ("redis+sentinel://:hunter2@host/catalogue/zero", "'zero' is not a database number"),
-        ("redis+sentinel://:hunter2@host/catalogue?password=x", "unknown option password"),
-    ],
-)
-def test_a_redis_url_the_gateway_cannot_use_is_refused_without_its_secrets(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, problem: str
-) -> None:
-    monkeypatch.setenv("GATEWAY_REDIS_URL", url)
-    assert cli.main(["serve"]) == 2
-    error = capsys.readouterr().err
-    assert "GATEWAY_REDIS_URL" in error
-    assert problem in error
-    assert "hunter2" not in error
-    assert "Traceback" not in error
 
 
 def test_production_starts_with_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> None:

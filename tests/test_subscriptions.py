@@ -561,12 +561,7 @@ async def test_a_subscriber_follows_redis_to_the_replica_the_sentinel_promotes(
             assert views is not None
             await _count_views(client, 1)
             await _reaches(socket, views + 1)
-            master = group.client(group.master_port)
-            try:
-                assert await master.wait(1, 5_000) == 1
-            finally:
-                await master.aclose()
-            group.kill(group.master_port)
+            await group.kill_master()
             await eventually(lambda: _counted(client))
             await _reaches(socket, views + 2)
 
