@@ -1,11 +1,13 @@
 """Ways for a test to talk to a gateway: in process through its ASGI interface, or over a
-real socket, as a role, and to the stores behind it."""
+real socket (HTTP, or a WebSocket that speaks graphql-transport-ws), as a role, and to
+the stores behind it."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +16,9 @@ import httpx
 import uvicorn
 from sqlalchemy import BindParameter, bindparam, select, text
 from starlette.applications import Starlette
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from core.connections import Connections
 from core.settings import Settings
@@ -21,6 +26,11 @@ from datasources import api_keys
 from datasources.document_migrations import REPORT_DOCUMENTS
 from datasources.models import Base, Role
 from tests.ports import own_port
+
+TRANSPORT = Subprotocol("graphql-transport-ws")
+LEGACY = Subprotocol("graphql-ws")
+# Generous: a WebSocket's client waits for something to happen, it does not time it.
+WAIT = 20.0
 
 
 @asynccontextmanager
@@ -135,3 +145,61 @@ async def footprint(connections: Connections) -> str:
     documents = connections.documents[REPORT_DOCUMENTS].find().sort("_id")
     digest.update(repr([document async for document in documents]).encode())
     return digest.hexdigest()
+
+
+class Socket:
+    """A graphql-transport-ws client, as thin as the protocol."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.socket.send(json.dumps(message))
+
+    async def receive(self) -> dict[str, Any]:
+        async with asyncio.timeout(WAIT):
+            while True:
+                message: dict[str, Any] = json.loads(await self.socket.recv())
+                if message["type"] not in ("ping", "pong", "ka"):
+                    return message
+
+    async def subscribe(self, id: str, query: str, variables: dict[str, Any] | None = None) -> None:
+        await self.send(
+            {
+                "id": id,
+                "type": "subscribe",
+                "payload": {"query": query, "variables": variables or {}},
+            }
+        )
+
+    async def until(self, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The first message ``check`` accepts, skipping those before it."""
+        while True:
+            message = await self.receive()
+            if check(message):
+                return message
+
+    async def closed_with(self) -> int | None:
+        async with asyncio.timeout(WAIT):
+            try:
+                while True:
+                    await self.socket.recv()
+            except ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd else None
+
+
+@asynccontextmanager
+async def websocket(
+    address: str,
+    *,
+    protocol: Subprotocol = TRANSPORT,
+    init: dict[str, Any] | None = None,
+    acknowledged: bool = True,
+) -> AsyncIterator[Socket]:
+    async with connect(f"ws://{address}/graphql", subprotocols=[protocol]) as raw:
+        socket = Socket(raw)
+        if init is not None:
+            await socket.send({"type": "connection_init", "payload": init})
+            if acknowledged:
+                assert (await socket.receive())["type"] == "connection_ack"
+        yield socket

@@ -24,9 +24,9 @@ from datasources.models import Role
 from gateway import cli
 from gateway.app import create_app
 from resolvers.nodes import to_global_id
-from tests.clients import Caller, issue_key, lifespan_client, serving
+from tests.clients import LEGACY, Caller, issue_key, lifespan_client, serving, websocket
 from tests.faults import own_redis
-from tests.test_subscriptions import LEGACY, STATS, websocket
+from tests.test_subscriptions import STATS
 
 # Costs 2n + 6: a page of n titles (see gateway/limits.py).
 PAGE = "query($n: Int!) { reports(first: $n) { edges { node { title } } } }"

@@ -5,6 +5,7 @@ master killed."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,14 @@ from datasources.counters import stats_key
 from datasources.response_cache import EntryReader, entry_key
 from gateway.app import create_app
 from resolvers.nodes import to_global_id
-from tests.clients import Caller, serving
+from tests.clients import Caller, serving, websocket
 from tests.sentinels import SERVICE, SentinelGroup, sentinel_group
 from tests.waiting import eventually
 
 REPORT = 3
 REPORT_ID = to_global_id("Report", REPORT)
 VIEWS = "query($id: ID!) { report(id: $id) { title stats { views } } }"
+STATS = "subscription($id: ID!) { reportStats(reportId: $id) { views } }"
 VIEW = "mutation($id: ID!) { recordView(reportId: $id) { __typename } }"
 # A database other than 0, so that the URL's database is seen to be the one used.
 DATABASE = 2
@@ -42,14 +44,26 @@ def through_sentinel(settings: Settings, group: SentinelGroup) -> Settings:
     return settings.model_copy(update={"redis_url": group.url(DATABASE)})
 
 
+@dataclass(frozen=True)
+class Served:
+    address: str
+    client: httpx.AsyncClient
+
+
 @pytest.fixture
-async def gateway(call: Caller, through_sentinel: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway(call: Caller, through_sentinel: Settings) -> AsyncIterator[Served]:
     """A gateway on the catalogue of ``call``, with the Redis the sentinel names."""
     async with (
         serving(create_app(through_sentinel)) as address,
         httpx.AsyncClient(base_url=f"http://{address}") as client,
     ):
-        yield client
+        yield Served(address, client)
+
+
+def _streamed(message: dict[str, Any]) -> int | None:
+    if message["type"] != "next":
+        return None
+    return int(message["payload"]["data"]["reportStats"]["views"])
 
 
 async def _views(client: httpx.AsyncClient) -> int:
@@ -106,17 +120,19 @@ async def _stored(group: SentinelGroup, port: int, digest: str) -> object:
 
 
 async def test_the_gateway_reads_and_writes_the_master_the_sentinel_names(
-    gateway: httpx.AsyncClient, group: SentinelGroup, through_sentinel: Settings
+    gateway: Served, group: SentinelGroup, through_sentinel: Settings
 ) -> None:
-    assert (await gateway.get("/readyz")).status_code == 200
-    before = await _views(gateway)
+    assert (await gateway.client.get("/readyz")).status_code == 200
+    before = await _views(gateway.client)
     for _ in range(2):
-        assert await _counted(gateway)
-    assert await _views(gateway) == before + 2
+        assert await _counted(gateway.client)
+    assert await _views(gateway.client) == before + 2
     assert await _stored_views(group, group.master_port) == before + 2
 
     # A response one process kept is a hit in another, read from the master past redis-py.
-    first = await gateway.post("/graphql", json={"query": VIEWS, "variables": {"id": REPORT_ID}})
+    first = await gateway.client.post(
+        "/graphql", json={"query": VIEWS, "variables": {"id": REPORT_ID}}
+    )
     async with (
         serving(create_app(through_sentinel)) as other,
         httpx.AsyncClient(base_url=f"http://{other}") as client,
@@ -127,31 +143,37 @@ async def test_the_gateway_reads_and_writes_the_master_the_sentinel_names(
 
 
 async def test_after_a_planned_failover_every_write_reaches_the_new_master(
-    gateway: httpx.AsyncClient, group: SentinelGroup
+    gateway: Served, group: SentinelGroup
 ) -> None:
-    before = await _views(gateway)
-    assert await _counted(gateway)
+    before = await _views(gateway.client)
+    assert await _counted(gateway.client)
     await _fail_over(group)
     # The old master still takes writes until the sentinel makes it a replica, seconds
     # later; the gateway has already moved: nothing it counts is lost.
     for _ in range(3):
-        assert await _counted(gateway)
+        assert await _counted(gateway.client)
     assert await _stored_views(group, group.replica_port) == before + 4
-    assert await _views(gateway) == before + 4
+    assert await _views(gateway.client) == before + 4
 
 
 async def test_a_killed_master_is_followed_to_the_replica_the_sentinel_promotes(
-    gateway: httpx.AsyncClient, group: SentinelGroup
+    gateway: Served, group: SentinelGroup
 ) -> None:
-    before = await _views(gateway)
-    for _ in range(2):
-        assert await _counted(gateway)
-    await group.kill_master()
-    # Until the sentinel promotes the replica, counting fails with a coded error.
-    await eventually(lambda: _counted(gateway))
-    assert await group.master() == group.replica_port
-    assert await _views(gateway) == before + 3
-    assert (await gateway.get("/readyz")).status_code == 200
+    async with websocket(gateway.address, init={}) as socket:
+        await socket.subscribe("1", STATS, {"id": REPORT_ID})
+        before = _streamed(await socket.receive())
+        assert before is not None
+        for _ in range(2):
+            assert await _counted(gateway.client)
+        await socket.until(lambda message: _streamed(message) == before + 2)
+        await group.kill_master()
+        # Until the sentinel promotes the replica, counting fails with a coded error.
+        await eventually(lambda: _counted(gateway.client))
+        assert await group.master() == group.replica_port
+        # The subscriber is back too, on the new master, with the counts it had copied.
+        await socket.until(lambda message: _streamed(message) == before + 3)
+    assert await _views(gateway.client) == before + 3
+    assert (await gateway.client.get("/readyz")).status_code == 200
 
 
 async def test_the_hit_path_reads_the_new_master_once_the_pool_knows_it(

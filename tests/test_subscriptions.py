@@ -10,7 +10,6 @@ import json
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,6 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 from starlette.applications import Starlette
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
 
 from core.connections import Connections
 from core.pubsub import Hub
@@ -33,10 +29,9 @@ from gateway.app import create_app
 from gateway.embedded.valkey import ValkeyServer
 from gateway.live import Feeds
 from resolvers.nodes import to_global_id
-from tests.clients import Caller, serving
+from tests.clients import LEGACY, WAIT, Caller, Socket, serving, websocket
 from tests.ports import own_port
 from tests.scraped import samples, total
-from tests.sentinels import sentinel_group
 from tests.waiting import eventually
 
 REPORT_ID = to_global_id("Report", 3)
@@ -45,68 +40,6 @@ BOARD = "subscription { topReports(limit: 3) { databaseId stats { views } } }"
 UPDATED = "subscription($id: ID!) { reportUpdated(reportId: $id) { title status } }"
 STATS_QUERY = "query($id: ID!) { report(id: $id) { stats { views } } }"
 VIEW = "mutation($id: ID!) { recordView(reportId: $id) { __typename } }"
-TRANSPORT = Subprotocol("graphql-transport-ws")
-LEGACY = Subprotocol("graphql-ws")
-# Generous: these wait for something to happen, they do not time it.
-WAIT = 20.0
-
-
-class Socket:
-    """A graphql-transport-ws client, as thin as the protocol."""
-
-    def __init__(self, socket: ClientConnection) -> None:
-        self.socket = socket
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.socket.send(json.dumps(message))
-
-    async def receive(self) -> dict[str, Any]:
-        async with asyncio.timeout(WAIT):
-            while True:
-                message: dict[str, Any] = json.loads(await self.socket.recv())
-                if message["type"] not in ("ping", "pong", "ka"):
-                    return message
-
-    async def subscribe(self, id: str, query: str, variables: dict[str, Any] | None = None) -> None:
-        await self.send(
-            {
-                "id": id,
-                "type": "subscribe",
-                "payload": {"query": query, "variables": variables or {}},
-            }
-        )
-
-    async def until(self, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        """The first message ``check`` accepts, skipping those before it."""
-        while True:
-            message = await self.receive()
-            if check(message):
-                return message
-
-    async def closed_with(self) -> int | None:
-        async with asyncio.timeout(WAIT):
-            try:
-                while True:
-                    await self.socket.recv()
-            except ConnectionClosed as closed:
-                return closed.rcvd.code if closed.rcvd else None
-
-
-@asynccontextmanager
-async def websocket(
-    address: str,
-    *,
-    protocol: Subprotocol = TRANSPORT,
-    init: dict[str, Any] | None = None,
-    acknowledged: bool = True,
-) -> AsyncIterator[Socket]:
-    async with connect(f"ws://{address}/graphql", subprotocols=[protocol]) as raw:
-        socket = Socket(raw)
-        if init is not None:
-            await socket.send({"type": "connection_init", "payload": init})
-            if acknowledged:
-                assert (await socket.receive())["type"] == "connection_ack"
-        yield socket
 
 
 def _views(message: dict[str, Any]) -> int | None:
@@ -544,26 +477,6 @@ async def test_a_subscriber_gets_the_restored_counters_after_redis_restarts(
             await _reaches(socket, snapshot + 1)
     finally:
         redis_server.stop()
-
-
-async def test_a_subscriber_follows_redis_to_the_replica_the_sentinel_promotes(
-    settings: Settings, call: Caller, tmp_path: Path
-) -> None:
-    async with sentinel_group(tmp_path / "sentinel") as group:
-        through_sentinel = settings.model_copy(update={"redis_url": group.url()})
-        async with (
-            serving(create_app(through_sentinel)) as address,
-            websocket(address, init={}) as socket,
-            httpx.AsyncClient(base_url=f"http://{address}") as client,
-        ):
-            await socket.subscribe("1", STATS, {"id": REPORT_ID})
-            views = _views(await socket.receive())
-            assert views is not None
-            await _count_views(client, 1)
-            await _reaches(socket, views + 1)
-            await group.kill_master()
-            await eventually(lambda: _counted(client))
-            await _reaches(socket, views + 2)
 
 
 async def _counted(client: httpx.AsyncClient) -> bool:
