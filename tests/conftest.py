@@ -68,11 +68,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     of its own (``gateway serve`` processes, ``EmbeddedStores``) or needs none, and runs
     the same whichever stores a run is given: the default run, on the embedded servers,
     covers it. Continuous integration runs the suite again for each relational backend,
-    and these tests were about half of each such run's time.
+    and these tests were about half of each such run's time. So does a test marked
+    ``servers_of_its_own``: it uses the given stores, but what it tests is servers it
+    starts itself.
     """
     if not any(os.environ.get(name) for name in GIVEN_STORES):
         return
-    reached = [item for item in items if "store_urls" in getattr(item, "fixturenames", ())]
+    reached = [
+        item
+        for item in items
+        if "store_urls" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("servers_of_its_own") is None
+    ]
     if len(reached) < len(items):
         kept = set(reached)
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])

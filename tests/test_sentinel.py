@@ -24,6 +24,9 @@ from tests.clients import Caller, serving, websocket
 from tests.sentinels import SERVICE, SentinelGroup, sentinel_group
 from tests.waiting import eventually
 
+# The Redis servers are the test's own: a run given stores adds nothing to it.
+pytestmark = pytest.mark.servers_of_its_own
+
 REPORT = 3
 REPORT_ID = to_global_id("Report", REPORT)
 VIEWS = "query($id: ID!) { report(id: $id) { title stats { views } } }"
