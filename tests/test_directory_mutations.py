@@ -90,6 +90,23 @@ async def test_author_validation(refusals: Caller, overrides: dict[str, Any], fi
     assert await footprint(refusals.connections) == before
 
 
+@pytest.mark.parametrize(
+    ("document", "variables"),
+    [
+        (CREATE_INSTITUTION, {"input": {"website": "https://lab.example"}}),
+        (UPDATE_INSTITUTION, {"id": to_global_id("Institution", 1), "input": {"name": None}}),
+    ],
+)
+async def test_an_institution_keeps_its_name(
+    refusals: Caller, document: str, variables: dict[str, Any]
+) -> None:
+    before = await footprint(refusals.connections)
+    (result,) = (await refusals(document, variables)).values()
+    assert result["__typename"] == "ValidationFailed"
+    assert {"field": "name", "message": "is required"} in result["fields"]
+    assert await footprint(refusals.connections) == before
+
+
 async def test_uniqueness_is_a_conflict_not_a_crash(call: Caller) -> None:
     await call(CREATE_AUTHOR, {"input": author()})
     duplicate = (await call(CREATE_AUTHOR, {"input": author(name="Another")}))["createAuthor"]

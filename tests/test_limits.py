@@ -15,6 +15,7 @@ from core.settings import Settings
 from gateway.app import create_app
 from gateway.limits import Limits, measure_shape
 from gateway.schema import build_schema
+from resolvers.pagination import DEFAULT_PAGE_SIZE
 from tests.clients import Seeded, lifespan_client
 from tests.faults import HeldStoreCall
 
@@ -166,6 +167,17 @@ async def test_the_defaults_accept_the_documented_and_benchmark_queries() -> Non
         prepared = operations.prepare(query)
         assert not prepared.errors, prepared.errors
         assert 0 < prepared.cost_bound <= Limits().cost
+
+
+def test_a_null_page_size_is_costed_as_the_default_page() -> None:
+    operations = build_schema().operations
+    costs = {
+        operations.prepare(f"{{ reports{arguments} {{ edges {{ node {{ title }} }} }} }}").cost(
+            None, None
+        )
+        for arguments in ("(first: null)", "", f"(first: {DEFAULT_PAGE_SIZE})")
+    }
+    assert len(costs) == 1
 
 
 def test_fragments_are_measured_through_their_spreads() -> None:

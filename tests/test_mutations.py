@@ -256,6 +256,21 @@ async def test_null_for_a_field_that_cannot_be_cleared_is_a_validation_failure(
     assert await footprint(refusals.connections) == before
 
 
+@pytest.mark.parametrize("given", [to_global_id("Author", 4), "not-an-id"])
+async def test_a_status_move_of_an_id_that_names_no_report_is_refused(
+    refusals: Caller, given: str
+) -> None:
+    before = await footprint(refusals.connections)
+    result = (await refusals(
+        "mutation($id: ID!) { publishReport(id: $id, to: REVIEW) {"
+        " __typename ... on ValidationFailed { fields { field message } } } }",
+        {"id": given},
+    ))["publishReport"]  # fmt: skip
+    assert result["__typename"] == "ValidationFailed"
+    assert [error["field"] for error in result["fields"]] == ["id"]
+    assert await footprint(refusals.connections) == before
+
+
 async def test_status_moves_one_step_at_a_time(call: Caller, connections: Connections) -> None:
     created = await call(CREATE, {"input": report_input(publicationDate=None)})
     report_id = to_global_id("Report", created["createReport"]["report"]["databaseId"])
