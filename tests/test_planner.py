@@ -393,6 +393,8 @@ def _shares(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if index < total % parts else 0) for index in range(parts)]
 
 
+# Not measured by coverage, as the fuzz tests' generated documents (tests/test_fuzz.py).
+@pytest.mark.no_cover
 async def test_generated_queries_answer_alike(seeded: Seeded) -> None:
     sdl = build_schema().as_str()
     schema = graphql.build_schema(sdl)
