@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import coverage
 import httpx
 import pytest
 from pymongo import AsyncMongoClient
@@ -59,6 +60,24 @@ def pytest_collection(session: pytest.Session) -> Generator[None, object, object
     finally:
         gc.freeze()
         gc.enable()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """A test marked ``no_cover`` runs with no coverage measured at all. pytest-cov's own
+    pause stops only its measurement: in a parallel run's processes, coverage's start-up
+    hook has begun another, which then measures the test in its place."""
+    if item.get_closest_marker("no_cover") is None:
+        return (yield)
+    stopped = []
+    while (measuring := coverage.Coverage.current()) is not None:
+        measuring.stop()
+        stopped.append(measuring)
+    try:
+        return (yield)
+    finally:
+        for measurement in reversed(stopped):
+            measurement.start()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
