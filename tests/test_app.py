@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
@@ -16,7 +17,9 @@ from core import waiting
 from core.settings import Settings
 from gateway import SERVICE_NAME, __version__, collector
 from gateway.app import create_app
-from tests.clients import serving
+from gateway.embedded.process import LOOPBACK
+from tests.clients import Caller, lifespan_client, serving
+from tests.ports import own_port
 from tests.waiting import eventually
 
 SERVICE_QUERY = "{ service { name version environment } }"
@@ -165,3 +168,35 @@ async def test_the_young_generation_is_collected_on_a_schedule_while_feeds_run(
             await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": board}))
             assert json.loads(await socket.recv())["type"] == "next"
             await eventually(scheduled)
+
+
+async def test_a_postgresql_url_of_several_hosts_is_served_by_the_one_that_takes_writes(
+    call: Caller, settings: Settings
+) -> None:
+    """A primary and its standbys in one URL, as asyncpg takes them: the gateway connects to
+    the first host that answers and takes writes, here past one where nothing listens."""
+    url = make_url(str(settings.database_url))
+    if url.get_backend_name() != "postgresql":
+        pytest.skip("several hosts in one URL are PostgreSQL's")
+    several = url.set(
+        host=None,
+        port=None,
+        query={
+            "host": [f"{LOOPBACK}:{own_port()}", f"{url.host}:{url.port}"],
+            "target_session_attrs": "read-write",
+        },
+    ).render_as_string(hide_password=False)
+    async with lifespan_client(
+        create_app(settings.model_copy(update={"database_url": several}))
+    ) as client:
+        read = await client.post("/graphql", json={"query": "{ institutions { totalCount } }"})
+        assert read.json()["data"]["institutions"]["totalCount"] > 0
+        written = await client.post(
+            "/graphql",
+            json={
+                "query": 'mutation { createInstitution(input: {name: "Standby Lab"})'
+                " { __typename } }"
+            },
+            headers={"authorization": f"Bearer {call.keys['editor']}"},
+        )
+        assert written.json()["data"] == {"createInstitution": {"__typename": "InstitutionSaved"}}
