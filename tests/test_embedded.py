@@ -293,9 +293,10 @@ def test_a_shared_cluster_removed_by_another_gateway_meanwhile_is_passed_over(
 ) -> None:
     first = PostgresServer(tmp_path / "first")
     shutil.rmtree(tmp_path / "first")
-    # What another gateway's sweep leaves behind between this one's listing and reading.
+    # What another gateway's sweep leaves behind between this one's listing and reading
+    # (the sweep of a gateway in a test running meanwhile may have removed it already).
     vanished = first.cluster_dir.with_suffix(OWNER_SUFFIX)
-    vanished.unlink()
+    vanished.unlink(missing_ok=True)
     vanished.symlink_to(tmp_path / "removed meanwhile")
     try:
         PostgresServer(tmp_path / "next")
