@@ -5,7 +5,7 @@ import gc
 import json
 import subprocess
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
 
 import httpx
 import pytest
@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from core import waiting
+from core.connections import Connections
 from core.settings import Settings
 from gateway import SERVICE_NAME, __version__, collector
 from gateway.app import create_app
@@ -200,3 +201,14 @@ async def test_a_postgresql_url_of_several_hosts_is_served_by_the_one_that_takes
             headers={"authorization": f"Bearer {call.keys['editor']}"},
         )
         assert written.json()["data"] == {"createInstitution": {"__typename": "InstitutionSaved"}}
+
+
+async def test_redis_is_told_which_gateway_each_connection_is(connections: Connections) -> None:
+    """The server's list of clients names the gateway and its version beside the driver's,
+    so that an operator tells the gateway's connections from others'."""
+    await connections.redis.ping()
+    named = await connections.redis.client_info()
+    if "lib-name" not in named:
+        pytest.skip("Redis keeps clients' names from 7.2 on")
+    assert named["lib-name"] == f"redis-py({SERVICE_NAME}_v{__version__})"
+    assert named["lib-ver"] == version("redis")
