@@ -87,6 +87,10 @@ class PostgresServer(EmbeddedServer):
         self.cluster_dir.mkdir(mode=0o700, parents=True)
         if self.account is not None:
             os.chown(self.cluster_dir, self.account.uid, self.account.gid)
+        self.make_cluster()
+
+    def make_cluster(self) -> None:
+        """Fill the empty cluster directory, which the server's account owns."""
         self._run(
             "initdb",
             "-D", str(self.cluster_dir),
