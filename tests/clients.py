@@ -134,6 +134,16 @@ async def issue_key(
     )
 
 
+def unavailable(body: dict[str, Any]) -> bool:
+    """Whether ``body`` is the answer of a request that a store could not serve: if it
+    carries errors, each must say so."""
+    if "errors" not in body:
+        return False
+    codes = {error["extensions"]["code"] for error in body["errors"]}
+    assert codes == {"SERVICE_UNAVAILABLE"}, body
+    return True
+
+
 async def footprint(connections: Connections) -> str:
     """A digest of every row and every report document: equal before and after a request
     that wrote nothing."""

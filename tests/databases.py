@@ -167,6 +167,16 @@ SELECT MD5(GROUP_CONCAT(entry ORDER BY entry SEPARATOR ';')) FROM (
 """
 
 
+def several_hosts(url: str, hosts: list[str]) -> str:
+    """``url``'s PostgreSQL database on each of ``hosts`` (``host:port``), in SQLAlchemy's
+    form for asyncpg: a new connection goes to the first that answers and takes writes."""
+    return (
+        make_url(url)
+        .set(host=None, port=None, query={"host": hosts, "target_session_attrs": "read-write"})
+        .render_as_string(hide_password=False)
+    )
+
+
 def fresh_name() -> str:
     return f"test_{uuid.uuid4().hex[:12]}"
 

@@ -20,6 +20,7 @@ from gateway import SERVICE_NAME, __version__, collector
 from gateway.app import create_app
 from gateway.embedded.process import LOOPBACK
 from tests.clients import Caller, lifespan_client, serving
+from tests.databases import several_hosts
 from tests.ports import own_port
 from tests.waiting import eventually
 
@@ -179,14 +180,9 @@ async def test_a_postgresql_url_of_several_hosts_is_served_by_the_one_that_takes
     url = make_url(str(settings.database_url))
     if url.get_backend_name() != "postgresql":
         pytest.skip("several hosts in one URL are PostgreSQL's")
-    several = url.set(
-        host=None,
-        port=None,
-        query={
-            "host": [f"{LOOPBACK}:{own_port()}", f"{url.host}:{url.port}"],
-            "target_session_attrs": "read-write",
-        },
-    ).render_as_string(hide_password=False)
+    several = several_hosts(
+        str(settings.database_url), [f"{LOOPBACK}:{own_port()}", f"{url.host}:{url.port}"]
+    )
     async with lifespan_client(
         create_app(settings.model_copy(update={"database_url": several}))
     ) as client:

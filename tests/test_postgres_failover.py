@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from core.connections import open_connections
 from core.settings import Settings
@@ -21,7 +20,8 @@ from gateway import migrate
 from gateway.app import create_app
 from gateway.embedded.postgres import SUPERUSER, PostgresServer
 from gateway.embedded.process import LOOPBACK
-from tests.clients import issue_key, lifespan_client
+from tests.clients import issue_key, lifespan_client, unavailable
+from tests.databases import several_hosts
 from tests.factories import make_catalogue
 from tests.waiting import eventually
 
@@ -61,24 +61,12 @@ class Pair:
     standby: Standby
 
     def url(self) -> str:
-        """Both servers, the primary first, as asyncpg takes several hosts: the first that
-        answers and takes writes is the one connected to."""
+        """Both servers, the primary first."""
         assert self.primary.port is not None
         assert self.standby.port is not None
-        return (
-            make_url(self.primary.url(self.primary.port))
-            .set(
-                host=None,
-                port=None,
-                query={
-                    "host": [
-                        f"{LOOPBACK}:{self.primary.port}",
-                        f"{LOOPBACK}:{self.standby.port}",
-                    ],
-                    "target_session_attrs": "read-write",
-                },
-            )
-            .render_as_string(hide_password=False)
+        return several_hosts(
+            self.primary.url(self.primary.port),
+            [f"{LOOPBACK}:{self.primary.port}", f"{LOOPBACK}:{self.standby.port}"],
         )
 
 
@@ -118,15 +106,6 @@ class Served:
     async def names(self) -> set[str]:
         edges = (await self.read())["data"]["institutions"]["edges"]
         return {edge["node"]["name"] for edge in edges}
-
-
-def unavailable(body: dict[str, Any]) -> bool:
-    """Whether ``body`` is the answer of a request that PostgreSQL could not serve."""
-    if "errors" not in body:
-        return False
-    codes = {error["extensions"]["code"] for error in body["errors"]}
-    assert codes == {"SERVICE_UNAVAILABLE"}, body
-    return True
 
 
 @pytest.fixture
