@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from sqlalchemy import Table
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from datasources import mysql_dialect, postgres_dialect, sqlite_dialect
@@ -42,8 +42,9 @@ class RelationalBackend(Protocol):
     ) -> None:
         """Write (report id, views, downloads) snapshots for the reports that still exist."""
 
-    def connect_arguments(self, timeout: float) -> dict[str, Any]:
-        """The driver's arguments for a connection whose calls take at most ``timeout``."""
+    def connection(self, url: URL, timeout: float) -> tuple[URL, dict[str, Any]]:
+        """What SQLAlchemy is to read of ``url``, and the driver's other arguments, for a
+        connection whose calls take at most ``timeout``."""
 
     def configure(self, engine: AsyncEngine) -> None:
         """Set up each of the engine's connections as the gateway expects them."""
@@ -104,8 +105,8 @@ def driven_url(url: str) -> str:
     """``url``, naming the driver the gateway runs its backend on: ``postgresql://`` and
     ``postgres://`` (as hosting platforms hand them out), ``mysql://``, ``mariadb://`` and
     ``sqlite://`` would otherwise mean SQLAlchemy's default drivers, which are synchronous
-    and not installed. ValueError for a backend the gateway does not run on, or another
-    driver."""
+    and not installed. ValueError for a backend the gateway does not run on, another
+    driver, or an option the backend cannot read."""
     parsed = make_url(url)
     backend = ALIASES.get(parsed.get_backend_name(), parsed.get_backend_name())
     backend_named(f"{backend}://")
@@ -115,6 +116,8 @@ def driven_url(url: str) -> str:
             f"the gateway runs {backend} on {driver}: {backend}+{driver}://, not"
             f" {parsed.drivername}://"
         )
+    # Options the backend cannot read are refused now, not at the first connection.
+    BACKENDS[backend].connection(parsed, timeout=1)
     return parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
 
 
@@ -122,6 +125,7 @@ def relational_engine(url: str, *, timeout: float, **options: Any) -> AsyncEngin
     """An engine on ``url`` whose connections are set up as its backend needs (any
     engine the gateway, its migrations or its tests use); ``options`` are SQLAlchemy's."""
     backend = backend_named(url)
-    engine = create_async_engine(url, connect_args=backend.connect_arguments(timeout), **options)
+    read, arguments = backend.connection(make_url(url), timeout)
+    engine = create_async_engine(read, connect_args=arguments, **options)
     backend.configure(engine)
     return engine

@@ -18,7 +18,7 @@ import asyncmy.errors
 import orjson
 from sqlalchemy import PrimaryKeyConstraint, String, Table, TypeDecorator, event, type_coerce
 from sqlalchemy.dialects.mysql import insert as mysql_insert
-from sqlalchemy.engine import Dialect, ExceptionContext
+from sqlalchemy.engine import URL, Dialect, ExceptionContext
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.compiler import compiles
@@ -111,8 +111,8 @@ async def advance_sequence(connection: AsyncConnection, *, table: Table) -> None
 upsert_existing_counters = counters_of_existing_reports(upsert_rows)
 
 
-def connect_arguments(timeout: float) -> dict[str, Any]:
-    return {"connect_timeout": max(1, round(timeout))}
+def connection(url: URL, timeout: float) -> tuple[URL, dict[str, Any]]:
+    return url, {"connect_timeout": max(1, round(timeout))}
 
 
 # Refusals of a row that the driver reports as operational errors, which the gateway takes

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import asyncpg.exceptions
 import orjson
@@ -30,6 +31,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from datasources.portable_sql import EqualsAny, MatchesSearch, upsert_on_conflict
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 # What asyncpg raises itself when the connection failed: gone, refused, or the server
@@ -80,13 +82,42 @@ async def create_database_from_template(
     await connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
 
 
-def connect_arguments(timeout: float) -> dict[str, Any]:
-    return {
+# The options of a URL that SQLAlchemy reads itself (several hosts, its statement cache) or
+# hands to asyncpg as arguments it takes.
+_READ_BY_SQLALCHEMY = frozenset({"host", "port", "prepared_statement_cache_size", "ssl"})
+
+
+def connection(url: URL, timeout: float) -> tuple[URL, dict[str, Any]]:
+    """The URL's options as libpq reads them (``sslmode``, ``sslrootcert``,
+    ``application_name``, ``target_session_attrs``...), as PostgreSQL's hosting platforms
+    hand them out: asyncpg reads those from a DSN only, and SQLAlchemy would pass them as
+    arguments that asyncpg refuses. Other options are sent to the server as settings, as
+    asyncpg does with a DSN's."""
+    arguments: dict[str, Any] = {
         "timeout": timeout,
         "command_timeout": timeout,
         # Timestamps are read as text (see configure): in UTC, as the API gives them.
         "server_settings": {"timezone": "UTC"},
     }
+    libpq = {name: value for name, value in url.query.items() if name not in _READ_BY_SQLALCHEMY}
+    # libpq's one option that asyncpg takes by another name: a server refuses it as a setting.
+    if "connect_timeout" in libpq:
+        arguments["timeout"] = _connect_timeout(libpq.pop("connect_timeout"), timeout)
+    if libpq:
+        # No host in the DSN: the arguments SQLAlchemy makes of the URL name them.
+        arguments["dsn"] = "postgresql://?" + urlencode(libpq, doseq=True)
+    return url.difference_update_query(set(url.query) - _READ_BY_SQLALCHEMY), arguments
+
+
+def _connect_timeout(option: str | tuple[str, ...], timeout: float) -> float:
+    """libpq's ``connect_timeout``, in seconds; as libpq, 0 or less sets no limit of its
+    own, which leaves the store timeout's."""
+    value = option if isinstance(option, str) else option[-1]
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"connect_timeout={value!r} is not a number of seconds") from None
+    return seconds if seconds > 0 else timeout
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, String, Table, TypeDecorator, event, text, type_coerce
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -91,9 +91,9 @@ async def advance_sequence(connection: AsyncConnection, *, table: Table) -> None
 upsert_existing_counters = counters_of_existing_reports(upsert_rows)
 
 
-def connect_arguments(timeout: float) -> dict[str, Any]:
+def connection(url: URL, timeout: float) -> tuple[URL, dict[str, Any]]:
     # How long a connection waits for another's write to end before it fails.
-    return {"timeout": timeout}
+    return url, {"timeout": timeout}
 
 
 def configure(engine: AsyncEngine) -> None:

@@ -32,12 +32,19 @@ import asyncpg
 import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from datasources.dialects import relational_engine
 
 # The backend the suite runs on: the embedded PostgreSQL unless the URL says otherwise.
 BACKEND = make_url(
     os.environ.get("GATEWAY_TEST_DATABASE_URL") or "postgresql://"
 ).get_backend_name()
+
+
+# How long a statement of the tests' own on a server may take: a copy of a template waits
+# for those that other test processes are making.
+ADMINISTERING_TIMEOUT = 60.0
 
 
 def needs_server(reason: str) -> pytest.MarkDecorator:
@@ -172,7 +179,8 @@ def several_hosts(url: str, hosts: list[str]) -> str:
     form for asyncpg: a new connection goes to the first that answers and takes writes."""
     return (
         make_url(url)
-        .set(host=None, port=None, query={"host": hosts, "target_session_attrs": "read-write"})
+        .set(host=None, port=None)
+        .update_query_dict({"host": hosts, "target_session_attrs": "read-write"})
         .render_as_string(hide_password=False)
     )
 
@@ -220,8 +228,10 @@ class _ServerDatabases(_Copies):
 
     def _administering(self) -> AsyncEngine:
         if self._engine is None:
-            self._engine = create_async_engine(
-                self.url(self.ADMINISTERED_FROM), isolation_level="AUTOCOMMIT"
+            self._engine = relational_engine(
+                self.url(self.ADMINISTERED_FROM),
+                timeout=ADMINISTERING_TIMEOUT,
+                isolation_level="AUTOCOMMIT",
             )
         return self._engine
 
