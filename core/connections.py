@@ -8,6 +8,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, parse_url
 from redis.asyncio.sentinel import Sentinel
 from redis.driver_info import DriverInfo
 from sqlalchemy.ext.asyncio import (
@@ -24,12 +25,11 @@ from core.stores import Circuits
 from datasources.dialects import backend_of, relational_engine
 from datasources.explain import CommandRecorder, record_statements
 from datasources.instrumentation import (
-    CountingRedisConnection,
     CountingSentinelConnection,
     MongoCommandCounter,
-    NotingRedisConnection,
     NotingSentinelConnection,
     count_postgres_statements,
+    counted_connection,
     note_commands,
 )
 
@@ -124,11 +124,12 @@ def redis_pool(url: str, *, timeout: float, traced: bool) -> TimedConnectionPool
     }
     sentinels = sentinel_url(url)
     if sentinels is None:
-        return TimedConnectionPool.from_url(
-            url,
-            connection_class=NotingRedisConnection if traced else CountingRedisConnection,
-            **options,
+        # Not from_url: its URL's scheme would choose a connection class that counts nothing.
+        options.update(parse_url(url))
+        options["connection_class"] = counted_connection(
+            options.get("connection_class", Connection), noted=traced
         )
+        return TimedConnectionPool(**options)
     manager = Sentinel(  # type: ignore[no-untyped-call]
         sentinels.sentinels,
         sentinel_kwargs={

@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo import monitoring
-from redis.asyncio.connection import Connection as RedisConnection
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.sentinel import SentinelManagedConnection
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -112,7 +117,7 @@ def _for_the_pool() -> Iterator[None]:
         current_round_trips.reset(counted)
 
 
-class CountingRedisConnection(RedisConnection):
+class RoundTripCounting(AbstractConnection):
     """A pipeline is packed into one send: counting sends counts round trips.
 
     The handshake of a new connection (HELLO, SELECT...) and the PING of a health check on
@@ -142,7 +147,7 @@ class CountingRedisConnection(RedisConnection):
         return super().pack_command(*args)
 
 
-class NotingRedisConnection(CountingRedisConnection):
+class CommandNoting(RoundTripCounting):
     """Also notes the names of the commands sent (a pipeline's, one per line): their
     arguments are the request's keys and values."""
 
@@ -153,12 +158,57 @@ class NotingRedisConnection(CountingRedisConnection):
         await super().send_packed_command(command, check_health)
 
 
-class CountingSentinelConnection(CountingRedisConnection, SentinelManagedConnection):
-    """Counted as any connection, to the master the sentinels name."""
+# Each kind of connection the driver makes, counting its round trips; and also noting its
+# commands. Mixed in ahead of the kind, which keeps its way of connecting.
 
 
-class NotingSentinelConnection(NotingRedisConnection, SentinelManagedConnection):
-    """Noted as any connection, to the master the sentinels name."""
+class CountingRedisConnection(RoundTripCounting, Connection):
+    """Over TCP."""
+
+
+class NotingRedisConnection(CommandNoting, Connection):
+    """Over TCP."""
+
+
+class CountingTlsConnection(RoundTripCounting, SSLConnection):
+    """Over TLS (``rediss://``)."""
+
+
+class NotingTlsConnection(CommandNoting, SSLConnection):
+    """Over TLS (``rediss://``)."""
+
+
+class CountingUnixConnection(RoundTripCounting, UnixDomainSocketConnection):
+    """On a Unix socket (``unix://``)."""
+
+
+class NotingUnixConnection(CommandNoting, UnixDomainSocketConnection):
+    """On a Unix socket (``unix://``)."""
+
+
+class CountingSentinelConnection(RoundTripCounting, SentinelManagedConnection):
+    """To the master the sentinels name."""
+
+
+class NotingSentinelConnection(CommandNoting, SentinelManagedConnection):
+    """To the master the sentinels name."""
+
+
+# By the class the driver connects with, as a URL's scheme chooses it.
+_COUNTED: dict[
+    type[AbstractConnection], tuple[type[AbstractConnection], type[AbstractConnection]]
+] = {
+    Connection: (CountingRedisConnection, NotingRedisConnection),
+    SSLConnection: (CountingTlsConnection, NotingTlsConnection),
+    UnixDomainSocketConnection: (CountingUnixConnection, NotingUnixConnection),
+}
+
+
+def counted_connection(kind: type[AbstractConnection], *, noted: bool) -> type[AbstractConnection]:
+    """``kind``, a connection over TCP, TLS or a Unix socket, that counts its round trips
+    and, if ``noted``, notes its commands."""
+    counting, noting = _COUNTED[kind]
+    return noting if noted else counting
 
 
 def command_names(packed: bytes | str) -> list[str]:

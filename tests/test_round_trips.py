@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 from pydantic import SecretStr
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from sqlalchemy import text
 
-from core.connections import open_connections
+from core.connections import open_connections, redis_pool
 from core.settings import Environment, Settings
 from core.store_urls import StoreUrls
-from datasources.instrumentation import CountingRedisConnection, RoundTrips, current_round_trips
+from datasources.instrumentation import RoundTrips, current_round_trips
 from gateway.app import create_app
 from gateway.seed import TAGS
 from tests.clients import Seeded, lifespan_client
@@ -159,12 +159,8 @@ async def test_round_trips_are_reported_in_production_only_on_request(seeded: Se
 async def test_a_health_check_is_the_pools_not_the_requests(redis_url: str) -> None:
     """A connection idle past the health-check interval is PINGed before its next command:
     a round trip of the pool's, not of the request that happened to take the connection."""
-    pool = BlockingConnectionPool.from_url(
-        redis_url,
-        max_connections=1,
-        health_check_interval=0.05,
-        connection_class=CountingRedisConnection,
-    )
+    pool = redis_pool(redis_url, timeout=5, traced=False)
+    pool.connection_kwargs["health_check_interval"] = 0.05
     client = Redis.from_pool(pool)
     trips = RoundTrips()
     token = current_round_trips.set(trips)

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import make_url
 from starlette.applications import Starlette
 
 from core.connections import Connections
@@ -165,8 +166,8 @@ async def test_gateways_on_two_databases_of_one_redis_hear_only_their_own(
     settings: Settings,
 ) -> None:
     ours = Redis.from_url(settings.redis_url or "")
-    kwargs = ours.connection_pool.connection_kwargs
-    theirs = Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs["db"] + 1)
+    url = make_url(settings.redis_url or "")
+    theirs = Redis.from_url(str(url.set(database=str(int(url.database or 0) + 1))))
     hubs, heard = (Hub(ours), Hub(theirs)), (_Heard(), _Heard())
     channel = counters_channel(1)
     try:
