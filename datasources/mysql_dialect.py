@@ -10,6 +10,7 @@ statements, and locks what it reads ``FOR UPDATE``.
 from __future__ import annotations
 
 import copy
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -111,8 +112,59 @@ async def advance_sequence(connection: AsyncConnection, *, table: Table) -> None
 upsert_existing_counters = counters_of_existing_reports(upsert_rows)
 
 
+# MySQL's client options for TLS, as hosting platforms write them into URLs.
+_TLS_MODE_OPTIONS = ("ssl_mode", "ssl-mode")
+_TLS_FILE_OPTIONS = ("ssl_ca", "ssl_capath", "ssl_cert", "ssl_key")
+
+
 def connection(url: URL, timeout: float) -> tuple[URL, dict[str, Any]]:
-    return url, {"connect_timeout": max(1, round(timeout))}
+    """``ssl_mode`` (or ``ssl-mode``), as MySQL's own client reads it: asyncmy takes no such
+    argument, and SQLAlchemy would pass it on. Without it, ``ssl_ca`` and the other
+    options of SQLAlchemy's own verify the server's certificate and name."""
+    arguments: dict[str, Any] = {"connect_timeout": max(1, round(timeout))}
+    modes = [url.query[option] for option in _TLS_MODE_OPTIONS if option in url.query]
+    if not modes:
+        return url, arguments
+    files = {option: url.query[option] for option in _TLS_FILE_OPTIONS if option in url.query}
+    context = _tls_context(
+        _last(modes[-1]), {option: _last(value) for option, value in files.items()}
+    )
+    if context is not None:
+        arguments["ssl"] = context
+    return url.difference_update_query([*_TLS_MODE_OPTIONS, *_TLS_FILE_OPTIONS]), arguments
+
+
+def _last(value: str | tuple[str, ...]) -> str:
+    return value if isinstance(value, str) else value[-1]
+
+
+def _tls_context(mode: str, files: dict[str, str]) -> ssl.SSLContext | None:
+    """A context for ``mode``; None for no TLS. ``REQUIRED`` encrypts without checking the
+    certificate unless given a CA to check it against, as MySQL's client does;
+    ``VERIFY_CA`` checks it; ``VERIFY_IDENTITY`` checks it and the server's name."""
+    named = mode.upper().replace("-", "_")
+    if named == "DISABLED":
+        return None
+    if named == "PREFERRED":
+        raise ValueError(
+            "ssl_mode=PREFERRED: the driver cannot fall back to an unencrypted connection;"
+            " say REQUIRED (or DISABLED)"
+        )
+    if named not in ("REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY"):
+        raise ValueError(f"ssl_mode={mode!r}: DISABLED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY")
+    authority = files.get("ssl_ca") or files.get("ssl_capath")
+    try:
+        context = ssl.create_default_context(
+            cafile=files.get("ssl_ca"), capath=files.get("ssl_capath")
+        )
+        if "ssl_cert" in files:
+            context.load_cert_chain(files["ssl_cert"], files.get("ssl_key"))
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(f"ssl_mode={mode}: cannot load a certificate or key: {error}") from None
+    context.check_hostname = named == "VERIFY_IDENTITY"
+    if named == "REQUIRED" and authority is None:
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 # Refusals of a row that the driver reports as operational errors, which the gateway takes

@@ -1,11 +1,13 @@
 """Store URLs as hosting platforms and operators hand them out: libpq's options in a
-PostgreSQL URL; Redis over TLS or a Unix socket."""
+PostgreSQL URL, MySQL's TLS modes, Redis over TLS or a Unix socket."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,11 +15,12 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import make_url, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.connections import redis_pool
 from core.settings import Settings
-from datasources import postgres_dialect
+from datasources import mysql_dialect, postgres_dialect
 from datasources.dialects import driven_url, relational_engine
 from datasources.instrumentation import CommandNoting, RoundTripCounting
 from gateway.app import create_app
@@ -31,14 +34,40 @@ postgres_only = pytest.mark.skipif(
     BACKEND != "postgresql", reason="libpq's options are PostgreSQL's"
 )
 
-ENCRYPTED = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+
+@dataclass(frozen=True)
+class Tls:
+    """How a URL asks a backend's server for TLS or for none, and how a session tells
+    whether it is encrypted and whether its server offers TLS."""
+
+    required: dict[str, str]
+    disabled: dict[str, str]
+    encrypted: str
+    offered: str
+
+
+TLS = {
+    "postgresql": Tls(
+        required={"sslmode": "require"},
+        disabled={"sslmode": "disable"},
+        encrypted="SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        offered="SELECT current_setting('ssl') = 'on'",
+    ),
+    "mysql": Tls(
+        required={"ssl_mode": "REQUIRED"},
+        disabled={"ssl-mode": "DISABLED"},
+        encrypted="SELECT VARIABLE_VALUE <> '' FROM information_schema.SESSION_STATUS"
+        " WHERE VARIABLE_NAME = 'SSL_CIPHER'",
+        offered="SELECT @@have_ssl = 'YES'",
+    ),
+}
 
 
 def with_options(url: str, **options: str) -> str:
-    """``url``, written as a platform writes it (``postgres://``), with ``options``."""
+    """``url``, written as a platform writes it (no driver), with ``options``."""
+    parsed = make_url(url)
     return (
-        make_url(url)
-        .set(drivername="postgres")
+        parsed.set(drivername=parsed.get_backend_name())
         .update_query_dict(options)
         .render_as_string(hide_password=False)
     )
@@ -68,22 +97,24 @@ async def test_libpq_options_of_the_url_reach_the_server(database_url: str) -> N
     assert settings == ("catalogue-api", "4321ms")
 
 
-@postgres_only
+@pytest.mark.skipif(BACKEND not in TLS, reason="SQLite has no server to encrypt for")
 async def test_a_url_that_requires_tls_gets_it_or_no_connection(database_url: str) -> None:
-    """``sslmode=require`` gets an encrypted connection where the server offers TLS, and no
-    connection where it does not: nothing goes in the clear. ``sslmode=disable`` never
-    encrypts. (The suite runs on a server that offers TLS in continuous integration.)"""
+    """``sslmode=require`` (PostgreSQL) or ``ssl_mode=REQUIRED`` (MySQL) gets an encrypted
+    connection where the server offers TLS, and no connection where it does not: nothing
+    goes in the clear. Disabled, TLS is never used. (Continuous integration runs the suite
+    on servers that offer TLS.)"""
+    tls = TLS[BACKEND]
 
-    def engine(sslmode: str) -> AsyncEngine:
-        return relational_engine(driven_url(with_options(database_url, sslmode=sslmode)), timeout=5)
+    def engine(options: dict[str, str]) -> AsyncEngine:
+        return relational_engine(driven_url(with_options(database_url, **options)), timeout=5)
 
-    assert await _first_row(engine("disable"), ENCRYPTED) == (False,)
-    (offered,) = await _first_row(engine("prefer"), "SHOW ssl")
-    if offered == "on":
-        assert await _first_row(engine("require"), ENCRYPTED) == (True,)
+    assert await _first_row(engine(tls.disabled), tls.encrypted) == (False,)
+    (offered,) = await _first_row(engine(tls.disabled), tls.offered)
+    if offered:
+        assert await _first_row(engine(tls.required), tls.encrypted) == (True,)
     else:
-        with pytest.raises(ConnectionError, match="rejected SSL upgrade"):
-            await _first_row(engine("require"), ENCRYPTED)
+        with pytest.raises((ConnectionError, OperationalError)):
+            await _first_row(engine(tls.required), tls.encrypted)
 
 
 def test_the_options_asyncpg_refuses_as_arguments_are_handed_over_as_libpq_reads_them() -> None:
@@ -102,9 +133,28 @@ def test_the_options_asyncpg_refuses_as_arguments_are_handed_over_as_libpq_reads
     assert unlimited["timeout"] == 5
 
 
+def test_mysql_tls_modes_are_read_as_mysql_reads_them() -> None:
+    url = make_url("mysql+asyncmy://gateway@db.example/catalogue?charset=utf8mb4")
+    required = url.update_query_dict({"ssl-mode": "REQUIRED"})
+    read, arguments = mysql_dialect.connection(required, timeout=5)
+    assert dict(read.query) == {"charset": "utf8mb4"}
+    # Encrypted, the certificate unchecked: nothing to check it against.
+    assert arguments["ssl"].verify_mode is ssl.CERT_NONE
+    verified = url.update_query_dict({"ssl_mode": "verify_identity"})
+    context = mysql_dialect.connection(verified, timeout=5)[1]["ssl"]
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+    disabled = mysql_dialect.connection(url.update_query_dict({"ssl_mode": "DISABLED"}), 5)
+    assert "ssl" not in disabled[1]
+
+
 def test_a_url_whose_options_cannot_be_read_is_refused_with_the_settings() -> None:
     with pytest.raises(ValueError, match="connect_timeout='soon' is not a number of seconds"):
         Settings(database_url="postgres://gateway@db.example/catalogue?connect_timeout=soon")
+    # MySQL's client would fall back to no TLS where the server offers none; the driver
+    # cannot.
+    with pytest.raises(ValueError, match="ssl_mode=PREFERRED: the driver cannot fall back"):
+        Settings(database_url="mysql://gateway@db.example/catalogue?ssl-mode=PREFERRED")
 
 
 @pytest.fixture
@@ -174,3 +224,19 @@ def test_connections_over_tls_are_counted_and_noted_as_any(traced: bool) -> None
     assert issubclass(pool.connection_class, RoundTripCounting)
     assert issubclass(pool.connection_class, CommandNoting) is traced
     assert pool.connection_kwargs["db"] == 2
+
+
+def test_connections_over_tls_share_one_context_per_set_of_options() -> None:
+    """Made for each connection, as the driver does, a context loaded the system's
+    certificate authorities again: ten times the processor time of the rest of a new
+    connection over TLS."""
+
+    def context(url: str) -> object:
+        connection = redis_pool(url, timeout=5, traced=False).make_connection()
+        assert isinstance(connection, SSLConnection)
+        return connection.ssl_context
+
+    first = context("rediss://cache.example:6380/0")
+    assert context("rediss://cache.example:6380/0") is first
+    assert context("rediss://cache.example:6380/1") is first
+    assert context("rediss://cache.example:6380/0?ssl_cert_reqs=none") is not first
