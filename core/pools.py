@@ -17,7 +17,7 @@ from typing import Any
 
 from pymongo import monitoring
 from redis.asyncio import BlockingConnectionPool
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, RedisSSLContext, SSLConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
@@ -48,7 +48,29 @@ class TimedQueuePool(AsyncAdaptedQueuePool):
                 _postgres_waited(waited)
 
 
+# The process's TLS contexts for Redis, by their options: the driver makes one for each
+# connection, loading the system's certificate authorities again, about 20 ms of processor
+# time each. Certificate files are read once, then: a rotated one at the next start.
+_TLS_CONTEXTS: dict[tuple[object, ...], RedisSSLContext] = {}
+
+
+def _shared(context: RedisSSLContext) -> RedisSSLContext:
+    options = tuple(
+        tuple(value) if isinstance(value, list) else value
+        for value in (
+            getattr(context, name) for name in RedisSSLContext.__slots__ if name != "context"
+        )
+    )
+    return _TLS_CONTEXTS.setdefault(options, context)
+
+
 class TimedConnectionPool(BlockingConnectionPool):
+    def make_connection(self) -> AbstractConnection:
+        connection: AbstractConnection = super().make_connection()  # type: ignore[no-untyped-call]
+        if isinstance(connection, SSLConnection):
+            connection.ssl_context = _shared(connection.ssl_context)
+        return connection
+
     async def get_connection(self, *args: Any, **options: Any) -> AbstractConnection:
         started = perf_counter()
         try:

@@ -24,7 +24,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from sqlalchemy import make_url
 
-from core.connections import Connections, open_connections
+from core.connections import Connections, open_connections, redis_pool
 from core.settings import Settings
 from core.store_urls import StoreUrls
 from datasources import document_migrations
@@ -194,7 +194,7 @@ async def mongo_database(store_urls: StoreUrls) -> AsyncIterator[str]:
 async def redis_url(store_urls: StoreUrls) -> str:
     assert store_urls.redis_url is not None
     url = str(make_url(store_urls.redis_url).set(database=str(TEST_REDIS_DATABASE)))
-    client = Redis.from_url(url)
+    client = Redis.from_pool(redis_pool(url, timeout=30, traced=False))
     await client.flushdb()
     await client.aclose()
     return url
