@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import (
+    Connection,
+    RedisSSLContext,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -101,26 +106,33 @@ class EntryReader:
         handshake: list[bytes],
         timeout: float,
         kept: int,
+        tls: RedisSSLContext | None = None,
     ) -> None:
         # Where the server is, or the pool whose sentinels say where the master is.
         self._address = address
         self._handshake = handshake
+        # The context of the driver's own connections, where they are over TLS.
+        self._tls = tls
         self._timeout = timeout
         self._kept = kept
         self._idle: list[_Connection] = []
 
     @classmethod
     def of(cls, redis: Redis, *, timeout: float, kept: int) -> EntryReader | None:
-        """A reader for the server ``redis`` talks to; None where its connections are not
-        plain TCP or Unix sockets (TLS), or speak RESP3."""
+        """A reader for the server ``redis`` talks to, over TCP, TLS or a Unix socket;
+        None where its connections speak RESP3."""
         pool = redis.connection_pool
         options = pool.connection_kwargs
         if options.get("protocol") not in (None, 2, "2"):
             return None
         address: Address | SentinelConnectionPool
         kind = pool.connection_class
+        tls = None
         if issubclass(kind, SSLConnection):
-            return None
+            # The pool's own context, made once for the pool's connections (core/pools.py).
+            connection = pool.make_connection()  # type: ignore[no-untyped-call]
+            assert isinstance(connection, SSLConnection)
+            tls = connection.ssl_context
         if isinstance(pool, SentinelConnectionPool):
             address = pool
         elif issubclass(kind, UnixDomainSocketConnection):
@@ -135,7 +147,7 @@ class EntryReader:
             handshake.append(_command("AUTH", *credentials, options["password"]))
         if int(options.get("db") or 0):
             handshake.append(_command("SELECT", str(options["db"])))
-        return cls(address=address, handshake=handshake, timeout=timeout, kept=kept)
+        return cls(address=address, handshake=handshake, timeout=timeout, kept=kept, tls=tls)
 
     async def read(self, digest: str) -> tuple[bytes | None, bytes]:
         connection = self._idle.pop() if self._idle else None
@@ -179,7 +191,8 @@ class EntryReader:
         if isinstance(address, str):
             reader, writer = await asyncio.open_unix_connection(address, limit=2**20)
         else:
-            reader, writer = await asyncio.open_connection(*address, limit=2**20)
+            tls = self._tls.get() if self._tls is not None else None
+            reader, writer = await asyncio.open_connection(*address, limit=2**20, ssl=tls)
         for command in self._handshake:
             writer.write(command)
             reply = await _line(reader)

@@ -411,6 +411,21 @@ async def test_the_hit_path_reads_what_redis_py_wrote_in_any_database(
             reader.close()
 
 
+async def test_the_hit_path_reaches_the_given_redis_as_the_driver_does(
+    connections: Connections,
+) -> None:
+    """Over TCP in the default run, over TLS in continuous integration's run on the
+    distribution's Redis (see .ci/run): hits are read past the driver either way."""
+    reader = EntryReader.of(connections.redis, timeout=5.0, kept=1)
+    assert reader is not None
+    try:
+        await connections.redis.set(entry_key("given"), b"entry")
+        await connections.redis.set(EPOCH, 3)
+        assert await reader.read("given") == (b"entry", b"3")
+    finally:
+        reader.close()
+
+
 async def test_an_entry_kept_under_a_second_spelling_lives_no_longer(
     settings: Settings, call: Caller
 ) -> None:

@@ -55,7 +55,7 @@ TLS = {
     ),
     "mysql": Tls(
         required={"ssl_mode": "REQUIRED"},
-        disabled={"ssl-mode": "DISABLED"},
+        disabled={"ssl_mode": "DISABLED"},
         encrypted="SELECT VARIABLE_VALUE <> '' FROM information_schema.SESSION_STATUS"
         " WHERE VARIABLE_NAME = 'SSL_CIPHER'",
         offered="SELECT @@have_ssl = 'YES'",
