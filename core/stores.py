@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from enum import StrEnum
 from time import monotonic
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from core.outages import Outage
+from core.outages import Outage, causes
 from datasources.dialects import CONNECTION_FAILURES
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ _ANY_STORE = (OSError, TimeoutError)
 def unavailable(store: Store, error: BaseException) -> bool:
     """Whether ``error`` says that ``store`` could not be reached or did not answer in
     time, rather than that it refused the call (a constraint, a bad statement)."""
-    links = list(_chain(error))
+    links = list(causes(error))
     # A refusal answers for the store, whatever the driver reported it as.
     if any(isinstance(link, (IntegrityError, DataError)) for link in links):
         return False
@@ -81,16 +81,6 @@ def _unavailable(store: Store, error: BaseException) -> bool:
             isinstance(error, RuntimeError) and _raised_in(error, "pymongo")
         )
     return isinstance(error, RedisError)
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    link: BaseException | None = error
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        yield link
-        # SQLAlchemy keeps the driver's error as ``orig``, as well as its cause.
-        link = link.__cause__ or getattr(link, "orig", None)
 
 
 def _raised_in(error: BaseException, package: str) -> bool:

@@ -28,7 +28,7 @@ from gateway import metrics, tracing
 from gateway.cached_responses import EarlyHits
 from gateway.collector import collect_young_generation, tune_garbage_collector
 from gateway.cors import JSONErrorCORSMiddleware, OriginPolicy
-from gateway.health import healthz, readyz
+from gateway.health import Readiness, healthz
 from gateway.http import GraphQLOverHTTP
 from gateway.limits import Limits
 from gateway.live import Feeds
@@ -170,7 +170,7 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
             Route(GRAPHQL_PATH, graphql, methods=None),
             WebSocketRoute(GRAPHQL_PATH, graphql),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
-            Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            Route("/readyz", Readiness().answer, methods=["GET", "HEAD"]),
             Route("/metrics", metrics.scrape, methods=["GET", "HEAD"]),
             *page_routes(),
         ],

@@ -3,52 +3,82 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from core.connections import Connections
-from core.stores import completed_within
+from core.outages import Outage
+from core.stores import Store, completed_within
 from datasources.health import ping_mongo, ping_postgres, ping_redis
+
+logger = logging.getLogger(__name__)
 
 
 async def healthz(_: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-async def readyz(request: Request) -> JSONResponse:
-    connections: Connections = request.app.state.connections
-    timeout: float = request.app.state.settings.readiness_timeout
-    checks: dict[str, Callable[[], Awaitable[None]]] = {
-        "postgres": lambda: ping_postgres(engine=connections.engine),
-        "mongodb": lambda: ping_mongo(client=connections.mongo),
-        "redis": lambda: ping_redis(redis=connections.redis),
-    }
-    outcomes = await asyncio.gather(*(_check(check(), timeout) for check in checks.values()))
-    stores = dict(zip(checks, outcomes, strict=True))
-    failing = sorted(name for name, outcome in stores.items() if outcome != "ok")
-    # Whether requests meet each store's fields failing at once (see core/stores.py).
-    circuits = {
-        store.value: "open" if circuit.is_open else "closed"
-        for store, circuit in connections.circuits.items()
-    }
-    return JSONResponse(
-        {
-            "status": "unavailable" if failing else "ready",
-            "stores": stores,
-            "failing": failing,
-            "circuits": circuits,
-        },
-        status_code=503 if failing else 200,
-    )
+class Readiness:
+    """``/readyz``: whether every store answers in time. The answer names a failure's kind
+    only; the log says why, in the driver's words, once when a store starts failing and
+    once when it answers again, however often the probe asks."""
+
+    def __init__(self) -> None:
+        self._outages = {
+            store: Outage(
+                logger,
+                began=f"not ready: {store} does not answer",
+                ended=f"{store} answers the readiness probe again",
+            )
+            for store in (store.value for store in Store)
+        }
+
+    async def answer(self, request: Request) -> JSONResponse:
+        connections: Connections = request.app.state.connections
+        timeout: float = request.app.state.settings.readiness_timeout
+        checks: dict[str, Callable[[], Awaitable[None]]] = {
+            "postgres": lambda: ping_postgres(engine=connections.engine),
+            "mongodb": lambda: ping_mongo(client=connections.mongo),
+            "redis": lambda: ping_redis(redis=connections.redis),
+        }
+        errors = await asyncio.gather(*(_check(check(), timeout) for check in checks.values()))
+        stores = {}
+        for store, error in zip(checks, errors, strict=True):
+            if error is None:
+                self._outages[store].recovered()
+                stores[store] = "ok"
+            else:
+                self._outages[store].failed(error)
+                stores[store] = (
+                    str(error)
+                    if isinstance(error, TimeoutError)
+                    else f"error: {type(error).__name__}"
+                )
+        failing = sorted(name for name, outcome in stores.items() if outcome != "ok")
+        # Whether requests meet each store's fields failing at once (see core/stores.py).
+        circuits = {
+            store.value: "open" if circuit.is_open else "closed"
+            for store, circuit in connections.circuits.items()
+        }
+        return JSONResponse(
+            {
+                "status": "unavailable" if failing else "ready",
+                "stores": stores,
+                "failing": failing,
+                "circuits": circuits,
+            },
+            status_code=503 if failing else 200,
+        )
 
 
-async def _check(probe: Awaitable[None], seconds: float) -> str:
+async def _check(probe: Awaitable[None], seconds: float) -> Exception | None:
     try:
         await completed_within(probe, seconds)
     except TimeoutError:
-        return f"no answer within {seconds:g}s"
+        return TimeoutError(f"no answer within {seconds:g}s")
     except Exception as error:
-        return f"error: {type(error).__name__}"
-    return "ok"
+        return error
+    return None

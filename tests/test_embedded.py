@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -192,8 +193,10 @@ async def store_to_stop(
 
 
 async def test_readyz_names_the_store_that_stopped(
-    store_to_stop: tuple[str, Settings, EmbeddedStores],
+    store_to_stop: tuple[str, Settings, EmbeddedStores], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The answer names the store and the kind of failure; the log says why, in the
+    driver's words, once however often the probe asks."""
     name, settings, own = store_to_stop
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -202,13 +205,22 @@ async def test_readyz_names_the_store_that_stopped(
             healthy = await client.get("/readyz")
             assert healthy.status_code == 200, healthy.json()
             own.stop()
-            response = await client.get("/readyz")
-    body = response.json()
-    assert response.status_code == 503, body
+            with caplog.at_level(logging.WARNING, logger="gateway.health"):
+                responses = [await client.get("/readyz") for _ in range(3)]
+    body = responses[-1].json()
+    assert responses[-1].status_code == 503, body
     assert body["status"] == "unavailable"
     assert body["failing"] == [name]
     assert body["stores"][name] != "ok"
     assert all(body["stores"][other] == "ok" for other in body["stores"] if other != name)
+    logged = [record.getMessage() for record in caplog.records if record.name == "gateway.health"]
+    assert len(logged) == 1, logged
+    began, _, why = logged[0].partition(" (")
+    assert began == f"not ready: {name} does not answer"
+    # The driver's kind of error and its message, which no answer carries.
+    _, _, message = why.removesuffix(")").partition(": ")
+    assert message
+    assert all(message not in response.text for response in responses)
 
 
 def test_an_existing_data_directory_keeps_its_mode(tmp_path: Path) -> None:

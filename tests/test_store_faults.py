@@ -4,6 +4,7 @@ without being cancelled, and API keys that do not need PostgreSQL for every requ
 
 from __future__ import annotations
 
+import logging
 from time import monotonic
 from typing import Any
 
@@ -59,8 +60,12 @@ def _documents_failed(body: dict[str, Any]) -> bool:
 
 
 async def test_a_down_store_fails_its_fields_at_once_until_a_probe_finds_it_back(
-    settings: Settings, call: Caller, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    call: Caller,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="core.stores")
     failing = FailingDocuments(documents_by_report)
     monkeypatch.setattr("core.sources.documents_by_report", failing)
     monkeypatch.setattr("core.stores.OPEN_FOR", 3600.0)
@@ -91,6 +96,12 @@ async def test_a_down_store_fails_its_fields_at_once_until_a_probe_finds_it_back
 
         await eventually(answered)
         assert (await client.get("/readyz")).json()["circuits"]["mongodb"] == "closed"
+    # Once as it went down, with the driver's words, and once as it came back.
+    assert [record.getMessage() for record in caplog.records if record.name == "core.stores"] == [
+        "mongodb is unavailable: its fields fail at once until it answers"
+        " (ServerSelectionTimeoutError: no server is available)",
+        "mongodb answers again",
+    ]
 
 
 async def test_a_hung_read_is_answered_at_the_store_timeout_and_left_to_finish(
