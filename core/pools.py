@@ -48,6 +48,11 @@ class TimedQueuePool(AsyncAdaptedQueuePool):
                 _postgres_waited(waited)
 
 
+# SQLAlchemy names a pool's logger after its class, and quiets its own pools' (under
+# "sqlalchemy") to warnings: this one's would write its state at each shutdown.
+logging.getLogger(f"{__name__}.{TimedQueuePool.__name__}").setLevel(logging.WARNING)
+
+
 # The process's TLS contexts for Redis, by their options: the driver makes one for each
 # connection, loading the system's certificate authorities again, about 20 ms of processor
 # time each. Certificate files are read once, then: a rotated one at the next start.

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import subprocess
 import sys
 from importlib.metadata import entry_points, version
@@ -208,3 +209,17 @@ async def test_redis_is_told_which_gateway_each_connection_is(connections: Conne
         pytest.skip("Redis keeps clients' names from 7.2 on")
     assert named["lib-name"] == f"redis-py({SERVICE_NAME}_v{__version__})"
     assert named["lib-ver"] == version("redis")
+
+
+async def test_a_shutdown_logs_no_state_of_the_pools(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pool's dispose is SQLAlchemy's to log, at a level its own pools keep quiet."""
+    caplog.set_level(logging.INFO)
+    async with lifespan_client(create_app(settings)) as client:
+        assert (
+            await client.post("/graphql", json={"query": "{ institutions { totalCount } }"})
+        ).status_code == 200
+    assert [
+        record.getMessage() for record in caplog.records if record.name.startswith("core.pools")
+    ] == []
