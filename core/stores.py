@@ -83,6 +83,24 @@ def _unavailable(store: Store, error: BaseException) -> bool:
     return isinstance(error, RedisError)
 
 
+# The packages whose errors are each store's: its drivers, and what wraps them.
+_PACKAGES = {
+    Store.POSTGRES: ("sqlalchemy", "asyncpg", "asyncmy", "aiosqlite"),
+    Store.MONGODB: ("pymongo",),
+    Store.REDIS: ("redis",),
+}
+
+
+def unreachable_store(error: BaseException) -> Store | None:
+    """The store that ``error`` says could not be reached (as ``unavailable`` reads it),
+    named by the package that raised it; None for any other error."""
+    for link in causes(error):
+        for store, packages in _PACKAGES.items():
+            if any(_raised_in(link, package) for package in packages):
+                return store if unavailable(store, error) else None
+    return None
+
+
 def _raised_in(error: BaseException, package: str) -> bool:
     traceback = error.__traceback__
     while traceback is not None:

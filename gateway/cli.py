@@ -13,15 +13,17 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from core.auth import KEY_CHECKED_FOR
+from core.outages import reason
 from core.settings import Settings
 from core.store_urls import StoreUrls
+from core.stores import unreachable_store
 from datasources import api_keys
 from datasources.models import Role
 from datasources.persisted_queries import allow_queries
 from gateway import migrate
 from gateway.embedded import DataDirectoryInUseError, EmbeddedStores
 from gateway.embedded.process import ServerStartError
-from gateway.runtime import running_stores
+from gateway.runtime import UnreachableStoreError, running_stores
 from gateway.server import configure_logging, serve
 
 
@@ -36,8 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings)
     try:
         result: int = arguments.handler(arguments, settings)
-    except (DataDirectoryInUseError, ServerStartError) as error:
+    except (DataDirectoryInUseError, ServerStartError, UnreachableStoreError) as error:
         print(f"gateway: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        # A store that refuses the connection, its TLS or its password is the operator's
+        # to fix, from one line; any other error is a bug, with its traceback.
+        store = unreachable_store(error)
+        if store is None:
+            raise
+        print(f"gateway: {store} does not answer ({reason(error)})", file=sys.stderr)
         return 1
     return result
 

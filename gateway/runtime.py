@@ -12,10 +12,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from core.connections import Connections, open_connections
+from core.outages import reason
 from core.response_cache import ResponseCache
 from core.settings import Settings
 from core.sources import SNAPSHOT_TAG
 from core.store_urls import StoreUrls
+from core.stores import unreachable_store
 from core.waiting import set_within
 from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import take_turn
@@ -81,10 +83,28 @@ async def connected_stores(
     connections = open_connections(settings, urls)
     try:
         if apply_migrations:
-            await migrate.upgrade(connections.engine, connections.documents)
+            await _migrated(connections)
         yield connections
     finally:
         await connections.close()
+
+
+class UnreachableStoreError(Exception):
+    """A store the process cannot start without did not answer."""
+
+
+async def _migrated(connections: Connections) -> None:
+    try:
+        await migrate.upgrade(connections.engine, connections.documents)
+    except Exception as error:
+        store = unreachable_store(error)
+        if store is None:
+            raise
+        # Raised from nothing: the server's start-up prints the traceback of what stopped
+        # it, and the driver's frames would bury the one line that says why.
+        raise UnreachableStoreError(
+            f"cannot apply migrations: {store} does not answer ({reason(error)})"
+        ) from None
 
 
 async def refresh_counter_snapshots(

@@ -20,8 +20,9 @@ from core.settings import Settings
 from gateway import SERVICE_NAME, __version__, collector
 from gateway.app import create_app
 from gateway.embedded.process import LOOPBACK
+from gateway.runtime import UnreachableStoreError
 from tests.clients import Caller, lifespan_client, serving
-from tests.databases import several_hosts
+from tests.databases import needs_server, several_hosts
 from tests.ports import own_port
 from tests.waiting import eventually
 
@@ -223,3 +224,24 @@ async def test_a_shutdown_logs_no_state_of_the_pools(
     assert [
         record.getMessage() for record in caplog.records if record.name.startswith("core.pools")
     ] == []
+
+
+@needs_server("a file always answers")
+async def test_a_gateway_that_cannot_reach_its_database_to_migrate_says_why_in_one_line(
+    settings: Settings,
+) -> None:
+    """In development, start-up applies the migrations: where the database does not
+    answer, what stops the start says so, with the driver's reason and none of its frames."""
+    unreachable = make_url(str(settings.database_url)).set(host=LOOPBACK, port=own_port())
+    application = create_app(
+        settings.model_copy(
+            update={"database_url": unreachable.render_as_string(hide_password=False)}
+        )
+    )
+    with pytest.raises(UnreachableStoreError) as stopped:
+        async with lifespan_client(application):
+            pass
+    message = str(stopped.value)
+    assert message.startswith("cannot apply migrations: postgres does not answer (")
+    assert str(unreachable.port) in message
+    assert stopped.value.__suppress_context__
