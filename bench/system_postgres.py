@@ -58,9 +58,10 @@ class Cluster:
 
 
 @contextmanager
-def running_cluster(directory: Path) -> Iterator[Cluster]:
+def running_cluster(directory: Path, *settings: str) -> Iterator[Cluster]:
     """The cluster in ``directory`` (created there if it has none), started for the block
-    and stopped after it; the directory itself is the caller's to keep or remove."""
+    with the server's ``settings`` (``ssl=on``...) and stopped after it; the directory
+    itself is the caller's to keep or remove."""
     data = directory / "data"
     if os.geteuid() == 0:
         directory.mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,7 @@ def running_cluster(directory: Path) -> Iterator[Cluster]:
     _run(
         pg_ctl,
         *("-D", str(data), "-l", str(directory / "server.log"), "-w"),
-        *("-o", f"-p {cluster.port} -h 127.0.0.1 -k {directory}"),
+        *("-o", " ".join([f"-p {cluster.port} -h 127.0.0.1 -k {directory}", *settings])),
         "start",
     )
     try:
