@@ -112,34 +112,38 @@ async def advance_sequence(connection: AsyncConnection, *, table: Table) -> None
 upsert_existing_counters = counters_of_existing_reports(upsert_rows)
 
 
-# MySQL's client options for TLS, as hosting platforms write them into URLs.
-_TLS_MODE_OPTIONS = ("ssl_mode", "ssl-mode")
-_TLS_FILE_OPTIONS = ("ssl_ca", "ssl_capath", "ssl_cert", "ssl_key")
+# The TLS options of a URL: MySQL's client spells them with hyphens (``ssl-mode``,
+# ``ssl-ca``), SQLAlchemy with underscores; ``ssl_mode`` is the client's alone.
+_TLS_OPTIONS = (
+    "ssl_mode", "ssl_ca", "ssl_capath", "ssl_cert", "ssl_key", "ssl_cipher", "ssl_check_hostname",
+)  # fmt: skip
 
 
 def connection(url: URL, timeout: float) -> tuple[URL, dict[str, Any]]:
-    """``ssl_mode`` (or ``ssl-mode``), as MySQL's own client reads it: asyncmy takes no such
-    argument, and SQLAlchemy would pass it on. Without it, ``ssl_ca`` and the other
-    options of SQLAlchemy's own verify the server's certificate and name."""
+    """``ssl_mode``, as MySQL's own client reads it, with the files and ciphers it names:
+    asyncmy takes no such argument, and SQLAlchemy would pass it on. Without it,
+    SQLAlchemy's own options (``ssl_ca``...) check the server's certificate and name."""
     arguments: dict[str, Any] = {"connect_timeout": max(1, round(timeout))}
-    modes = [url.query[option] for option in _TLS_MODE_OPTIONS if option in url.query]
-    if not modes:
-        return url, arguments
-    files = {option: url.query[option] for option in _TLS_FILE_OPTIONS if option in url.query}
-    context = _tls_context(
-        _last(modes[-1]), {option: _last(value) for option, value in files.items()}
-    )
+    spelled = {name: name.replace("-", "_") for name in url.query}
+    tls = {
+        spelled[name]: value if isinstance(value, str) else value[-1]
+        for name, value in url.query.items()
+        if spelled[name] in _TLS_OPTIONS
+    }
+    url = url.difference_update_query([name for name in url.query if spelled[name] in tls])
+    if "ssl_mode" not in tls:
+        return url.update_query_dict(tls), arguments
+    if "ssl_check_hostname" in tls:
+        raise ValueError("ssl_check_hostname: ssl_mode says whether the server's name is checked")
+    context = _tls_context(tls.pop("ssl_mode"), tls)
     if context is not None:
         arguments["ssl"] = context
-    return url.difference_update_query([*_TLS_MODE_OPTIONS, *_TLS_FILE_OPTIONS]), arguments
-
-
-def _last(value: str | tuple[str, ...]) -> str:
-    return value if isinstance(value, str) else value[-1]
+    return url, arguments
 
 
 def _tls_context(mode: str, files: dict[str, str]) -> ssl.SSLContext | None:
-    """A context for ``mode``; None for no TLS. ``REQUIRED`` encrypts without checking the
+    """A context for ``mode``, with the ``files`` and cipher list of the other options;
+    None for no TLS. ``REQUIRED`` encrypts without checking the
     certificate unless given a CA to check it against, as MySQL's client does;
     ``VERIFY_CA`` checks it; ``VERIFY_IDENTITY`` checks it and the server's name."""
     named = mode.upper().replace("-", "_")
@@ -159,8 +163,10 @@ def _tls_context(mode: str, files: dict[str, str]) -> ssl.SSLContext | None:
         )
         if "ssl_cert" in files:
             context.load_cert_chain(files["ssl_cert"], files.get("ssl_key"))
+        if "ssl_cipher" in files:
+            context.set_ciphers(files["ssl_cipher"])
     except (OSError, ssl.SSLError) as error:
-        raise ValueError(f"ssl_mode={mode}: cannot load a certificate or key: {error}") from None
+        raise ValueError(f"ssl_mode={mode}: {error}") from None
     context.check_hostname = named == "VERIFY_IDENTITY"
     if named == "REQUIRED" and authority is None:
         context.verify_mode = ssl.CERT_NONE

@@ -3,6 +3,7 @@ upserts, sequences (see datasources/dialects.py)."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -83,36 +84,92 @@ async def create_database_from_template(
 
 
 # The options of a URL that SQLAlchemy reads itself (several hosts, its statement cache) or
-# hands to asyncpg as arguments it takes.
-_READ_BY_SQLALCHEMY = frozenset({"host", "port", "prepared_statement_cache_size", "ssl"})
+# hands to asyncpg as arguments it takes as written.
+_READ_BY_SQLALCHEMY = frozenset(
+    {"host", "port", "prepared_statement_cache_size", "ssl", "servicefile"}
+)
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# libpq's options for what asyncpg does its own way (keeping the connection alive, naming
+# the server to TLS), left unread whatever their value; and those left unread at the
+# values that ask for nothing (libpq's defaults among them).
+_LEFT = frozenset(
+    {
+        "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+        "tcp_user_timeout", "sslsni", "sslcompression", "fallback_application_name",
+    }
+)  # fmt: skip
+_LEFT_AT = {
+    "channel_binding": ("disable", "prefer"),
+    "gssencmode": ("disable", "prefer"),
+    "sslcertmode": ("disable", "allow"),
+    "load_balance_hosts": ("disable",),
+}
+# Options that asyncpg cannot honour, or that the gateway sets itself: each would be a
+# requirement dropped without a word.
+_REFUSED = {
+    "require_auth": "the driver cannot restrict how the server authenticates it",
+    "requirepeer": "the driver cannot check the server's user on a Unix socket",
+    "hostaddr": "name the server's address as the host",
+    "sslcrldir": "give the revocation list as one file, sslcrl",
+    "gssdelegation": "the driver does not delegate GSS credentials",
+    "replication": "the gateway does not stream replication",
+    "requiressl": "say sslmode=require",
+    "direct_tls": "say sslnegotiation=direct",
+    "timeout": "GATEWAY_STORE_TIMEOUT sets it",
+    "command_timeout": "GATEWAY_STORE_TIMEOUT sets it",
+}
 
 
 def connection(url: URL, timeout: float) -> tuple[URL, dict[str, Any]]:
     """The URL's options as libpq reads them (``sslmode``, ``sslrootcert``,
     ``application_name``, ``target_session_attrs``...), as PostgreSQL's hosting platforms
     hand them out: asyncpg reads those from a DSN only, and SQLAlchemy would pass them as
-    arguments that asyncpg refuses. Other options are sent to the server as settings, as
-    asyncpg does with a DSN's."""
+    arguments that asyncpg refuses. Options libpq does not know are sent to the server as
+    settings, as asyncpg does with a DSN's. ValueError for an option the driver cannot
+    honour, or a value it cannot read."""
     arguments: dict[str, Any] = {
         "timeout": timeout,
         "command_timeout": timeout,
         # Timestamps are read as text (see configure): in UTC, as the API gives them.
         "server_settings": {"timezone": "UTC"},
     }
-    libpq = {name: value for name, value in url.query.items() if name not in _READ_BY_SQLALCHEMY}
-    # libpq's one option that asyncpg takes by another name: a server refuses it as a setting.
+    libpq = {
+        name: value if isinstance(value, str) else value[-1]
+        for name, value in url.query.items()
+        if name not in _READ_BY_SQLALCHEMY
+    }
+    for name, value in list(libpq.items()):
+        if name in _REFUSED:
+            raise ValueError(f"{name}: not supported ({_REFUSED[name]})")
+        if name in _LEFT_AT and value not in _LEFT_AT[name]:
+            raise ValueError(f"{name}={value}: not supported by the driver (asyncpg)")
+        if name in _LEFT or name in _LEFT_AT:
+            del libpq[name]
+    if libpq.get("sslmode", "prefer") not in SSL_MODES:
+        raise ValueError(f"sslmode={libpq['sslmode']!r}: one of {', '.join(SSL_MODES)}")
+    if libpq.get("sslrootcert") == "system":
+        arguments["ssl"] = _system_authorities(libpq.pop("sslmode", "verify-full"))
+        del libpq["sslrootcert"]
+    # libpq's one option that asyncpg takes by another name.
     if "connect_timeout" in libpq:
         arguments["timeout"] = _connect_timeout(libpq.pop("connect_timeout"), timeout)
     if libpq:
         # No host in the DSN: the arguments SQLAlchemy makes of the URL name them.
-        arguments["dsn"] = "postgresql://?" + urlencode(libpq, doseq=True)
+        arguments["dsn"] = "postgresql://?" + urlencode(libpq)
     return url.difference_update_query(set(url.query) - _READ_BY_SQLALCHEMY), arguments
 
 
-def _connect_timeout(option: str | tuple[str, ...], timeout: float) -> float:
-    """libpq's ``connect_timeout``, in seconds; as libpq, 0 or less sets no limit of its
-    own, which leaves the store timeout's."""
-    value = option if isinstance(option, str) else option[-1]
+def _system_authorities(sslmode: str) -> ssl.SSLContext:
+    """``sslrootcert=system``, as libpq 16 reads it: the server's certificate and name
+    checked against the system's authorities, which only ``verify-full`` does."""
+    if sslmode != "verify-full":
+        raise ValueError(f"sslrootcert=system: sslmode={sslmode} checks less than verify-full")
+    return ssl.create_default_context()
+
+
+def _connect_timeout(value: str, timeout: float) -> float:
+    """libpq's ``connect_timeout``, in seconds, for the whole attempt (every host of the
+    URL's); as libpq, 0 or less sets no limit of its own, which leaves the store timeout's."""
     try:
         seconds = float(value)
     except ValueError:

@@ -133,6 +133,27 @@ def test_the_options_asyncpg_refuses_as_arguments_are_handed_over_as_libpq_reads
     assert unlimited["timeout"] == 5
 
 
+def test_libpq_options_the_driver_cannot_keep_are_refused_and_harmless_ones_left() -> None:
+    url = make_url("postgresql+asyncpg://gateway@db.example/catalogue?sslmode=require")
+    left = url.update_query_dict({"keepalives_idle": "30", "channel_binding": "prefer"})
+    assert postgres_dialect.connection(left, 5)[1]["dsn"] == "postgresql://?sslmode=require"
+    for refused, reason in (
+        ({"channel_binding": "require"}, "channel_binding=require: not supported"),
+        ({"require_auth": "scram-sha-256"}, "require_auth: not supported"),
+        ({"sslmode": "required"}, "sslmode='required': one of disable, allow, prefer"),
+        ({"sslrootcert": "system"}, "sslrootcert=system: sslmode=require checks less"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            postgres_dialect.connection(url.update_query_dict(refused), 5)
+    # libpq 16's word for the system's authorities, which asyncpg reads as a file's name.
+    system = url.update_query_dict({"sslmode": "verify-full", "sslrootcert": "system"})
+    read, arguments = postgres_dialect.connection(system, 5)
+    assert arguments["ssl"].verify_mode is ssl.CERT_REQUIRED
+    assert arguments["ssl"].check_hostname
+    assert "dsn" not in arguments
+    assert dict(read.query) == {}
+
+
 def test_mysql_tls_modes_are_read_as_mysql_reads_them() -> None:
     url = make_url("mysql+asyncmy://gateway@db.example/catalogue?charset=utf8mb4")
     required = url.update_query_dict({"ssl-mode": "REQUIRED"})
@@ -144,8 +165,24 @@ def test_mysql_tls_modes_are_read_as_mysql_reads_them() -> None:
     context = mysql_dialect.connection(verified, timeout=5)[1]["ssl"]
     assert context.verify_mode is ssl.CERT_REQUIRED
     assert context.check_hostname
-    disabled = mysql_dialect.connection(url.update_query_dict({"ssl_mode": "DISABLED"}), 5)
-    assert "ssl" not in disabled[1]
+    # Disabled, nothing of TLS is left for the driver, a cipher list included.
+    disabled = url.update_query_dict({"ssl_mode": "DISABLED", "ssl_cipher": "AES128-SHA"})
+    read, arguments = mysql_dialect.connection(disabled, 5)
+    assert "ssl" not in arguments
+    assert dict(read.query) == {"charset": "utf8mb4"}
+    ciphered = url.update_query_dict(
+        {"ssl-mode": "VERIFY_CA", "ssl-cipher": "ECDHE-ECDSA-AES128-GCM-SHA256"}
+    )
+    offered = {
+        cipher["name"] for cipher in mysql_dialect.connection(ciphered, 5)[1]["ssl"].get_ciphers()
+    }
+    assert "ECDHE-ECDSA-AES128-GCM-SHA256" in offered
+    assert "ECDHE-RSA-AES256-GCM-SHA384" not in offered
+    # Without a mode, the client's spelling of SQLAlchemy's options is SQLAlchemy's.
+    hyphened = url.update_query_dict({"ssl-ca": "/etc/ssl/db-ca.pem"})
+    assert mysql_dialect.connection(hyphened, 5)[0].query["ssl_ca"] == "/etc/ssl/db-ca.pem"
+    with pytest.raises(ValueError, match="ssl_check_hostname: ssl_mode says"):
+        mysql_dialect.connection(verified.update_query_dict({"ssl_check_hostname": "false"}), 5)
 
 
 def test_a_url_whose_options_cannot_be_read_is_refused_with_the_settings() -> None:
