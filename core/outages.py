@@ -3,6 +3,7 @@ ends, not once per request that meets it; the log says why, in the driver's word
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 
@@ -41,11 +42,15 @@ def causes(error: BaseException) -> Iterator[BaseException]:
 
 
 def reason(error: BaseException) -> str:
-    """Why a call failed, for the operator's log, never a client's answer: the innermost
-    error's kind and message, the driver's own. The errors wrapped around it add nothing
-    but, for SQLAlchemy's, the statement and its parameters."""
-    *_, innermost = causes(error)
-    message = " ".join(str(innermost).split())
+    """Why a call failed, for the operator's log, never a client's answer: the kind and
+    message of the innermost error that has one, the driver's own. The errors wrapped
+    around it add nothing but, for SQLAlchemy's, the statement and its parameters; a
+    timeout is raised from a cancellation, which says nothing."""
+    links = [link for link in causes(error) if not isinstance(link, asyncio.CancelledError)]
+    told = [link for link in links if str(link).strip()] or links or [error]
+    innermost = told[-1]
+    # Redis echoes the arguments of a command it does not know: a password, for HELLO.
+    message = " ".join(str(innermost).split()).split(", with args beginning with:")[0]
     if len(message) > REASON_LENGTH:
         message = message[: REASON_LENGTH - 1] + "…"
     return f"{type(innermost).__name__}: {message}" if message else type(innermost).__name__

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sysconfig
 from collections.abc import Awaitable
 from enum import StrEnum
 from time import monotonic
@@ -89,15 +90,48 @@ _PACKAGES = {
     Store.MONGODB: ("pymongo",),
     Store.REDIS: ("redis",),
 }
+_STANDARD_LIBRARY = sysconfig.get_paths()["stdlib"]
 
 
 def unreachable_store(error: BaseException) -> Store | None:
-    """The store that ``error`` says could not be reached (as ``unavailable`` reads it),
-    named by the package that raised it; None for any other error."""
+    """The store that ``error`` says could not be reached (as ``unavailable`` reads it);
+    None for any other error."""
     for link in causes(error):
-        for store, packages in _PACKAGES.items():
-            if any(_raised_in(link, package) for package in packages):
-                return store if unavailable(store, error) else None
+        store = _raised_by(link)
+        if store is not None:
+            return store if unavailable(store, error) else None
+    return None
+
+
+def store_name(store: Store, backend: str) -> str:
+    """``store`` as its operator knows it: the relational store by its ``backend``'s name
+    (``mysql``, ``sqlite``) where that is not PostgreSQL, whose name the figures use."""
+    return backend if store is Store.POSTGRES and backend != "postgresql" else store.value
+
+
+def _raised_by(error: BaseException) -> Store | None:
+    """The store whose package raised ``error``: the innermost frame outside the standard
+    library (a socket's connect, a TLS handshake) decides; another package's, or ours,
+    raised it for reasons of its own."""
+    files = []
+    traceback = error.__traceback__
+    while traceback is not None:
+        files.append(traceback.tb_frame.f_code.co_filename)
+        traceback = traceback.tb_next
+    for name in reversed(files):
+        if name.startswith(_STANDARD_LIBRARY) and "-packages" not in name:
+            continue
+        return next(
+            (
+                store
+                for store, packages in _PACKAGES.items()
+                # Compiled modules name their sources from the package down.
+                if any(
+                    f"/{package}/" in name or name.startswith(f"{package}/") for package in packages
+                )
+            ),
+            None,
+        )
     return None
 
 

@@ -11,12 +11,13 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
+from sqlalchemy.engine import make_url
 
 from core.auth import KEY_CHECKED_FOR
 from core.outages import reason
 from core.settings import Settings
 from core.store_urls import StoreUrls
-from core.stores import unreachable_store
+from core.stores import store_name, unreachable_store
 from datasources import api_keys
 from datasources.models import Role
 from datasources.persisted_queries import allow_queries
@@ -47,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         store = unreachable_store(error)
         if store is None:
             raise
-        print(f"gateway: {store} does not answer ({reason(error)})", file=sys.stderr)
+        backend = make_url(settings.database_url or "postgresql://").get_backend_name()
+        print(
+            f"gateway: {store_name(store, backend)} does not answer ({reason(error)})",
+            file=sys.stderr,
+        )
         return 1
     return result
 

@@ -17,7 +17,7 @@ from core.response_cache import ResponseCache
 from core.settings import Settings
 from core.sources import SNAPSHOT_TAG
 from core.store_urls import StoreUrls
-from core.stores import unreachable_store
+from core.stores import store_name, unreachable_store
 from core.waiting import set_within
 from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import take_turn
@@ -102,8 +102,9 @@ async def _migrated(connections: Connections) -> None:
             raise
         # Raised from nothing: the server's start-up prints the traceback of what stopped
         # it, and the driver's frames would bury the one line that says why.
+        name = store_name(store, connections.engine.dialect.name)
         raise UnreachableStoreError(
-            f"cannot apply migrations: {store} does not answer ({reason(error)})"
+            f"cannot apply migrations: {name} does not answer ({reason(error)})"
         ) from None
 
 

@@ -17,12 +17,13 @@ from websockets.typing import Subprotocol
 from core import waiting
 from core.connections import Connections
 from core.settings import Settings
+from core.stores import Store, store_name
 from gateway import SERVICE_NAME, __version__, collector
 from gateway.app import create_app
 from gateway.embedded.process import LOOPBACK
 from gateway.runtime import UnreachableStoreError
 from tests.clients import Caller, lifespan_client, serving
-from tests.databases import needs_server, several_hosts
+from tests.databases import BACKEND, needs_server, several_hosts
 from tests.ports import own_port
 from tests.waiting import eventually
 
@@ -242,6 +243,7 @@ async def test_a_gateway_that_cannot_reach_its_database_to_migrate_says_why_in_o
         async with lifespan_client(application):
             pass
     message = str(stopped.value)
-    assert message.startswith("cannot apply migrations: postgres does not answer (")
+    name = store_name(Store.POSTGRES, BACKEND)
+    assert message.startswith(f"cannot apply migrations: {name} does not answer (")
     assert str(unreachable.port) in message
     assert stopped.value.__suppress_context__

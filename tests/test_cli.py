@@ -5,10 +5,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import make_url
 
 from core.settings import Settings
+from core.stores import Store, store_name
 from gateway import cli
 from gateway.embedded.process import LOOPBACK
 from gateway.migrate import alembic_config
-from tests.databases import needs_server
+from tests.databases import BACKEND, needs_server
 from tests.ports import own_port
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -72,7 +73,7 @@ def test_a_store_that_does_not_answer_is_named_in_one_line(
     # The seed applies the migrations first, then writes to every store.
     assert cli.main(["seed", "--reports", "2", "--no-progress"]) == 1
     error = capsys.readouterr().err
-    assert f"{store} does not answer (" in error
+    assert f"{store_name(Store(store), BACKEND)} does not answer (" in error
     assert str(port) in error
     assert "Traceback" not in error
     assert len(error.splitlines()) == 1

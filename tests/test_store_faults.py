@@ -4,18 +4,22 @@ without being cancelled, and API keys that do not need PostgreSQL for every requ
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 from time import monotonic
 from typing import Any
 
 import asyncpg.exceptions
 import pytest
 from pymongo.errors import ServerSelectionTimeoutError
+from redis.exceptions import ResponseError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from core.connections import Connections
+from core.outages import reason
 from core.settings import Settings
-from core.stores import Store, unavailable
+from core.stores import Store, unavailable, unreachable_store
 from datasources.documents import documents_by_report
 from datasources.models import Role
 from gateway.app import create_app
@@ -35,6 +39,27 @@ def test_what_says_a_store_is_down() -> None:
     assert unavailable(Store.MONGODB, ServerSelectionTimeoutError("no server"))
     assert not unavailable(Store.MONGODB, RuntimeError("a bug of ours"))
     assert unavailable(Store.REDIS, ConnectionRefusedError())
+
+
+def test_an_error_is_a_stores_only_if_its_driver_raised_it(tmp_path: Path) -> None:
+    """An operating system's error is a store's when its driver met it (a refused
+    connection); not when other code did, under a store's call (a migration's file)."""
+    with pytest.raises(FileNotFoundError) as missing:
+        (tmp_path / "revision.py").read_text()
+    assert unavailable(Store.POSTGRES, missing.value)
+    assert unreachable_store(missing.value) is None
+
+
+def test_why_a_store_failed_is_told_in_its_drivers_words_and_no_more() -> None:
+    wrapped = DBAPIError("SELECT 1", {"secret": "parameter"}, ConnectionError("refused"))
+    assert reason(wrapped) == "ConnectionError: refused"
+    # A timeout is raised from a cancellation, which says nothing.
+    timeout = TimeoutError()
+    timeout.__cause__ = asyncio.CancelledError()
+    assert reason(timeout) == "TimeoutError"
+    # Redis echoes a command it does not know, a password among its arguments.
+    unknown = ResponseError("unknown command 'HELLO', with args beginning with: '3' 'AUTH' 'pw'")
+    assert reason(unknown) == "ResponseError: unknown command 'HELLO'"
 
 
 class FailingDocuments:
