@@ -193,7 +193,11 @@ async def mongo_database(store_urls: StoreUrls) -> AsyncIterator[str]:
 @pytest.fixture
 async def redis_url(store_urls: StoreUrls) -> str:
     assert store_urls.redis_url is not None
-    url = str(make_url(store_urls.redis_url).set(database=str(TEST_REDIS_DATABASE)))
+    url = (
+        make_url(store_urls.redis_url)
+        .set(database=str(TEST_REDIS_DATABASE))
+        .render_as_string(hide_password=False)
+    )
     client = Redis.from_pool(redis_pool(url, timeout=30, traced=False))
     await client.flushdb()
     await client.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -14,6 +15,7 @@ from core.settings import Environment, Settings
 from core.store_urls import StoreUrls
 from datasources.instrumentation import RoundTrips, current_round_trips
 from gateway.app import create_app
+from gateway.embedded.valkey import ValkeyServer
 from gateway.seed import TAGS
 from tests.clients import Seeded, lifespan_client
 from tests.databases import BACKEND
@@ -156,22 +158,42 @@ async def test_round_trips_are_reported_in_production_only_on_request(seeded: Se
     assert asked.json()["extensions"]["roundTrips"] == {"postgres": 1, "mongodb": 0, "redis": 0}
 
 
-async def test_a_health_check_is_the_pools_not_the_requests(redis_url: str) -> None:
+@pytest.mark.servers_of_its_own
+async def test_a_health_check_is_the_pools_not_the_requests(tmp_path: Path) -> None:
     """A connection idle past the health-check interval is PINGed before its next command:
-    a round trip of the pool's, not of the request that happened to take the connection."""
-    pool = redis_pool(redis_url, timeout=5, traced=False)
-    pool.connection_kwargs["health_check_interval"] = 0.05
-    client = Redis.from_pool(pool)
-    trips = RoundTrips()
-    token = current_round_trips.set(trips)
+    a round trip of the pool's, not of the request that happened to take the connection.
+    On a server of its own, whose count of PINGs no other test process adds to."""
+    server = ValkeyServer(tmp_path)
+    url = server.start()
     try:
-        await client.get("health-check")
-        await asyncio.sleep(0.2)
-        await client.get("health-check")
+        pool = redis_pool(url, timeout=5, traced=False)
+        pool.connection_kwargs["health_check_interval"] = 0.05
+        client = Redis.from_pool(pool)
+        pings = await _pings(url)
+        trips = RoundTrips()
+        token = current_round_trips.set(trips)
+        try:
+            await client.get("health-check")
+            await asyncio.sleep(0.2)
+            await client.get("health-check")
+        finally:
+            current_round_trips.reset(token)
+            await client.aclose()
+        # Checked as it connected, and again before the second command: neither counted.
+        assert await _pings(url) - pings == 2
+        assert trips.redis == 2
     finally:
-        current_round_trips.reset(token)
-        await client.aclose()
-    assert trips.redis == 2
+        server.stop()
+
+
+async def _pings(url: str) -> int:
+    """How many PINGs the server has answered, asked on a connection of its own."""
+    observer = Redis.from_url(url)
+    try:
+        stats: dict[str, dict[str, int]] = await observer.info("commandstats")
+        return stats.get("cmdstat_ping", {}).get("calls", 0)
+    finally:
+        await observer.aclose()
 
 
 SET_STATEMENTS = text("SHOW SESSION STATUS LIKE 'Com_set_option'")

@@ -167,7 +167,9 @@ async def test_gateways_on_two_databases_of_one_redis_hear_only_their_own(
 ) -> None:
     ours = Redis.from_url(settings.redis_url or "")
     url = make_url(settings.redis_url or "")
-    theirs = Redis.from_url(str(url.set(database=str(int(url.database or 0) + 1))))
+    theirs = Redis.from_url(
+        url.set(database=str(int(url.database or 0) + 1)).render_as_string(hide_password=False)
+    )
     hubs, heard = (Hub(ours), Hub(theirs)), (_Heard(), _Heard())
     channel = counters_channel(1)
     try:
