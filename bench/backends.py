@@ -29,7 +29,7 @@ from bench.gateway_process import run_command, serving
 from bench.installs import apt_packages
 from bench.peers import GATEWAY_NESTED, GATEWAY_SETTINGS, VARIABLES
 from bench.system_mariadb import running_server
-from bench.wrk import run
+from bench.wrk import load_options, run
 
 BACKENDS = ("postgresql", "mysql", "sqlite")
 
@@ -103,13 +103,7 @@ def _row(result: Result) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--reports", type=int, default=2000)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2, help="passes over the backends")
+    parser = load_options(__doc__, reports=2000, seconds=10.0, rounds=2, passes_over="the backends")
     arguments = parser.parse_args()
     apt_packages()
     root = Path(tempfile.mkdtemp(prefix="gateway-backends-"))

@@ -18,7 +18,6 @@ other one reversed) and the medians of the ratios.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -99,11 +98,9 @@ def _load(port: int, pid: int, clients: int, seconds: float) -> tuple[wrk.Load, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--reports", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser = wrk.load_options(
+        __doc__, reports=1000, seconds=10.0, rounds=1, passes_over="the servers"
+    )
     arguments = parser.parse_args()
     apt_packages("wrk")
     data_dir = Path(tempfile.mkdtemp(prefix="gateway-bench-cache-"))

@@ -673,14 +673,12 @@ def _stop_on_sigterm() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--reports", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument(
-        "--rounds", type=int, default=1, help="passes over the servers; ratios are per pass"
+    parser = wrk.load_options(
+        __doc__,
+        reports=10_000,
+        seconds=20.0,
+        rounds=1,
+        passes_over="the servers; ratios are per pass",
     )
     parser.add_argument("--only", choices=SERVERS, action="append", help="repeatable")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")

@@ -38,7 +38,7 @@ from bench.installs import InstallError, apt_install, apt_packages
 from bench.nested import QUERY as NESTED_WITH_STORES
 from bench.peers import GATEWAY_NESTED, GATEWAY_SETTINGS, VARIABLES
 from bench.system_postgres import SYSTEM_USER, Cluster, running_cluster
-from bench.wrk import run
+from bench.wrk import load_options, run
 from gateway.embedded.process import LOOPBACK, free_port
 
 REDIS_SERVER = Path("/usr/bin/redis-server")
@@ -151,13 +151,7 @@ def _measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--reports", type=int, default=2000)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2, help="passes over the variants")
+    parser = load_options(__doc__, reports=2000, seconds=10.0, rounds=2, passes_over="the variants")
     arguments = parser.parse_args()
     apt_packages("wrk", "postgresql-15")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -38,6 +39,26 @@ class Load:
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds
+
+
+def load_options(
+    description: str | None,
+    *,
+    reports: int,
+    seconds: float,
+    rounds: int,
+    passes_over: str,
+) -> argparse.ArgumentParser:
+    """The options of a benchmark that drives servers with wrk: the catalogue's size, the
+    seconds and connections of a run, and the passes over what it compares."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--reports", type=int, default=reports)
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"passes over {passes_over}")
+    return parser
 
 
 def wrk_path() -> Path:
