@@ -113,35 +113,36 @@ def _raised_by(error: BaseException) -> Store | None:
     """The store whose package raised ``error``: the innermost frame outside the standard
     library (a socket's connect, a TLS handshake) decides; another package's, or ours,
     raised it for reasons of its own."""
+    for name in reversed(_source_files(error)):
+        if not (name.startswith(_STANDARD_LIBRARY) and "-packages" not in name):
+            return next(
+                (
+                    store
+                    for store, packages in _PACKAGES.items()
+                    if any(_in_package(name, package) for package in packages)
+                ),
+                None,
+            )
+    return None
+
+
+def _raised_in(error: BaseException, package: str) -> bool:
+    return any(_in_package(name, package) for name in _source_files(error))
+
+
+def _source_files(error: BaseException) -> list[str]:
+    """The files of the frames ``error`` passed through, outermost first."""
     files = []
     traceback = error.__traceback__
     while traceback is not None:
         files.append(traceback.tb_frame.f_code.co_filename)
         traceback = traceback.tb_next
-    for name in reversed(files):
-        if name.startswith(_STANDARD_LIBRARY) and "-packages" not in name:
-            continue
-        return next(
-            (
-                store
-                for store, packages in _PACKAGES.items()
-                # Compiled modules name their sources from the package down.
-                if any(
-                    f"/{package}/" in name or name.startswith(f"{package}/") for package in packages
-                )
-            ),
-            None,
-        )
-    return None
+    return files
 
 
-def _raised_in(error: BaseException, package: str) -> bool:
-    traceback = error.__traceback__
-    while traceback is not None:
-        if f"/{package}/" in traceback.tb_frame.f_code.co_filename:
-            return True
-        traceback = traceback.tb_next
-    return False
+def _in_package(file: str, package: str) -> bool:
+    # Compiled modules name their sources from the package down.
+    return f"/{package}/" in file or file.startswith(f"{package}/")
 
 
 async def completed_within(operation: Awaitable[T], limit: float | None) -> T:

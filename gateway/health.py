@@ -28,12 +28,12 @@ class Readiness:
 
     def __init__(self) -> None:
         self._outages = {
-            store: Outage(
+            store.value: Outage(
                 logger,
-                began=f"not ready: {store} does not answer",
-                ended=f"{store} answers the readiness probe again",
+                began=f"not ready: {store.value} does not answer",
+                ended=f"{store.value} answers the readiness probe again",
             )
-            for store in (store.value for store in Store)
+            for store in Store
         }
 
     async def answer(self, request: Request) -> JSONResponse:
