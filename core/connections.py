@@ -21,7 +21,7 @@ from core import SERVICE_NAME, __version__
 from core.pools import MongoPool, TimedConnectionPool, TimedQueuePool, TimedSentinelPool
 from core.settings import Settings
 from core.store_urls import StoreUrls, sentinel_url
-from core.stores import Circuits
+from core.stores import Circuits, StoreCalls
 from datasources.dialects import backend_of, relational_engine
 from datasources.explain import CommandRecorder, record_statements
 from datasources.instrumentation import (
@@ -51,12 +51,15 @@ class Connections:
     mongo: AsyncMongoClient[dict[str, Any]]
     documents: AsyncDatabase[dict[str, Any]]
     redis: Redis
+    # Every store call, which may outlive the request that made it (see core/stores.py).
+    calls: StoreCalls
     # Each store's circuit (see core/stores.py), shared by every request of the process.
-    circuits: Circuits = field(default_factory=Circuits)
+    circuits: Circuits
     # What MongoDB's pool has checked out (the metrics read the others' pools themselves).
     mongo_pool: MongoPool = field(default_factory=MongoPool)
 
     async def close(self) -> None:
+        await self.calls.end()
         await self.engine.dispose()
         await self.mongo.close()
         await self.redis.aclose()
@@ -97,6 +100,7 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
     )
     # from_pool: the client owns the pool, so closing the client disconnects it.
     redis = Redis.from_pool(redis_pool(urls.redis_url, timeout=timeout, traced=traced))
+    calls = StoreCalls(timeout)
     return Connections(
         engine=engine,
         reader=backend_of(engine).reader(engine),
@@ -104,6 +108,8 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         mongo=mongo,
         documents=mongo[settings.mongo_database],
         redis=redis,
+        calls=calls,
+        circuits=Circuits(calls),
         mongo_pool=mongo_pool,
     )
 

@@ -145,19 +145,60 @@ def _in_package(file: str, package: str) -> bool:
     return f"/{package}/" in file or file.startswith(f"{package}/")
 
 
-async def completed_within(operation: Awaitable[T], limit: float | None) -> T:
+async def completed_within(
+    operation: Awaitable[T], store: Store, limit: float | None, calls: StoreCalls
+) -> T:
     """``operation``'s outcome, waited for ``limit`` seconds at most (TimeoutError past
     them), never cancelled: cancelling PyMongo's async pool while it waits for a connection
     corrupts the pool's lock and hangs every later operation. A caller that stops waiting,
-    or is cancelled, leaves the call to run to its end."""
-    task = asyncio.ensure_future(operation)
-    # Nobody may await the task once its caller stops waiting: its outcome is retrieved
-    # anyway, so that a failure is not reported as "never retrieved".
-    task.add_done_callback(_retrieve)
+    or is cancelled, leaves the call to ``store`` to run to its end, among ``calls``."""
+    task = calls.start(operation, store)
     done, _ = await asyncio.wait({task}, timeout=limit)
     if not done:
         raise TimeoutError(f"no answer within {limit:g}s")
     return task.result()
+
+
+class StoreCalls:
+    """The calls made through one set of clients, each run in a task of its own (see
+    ``completed_within``), which may outlive its caller.
+
+    The clients close once the calls have ended. A relational call left running holds a
+    pooled connection: SQLAlchemy's pool, disposed of, closes the connections it holds but
+    not those checked out, and one checked in after that stays open in a pool that nothing
+    reaches, until the garbage collector drops it unclosed. The other clients close their
+    connections in use too."""
+
+    def __init__(self, timeout: float) -> None:
+        # How long closing waits: past the store timeout, a driver gives up a call's step.
+        self._timeout = timeout
+        self._running: dict[asyncio.Future[Any], Store] = {}
+
+    def start(self, operation: Awaitable[T], store: Store) -> asyncio.Future[T]:
+        task = asyncio.ensure_future(operation)
+        # Nobody may await the task once its caller stops waiting: its outcome is retrieved
+        # anyway, so that a failure is not reported as "never retrieved".
+        task.add_done_callback(_retrieve)
+        self._running[task] = store
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Future[Any]) -> None:
+        del self._running[task]
+
+    async def end(self) -> None:
+        """Wait for the calls still running, one store timeout at most, then cancel the
+        relational ones left and let them unwind, which gives their connections back. The
+        others are left to their clients' closing (cancelled, a PyMongo call could leave
+        its pool unable to close)."""
+        if not self._running:
+            return
+        _, late = await asyncio.wait(set(self._running), timeout=self._timeout)
+        relational = {task for task in late if self._running.get(task) is Store.POSTGRES}
+        for task in relational:
+            task.cancel()
+        if relational:
+            await asyncio.wait(relational, timeout=self._timeout)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -183,8 +224,9 @@ class Circuit:
     operations they are part of. Reads waiting when it opens stop waiting.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, calls: StoreCalls) -> None:
         self.store = store
+        self._calls = calls
         self._failures = 0
         self._open_until: float | None = None
         self._probing = False
@@ -209,8 +251,7 @@ class Circuit:
             if asyncio.iscoroutine(operation):
                 operation.close()  # never started: nothing to wait for
             raise StoreDownError(self.store)
-        task = asyncio.ensure_future(operation)
-        task.add_done_callback(_retrieve)
+        task = self._calls.start(operation, self.store)
         try:
             if limit is None:
                 await asyncio.wait({task})
@@ -292,5 +333,5 @@ class Circuit:
 class Circuits(dict[Store, Circuit]):
     """A circuit for each store."""
 
-    def __init__(self) -> None:
-        super().__init__({store: Circuit(store) for store in Store})
+    def __init__(self, calls: StoreCalls) -> None:
+        super().__init__({store: Circuit(store, calls) for store in Store})

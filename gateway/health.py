@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 
 from core.connections import Connections
 from core.outages import Outage
-from core.stores import Store, completed_within
+from core.stores import Store, StoreCalls, completed_within
 from datasources.health import ping_mongo, ping_postgres, ping_redis
 
 logger = logging.getLogger(__name__)
@@ -39,12 +39,14 @@ class Readiness:
     async def answer(self, request: Request) -> JSONResponse:
         connections: Connections = request.app.state.connections
         timeout: float = request.app.state.settings.readiness_timeout
-        checks: dict[str, Callable[[], Awaitable[None]]] = {
-            "postgres": lambda: ping_postgres(engine=connections.engine),
-            "mongodb": lambda: ping_mongo(client=connections.mongo),
-            "redis": lambda: ping_redis(redis=connections.redis),
+        checks: dict[Store, Callable[[], Awaitable[None]]] = {
+            Store.POSTGRES: lambda: ping_postgres(engine=connections.engine),
+            Store.MONGODB: lambda: ping_mongo(client=connections.mongo),
+            Store.REDIS: lambda: ping_redis(redis=connections.redis),
         }
-        errors = await asyncio.gather(*(_check(check(), timeout) for check in checks.values()))
+        errors = await asyncio.gather(
+            *(_check(check(), store, timeout, connections.calls) for store, check in checks.items())
+        )
         stores = {}
         for store, error in zip(checks, errors, strict=True):
             if error is None:
@@ -74,9 +76,11 @@ class Readiness:
         )
 
 
-async def _check(probe: Awaitable[None], seconds: float) -> Exception | None:
+async def _check(
+    probe: Awaitable[None], store: Store, seconds: float, calls: StoreCalls
+) -> Exception | None:
     try:
-        await completed_within(probe, seconds)
+        await completed_within(probe, store, seconds, calls)
     except TimeoutError:
         return TimeoutError(f"no answer within {seconds:g}s")
     except Exception as error:

@@ -167,7 +167,9 @@ class RateLimits:
                     units=budget.units,
                     window=budget.seconds,
                 ),
+                Store.REDIS,
                 self._timeout,
+                context.connections.calls,
             )
         except Exception as error:
             if not unavailable(Store.REDIS, error):

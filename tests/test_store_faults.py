@@ -14,12 +14,14 @@ import asyncpg.exceptions
 import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 from redis.exceptions import ResponseError
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from core.connections import Connections
+from core.connections import Connections, open_connections
 from core.outages import reason
 from core.settings import Settings
-from core.stores import Store, unavailable, unreachable_store
+from core.store_urls import StoreUrls
+from core.stores import Store, completed_within, unavailable, unreachable_store
 from datasources.documents import documents_by_report
 from datasources.models import Role
 from gateway.app import create_app
@@ -148,6 +150,44 @@ async def test_a_hung_read_is_answered_at_the_store_timeout_and_left_to_finish(
             return held.events == ["started", "finished"]
 
         await eventually(finished)
+
+
+async def test_the_clients_close_once_the_calls_left_running_have_ended(
+    settings: Settings,
+) -> None:
+    quick = settings.model_copy(update={"store_timeout": 0.5})
+    connections = open_connections(
+        quick, StoreUrls(quick.database_url, quick.mongo_url, quick.redis_url)
+    )
+    opened: list[object] = []
+    closed: list[object] = []
+    event.listen(connections.engine.sync_engine, "connect", lambda dbapi, _: opened.append(dbapi))
+    event.listen(connections.engine.sync_engine, "close", lambda dbapi, _: closed.append(dbapi))
+    released = asyncio.Event()
+    outcomes: dict[str, str] = {}
+
+    async def read(name: str) -> None:
+        try:
+            async with connections.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+                # Its caller has stopped waiting: the call holds its connection meanwhile.
+                await (released.wait() if name == "ends" else asyncio.Event().wait())
+            outcomes[name] = "ended"
+        except asyncio.CancelledError:
+            outcomes[name] = "cancelled"
+            raise
+
+    for name in ("ends", "never ends"):
+        with pytest.raises(TimeoutError):
+            await completed_within(read(name), Store.POSTGRES, 0.1, connections.calls)
+    closing = asyncio.create_task(connections.close())
+    released.set()
+    await closing
+    # The call that could end did; the one still running at the store timeout was
+    # cancelled; both gave their connection back before the pool closed it.
+    assert outcomes == {"ends": "ended", "never ends": "cancelled"}
+    assert len(opened) == 2
+    assert closed == opened
 
 
 async def test_an_api_key_checked_lately_keeps_its_other_stores_fields_while_postgres_is_down(
