@@ -502,11 +502,18 @@ async def seed(
     counts = {"reports": 0, "authorships": 0, "documents": 0}
     with tqdm(total=reports, unit="report", disable=not progress, desc="seeding") as bar:
         for batch in _report_batches(rng, reports, plan, len(technologies)):
-            await asyncio.gather(
+            # Each store's write ends before a failure of another's is raised: left running,
+            # a relational write would hold its connection past the pool's disposal, and
+            # leave it open for the garbage collector.
+            outcomes = await asyncio.gather(
                 _write_relational(connections, batch),
                 replace_documents(database=connections.documents, documents=batch.documents),
                 set_report_counters(redis=connections.redis, counters=batch.counters),
+                return_exceptions=True,
             )
+            failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failure is not None:
+                raise failure
             counts["reports"] += len(batch.reports)
             counts["authorships"] += len(batch.authorships)
             counts["documents"] += len(batch.documents)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections import Counter
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from core.connections import Connections, open_connections
@@ -15,6 +17,7 @@ from datasources.counters import leaderboard_key, stats_key
 from datasources.document_migrations import REPORT_DOCUMENTS
 from gateway import migrate
 from gateway.seed import seed
+from tests.faults import HeldStoreCall
 
 TABLES = (
     "institutions", "authors", "report_types", "technologies", "reports", "report_authors",
@@ -135,3 +138,29 @@ async def test_reseeding_with_another_seed_keeps_one_primary_author(
                  "GROUP BY report_id")
         )  # fmt: skip
         assert {count for (count,) in primaries} == {1}
+
+
+class CountersRefusedError(Exception):
+    pass
+
+
+async def test_a_seed_that_one_store_refuses_ends_after_its_writes_to_the_others(
+    connections: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relational = HeldStoreCall(None)
+    monkeypatch.setattr("gateway.seed._write_relational", lambda *_: relational())
+
+    async def refuse(**_: Any) -> None:
+        await relational.started.wait()
+        raise CountersRefusedError
+
+    monkeypatch.setattr("gateway.seed.set_report_counters", refuse)
+    seeding = asyncio.create_task(seed(connections, reports=2, progress=False))
+    # The command that ran the seed would close the clients as soon as it ended: a write
+    # still running then would give its connection back to a pool already disposed of.
+    done, _ = await asyncio.wait({seeding}, timeout=0.5)
+    assert not done
+    relational.release.set()
+    with pytest.raises(CountersRefusedError):
+        await seeding
+    assert relational.events == ["started", "finished"]
