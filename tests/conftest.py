@@ -115,6 +115,16 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     )
 
 
+@pytest.fixture(autouse=True)
+def cycles_collected() -> Iterator[None]:
+    """Collect what a test left in cycles, as its last teardown: a connection it left
+    unclosed is then found during the test's own teardown, and fails it. Left to the
+    collector, which the gateway's start-up makes run rarely (gateway/collector.py), it
+    failed whichever later test a full pass happened to run in."""
+    yield
+    gc.collect()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_clusters_removed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Remove, once the process's tests are done, the PostgreSQL clusters that the embedded
