@@ -163,42 +163,37 @@ class StoreCalls:
     """The calls made through one set of clients, each run in a task of its own (see
     ``completed_within``), which may outlive its caller.
 
-    The clients close once the calls have ended. A relational call left running holds a
-    pooled connection: SQLAlchemy's pool, disposed of, closes the connections it holds but
+    The clients close once the relational calls have ended. Such a call left running holds
+    a pooled connection: SQLAlchemy's pool, disposed of, closes the connections it holds but
     not those checked out, and one checked in after that stays open in a pool that nothing
-    reaches, until the garbage collector drops it unclosed. The other clients close their
-    connections in use too."""
+    reaches, until the garbage collector drops it unclosed. MongoDB's and Redis's clients
+    close the connections their calls hold themselves."""
 
     def __init__(self, timeout: float) -> None:
         # How long closing waits: past the store timeout, a driver gives up a call's step.
         self._timeout = timeout
-        self._running: dict[asyncio.Future[Any], Store] = {}
+        self._relational: set[asyncio.Future[Any]] = set()
 
     def start(self, operation: Awaitable[T], store: Store) -> asyncio.Future[T]:
         task = asyncio.ensure_future(operation)
         # Nobody may await the task once its caller stops waiting: its outcome is retrieved
         # anyway, so that a failure is not reported as "never retrieved".
         task.add_done_callback(_retrieve)
-        self._running[task] = store
-        task.add_done_callback(self._ended)
+        if store is Store.POSTGRES:
+            self._relational.add(task)
+            task.add_done_callback(self._relational.discard)
         return task
 
-    def _ended(self, task: asyncio.Future[Any]) -> None:
-        del self._running[task]
-
     async def end(self) -> None:
-        """Wait for the calls still running, one store timeout at most, then cancel the
-        relational ones left and let them unwind, which gives their connections back. The
-        others are left to their clients' closing (cancelled, a PyMongo call could leave
-        its pool unable to close)."""
-        if not self._running:
+        """Wait for the relational calls still running, one store timeout at most, then
+        cancel those left and let them unwind, which gives their connections back."""
+        if not self._relational:
             return
-        _, late = await asyncio.wait(set(self._running), timeout=self._timeout)
-        relational = {task for task in late if self._running.get(task) is Store.POSTGRES}
-        for task in relational:
+        _, late = await asyncio.wait(set(self._relational), timeout=self._timeout)
+        for task in late:
             task.cancel()
-        if relational:
-            await asyncio.wait(relational, timeout=self._timeout)
+        if late:
+            await asyncio.wait(late, timeout=self._timeout)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
