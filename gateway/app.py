@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -70,6 +71,21 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return error_response(500, INTERNAL_MESSAGE, request.headers)
 
 
+def _background(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """``work`` in a task of its own, whose failure is logged as it happens: the other
+    background work, the requests and the shutdown's own steps (the counters' last copy,
+    the clients' closing) go on without it."""
+    task = asyncio.create_task(work)
+    task.add_done_callback(_log_failure)
+    return task
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        # Its traceback says which work it was.
+        logger.error("background work stopped", exc_info=error)
+
+
 def create_app(settings: Settings | None = None, *, supervised: bool = False) -> Starlette:
     """The application; ``supervised`` for a worker of ``serve --workers``, whose supervisor
     applies the migrations and reconciles the stores once for all its workers."""
@@ -112,25 +128,21 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
             redis_pool = connections.redis.connection_pool
             background = [
                 # Settle what a process that died mid-write left, without delaying start-up.
-                *([] if supervised else [asyncio.create_task(reconcile_stores(connections, stop))]),
+                *([] if supervised else [_background(reconcile_stores(connections, stop))]),
                 *(
-                    [
-                        asyncio.create_task(
-                            refresh_counter_snapshots(connections, interval, stop, cache)
-                        )
-                    ]
+                    [_background(refresh_counter_snapshots(connections, interval, stop, cache))]
                     if interval
                     else []
                 ),
-                asyncio.create_task(collect_young_generation(stop, feeds)),
+                _background(collect_young_generation(stop, feeds)),
                 *(
-                    [asyncio.create_task(redis_pool.follow_failovers(stop))]
+                    [_background(redis_pool.follow_failovers(stop))]
                     if isinstance(redis_pool, TimedSentinelPool)
                     else []
                 ),
                 # Workers that share their metrics write their state for any of them to serve.
                 *(
-                    [asyncio.create_task(metrics.sample_every(app.state.sampler, stop))]
+                    [_background(metrics.sample_every(app.state.sampler, stop))]
                     if metrics.shared()
                     else []
                 ),
@@ -142,7 +154,8 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
             finally:
                 stop.set()
                 await feeds.stop()
-                await asyncio.gather(*background)
+                # A task that failed has been logged; the shutdown goes on without it.
+                await asyncio.gather(*background, return_exceptions=True)
                 # What was counted since the last copy outlives Redis losing its data.
                 await snapshot_counters_now(connections, settings.shutdown_timeout)
                 if cache is not None:

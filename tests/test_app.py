@@ -227,6 +227,32 @@ async def test_a_shutdown_logs_no_state_of_the_pools(
     ] == []
 
 
+async def test_background_work_that_fails_is_logged_and_the_shutdown_goes_on(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug in background work")
+
+    copies: list[float] = []
+
+    async def copy_counters(_: Connections, within: float) -> None:
+        copies.append(within)
+
+    monkeypatch.setattr("gateway.app.collect_young_generation", broken)
+    monkeypatch.setattr("gateway.app.snapshot_counters_now", copy_counters)
+    caplog.set_level(logging.ERROR, logger="gateway.app")
+    async with lifespan_client(create_app(settings)) as client:
+        # Logged as it fails, not when the gateway stops.
+        async def logged() -> bool:
+            return "background work stopped" in caplog.messages
+
+        await eventually(logged, instead=lambda: caplog.messages)
+        assert "a bug in background work" in caplog.text
+        assert (await client.get("/healthz")).status_code == 200
+    # The shutdown's own steps still ran: the counters' last copy among them.
+    assert copies == [settings.shutdown_timeout]
+
+
 @needs_server("a file always answers")
 async def test_a_gateway_that_cannot_reach_its_database_to_migrate_says_why_in_one_line(
     settings: Settings,
