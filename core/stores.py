@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from core.outages import Outage, causes
+from core.outages import Outage, causes, reason
 from datasources.dialects import CONNECTION_FAILURES
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,16 @@ def unreachable_store(error: BaseException) -> Store | None:
         if store is not None:
             return store if unavailable(store, error) else None
     return None
+
+
+def not_answering(error: BaseException, backend: str) -> str | None:
+    """What an operator reads of ``error`` where it says a store could not be reached:
+    which store, by its name on ``backend``, and why in its driver's words. None for any
+    other error."""
+    store = unreachable_store(error)
+    if store is None:
+        return None
+    return f"{store_name(store, backend)} does not answer ({reason(error)})"
 
 
 def store_name(store: Store, backend: str) -> str:

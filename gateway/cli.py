@@ -14,10 +14,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import make_url
 
 from core.auth import KEY_CHECKED_FOR
-from core.outages import reason
 from core.settings import Settings
 from core.store_urls import StoreUrls
-from core.stores import store_name, unreachable_store
+from core.stores import not_answering
 from datasources import api_keys
 from datasources.models import Role
 from datasources.persisted_queries import allow_queries
@@ -45,14 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         # A store that refuses the connection, its TLS or its password is the operator's
         # to fix, from one line; any other error is a bug, with its traceback.
-        store = unreachable_store(error)
-        if store is None:
-            raise
         backend = make_url(settings.database_url or "postgresql://").get_backend_name()
-        print(
-            f"gateway: {store_name(store, backend)} does not answer ({reason(error)})",
-            file=sys.stderr,
-        )
+        message = not_answering(error, backend)
+        if message is None:
+            raise
+        print(f"gateway: {message}", file=sys.stderr)
         return 1
     return result
 

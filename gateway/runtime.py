@@ -12,12 +12,11 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from core.connections import Connections, open_connections
-from core.outages import reason
 from core.response_cache import ResponseCache
 from core.settings import Settings
 from core.sources import SNAPSHOT_TAG
 from core.store_urls import StoreUrls
-from core.stores import store_name, unreachable_store
+from core.stores import not_answering
 from core.waiting import set_within
 from datasources.counter_snapshots import snapshot_counters
 from datasources.counters import take_turn
@@ -97,15 +96,12 @@ async def _migrated(connections: Connections) -> None:
     try:
         await migrate.upgrade(connections.engine, connections.documents)
     except Exception as error:
-        store = unreachable_store(error)
-        if store is None:
+        message = not_answering(error, connections.engine.dialect.name)
+        if message is None:
             raise
         # Raised from nothing: the server's start-up prints the traceback of what stopped
         # it, and the driver's frames would bury the one line that says why.
-        name = store_name(store, connections.engine.dialect.name)
-        raise UnreachableStoreError(
-            f"cannot apply migrations: {name} does not answer ({reason(error)})"
-        ) from None
+        raise UnreachableStoreError(f"cannot apply migrations: {message}") from None
 
 
 async def refresh_counter_snapshots(
