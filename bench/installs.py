@@ -5,16 +5,22 @@ install Chromium with the same ``apt_install``."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 POSTGRAPHILE_DIR = Path(__file__).parent / "postgraphile"
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 NPM_TIMEOUT = 600
+# apt refuses to run beside another apt instead of waiting: the processes of one test run
+# (each may find Chromium missing) take turns under this lock.
+APT_LOCK = Path(tempfile.gettempdir()) / "gateway-apt-install.lock"
 
 
 def _system_command(name: str) -> Path:
@@ -54,12 +60,34 @@ def _no_default_cluster() -> None:
 
 def apt_install(wanted: Mapping[str, Path], before: Callable[[], None] | None = None) -> None:
     """Install, quietly and as root, the Debian packages of ``wanted`` whose file (a path
-    each installs) is missing; ``before`` runs first when any is."""
-    missing = [package for package, path in wanted.items() if not path.exists()]
-    if not missing:
+    each installs) is missing; ``before`` runs first when any is. Processes that call this
+    at once install one after the other, and those that come after find the packages
+    there."""
+    if not _missing(wanted):
         return
     if os.geteuid() != 0:
-        raise InstallError(f"missing {', '.join(missing)}: install them, or run this as root")
+        raise InstallError(
+            f"missing {', '.join(_missing(wanted))}: install them, or run this as root"
+        )
+    with _apt_turn():
+        missing = _missing(wanted)
+        if missing:
+            _apt_get_install(missing, before)
+
+
+def _missing(wanted: Mapping[str, Path]) -> list[str]:
+    return [package for package, path in wanted.items() if not path.exists()]
+
+
+@contextmanager
+def _apt_turn() -> Iterator[None]:
+    # Closing the file gives the lock back, whatever ends the turn.
+    with APT_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _apt_get_install(missing: list[str], before: Callable[[], None] | None) -> None:
     print(f"installing {', '.join(missing)} with apt-get", flush=True)
     if before is not None:
         before()
