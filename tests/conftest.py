@@ -62,11 +62,14 @@ def pytest_collection(session: pytest.Session) -> Generator[None, object, object
         gc.enable()
 
 
-@pytest.hookimpl(wrapper=True)
+# Inside pytest-cov's own wrapper: when it has paused its measurement and not yet resumed
+# it. Outside it, this started pytest-cov's measurement a second time after each such test,
+# and the one start left over at the end measured the process's shutdown.
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     """A test marked ``no_cover`` runs with no coverage measured at all. pytest-cov's own
-    pause stops only its measurement: in a parallel run's processes, coverage's start-up
-    hook has begun another, which then measures the test in its place."""
+    pause stops only its measurement: in a parallel run's processes, another has begun,
+    which then measures the test in its place."""
     if item.get_closest_marker("no_cover") is None:
         return (yield)
     stopped = []

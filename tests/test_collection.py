@@ -1,6 +1,9 @@
-"""Which tests a run collects: a run given stores of its own keeps those the stores reach."""
+"""Which tests a run collects, and what it measures: a run given stores of its own keeps
+those the stores reach; a test marked ``no_cover`` runs untraced."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 
@@ -63,3 +66,10 @@ def test_a_run_on_the_embedded_servers_collects_every_test(
     for name in GIVEN_STORES:
         monkeypatch.delenv(name, raising=False)
     assert _collected(pytester) == EVERY_TEST
+
+
+# The generated-document tests are marked so: measured, they took twice as long. The test
+# is a coroutine, as they are, run by the event loop that pytest-asyncio started traced.
+@pytest.mark.no_cover
+async def test_a_test_marked_no_cover_runs_untraced() -> None:
+    assert sys.gettrace() is None
