@@ -10,6 +10,7 @@ statements, and locks what it reads ``FOR UPDATE``.
 from __future__ import annotations
 
 import copy
+import re
 import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -230,7 +231,26 @@ async def explain(connection: AsyncConnection, statement: str, parameters: Seque
     explained = await connection.exec_driver_sql(
         f"EXPLAIN FORMAT=JSON {statement}", tuple(parameters)
     )
-    return orjson.loads(explained.scalar_one())
+    return plan_document(explained.scalar_one())
+
+
+# One member of the document per line, as MariaDB writes it: its name, then a text value.
+_TEXT_MEMBER = re.compile(r'^(\s*"[^"]+": ")(.*)(",?)$', re.MULTILINE)
+
+
+def plan_document(explained: str) -> Any:
+    """The plan ``EXPLAIN FORMAT=JSON`` wrote. MariaDB writes the text of a condition as
+    it is, its double quotes unescaped (a boolean-mode search's phrases have them): such a
+    document is read again with them escaped."""
+    try:
+        return orjson.loads(explained)
+    except orjson.JSONDecodeError:
+        return orjson.loads(_TEXT_MEMBER.sub(_escaped_member, explained))
+
+
+def _escaped_member(member: re.Match[str]) -> str:
+    name, value, end = member.groups()
+    return name + re.sub(r'(?<!\\)"', r'\\"', value) + end
 
 
 def plan_hints(plan: Any, worth_an_index: int) -> Iterator[str]:

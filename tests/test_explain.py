@@ -12,7 +12,7 @@ import pytest
 
 from bench.nested import QUERY as NESTED
 from core.settings import Settings
-from datasources import postgres_dialect
+from datasources import mysql_dialect, postgres_dialect
 from datasources.models import Role
 from gateway import cli, explain
 from tests.clients import Seeded, issue_key
@@ -194,6 +194,22 @@ def test_plan_hints_name_filters_and_joins() -> None:
     assert "links read 5000 rows for a join ((links.report_id = reports.id))" in joined
     [kept] = postgres_dialect.plan_hints({"Plan": filtered}, 1000)
     assert "read 4005 rows to keep 5 (Filter: (status = 'draft'))" in kept
+
+
+def test_a_mariadb_plan_whose_condition_quotes_a_phrase_is_read() -> None:
+    # As MariaDB writes the plan of a search for "stream processing": its quotes unescaped.
+    written = """{
+  "query_block": {
+    "table": {
+      "table_name": "reports",
+      "access_type": "fulltext",
+      "attached_condition": "(match reports.title against ('+"stream processing"' in boolean mode))"
+    }
+  }
+}"""
+    table = mysql_dialect.plan_document(written)["query_block"]["table"]
+    assert table["access_type"] == "fulltext"
+    assert '+"stream processing"' in table["attached_condition"]
 
 
 def test_command_hints_name_collection_scans() -> None:
