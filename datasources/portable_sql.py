@@ -37,14 +37,25 @@ from sqlalchemy.types import Boolean, Date
 
 # One parameter for any number of keys, so that a statement's text (and the plan a server
 # keeps for it) is the same for 1 key or 1,000: an array where the backend has arrays, a
-# JSON array elsewhere, which the statement unpacks.
+# JSON array on SQLite, which the statement unpacks. MySQL keeps no plan of a statement
+# sent as text, and its dialect sends a placeholder per key instead.
 KEY_LIST = JSON().with_variant(ARRAY(Integer), "postgresql")
 
 
-class EqualsAny(ColumnElement[bool]):
-    """``column`` is one of the keys of a list parameter."""
+class Predicate(ColumnElement[bool]):
+    """A condition that is true or false of itself, as a comparison is."""
 
     type = Boolean()
+    inherit_cache = True
+    # Else, where booleans are integers (SQLite, MySQL), a WHERE clause compares it to 1,
+    # and no index serves a comparison of a condition: on SQLite, every lookup of a list of
+    # keys read its whole table, and every search the whole reports table.
+    _is_implicitly_boolean = True
+
+
+class EqualsAny(Predicate):
+    """``column`` is one of the keys of a list parameter."""
+
     inherit_cache = True
     _traverse_internals: _TraverseInternalsType = [  # noqa: RUF012 (SQLAlchemy's own declaration)
         ("column", InternalTraversal.dp_clauseelement),
@@ -70,11 +81,10 @@ def equals_any_given(column: ColumnElement[Any], name: str) -> ColumnElement[boo
     return EqualsAny(column, bindparam(name, type_=KEY_LIST))
 
 
-class MatchesSearch(ColumnElement[bool]):
+class MatchesSearch(Predicate):
     """A report's title and abstract match a search in web-search syntax ("quoted
     phrases", -exclusions, or), by each backend's full-text index, with English stemming."""
 
-    type = Boolean()
     inherit_cache = True
     _traverse_internals: _TraverseInternalsType = [  # noqa: RUF012 (SQLAlchemy's own declaration)
         ("title", InternalTraversal.dp_clauseelement),

@@ -13,11 +13,14 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import ClauseElement, Column, Date, Integer, MetaData, String, Table
+from sqlalchemy import ClauseElement, Column, Date, Integer, MetaData, String, Table, select
+from sqlalchemy.engine import make_url
 
+import datasources.dialects  # noqa: F401 - registers each backend's SQL for the conditions
 from core.errors import ErrorCode, GatewayError
 from datasources.keyset import Ordering, PageRequest, _conditions, _order
-from datasources.models import LARGEST_INTEGER, SMALLEST_INTEGER
+from datasources.models import LARGEST_INTEGER, SMALLEST_INTEGER, Report
+from datasources.portable_sql import MatchesSearch, equals_any
 from resolvers.nodes import database_ids, from_global_id, to_global_id
 from resolvers.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -248,6 +251,23 @@ def test_a_page_starts_after_and_ends_before_its_cursors_by_sort_value_then_id(
 def test_a_first_page_has_no_condition() -> None:
     ordering = Ordering(REPORTS.c.publication_date, REPORTS.c.id, descending=False)
     assert _sql(ordering, PageRequest(limit=5))[0] == []
+
+
+# Conditions as each backend is sent them ---------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql", "sqlite"])
+def test_conditions_are_sent_as_they_are_not_compared_to_true(backend: str) -> None:
+    """Where booleans are integers (MySQL, SQLite), a condition compared to 1 is one that no
+    index serves. See the plans in tests/test_explain.py."""
+    dialect = make_url(f"{backend}://").get_dialect()()
+    reports: Any = Report.__table__
+    keyed = equals_any(reports.c.id, [1, 2])
+    searched = MatchesSearch(reports.c.title, reports.c.abstract, "stream")
+    for condition in (keyed, searched):
+        statement = select(reports.c.id).where(condition)
+        where = str(statement.compile(dialect=dialect)).partition("WHERE ")[2]
+        assert where == str(condition.compile(dialect=dialect))
 
 
 # Input problems ----------------------------------------------------------------------------
