@@ -8,11 +8,13 @@ from datetime import date
 from typing import Any, cast
 
 import pytest
+from sqlalchemy import select
 
 from datasources import keyset, reports
 from datasources.counters import Counter, leaderboard_key
 from datasources.document_migrations import REPORT_DOCUMENTS
 from datasources.keyset import PageRequest
+from datasources.portable_sql import equals_any
 from datasources.records import COUNTED
 from datasources.reports import ReportFilter, ReportSort
 from resolvers.nodes import to_global_id
@@ -459,3 +461,14 @@ def test_a_page_asked_again_is_the_same_statement() -> None:
     counted = statement(ReportFilter(statuses=("published",)), None, counted=True)
     assert counted is not first
     assert statement(ReportFilter(statuses=("published",)), None, counted=True) is counted
+
+
+async def test_a_condition_on_a_list_of_keys_reads_the_keys_of_each_use(seeded: Seeded) -> None:
+    """Each backend sends a list of keys its own way (MySQL a placeholder per key, made as
+    the statement is compiled): a statement compiled once and used again reads the keys of
+    each use, however many."""
+    table: Any = reports.REPORTS
+    async with seeded.connections.engine.connect() as connection:
+        for keys in ([1], [2, 3], [], [4, 5, 6], [7]):
+            statement = select(table.c.id).where(equals_any(table.c.id, keys)).order_by("id")
+            assert list((await connection.execute(statement)).scalars()) == keys
