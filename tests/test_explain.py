@@ -15,6 +15,7 @@ from core.settings import Settings
 from datasources import mysql_dialect, postgres_dialect
 from datasources.models import Role
 from gateway import cli, explain
+from resolvers.nodes import to_global_id
 from tests.clients import Seeded, issue_key
 
 EXPLAIN = {"x-gateway-explain": "1"}
@@ -257,7 +258,7 @@ def test_the_explain_command_refuses_a_mutation(
 
 # The lookups by a list of keys behind the nested query, each with the tables it reads.
 # Not the institutions by id: a catalogue has few, and a server may rightly read them all.
-KEYED_LOOKUPS = {
+KEYED_LOOKUPS: dict[str, tuple[str, ...]] = {
     "authorships of a report": ("report_authors", "authors"),
     "technologies of a report": ("report_technologies", "technologies"),
 }
@@ -265,41 +266,61 @@ SEARCH = (
     'query Q($first: Int!) { reports(first: $first, filter: {search: "stream processing"}) '
     "{ totalCount edges { node { title } } } }"
 )
+BY_AUTHORS = (
+    "query Q($first: Int!, $authors: [ID!]) { reports(first: $first, "
+    "filter: {authorIds: $authors}) { totalCount edges { node { title } } } }"
+)
+# Each query, and the tables each of its steps (by source) must read through an index. Not
+# the nested query's page of reports: that is read in its order, as it should be.
+INDEXED_READS: list[tuple[str, dict[str, Any], dict[str, tuple[str, ...]]]] = [
+    (NESTED, {}, KEYED_LOOKUPS),
+    (SEARCH, {}, {"reports": ("reports",)}),
+    (
+        BY_AUTHORS,
+        {"authors": [to_global_id("Author", 1), to_global_id("Author", 2)]},
+        {"reports": ("reports", "report_authors")},
+    ),
+]
 # How MySQL reads a table through an index: a range of it, or a row per key.
 MYSQL_INDEX_READS = frozenset({"range", "ref", "eq_ref", "const", "fulltext"})
 
 
-async def test_lookups_by_keys_and_searches_read_through_indexes(seeded: Seeded) -> None:
-    """A lookup of a level's keys reads the rows of those keys, not its whole tables, and a
-    search the reports it matches: their cost follows the page, not the catalogue."""
+async def test_lookups_by_keys_searches_and_filters_read_through_indexes(
+    seeded: Seeded,
+) -> None:
+    """A lookup of a level's keys reads the rows of those keys, not its whole tables; a
+    search or a filter by authors the reports it matches: their cost follows what they
+    find, not the catalogue."""
     backend = seeded.connections.engine.dialect.name
     if backend == "postgresql":
         pytest.skip("PostgreSQL plans by statistics that a test's new tables lack")
     admin = await _as(seeded, Role.ADMIN, **EXPLAIN)
-    plans: dict[str, list[Any]] = {}
-    for query in (NESTED, SEARCH):
-        status, body = await _post(seeded, admin, query=query)
-        assert status == 200, body
-        for step in body["extensions"]["explain"]["steps"]:
-            if step["store"] == "postgres":
-                plans.setdefault(step["source"], []).extend(s["plan"] for s in step["sent"])
-    searched = {**KEYED_LOOKUPS, "reports": ("reports",)}
-    for source, tables in searched.items():
-        # The nested query's page of reports is read in its order, as it should be; the
-        # search's comes after it, under the same source.
-        (plan,) = plans[source][-1:]
-        if backend == "sqlite":
-            steps = [step["detail"] for step in plan["queryPlan"]]
-            for table in tables:
-                assert any(step.startswith(f"SEARCH {table} ") for step in steps), (source, steps)
-                assert not any(re.match(rf"SCAN {table}\b", step) for step in steps), (
-                    source,
-                    steps,
-                )
-        else:
-            reads = {read["table_name"]: read["access_type"] for read in _mysql_reads(plan)}
-            for table in tables:
-                assert reads[table] in MYSQL_INDEX_READS, (source, reads)
+    for query, variables, indexed in INDEXED_READS:
+        response = await seeded.client.post(
+            "/graphql", json={"query": query, "variables": {"first": 5, **variables}}, headers=admin
+        )
+        body = response.json()
+        assert response.status_code == 200, body
+        steps = body["extensions"]["explain"]["steps"]
+        for source, tables in indexed.items():
+            (plan,) = [
+                sent["plan"] for step in steps if step["source"] == source for sent in step["sent"]
+            ]
+            if backend == "sqlite":
+                details = [step["detail"] for step in plan["queryPlan"]]
+                for table in tables:
+                    assert any(step.startswith(f"SEARCH {table} ") for step in details), (
+                        source,
+                        details,
+                    )
+                    assert not any(re.match(rf"SCAN {table}\b", step) for step in details), (
+                        source,
+                        details,
+                    )
+            else:
+                reads = {read["table_name"]: read["access_type"] for read in _mysql_reads(plan)}
+                for table in tables:
+                    assert reads[table] in MYSQL_INDEX_READS, (source, reads)
 
 
 def _mysql_reads(plan: Any) -> list[dict[str, Any]]:
