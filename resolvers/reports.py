@@ -29,6 +29,14 @@ Info = strawberry.Info[Context, None]
 MAX_TOP_REPORTS = 100
 MAX_SEARCH_LENGTH = 200
 MAX_FILTER_VALUES = 100
+# The filter's lists, by their names in the schema, which is what a client is told of.
+FILTER_LISTS = {
+    "typeIds": "type_ids",
+    "authorIds": "author_ids",
+    "institutionIds": "institution_ids",
+    "technologyIds": "technology_ids",
+    "tags": "tags",
+}
 
 
 @strawberry.input(description="Reports matching every criterion given.")
@@ -49,8 +57,8 @@ class ReportFilterInput:
     )
 
     def criteria(self) -> ReportFilter:
-        for argument in ("type_ids", "author_ids", "institution_ids", "technology_ids", "tags"):
-            values = getattr(self, argument)
+        for argument, attribute in FILTER_LISTS.items():
+            values = getattr(self, attribute)
             if values is not None and len(values) > MAX_FILTER_VALUES:
                 raise GatewayError(
                     f"filter.{argument}: at most {MAX_FILTER_VALUES} values",

@@ -180,6 +180,25 @@ async def test_ids_and_cursors_no_row_can_have_are_the_client_s_mistake(seeded: 
         assert codes == ["BAD_USER_INPUT"], (variables, result)
 
 
+async def test_filters_past_their_limits_are_refused_by_their_names_in_the_schema(
+    seeded: Seeded,
+) -> None:
+    too_many_authors = [to_global_id("Author", 1)] * 101
+    cases = [
+        ({"authorIds": too_many_authors}, "authorIds", "filter.authorIds: at most 100 values"),
+        ({"tags": ["graphql"] * 101}, "tags", "filter.tags: at most 100 values"),
+        ({"search": "x" * 201}, "search", "filter.search: at most 200 characters"),
+    ]
+    for given, argument, message in cases:
+        result = await seeded.query(
+            "query($filter: ReportFilterInput) { reports(filter: $filter) { totalCount } }",
+            {"filter": given},
+        )
+        (error,) = result["errors"]
+        assert error["message"] == message
+        assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": argument}
+
+
 async def test_default_page_size_is_twenty(seeded: Seeded) -> None:
     connection = (await seeded.data(PAGE))["reports"]
     assert len(connection["edges"]) == 20
