@@ -85,10 +85,10 @@ async def test_the_explain_of_the_nested_query_names_every_statement_and_store(
     assert len(statements) == round_trips["postgres"]
     assert len(commands) == round_trips["mongodb"]
     assert len(redis) >= round_trips["redis"] > 0
+    backend = seeded.connections.engine.dialect.name
     for statement in statements:
         assert statement["sql"].startswith("SELECT")
         plan = statement["plan"]
-        backend = seeded.connections.engine.dialect.name
         if backend == "sqlite":
             assert all(step["detail"] for step in plan["queryPlan"])
         elif backend == "mysql":
@@ -106,9 +106,12 @@ async def test_the_explain_of_the_nested_query_names_every_statement_and_store(
     authorships = by_source["authorships of a report"]["sent"][0]
     parameters = authorships["parameters"]
     # An array on PostgreSQL, a JSON array on SQLite, a placeholder for each key on MySQL.
-    keys = {"sqlite": lambda: json.loads(parameters[0]), "mysql": lambda: parameters}.get(
-        seeded.connections.engine.dialect.name, lambda: parameters[0]
-    )()
+    if backend == "sqlite":
+        keys = json.loads(parameters[0])
+    elif backend == "mysql":
+        keys = parameters
+    else:
+        keys = parameters[0]
     assert sorted(keys) == sorted(report_ids)
     assert find["explain"]["winningPlan"]
     assert "nReturned" in find["explain"]["executionStats"]
