@@ -255,8 +255,9 @@ _TEXT_MEMBER = re.compile(r'^(\s*"[^"]+": ")(.*)(",?)$', re.MULTILINE)
 
 def plan_document(explained: str) -> Any:
     """The plan ``EXPLAIN FORMAT=JSON`` wrote. MariaDB writes the text of a condition as
-    it is, its double quotes unescaped (a boolean-mode search's phrases have them): such a
-    document is read again with them escaped."""
+    it is, unescaped: a boolean-mode search's phrases bring their double quotes, and its
+    SQL literals their own backslashes. Such a document is read again with each text
+    member's value escaped as JSON escapes text."""
     try:
         return orjson.loads(explained)
     except orjson.JSONDecodeError:
@@ -265,7 +266,7 @@ def plan_document(explained: str) -> Any:
 
 def _escaped_member(member: re.Match[str]) -> str:
     name, value, end = member.groups()
-    return name + re.sub(r'(?<!\\)"', r'\\"', value) + end
+    return name + orjson.dumps(value).decode()[1:-1] + end
 
 
 def plan_hints(plan: Any, worth_an_index: int) -> Iterator[str]:

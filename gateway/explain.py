@@ -141,6 +141,11 @@ async def _statement(sent: Sent, connections: Connections) -> dict[str, Any]:
     except DBAPIError as error:
         described["unexplained"] = str(error.orig)
         return described
+    except ValueError:
+        # A plan the server wrote as no document can be read: that statement goes
+        # unexplained, and the rest of the operation's account stands.
+        described["unexplained"] = "the server's plan could not be read"
+        return described
     described["plan"] = plan
     hints = backend_of(connections.engine).plan_hints(plan, SCANNED_ROWS_WORTH_AN_INDEX)
     described["hints"] = list(hints)

@@ -205,19 +205,17 @@ def test_plan_hints_name_filters_and_joins() -> None:
 
 
 def test_a_mariadb_plan_whose_condition_quotes_a_phrase_is_read() -> None:
-    # As MariaDB writes the plan of a search for "stream processing": its quotes unescaped.
-    written = """{
-  "query_block": {
-    "table": {
-      "table_name": "reports",
-      "access_type": "fulltext",
-      "attached_condition": "(match reports.title against ('+"stream processing"' in boolean mode))"
-    }
-  }
-}"""
+    # As MariaDB writes the plan of a search for `a\b "c\" d`: the quotes of the phrases
+    # and the backslashes of the SQL literal unescaped.
+    condition = r"""(match reports.title against ('+"a\\b" +"c\\" +"d"' in boolean mode))"""
+    written = (
+        '{\n  "query_block": {\n    "table": {\n      "table_name": "reports",\n'
+        '      "access_type": "fulltext",\n'
+        f'      "attached_condition": "{condition}"\n    }}\n  }}\n}}'
+    )
     table = mysql_dialect.plan_document(written)["query_block"]["table"]
     assert table["access_type"] == "fulltext"
-    assert '+"stream processing"' in table["attached_condition"]
+    assert table["attached_condition"] == condition
 
 
 def test_command_hints_name_collection_scans() -> None:
@@ -266,8 +264,8 @@ KEYED_LOOKUPS: dict[str, tuple[str, ...]] = {
     "technologies of a report": ("report_technologies", "technologies"),
 }
 SEARCH = (
-    'query Q($first: Int!) { reports(first: $first, filter: {search: "stream processing"}) '
-    "{ totalCount edges { node { title } } } }"
+    "query Q($first: Int!, $search: String) { reports(first: $first, "
+    "filter: {search: $search}) { totalCount edges { node { title } } } }"
 )
 BY_AUTHORS = (
     "query Q($first: Int!, $authors: [ID!]) { reports(first: $first, "
@@ -277,7 +275,7 @@ BY_AUTHORS = (
 # the nested query's page of reports: that is read in its order, as it should be.
 INDEXED_READS: list[tuple[str, dict[str, Any], dict[str, tuple[str, ...]]]] = [
     (NESTED, {}, KEYED_LOOKUPS),
-    (SEARCH, {}, {"reports": ("reports",)}),
+    (SEARCH, {"search": "stream processing"}, {"reports": ("reports",)}),
     (
         BY_AUTHORS,
         {"authors": [to_global_id("Author", 1), to_global_id("Author", 2)]},
@@ -334,3 +332,25 @@ def _mysql_reads(plan: Any) -> list[dict[str, Any]]:
     if isinstance(plan, list):
         return [read for child in plan for read in _mysql_reads(child)]
     return []
+
+
+async def test_a_search_of_any_text_is_explained(seeded: Seeded) -> None:
+    """Quotes, backslashes and SQL in a search reach each server's plan as text, and the
+    plan comes back readable: every statement explained, no error."""
+    admin = await _as(seeded, Role.ADMIN, **EXPLAIN)
+    for search in ('a\\b "c\\" d', '" OR 1=1 --', "\\", "'; DROP TABLE reports; --"):
+        response = await seeded.client.post(
+            "/graphql",
+            json={
+                "query": SEARCH,
+                "variables": {"first": 5, "search": search},
+            },
+            headers=admin,
+        )
+        body = response.json()
+        assert response.status_code == 200, body
+        assert "errors" not in body, body["errors"]
+        sent = [item for step in body["extensions"]["explain"]["steps"] for item in step["sent"]]
+        statements = [item for item in sent if "sql" in item]
+        assert statements, sent
+        assert all("plan" in item for item in statements), (search, statements)
