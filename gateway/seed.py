@@ -511,7 +511,7 @@ async def seed(
                 set_report_counters(redis=connections.redis, counters=batch.counters),
                 return_exceptions=True,
             )
-            failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            failure = next((each for each in outcomes if isinstance(each, BaseException)), None)
             if failure is not None:
                 raise failure
             counts["reports"] += len(batch.reports)
