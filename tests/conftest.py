@@ -38,6 +38,7 @@ from gateway.seed import seed
 from tests.clients import Caller, Seeded, issue_key, lifespan_client
 from tests.databases import Databases, databases_at, fresh_name
 from tests.factories import make_catalogue
+from tests.given_stores import GIVEN_STORES, stores_given
 from tests.ports import WORKER_INDEX
 from tests.processes import store_environment
 
@@ -46,8 +47,6 @@ TEMPLATE_DATABASE = f"gateway_test_template_gw{WORKER_INDEX}"
 TEST_REDIS_DATABASE = 3 * WORKER_INDEX
 SEEDED_REDIS_DATABASE = TEST_REDIS_DATABASE + 1
 REFUSALS_REDIS_DATABASE = TEST_REDIS_DATABASE + 2
-# How a run is given stores other than the embedded servers.
-GIVEN_STORES = ("GATEWAY_TEST_DATABASE_URL", "GATEWAY_TEST_MONGO_URL", "GATEWAY_TEST_REDIS_URL")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -94,7 +93,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ``servers_of_its_own``: it uses the given stores, but what it tests is servers it
     starts itself.
     """
-    if not any(os.environ.get(name) for name in GIVEN_STORES):
+    if not stores_given():
         return
     reached = [
         item

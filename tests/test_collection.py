@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import GIVEN_STORES
+from tests.given_stores import GIVEN_STORES
 
 pytest_plugins = ["pytester"]
 
