@@ -110,9 +110,10 @@ RECORD_OF_TABLE: dict[str, type[Any]] = {
 REPORTS: Any = Report.__table__
 REPORT_TYPES: Any = ReportType.__table__
 # Per table: the table joined to it, on which condition, and the columns read from it, named
-# as the record's fields. An outer join on the joined table's key, which PostgreSQL leaves
-# out of a statement that reads none of its columns (a count); the foreign key makes it
-# find a row for every record.
+# as the record's fields. An outer join on the joined table's key: the foreign key makes it
+# find a row for every record, so a query that reads none of its columns (a count) leaves
+# it out. PostgreSQL would leave it out by itself; SQLite keeps it in a count, and MySQL
+# in every statement.
 JOINS: dict[str, tuple[Table, ColumnElement[bool], tuple[Label[Any], ...]]] = {
     "reports": (
         REPORT_TYPES,
@@ -200,9 +201,10 @@ def record_query(table: Table, fields: frozenset[str] | None) -> Select[Any]:
     if joined is None:
         return query
     other, condition, columns = joined
-    return query.add_columns(*(_kept(column, column.name, fields) for column in columns)).outerjoin(
-        other, condition
-    )
+    query = query.add_columns(*(_kept(column, column.name, fields) for column in columns))
+    if fields is not None and not any(column.name in fields for column in columns):
+        return query
+    return query.outerjoin(other, condition)
 
 
 @lru_cache(maxsize=QUERIES_KEPT)

@@ -334,6 +334,27 @@ def _mysql_reads(plan: Any) -> list[dict[str, Any]]:
     return []
 
 
+async def test_reports_join_their_types_only_for_a_page_that_shows_them(
+    seeded: Seeded,
+) -> None:
+    """A count, or a page that shows no report's type, reads no ``report_types``: SQLite
+    joined it for every report counted, and MySQL joins whatever a statement reads."""
+    admin = await _as(seeded, Role.ADMIN, **EXPLAIN)
+    for shown, joined in (("title", False), ("title type { name }", True)):
+        query = f"{{ reports(first: 5) {{ totalCount edges {{ node {{ {shown} }} }} }} }}"
+        response = await seeded.client.post("/graphql", json={"query": query}, headers=admin)
+        body = response.json()
+        assert response.status_code == 200, body
+        assert "errors" not in body, body["errors"]
+        (statement,) = [
+            sent["sql"]
+            for step in body["extensions"]["explain"]["steps"]
+            if step["source"] == "reports"
+            for sent in step["sent"]
+        ]
+        assert ("report_types" in statement) is joined, statement
+
+
 async def test_a_search_of_any_text_is_explained(seeded: Seeded) -> None:
     """Quotes, backslashes and SQL in a search reach each server's plan as text, and the
     plan comes back readable: every statement explained, no error."""
