@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from bench.nested import QUERY as NESTED
 from core.settings import Settings
@@ -284,6 +285,9 @@ INDEXED_READS: list[tuple[str, dict[str, Any], dict[str, tuple[str, ...]]]] = [
 ]
 # How MySQL reads a table through an index: a range of it, or a row per key.
 MYSQL_INDEX_READS = frozenset({"range", "ref", "eq_ref", "const", "fulltext"})
+ANALYZED = sorted(
+    {table for _, _, indexed in INDEXED_READS for tables in indexed.values() for table in tables}
+)
 
 
 async def test_lookups_by_keys_searches_and_filters_read_through_indexes(
@@ -295,6 +299,11 @@ async def test_lookups_by_keys_searches_and_filters_read_through_indexes(
     backend = seeded.connections.engine.dialect.name
     if backend == "postgresql":
         pytest.skip("PostgreSQL plans by statistics that a test's new tables lack")
+    if backend == "mysql":
+        # MySQL recomputes a table's statistics in the background, some time after writes:
+        # plan by the seeded catalogue's own, not by however far that had got.
+        async with seeded.connections.engine.connect() as connection:
+            await connection.execute(text(f"ANALYZE TABLE {', '.join(ANALYZED)}"))
     admin = await _as(seeded, Role.ADMIN, **EXPLAIN)
     for query, variables, indexed in INDEXED_READS:
         response = await seeded.client.post(
@@ -319,9 +328,11 @@ async def test_lookups_by_keys_searches_and_filters_read_through_indexes(
                         details,
                     )
             else:
-                reads = {read["table_name"]: read["access_type"] for read in _mysql_reads(plan)}
+                reads = [(read["table_name"], read["access_type"]) for read in _mysql_reads(plan)]
                 for table in tables:
-                    assert reads[table] in MYSQL_INDEX_READS, (source, reads)
+                    accesses = [access for name, access in reads if name == table]
+                    assert accesses, (source, reads)
+                    assert all(access in MYSQL_INDEX_READS for access in accesses), (source, reads)
 
 
 def _mysql_reads(plan: Any) -> list[dict[str, Any]]:
