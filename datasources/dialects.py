@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from datasources import mysql_dialect, postgres_dialect, sqlite_dialect
+from datasources.driver_fetch import DriverFetch
 
 
 class RelationalBackend(Protocol):
@@ -63,6 +64,10 @@ class RelationalBackend(Protocol):
     def plan_hints(self, plan: Any, worth_an_index: int) -> Iterator[str]:
         """What in ``plan`` reads more than ``worth_an_index`` rows where an index would
         read fewer."""
+
+    @property
+    def DRIVER_FETCH(self) -> DriverFetch:  # noqa: N802 - a module's constant
+        """How the backend's driver runs a compiled read by itself."""
 
 
 BACKENDS: dict[str, RelationalBackend] = {

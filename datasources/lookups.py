@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from datasources.driver_reads import DriverRead, Rows
+from datasources.driver_fetch import Rows
+from datasources.driver_reads import DriverRead
 from datasources.models import Author, ReportAuthor, ReportTechnology, Technology
 from datasources.portable_sql import equals_any_given
 from datasources.records import (

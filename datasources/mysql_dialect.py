@@ -14,8 +14,9 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
+import asyncmy
 import asyncmy.errors
 import orjson
 from sqlalchemy import (
@@ -30,11 +31,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import URL, Dialect, ExceptionContext
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import DDLCompiler, SQLCompiler
 
+from datasources.driver_fetch import DriverFetch, Rows
 from datasources.portable_sql import (
     EqualsAny,
     MatchesSearch,
@@ -225,6 +227,30 @@ def configure(engine: AsyncEngine) -> None:
 
     event.listen(engine.sync_engine, "connect", on_connect)
     event.listen(engine.sync_engine, "handle_error", on_error)
+
+
+async def _fetch(connection: asyncmy.Connection, sql: str, arguments: Sequence[Any]) -> Rows:
+    async with connection.cursor() as cursor:
+        await cursor.execute(sql, arguments)
+        return cast("Rows", await cursor.fetchall())
+
+
+# The codes of a connection gone or lost, as SQLAlchemy reads them.
+LOST_CONNECTION = frozenset({1927, 2006, 2013, 2014, 2045, 2055, 4031})
+
+
+def _read_failure(error: BaseException) -> tuple[type[DBAPIError], bool] | None:
+    if isinstance(error, OSError | asyncmy.errors.InterfaceError):
+        return OperationalError, True
+    if isinstance(error, asyncmy.errors.OperationalError):
+        return OperationalError, bool(error.args) and error.args[0] in LOST_CONNECTION
+    if isinstance(error, asyncmy.errors.Error):
+        return DBAPIError, False
+    return None
+
+
+# asyncmy gives booleans as the integers MySQL stores them as.
+DRIVER_FETCH = DriverFetch(_fetch, _read_failure, decodes_columns=False)
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine:

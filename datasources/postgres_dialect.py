@@ -26,9 +26,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from datasources.driver_fetch import DriverFetch, Rows
 from datasources.portable_sql import EqualsAny, MatchesSearch, upsert_on_conflict
 
 if TYPE_CHECKING:
@@ -42,6 +44,27 @@ CONNECTION_FAILURES = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
 )
+# And when a read sent to it directly finds its connection failed: besides those, a
+# socket gone, or a connection whose server ended it while it sat in the pool (its
+# protocol is left waiting for the end of an error the server sent unasked).
+READ_CONNECTION_FAILURES = (*CONNECTION_FAILURES, asyncpg.InternalClientError, OSError)
+
+
+async def _fetch(connection: asyncpg.Connection, sql: str, arguments: Sequence[Any]) -> Rows:
+    rows: Rows = await connection.fetch(sql, *arguments)
+    return rows
+
+
+def _read_failure(error: BaseException) -> tuple[type[DBAPIError], bool] | None:
+    if isinstance(error, READ_CONNECTION_FAILURES):
+        return OperationalError, True
+    if isinstance(error, asyncpg.PostgresError):
+        return DBAPIError, False
+    return None
+
+
+# asyncpg decodes every type the gateway reads, time zones included.
+DRIVER_FETCH = DriverFetch(_fetch, _read_failure, decodes_columns=True)
 
 # English stemming; the index and the queries that must use it share this expression.
 SEARCH_CONFIG = "english"

@@ -9,17 +9,21 @@ connections wait for each other's writes (``busy_timeout``) instead of failing.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
+import aiosqlite
 from sqlalchemy import Connection, String, Table, TypeDecorator, event, text, type_coerce
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from datasources.driver_fetch import DriverFetch, Rows
 from datasources.portable_sql import (
     EarliestDate,
     EqualsAny,
@@ -118,6 +122,32 @@ def configure(engine: AsyncEngine) -> None:
 
     event.listen(engine.sync_engine, "connect", on_connect)
     event.listen(engine.sync_engine, "begin", on_begin)
+
+
+async def _fetch(connection: aiosqlite.Connection, sql: str, arguments: Sequence[Any]) -> Rows:
+    # One call on the connection's thread for the statement and its rows, where
+    # SQLAlchemy's cursor makes four: each is a hand-over to the thread and back.
+    return cast("Rows", await connection.execute_fetchall(sql, arguments))
+
+
+# What aiosqlite raises, as ValueError, once its connection's thread has stopped.
+STOPPED = frozenset({"no active connection", "connection closed"})
+
+
+def _read_failure(error: BaseException) -> tuple[type[DBAPIError], bool] | None:
+    if isinstance(error, ValueError) and str(error).lower() in STOPPED:
+        return OperationalError, True
+    if isinstance(error, sqlite3.ProgrammingError) and "closed database" in str(error):
+        return OperationalError, True
+    if isinstance(error, sqlite3.OperationalError):
+        return OperationalError, False
+    if isinstance(error, sqlite3.Error):
+        return DBAPIError, False
+    return None
+
+
+# SQLite gives dates and times as text and booleans as integers.
+DRIVER_FETCH = DriverFetch(_fetch, _read_failure, decodes_columns=False)
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine:

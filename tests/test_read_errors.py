@@ -25,7 +25,7 @@ from gateway.embedded import EmbeddedStores
 from gateway.seed import seed
 from resolvers.nodes import to_global_id
 from tests.clients import Seeded, lifespan_client
-from tests.databases import SERVER_CONNECTIONS, needs_server
+from tests.databases import BACKEND, SERVER_CONNECTIONS, needs_server
 from tests.test_reports import PAGE
 
 
@@ -264,6 +264,31 @@ async def test_a_connection_the_server_dropped_fails_one_read_and_is_replaced(
                 if not (await other.execute(gone, {"pid": pid})).scalar_one():
                     break
                 await asyncio.sleep(0.01)
+        failed = await client.post("/graphql", json=query)
+        assert failed.status_code == 200
+        errors = failed.json()["errors"]
+        assert {error["extensions"]["code"] for error in errors} == {"SERVICE_UNAVAILABLE"}
+        assert {error["extensions"]["store"] for error in errors} == {"postgres"}
+        again = (await client.post("/graphql", json=query)).json()
+        assert "errors" not in again
+        assert len(again["data"]["reports"]["edges"]) == 3
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="a thread of its own is SQLite's driver's")
+async def test_a_sqlite_connection_whose_thread_stopped_fails_one_read_and_is_replaced(
+    connections: Connections, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's driver runs each connection on a thread of its own: a pooled connection
+    whose thread has stopped fails the read sent to it directly as the store being
+    unavailable, and the pool replaces it."""
+    await seed(connections, reports=3, progress=False)
+    monkeypatch.setattr("core.connections.POSTGRES_POOL_SIZE", 1)
+    app = create_app(settings.model_copy(update={"response_cache": False}), supervised=True)
+    query = {"query": "{ reports(first: 3) { edges { node { title type { name } } } } }"}
+    async with lifespan_client(app) as client:
+        assert "errors" not in (await client.post("/graphql", json=query)).json()
+        async with app.state.connections.engine.connect() as pooled:
+            await (await pooled.get_raw_connection()).driver_connection.close()
         failed = await client.post("/graphql", json=query)
         assert failed.status_code == 200
         errors = failed.json()["errors"]
