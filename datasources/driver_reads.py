@@ -8,10 +8,10 @@ back, four per statement, where the driver's fetch makes one. A read is compiled
 shape of statement and sent on a connection of the same pool (datasources/driver_fetch.py
 says how each driver runs it); where the driver gives a column otherwise than its type in
 SQLAlchemy would (SQLite's dates are text), that type's own processor converts it. A
-statement whose text SQLAlchemy renders again at each execution (a list of keys, one
-placeholder each, on MySQL) runs through SQLAlchemy like every other statement. Either
-way its failures are SQLAlchemy's exceptions, so that a store that fails is reported the
-same whichever path read it.
+statement with a placeholder per value of a list (MySQL's lists of keys) is written out
+for each read's list, by SQLAlchemy's compilation as its own execution would. Its
+failures are SQLAlchemy's exceptions, so that a store that fails is reported the same
+whichever path read it.
 
 Two kinds of read: a ``DriverRead``, one statement whose only varying parts are named bind
 parameters, compiled once (the lookups behind every level); and ``rows_of`` any SELECT,
@@ -54,6 +54,8 @@ class _Compiled:
     # The columns the driver does not give as their types would, by position, each with
     # its type's processor.
     columns: tuple[tuple[int, Processor], ...]
+    # Whether the SQL has a placeholder per value of a list: written out at each read.
+    expands: bool
 
 
 class DriverRead:
@@ -101,8 +103,8 @@ def _compile(
     statement: AnySelect, dialect: Dialect, cache_key: Any, driver: DriverFetch
 ) -> _Compiled | None:
     compilation = dialect.statement_compiler(dialect, statement, cache_key=cache_key)
-    if compilation.post_compile_params or compilation.literal_execute_params:
-        # Rendered again at each execution (an IN list's values): SQLAlchemy's part.
+    if compilation.literal_execute_params:
+        # Values written into the SQL itself at each execution: SQLAlchemy's part.
         return None
     processors = compilation._bind_processors
     parameters: list[tuple[str, Processor | None]] = []
@@ -117,7 +119,8 @@ def _compile(
             process = column.type._cached_result_processor(dialect, None)
             if process is not None:
                 columns.append((position, process))
-    return _Compiled(str(compilation), tuple(parameters), compilation, tuple(columns))
+    expands = bool(compilation.post_compile_params)
+    return _Compiled(str(compilation), tuple(parameters), compilation, tuple(columns), expands)
 
 
 def _extracted(compiled: _Compiled, cache_key: Any) -> dict[str, Any]:
@@ -131,19 +134,16 @@ def _extracted(compiled: _Compiled, cache_key: Any) -> dict[str, Any]:
 async def _fetch(
     engine: AsyncEngine, driver: DriverFetch, compiled: _Compiled, parameters: dict[str, Any]
 ) -> Rows:
-    arguments = [
-        parameters[name] if process is None else process(parameters[name])
-        for name, process in compiled.parameters
-    ]
+    sql, arguments = _written(compiled, parameters)
     # From the engine's pool itself: the same connections, checked out and in by the
     # pool's own rules, without the engine connection around them (half the CPU).
     pooled = await greenlet_spawn(engine.sync_engine.pool.connect)
     count_postgres_round_trip()
-    note_command(compiled.sql)
-    record_statement(compiled.sql, arguments)
+    note_command(sql)
+    record_statement(sql, arguments)
     invalidated = False
     try:
-        rows = await driver.fetch(pooled.driver_connection, compiled.sql, arguments)
+        rows = await driver.fetch(pooled.driver_connection, sql, arguments)
     except Exception as error:
         failure = driver.failure(error)
         if failure is None:
@@ -153,11 +153,26 @@ async def _fetch(
             # Never back into the pool: it may be closed, or in a state no statement can
             # follow. Invalidating it returns its slot to the pool, to reconnect.
             await greenlet_spawn(pooled.invalidate, error)
-        raise raised(compiled.sql, arguments, error, connection_invalidated=invalidated) from error
+        raise raised(sql, arguments, error, connection_invalidated=invalidated) from error
     finally:
         if not invalidated:
             await greenlet_spawn(pooled.close)
     return _decoded(rows, compiled.columns) if compiled.columns else rows
+
+
+def _written(compiled: _Compiled, values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The SQL of a read and its positional values, each through its bind processor."""
+    if not compiled.expands:
+        return compiled.sql, [
+            values[name] if process is None else process(values[name])
+            for name, process in compiled.parameters
+        ]
+    written = compiled.compilation.construct_expanded_state(values, escape_names=False)
+    processors, expanded = written.processors, written.parameters
+    return written.statement, [
+        processors[name](expanded[name]) if name in processors else expanded[name]
+        for name in written.positiontup or ()
+    ]
 
 
 def _decoded(rows: Rows, columns: tuple[tuple[int, Processor], ...]) -> Rows:
