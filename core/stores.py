@@ -50,9 +50,10 @@ _POSTGRES = (
     OperationalError,
     InterfaceError,
     PoolTimeout,
-    # Raised by a driver itself (asyncpg on the planner's direct reads, any of them while a
-    # connection is set up): the connection is gone, refused, or the server is shutting
-    # down or starting.
+    # Raised by a driver itself as a connection is set up, for the reads sent to it
+    # directly (which take their connections from the pool itself) as for any other: the
+    # connection is gone or refused, the server is shutting down or starting, or SQLite's
+    # file cannot be opened.
     *CONNECTION_FAILURES,
 )
 _ANY_STORE = (OSError, TimeoutError)

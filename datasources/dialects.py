@@ -83,6 +83,7 @@ BACKENDS: dict[str, RelationalBackend] = {
 CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
     *postgres_dialect.CONNECTION_FAILURES,
     *mysql_dialect.CONNECTION_FAILURES,
+    *sqlite_dialect.CONNECTION_FAILURES,
 )
 
 

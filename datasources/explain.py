@@ -5,7 +5,7 @@ Recorded per store call, not per statement: a call (one batch of a level, one ro
 is what the executors decide on, so it carries the source that made it, its planner level,
 its time and its rows, and the statements or commands its driver sent sit under it. The
 drivers' own hooks see what was sent (SQLAlchemy's ``before_cursor_execute``, the reads
-handed to asyncpg directly, PyMongo's command listener, the Redis connection's packing of
+handed to the driver directly, PyMongo's command listener, the Redis connection's packing of
 commands), with its values, so what is explained afterwards is what ran.
 
 Nothing is recorded unless an operation is explained: the loaders hold no ``Recording``
@@ -123,7 +123,8 @@ def _found(value: Any) -> int:
 
 
 def record_statement(statement: str, parameters: Sequence[Any] | None) -> None:
-    """A PostgreSQL statement, as the driver got it (``$n`` placeholders) with its values."""
+    """A relational statement, as the driver got it (with its placeholders), with its
+    values."""
     step = current_step.get()
     if step is not None:
         step.sent.append(Sent(POSTGRES, statement, list(parameters or ())))

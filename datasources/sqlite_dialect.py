@@ -130,6 +130,8 @@ async def _fetch(connection: aiosqlite.Connection, sql: str, arguments: Sequence
     return cast("Rows", await connection.execute_fetchall(sql, arguments))
 
 
+# What SQLite raises itself as a connection is set up: the file cannot be opened.
+CONNECTION_FAILURES = (sqlite3.OperationalError,)
 # What aiosqlite raises, as ValueError, once its connection's thread has stopped.
 STOPPED = frozenset({"no active connection", "connection closed"})
 

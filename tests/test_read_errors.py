@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import signal
 from collections.abc import AsyncIterator
 from datetime import date
@@ -14,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from core.connections import Connections, open_connections
 from core.settings import Settings
@@ -297,3 +298,33 @@ async def test_a_sqlite_connection_whose_thread_stopped_fails_one_read_and_is_re
         again = (await client.post("/graphql", json=query)).json()
         assert "errors" not in again
         assert len(again["data"]["reports"]["edges"]) == 3
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="a file is SQLite's")
+async def test_a_sqlite_file_that_cannot_be_opened_fails_reads_as_the_store_unavailable(
+    connections: Connections, settings: Settings, tmp_path: Path
+) -> None:
+    """A read sent to the driver directly takes its connection from the pool itself: a
+    connection that cannot be made fails the read as the store being unavailable."""
+    await seed(connections, reports=3, progress=False)
+    own = tmp_path / "own"
+    own.mkdir()
+    assert settings.database_url is not None
+    source = make_url(settings.database_url)
+    assert source.database is not None
+    shutil.copy(source.database, own / "catalogue.db")
+    copied = source.set(database=str(own / "catalogue.db")).render_as_string()
+    app = create_app(
+        settings.model_copy(update={"database_url": copied, "response_cache": False}),
+        supervised=True,
+    )
+    query = {"query": "{ reports(first: 3) { edges { node { title } } } }"}
+    async with lifespan_client(app) as client:
+        assert "errors" not in (await client.post("/graphql", json=query)).json()
+        await app.state.connections.engine.dispose()
+        shutil.rmtree(own)
+        failed = await client.post("/graphql", json=query)
+        assert failed.status_code == 200
+        errors = failed.json()["errors"]
+        assert {error["extensions"]["code"] for error in errors} == {"SERVICE_UNAVAILABLE"}
+        assert {error["extensions"]["store"] for error in errors} == {"postgres"}
