@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import make_url, text
+from starlette.applications import Starlette
 
 from core.connections import Connections, open_connections
 from core.settings import Settings
@@ -239,6 +241,38 @@ async def test_a_hung_store_cannot_hang_a_request(
     _check_partial(response.json(), store)
 
 
+# Three reports, read on a gateway whose pool holds one connection.
+READ_OF_THREE = {"query": "{ reports(first: 3) { edges { node { title type { name } } } } }"}
+
+
+@asynccontextmanager
+async def _read_on_one_connection(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """A gateway whose pool holds one connection, once it has read the three reports."""
+    monkeypatch.setattr("core.connections.POSTGRES_POOL_SIZE", 1)
+    # Supervised: no reconciliation at start-up, which could be the one to meet a broken
+    # connection on the pool's only one, instead of the read.
+    app = create_app(settings.model_copy(update={"response_cache": False}), supervised=True)
+    async with lifespan_client(app) as client:
+        assert "errors" not in (await client.post("/graphql", json=READ_OF_THREE)).json()
+        yield app, client
+
+
+async def _read_fails_as_the_store_unavailable(client: httpx.AsyncClient) -> None:
+    failed = await client.post("/graphql", json=READ_OF_THREE)
+    assert failed.status_code == 200
+    errors = failed.json()["errors"]
+    assert {error["extensions"]["code"] for error in errors} == {"SERVICE_UNAVAILABLE"}
+    assert {error["extensions"]["store"] for error in errors} == {"postgres"}
+
+
+async def _read_succeeds(client: httpx.AsyncClient) -> None:
+    again = (await client.post("/graphql", json=READ_OF_THREE)).json()
+    assert "errors" not in again
+    assert len(again["data"]["reports"]["edges"]) == 3
+
+
 @needs_server("no connection of its own to drop")
 async def test_a_connection_the_server_dropped_fails_one_read_and_is_replaced(
     connections: Connections, settings: Settings, monkeypatch: pytest.MonkeyPatch
@@ -247,13 +281,7 @@ async def test_a_connection_the_server_dropped_fails_one_read_and_is_replaced(
     whose server process is gone fails its statement as the store being unavailable, and
     the pool replaces it."""
     await seed(connections, reports=3, progress=False)
-    monkeypatch.setattr("core.connections.POSTGRES_POOL_SIZE", 1)
-    # Supervised: no reconciliation at start-up, which could be the one to meet the dropped
-    # connection on the pool's only one, instead of the read.
-    app = create_app(settings.model_copy(update={"response_cache": False}), supervised=True)
-    query = {"query": "{ reports(first: 3) { edges { node { title type { name } } } } }"}
-    async with lifespan_client(app) as client:
-        assert "errors" not in (await client.post("/graphql", json=query)).json()
+    async with _read_on_one_connection(settings, monkeypatch) as (app, client):
         own, ended, listed = SERVER_CONNECTIONS[connections.engine.dialect.name]
         async with app.state.connections.engine.connect() as pooled:
             pid = (await pooled.execute(text(own))).scalar_one()
@@ -265,14 +293,8 @@ async def test_a_connection_the_server_dropped_fails_one_read_and_is_replaced(
                 if not (await other.execute(gone, {"pid": pid})).scalar_one():
                     break
                 await asyncio.sleep(0.01)
-        failed = await client.post("/graphql", json=query)
-        assert failed.status_code == 200
-        errors = failed.json()["errors"]
-        assert {error["extensions"]["code"] for error in errors} == {"SERVICE_UNAVAILABLE"}
-        assert {error["extensions"]["store"] for error in errors} == {"postgres"}
-        again = (await client.post("/graphql", json=query)).json()
-        assert "errors" not in again
-        assert len(again["data"]["reports"]["edges"]) == 3
+        await _read_fails_as_the_store_unavailable(client)
+        await _read_succeeds(client)
 
 
 @pytest.mark.skipif(BACKEND != "sqlite", reason="a thread of its own is SQLite's driver's")
@@ -283,48 +305,29 @@ async def test_a_sqlite_connection_whose_thread_stopped_fails_one_read_and_is_re
     whose thread has stopped fails the read sent to it directly as the store being
     unavailable, and the pool replaces it."""
     await seed(connections, reports=3, progress=False)
-    monkeypatch.setattr("core.connections.POSTGRES_POOL_SIZE", 1)
-    app = create_app(settings.model_copy(update={"response_cache": False}), supervised=True)
-    query = {"query": "{ reports(first: 3) { edges { node { title type { name } } } } }"}
-    async with lifespan_client(app) as client:
-        assert "errors" not in (await client.post("/graphql", json=query)).json()
+    async with _read_on_one_connection(settings, monkeypatch) as (app, client):
         async with app.state.connections.engine.connect() as pooled:
             await (await pooled.get_raw_connection()).driver_connection.close()
-        failed = await client.post("/graphql", json=query)
-        assert failed.status_code == 200
-        errors = failed.json()["errors"]
-        assert {error["extensions"]["code"] for error in errors} == {"SERVICE_UNAVAILABLE"}
-        assert {error["extensions"]["store"] for error in errors} == {"postgres"}
-        again = (await client.post("/graphql", json=query)).json()
-        assert "errors" not in again
-        assert len(again["data"]["reports"]["edges"]) == 3
+        await _read_fails_as_the_store_unavailable(client)
+        await _read_succeeds(client)
 
 
 @pytest.mark.skipif(BACKEND != "sqlite", reason="a file is SQLite's")
 async def test_a_sqlite_file_that_cannot_be_opened_fails_reads_as_the_store_unavailable(
-    connections: Connections, settings: Settings, tmp_path: Path
+    connections: Connections, settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A read sent to the driver directly takes its connection from the pool itself: a
     connection that cannot be made fails the read as the store being unavailable."""
     await seed(connections, reports=3, progress=False)
-    own = tmp_path / "own"
-    own.mkdir()
     assert settings.database_url is not None
     source = make_url(settings.database_url)
     assert source.database is not None
+    own = tmp_path / "own"
+    own.mkdir()
     shutil.copy(source.database, own / "catalogue.db")
     copied = source.set(database=str(own / "catalogue.db")).render_as_string()
-    app = create_app(
-        settings.model_copy(update={"database_url": copied, "response_cache": False}),
-        supervised=True,
-    )
-    query = {"query": "{ reports(first: 3) { edges { node { title } } } }"}
-    async with lifespan_client(app) as client:
-        assert "errors" not in (await client.post("/graphql", json=query)).json()
+    elsewhere = settings.model_copy(update={"database_url": copied})
+    async with _read_on_one_connection(elsewhere, monkeypatch) as (app, client):
         await app.state.connections.engine.dispose()
         shutil.rmtree(own)
-        failed = await client.post("/graphql", json=query)
-        assert failed.status_code == 200
-        errors = failed.json()["errors"]
-        assert {error["extensions"]["code"] for error in errors} == {"SERVICE_UNAVAILABLE"}
-        assert {error["extensions"]["store"] for error in errors} == {"postgres"}
+        await _read_fails_as_the_store_unavailable(client)
