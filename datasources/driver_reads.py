@@ -2,9 +2,9 @@
 
 For the few hundred rows of one level of a query, SQLAlchemy's execution path (an
 execution context, a result with its row processors, the greenlet it runs in) costs the
-gateway more CPU than the driver's own fetch: under asyncpg, more than the fetch itself;
-under aiosqlite, each of its cursor's calls is a hand-over to the connection's thread and
-back, four per statement, where the driver's fetch makes one. A read is compiled once per
+gateway more CPU than the driver's own fetch; under aiosqlite, its cursor also hands four
+calls per statement to the connection's thread and back, where the driver's fetch hands
+over one. A read is compiled once per
 shape of statement and sent on a connection of the same pool (datasources/driver_fetch.py
 says how each driver runs it); where the driver gives a column otherwise than its type in
 SQLAlchemy would (SQLite's dates are text), that type's own processor converts it. A
