@@ -168,7 +168,9 @@ def _written(compiled: _Compiled, values: dict[str, Any]) -> tuple[str, list[Any
             for name, process in compiled.parameters
         ]
     written = compiled.compilation.construct_expanded_state(values, escape_names=False)
-    processors, expanded = written.processors, written.parameters
+    # Those of the values written out, with those of the others as compiled.
+    processors = {**compiled.compilation._bind_processors, **written.processors}
+    expanded = written.parameters
     return written.statement, [
         processors[name](expanded[name]) if name in processors else expanded[name]
         for name in written.positiontup or ()
