@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -44,8 +44,9 @@ REDIS_CLIENT = DriverInfo().add_upstream_driver(SERVICE_NAME, __version__)
 @dataclass(frozen=True)
 class Connections:
     engine: AsyncEngine
-    # The same pool, for reads of one statement, with the fewest round trips around each
-    # that its backend allows (on PostgreSQL, no BEGIN and ROLLBACK).
+    # For reads of one statement, with the fewest round trips around each that its
+    # backend allows: on PostgreSQL and SQLite the same pool, with no BEGIN and ROLLBACK;
+    # on MySQL a pool of its own (datasources/mysql_dialect.py).
     reader: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     mongo: AsyncMongoClient[dict[str, Any]]
@@ -58,9 +59,18 @@ class Connections:
     # What MongoDB's pool has checked out (the metrics read the others' pools themselves).
     mongo_pool: MongoPool = field(default_factory=MongoPool)
 
+    @property
+    def relational_pools(self) -> list[TimedQueuePool]:
+        """The relational store's pools: the engine's, and the reader's if it has one of
+        its own."""
+        pools = [engine.pool for engine in _with_pools_of_their_own(self.engine, self.reader)]
+        assert all(isinstance(pool, TimedQueuePool) for pool in pools)
+        return cast(list[TimedQueuePool], pools)
+
     async def close(self) -> None:
         await self.calls.end()
-        await self.engine.dispose()
+        for engine in _with_pools_of_their_own(self.engine, self.reader):
+            await engine.dispose()
         await self.mongo.close()
         await self.redis.aclose()
 
@@ -70,25 +80,35 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
     if urls.database_url is None or urls.mongo_url is None or urls.redis_url is None:
         raise ValueError(f"every store needs a URL, got {urls}")
     timeout = settings.store_timeout
-    engine = relational_engine(
-        urls.database_url,
-        timeout=timeout,
-        pool_size=POSTGRES_POOL_SIZE,
-        # No connections beyond the pool: under load they were opened and closed again for
-        # a statement each, a server process started and stopped every time. A statement
-        # waits for a pooled connection instead (up to the pool timeout).
-        max_overflow=0,
-        # No ping at each checkout, a round trip per statement: a connection that a
-        # restart broke fails its statement as the store being unavailable, and is dropped.
-        pool_pre_ping=False,
-        pool_timeout=timeout,
-        poolclass=TimedQueuePool,
-    )
-    count_postgres_statements(engine)
-    record_statements(engine)
+    database_url = urls.database_url
+
+    def pooled_engine(**options: Any) -> AsyncEngine:
+        return relational_engine(
+            database_url,
+            timeout=timeout,
+            pool_size=POSTGRES_POOL_SIZE,
+            # No connections beyond the pool: under load they were opened and closed again
+            # for a statement each, a server process started and stopped every time. A
+            # statement waits for a pooled connection instead (up to the pool timeout).
+            max_overflow=0,
+            # No ping at each checkout, a round trip per statement: a connection that a
+            # restart broke fails its statement as the store being unavailable, and is
+            # dropped.
+            pool_pre_ping=False,
+            pool_timeout=timeout,
+            poolclass=TimedQueuePool,
+            **options,
+        )
+
+    engine = pooled_engine()
+    reader = backend_of(engine).reader(engine, pooled_engine)
+    pooled = _with_pools_of_their_own(engine, reader)
+    for each in pooled:
+        count_postgres_statements(each)
+        record_statements(each)
     # Traced store calls carry their statements and commands (see core/telemetry.py).
     traced = settings.otlp_endpoint is not None
-    noters = note_commands(engine) if traced else []
+    noters = note_commands(*pooled) if traced else []
     mongo_pool = MongoPool()
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         urls.mongo_url,
@@ -103,7 +123,7 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
     calls = StoreCalls(timeout)
     return Connections(
         engine=engine,
-        reader=backend_of(engine).reader(engine),
+        reader=reader,
         sessions=async_sessionmaker(engine, expire_on_commit=False),
         mongo=mongo,
         documents=mongo[settings.mongo_database],
@@ -155,3 +175,9 @@ def redis_pool(url: str, *, timeout: float, traced: bool) -> TimedConnectionPool
         password=sentinels.password,
         **options,
     )
+
+
+def _with_pools_of_their_own(engine: AsyncEngine, reader: AsyncEngine) -> list[AsyncEngine]:
+    """``engine``, and ``reader`` where it has a pool of its own: an engine with options
+    of its own shares its pool, and its events, with the engine it came from."""
+    return [engine] if reader.pool is engine.pool else [engine, reader]

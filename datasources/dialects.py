@@ -7,7 +7,7 @@ to write (importing this module registers them all).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -50,8 +50,10 @@ class RelationalBackend(Protocol):
     def configure(self, engine: AsyncEngine) -> None:
         """Set up each of the engine's connections as the gateway expects them."""
 
-    def reader(self, engine: AsyncEngine) -> AsyncEngine:
-        """``engine``, as it runs reads of one statement each, on the same pool."""
+    def reader(self, engine: AsyncEngine, apart: Callable[..., AsyncEngine]) -> AsyncEngine:
+        """The engine for reads of one statement each: ``engine`` with options of its
+        own, on the same pool, or ``apart(**options)``, an engine like ``engine`` with a
+        pool of its own and SQLAlchemy's ``options``."""
 
     def migrating(self, connection: AsyncConnection) -> AbstractAsyncContextManager[None]:
         """Around the migrations, on a connection outside any transaction."""

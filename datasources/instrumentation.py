@@ -68,10 +68,11 @@ def _note_statement(_: Any, __: Any, statement: str, *___: Any) -> None:
     note_command(statement)
 
 
-def note_commands(engine: AsyncEngine) -> list[monitoring.CommandListener]:
-    """Note the statements SQLAlchemy sends through ``engine``; the listeners that note
+def note_commands(*engines: AsyncEngine) -> list[monitoring.CommandListener]:
+    """Note the statements SQLAlchemy sends through ``engines``; the listeners that note
     MongoDB's commands, for its client."""
-    event.listen(engine.sync_engine, "before_cursor_execute", _note_statement)
+    for engine in engines:
+        event.listen(engine.sync_engine, "before_cursor_execute", _note_statement)
     return [MongoCommandNoter()]
 
 

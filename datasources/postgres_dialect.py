@@ -4,7 +4,7 @@ upserts, sequences (see datasources/dialects.py)."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -200,7 +200,7 @@ def _connect_timeout(value: str, timeout: float) -> float:
     return seconds if seconds > 0 else timeout
 
 
-def reader(engine: AsyncEngine) -> AsyncEngine:
+def reader(engine: AsyncEngine, apart: Callable[..., AsyncEngine]) -> AsyncEngine:
     # The driver's autocommit is the absence of BEGIN: no round trip to switch to it, and
     # none to begin and roll back a transaction around each read.
     return engine.execution_options(isolation_level="AUTOCOMMIT")

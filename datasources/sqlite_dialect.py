@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -152,7 +152,7 @@ def _read_failure(error: BaseException) -> tuple[type[DBAPIError], bool] | None:
 DRIVER_FETCH = DriverFetch(_fetch, _read_failure, decodes_columns=False)
 
 
-def reader(engine: AsyncEngine) -> AsyncEngine:
+def reader(engine: AsyncEngine, apart: Callable[..., AsyncEngine]) -> AsyncEngine:
     # Outside a transaction, a read takes no lock (see configure).
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 

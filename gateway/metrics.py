@@ -63,7 +63,7 @@ from core.metrics import (
     SUBSCRIBERS,
     SUBSCRIPTIONS,
 )
-from core.pools import TimedConnectionPool, TimedQueuePool
+from core.pools import TimedConnectionPool
 from core.response_cache import CacheCounters
 from core.stores import Store
 from core.telemetry import REQUEST_ID
@@ -329,12 +329,14 @@ class Sampler:
 def _sample_stores(connections: Connections) -> None:
     for store, circuit in connections.circuits.items():
         STORE_UP.labels(store.value).set(0 if circuit.is_open else 1)
-    postgres = connections.engine.pool
+    postgres = connections.relational_pools
     redis = connections.redis.connection_pool
-    assert isinstance(postgres, TimedQueuePool)
     assert isinstance(redis, TimedConnectionPool)
     usage = {
-        Store.POSTGRES: (postgres.checkedout(), postgres.size()),
+        Store.POSTGRES: (
+            sum(pool.checkedout() for pool in postgres),
+            sum(pool.size() for pool in postgres),
+        ),
         Store.REDIS: (redis.in_use, redis.max_connections),
         Store.MONGODB: (
             connections.mongo_pool.in_use,

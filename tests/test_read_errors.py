@@ -241,7 +241,7 @@ async def test_a_hung_store_cannot_hang_a_request(
     _check_partial(response.json(), store)
 
 
-# Three reports, read on a gateway whose pool holds one connection.
+# Three reports, read on a gateway whose pools hold one connection each.
 READ_OF_THREE = {"query": "{ reports(first: 3) { edges { node { title type { name } } } } }"}
 
 
@@ -249,7 +249,8 @@ READ_OF_THREE = {"query": "{ reports(first: 3) { edges { node { title type { nam
 async def _read_on_one_connection(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    """A gateway whose pool holds one connection, once it has read the three reports."""
+    """A gateway whose pools hold one connection each, once it has read the three
+    reports."""
     monkeypatch.setattr("core.connections.POSTGRES_POOL_SIZE", 1)
     # Supervised: no reconciliation at start-up, which could be the one to meet a broken
     # connection on the pool's only one, instead of the read.
@@ -283,7 +284,7 @@ async def test_a_connection_the_server_dropped_fails_one_read_and_is_replaced(
     await seed(connections, reports=3, progress=False)
     async with _read_on_one_connection(settings, monkeypatch) as (app, client):
         own, ended, listed = SERVER_CONNECTIONS[connections.engine.dialect.name]
-        async with app.state.connections.engine.connect() as pooled:
+        async with app.state.connections.reader.connect() as pooled:
             pid = (await pooled.execute(text(own))).scalar_one()
         async with connections.engine.connect() as other:
             await other.execute(text(ended), {"pid": pid})

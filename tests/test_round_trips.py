@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -10,10 +12,12 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from core.connections import open_connections, redis_pool
+from core.connections import Connections, open_connections, redis_pool
 from core.settings import Environment, Settings
 from core.store_urls import StoreUrls
+from datasources import lookups
 from datasources.instrumentation import RoundTrips, current_round_trips
+from datasources.records import REPORT_TYPES
 from gateway.app import create_app
 from gateway.embedded.valkey import ValkeyServer
 from gateway.seed import TAGS
@@ -196,27 +200,79 @@ async def _pings(url: str) -> int:
         await observer.aclose()
 
 
-SET_STATEMENTS = text("SHOW SESSION STATUS LIKE 'Com_set_option'")
+MYSQL_SESSION_COUNTS = text(
+    "SHOW SESSION STATUS WHERE Variable_name IN ('Com_set_option', 'Com_rollback', 'Com_select')"
+)
+only_mysql = pytest.mark.skipif(
+    BACKEND != "mysql", reason="a MySQL session counts its own statements"
+)
 
 
-@pytest.mark.skipif(BACKEND != "mysql", reason="a MySQL session counts its own statements")
-async def test_a_read_on_mysql_sends_no_statement_to_switch_modes(
+@asynccontextmanager
+async def _one_reader_connection(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What the driver sends by itself, which the gateway's count of statements cannot
-    see: on the one pooled connection, the session's own count of SET statements."""
+) -> AsyncIterator[Connections]:
+    """Connections whose reads all go through one pooled connection."""
     monkeypatch.setattr("core.connections.POSTGRES_POOL_SIZE", 1)
     connections = open_connections(
         settings, StoreUrls(settings.database_url, settings.mongo_url, settings.redis_url)
     )
     try:
-        counts = []
-        for _ in range(2):
-            async with connections.reader.connect() as connection:
-                counts.append(int((await connection.execute(SET_STATEMENTS)).one()[1]))
-            for _ in range(5):
-                async with connections.reader.connect() as connection:
-                    await connection.execute(text("SELECT 1"))
-        assert counts[1] == counts[0]
+        yield connections
     finally:
         await connections.close()
+
+
+async def _driver_reads(connections: Connections) -> None:
+    for _ in range(5):
+        await lookups.records_by_id(engine=connections.reader, table=REPORT_TYPES, ids=[1, 2])
+
+
+async def _sqlalchemy_reads(connections: Connections) -> None:
+    for _ in range(5):
+        async with connections.reader.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+
+async def _counted_by_the_session(
+    connections: Connections, reads: Callable[[Connections], Awaitable[None]]
+) -> dict[str, int]:
+    """What the driver sends by itself, which the gateway's count of statements cannot
+    see: the one pooled reader's own counts of statements, across ``reads``."""
+    counts: list[dict[str, int]] = []
+    for _ in range(2):
+        async with connections.reader.connect() as connection:
+            rows = (await connection.execute(MYSQL_SESSION_COUNTS)).all()
+            counts.append({name: int(value) for name, value in rows})
+        await reads(connections)
+    return {name: counts[1][name] - counts[0][name] for name in counts[0]}
+
+
+@only_mysql
+async def test_a_read_on_mysql_sends_no_statement_to_switch_modes_or_roll_back(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every lookup and page is read by the driver directly: nothing but its SELECT. A
+    read through SQLAlchemy switches no mode either; it ends with a ROLLBACK, which
+    SQLAlchemy sends in autocommit too."""
+    async with _one_reader_connection(settings, monkeypatch) as connections:
+        direct = await _counted_by_the_session(connections, _driver_reads)
+        through_sqlalchemy = await _counted_by_the_session(connections, _sqlalchemy_reads)
+    # Each count is read through SQLAlchemy: the next count sees its ROLLBACK.
+    assert direct == {"Com_set_option": 0, "Com_rollback": 1, "Com_select": 5}
+    assert through_sqlalchemy["Com_set_option"] == 0
+
+
+@only_mysql
+async def test_reads_on_mysql_leave_no_transaction_holding_a_table(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader's connection goes back to its pool without a ROLLBACK: had a read left a
+    transaction open, the table it read would stay locked against changes to its
+    definition (a migration's), as long as the connection stayed pooled."""
+    async with _one_reader_connection(settings, monkeypatch) as connections:
+        await _driver_reads(connections)
+        async with connections.engine.connect() as connection:
+            await connection.execute(text("SET SESSION lock_wait_timeout = 1"))
+            await connection.execute(text("LOCK TABLES report_types WRITE"))
+            await connection.execute(text("UNLOCK TABLES"))
