@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -63,9 +63,11 @@ class Connections:
     def relational_pools(self) -> list[TimedQueuePool]:
         """The relational store's pools: the engine's, and the reader's if it has one of
         its own."""
-        pools = [engine.pool for engine in _with_pools_of_their_own(self.engine, self.reader)]
-        assert all(isinstance(pool, TimedQueuePool) for pool in pools)
-        return cast(list[TimedQueuePool], pools)
+        pools = []
+        for engine in _with_pools_of_their_own(self.engine, self.reader):
+            assert isinstance(engine.pool, TimedQueuePool)
+            pools.append(engine.pool)
+        return pools
 
     async def close(self) -> None:
         await self.calls.end()
