@@ -1,0 +1,98 @@
+"""The test suite's time and CPU: the whole run as the README runs it, then, with
+``--files``, each test file in a run of its own, the costliest first.
+
+On two cores the suite is bound by CPU, so its CPU says what a change to it saved where its
+wall time, which moves with whatever else the machine runs, may not. A run's CPU is that of
+its pytest processes and of the processes they started and waited for (gateway processes,
+worker templates, embedded servers, the browser). It leaves out the servers of a gateway
+that a test killed on purpose, which the system reaps: adopted here instead, they stayed
+until this process reaped them, and the tests that wait for them to be gone failed. A
+file run alone also pays a pytest start and, if its tests reach the stores, the embedded
+servers; the files' sum beside the whole run's shows what the parallel run shares.
+
+    python -m bench.suite [--files] [--no-cov] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+PARALLEL = ["-n", "3", "--dist", "loadgroup"]
+COUNTS = re.compile(r"(\d+) (passed|failed|errors?|skipped|deselected)")
+
+
+@dataclass(frozen=True)
+class Run:
+    wall: float
+    cpu: float
+    outcome: str
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_pytest(arguments: list[str], environment: dict[str, str]) -> Run:
+    cpu = _children_cpu()
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    summary = done.stdout.strip().splitlines()[-1:] or [""]
+    counts = ", ".join(f"{count} {word}" for count, word in COUNTS.findall(summary[0]))
+    return Run(wall, _children_cpu() - cpu, counts or f"exit code {done.returncode}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--files", action="store_true", help="also run each file alone")
+    parser.add_argument("--no-cov", action="store_true", help="without coverage")
+    parser.add_argument("--database-url", help="GATEWAY_TEST_DATABASE_URL for the runs")
+    arguments = parser.parse_args()
+    environment = dict(os.environ)
+    if arguments.database_url:
+        environment["GATEWAY_TEST_DATABASE_URL"] = arguments.database_url
+    coverage = [] if arguments.no_cov else ["--cov"]
+
+    whole = run_pytest([*coverage, *PARALLEL], environment)
+    command = " ".join(["pytest", *coverage, *PARALLEL])
+    print(f"{command}: {whole.outcome}")
+    print(
+        f"  wall {whole.wall:.1f} s, CPU {whole.cpu:.1f} s "
+        f"({whole.cpu / whole.wall:.2f} of {os.cpu_count()} cores busy)"
+    )
+    if not arguments.files:
+        return
+
+    # A file alone covers too little of the code for the suite's threshold.
+    alone = [*coverage, "--cov-fail-under=0"] if coverage else []
+    runs = {
+        path.name: run_pytest([*alone, str(path)], environment)
+        for path in sorted(TESTS.glob("test_*.py"))
+    }
+    files_cpu = sum(run.cpu for run in runs.values())
+    print(f"\n{'file':<28} {'wall s':>8} {'CPU s':>8} {'share':>6}  outcome")
+    for name, run in sorted(runs.items(), key=lambda item: -item[1].cpu):
+        share = run.cpu / files_cpu
+        print(f"{name:<28} {run.wall:>8.1f} {run.cpu:>8.1f} {share:>6.1%}  {run.outcome}")
+    files_wall = sum(run.wall for run in runs.values())
+    print(f"{'files, one at a time':<28} {files_wall:>8.1f} {files_cpu:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
