@@ -56,22 +56,23 @@ class Connections:
     calls: StoreCalls
     # Each store's circuit (see core/stores.py), shared by every request of the process.
     circuits: Circuits
+    # The relational engines with a pool of their own: ``engine``, and ``reader`` where it
+    # does not share ``engine``'s.
+    pooled_engines: tuple[AsyncEngine, ...]
     # What MongoDB's pool has checked out (the metrics read the others' pools themselves).
     mongo_pool: MongoPool = field(default_factory=MongoPool)
 
     @property
     def relational_pools(self) -> list[TimedQueuePool]:
-        """The relational store's pools: the engine's, and the reader's if it has one of
-        its own."""
         pools = []
-        for engine in _with_pools_of_their_own(self.engine, self.reader):
+        for engine in self.pooled_engines:
             assert isinstance(engine.pool, TimedQueuePool)
             pools.append(engine.pool)
         return pools
 
     async def close(self) -> None:
         await self.calls.end()
-        for engine in _with_pools_of_their_own(self.engine, self.reader):
+        for engine in self.pooled_engines:
             await engine.dispose()
         await self.mongo.close()
         await self.redis.aclose()
@@ -104,7 +105,9 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
 
     engine = pooled_engine()
     reader = backend_of(engine).reader(engine, pooled_engine)
-    pooled = _with_pools_of_their_own(engine, reader)
+    # An engine with options of its own shares its pool, and its events, with the engine
+    # it came from: only one with a pool of its own needs listening to and disposing of.
+    pooled = (engine,) if reader.pool is engine.pool else (engine, reader)
     for each in pooled:
         count_postgres_statements(each)
         record_statements(each)
@@ -132,6 +135,7 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
         redis=redis,
         calls=calls,
         circuits=Circuits(calls),
+        pooled_engines=pooled,
         mongo_pool=mongo_pool,
     )
 
@@ -177,9 +181,3 @@ def redis_pool(url: str, *, timeout: float, traced: bool) -> TimedConnectionPool
         password=sentinels.password,
         **options,
     )
-
-
-def _with_pools_of_their_own(engine: AsyncEngine, reader: AsyncEngine) -> list[AsyncEngine]:
-    """``engine``, and ``reader`` where it has a pool of its own: an engine with options
-    of its own shares its pool, and its events, with the engine it came from."""
-    return [engine] if reader.pool is engine.pool else [engine, reader]
