@@ -3,6 +3,7 @@ index and validator steps for MongoDB."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,9 +99,20 @@ async def _on_connection(engine: AsyncEngine, action: Callable[[Config], None]) 
         await connection.run_sync(run)
 
 
+@functools.cache
+def relational_head() -> str | None:
+    """The revision the relational migrations end at. Finding it loads every migration
+    script, and they do not change while the process runs."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
 async def upgrade(
     engine: AsyncEngine, documents: AsyncDatabase[dict[str, Any]], *, revision: str = "head"
 ) -> None:
+    # Every start but the first finds the stores at head: reading their versions costs a
+    # query each, where Alembic's upgrade loads its environment and every script first.
+    if revision == "head" and (await versions(engine, documents)).up_to_date:
+        return
     await _on_connection(engine, lambda config: command.upgrade(config, revision))
     await document_migrations.upgrade(documents)
 
@@ -122,7 +134,7 @@ async def versions(engine: AsyncEngine, documents: AsyncDatabase[dict[str, Any]]
         current = await connection.run_sync(relational)
     return SchemaVersions(
         relational=current,
-        relational_head=ScriptDirectory.from_config(alembic_config()).get_current_head(),
+        relational_head=relational_head(),
         documents=await document_migrations.current_version(documents),
         documents_head=document_migrations.HEAD,
     )
