@@ -27,7 +27,7 @@ from bench.gateway_process import run_command, serving
 from bench.nested import QUERY as NESTED
 from gateway.limits import Limits
 from gateway.operations import VALIDATION_RULES, OperationCache
-from gateway.schema import build_schema
+from gateway.schema import catalogue_schema
 
 ATTACK = (
     "{ reports(first:100) { edges { node { title authors { author { name reports(first:100) {"
@@ -50,7 +50,7 @@ def _per_call(function: object, runs: int) -> float:
 
 
 def in_process(runs: int) -> None:
-    schema = build_schema()
+    schema = catalogue_schema()
     graphql_schema = schema._schema
 
     def cold() -> None:

@@ -14,7 +14,7 @@ import os
 import re
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -65,6 +65,17 @@ _ANNOUNCING: set[asyncio.Task[None]] = set()
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
+class PreparedDocuments(Protocol):
+    """The application's cache of documents prepared for the schema, under its limits
+    (gateway/operations.py): one schema serves every application of a process, and the
+    operations that Strawberry's executor runs take their documents from here."""
+
+    @property
+    def limits(self) -> Any: ...
+
+    def prepare(self, query: str) -> Any: ...
+
+
 @dataclass
 class Context:
     request: HTTPConnection
@@ -72,6 +83,7 @@ class Context:
     settings: Settings
     connections: Connections
     request_id: str
+    operations: PreparedDocuments
     # What the response's extensions carry: the round trips per store, the cost.
     report_round_trips: bool = False
     report_cost: bool = False
@@ -104,6 +116,7 @@ class Context:
             settings=settings,
             connections=connection.app.state.connections,
             request_id=request_id,
+            operations=connection.app.state.operations,
             report_round_trips=settings.is_development or _asks(headers.get(ROUND_TRIPS_HEADER)),
             report_cost=settings.is_development or _asks(headers.get(COST_HEADER)),
             naive_lookups=settings.allow_naive_lookups

@@ -43,7 +43,7 @@ from gateway.runtime import (
     running_stores,
     snapshot_counters_now,
 )
-from gateway.schema import build_schema
+from gateway.schema import catalogue_schema, operation_cache
 from gateway.websocket import GraphQLOverWebSocket
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,8 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
                     cache.stop()
                 await hub.stop()
 
-    schema = build_schema(Limits.from_settings(settings))
+    schema = catalogue_schema()
+    operations = operation_cache(Limits.from_settings(settings))
     origins = OriginPolicy(settings)
     persisted = PersistedQueries(settings)
     feeds = Feeds(schema)
@@ -171,12 +172,14 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
     requests = metrics.RequestMetrics(settings.metrics_operations)
     graphql = GraphQLPath(
         GraphQLOverHTTP(
-            schema, settings, persisted, feeds, rate_limits=rate_limits, requests=requests
+            schema, settings, persisted, feeds,
+            operations=operations, rate_limits=rate_limits, requests=requests,
         ),
         GraphQLOverWebSocket(
-            schema, settings, origins, persisted, feeds, rate_limits=rate_limits, requests=requests
+            schema, settings, origins, persisted, feeds,
+            operations=operations, rate_limits=rate_limits, requests=requests,
         ),
-    )
+    )  # fmt: skip
     app = Starlette(
         routes=[
             # Every method reaches the endpoint, which answers the ones it refuses in JSON.
@@ -195,6 +198,7 @@ def create_app(settings: Settings | None = None, *, supervised: bool = False) ->
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.operations = operations
     app.state.feeds = feeds
     app.state.sampler = metrics.Sampler(app.state)
     return app

@@ -243,11 +243,11 @@ def _apikey(arguments: argparse.Namespace, settings: Settings) -> int:
 def _persisted(arguments: argparse.Namespace, settings: Settings) -> int:
     from gateway.limits import Limits  # noqa: PLC0415 - the schema is only needed here
     from gateway.persisted_queries import allow_list_of  # noqa: PLC0415
-    from gateway.schema import build_schema  # noqa: PLC0415
+    from gateway.schema import operation_cache  # noqa: PLC0415
 
     try:
         text = arguments.file.read_text(encoding="utf-8")
-        allowed = allow_list_of(text, build_schema(Limits.from_settings(settings)).operations)
+        allowed = allow_list_of(text, operation_cache(Limits.from_settings(settings)))
     except (OSError, ValueError) as error:
         print(f"gateway: {arguments.file}: {error}", file=sys.stderr)
         return 1

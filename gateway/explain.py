@@ -47,7 +47,7 @@ from datasources.explain import (
     is_select,
 )
 from gateway.limits import Limits
-from gateway.schema import build_schema
+from gateway.schema import catalogue_schema, operation_cache
 from planner.execute import Planner, plannable
 
 # A sequential scan that reads more rows than this, to keep some by a condition on a
@@ -227,8 +227,9 @@ async def explain_document(
     """Run a query document as an admin and explain it: its response, with the explanation
     in its extensions (what ``gateway explain`` prints). Raises ``ExplainRefusedError``
     for a document that does not run, or is not a query."""
-    schema = build_schema(Limits.from_settings(settings))
-    prepared = schema.operations.prepare(query)
+    schema = catalogue_schema()
+    operations = operation_cache(Limits.from_settings(settings))
+    prepared = operations.prepare(query)
     if prepared.errors or prepared.document is None:
         raise ExplainRefusedError(400, (*prepared.errors, request_error("no document"))[0])
     operation = prepared.operation(operation_name)
@@ -244,6 +245,7 @@ async def explain_document(
         settings=settings,
         connections=connections,
         request_id=os.urandom(16).hex(),
+        operations=operations,
         explain=True,
         viewer=OPERATOR,
     )

@@ -68,7 +68,13 @@ from gateway.metrics import (
     failed_with,
     served_of,
 )
-from gateway.operations import PLANNER, STRAWBERRY, PreparedDocument, operation_extensions
+from gateway.operations import (
+    PLANNER,
+    STRAWBERRY,
+    OperationCache,
+    PreparedDocument,
+    operation_extensions,
+)
 from gateway.pages import graphiql_page
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
 from gateway.rate_limits import RateLimitError, RateLimits
@@ -145,10 +151,12 @@ class GraphQLOverHTTP:
         persisted: PersistedQueries,
         feeds: Feeds,
         *,
+        operations: OperationCache,
         rate_limits: RateLimits,
         requests: RequestMetrics,
     ) -> None:
         self._schema = schema
+        self._operations = operations
         self._feeds = feeds
         self._settings = settings
         self._requests = requests
@@ -204,7 +212,7 @@ class GraphQLOverHTTP:
                 lookup = (key, found)
             graphql_request = await self._read(request, raw)
             if events and (live := self._live(graphql_request)) is not None:
-                prepared = self._schema.operations.prepare(live.query)
+                prepared = self._operations.prepare(live.query)
                 await self._spend(request, context, prepared, graphql_request)
                 self._requests.subscribed(live.named, EVENTS, OK)
                 # Not one of the operations executing at once: it runs as long as its client.
@@ -356,7 +364,7 @@ class GraphQLOverHTTP:
         media_type: str,
         lookup: tuple[str, Found] | None,
     ) -> Response:
-        prepared = self._schema.operations.prepare(graphql_request.query)
+        prepared = self._operations.prepare(graphql_request.query)
         if prepared.errors:
             raise RequestError(400, list(prepared.errors), graphql=True)
         operation = prepared.operation(graphql_request.operation_name)
@@ -399,7 +407,7 @@ class GraphQLOverHTTP:
 
     def _live(self, graphql_request: GraphQLRequest) -> LiveOperation | None:
         live = live_operation(
-            self._schema.operations,
+            self._operations,
             graphql_request.query,
             graphql_request.operation_name,
             graphql_request.variables,
@@ -578,7 +586,7 @@ class GraphQLOverHTTP:
             prepared.document, operation, graphql_request.variables, context
         )
         errors = [client_error(error, context.request_id) for error in outcome.errors]
-        extensions = operation_extensions(context, self._schema.operations.limits, PLANNER)
+        extensions = operation_extensions(context, self._operations.limits, PLANNER)
         return ExecutionResult(data=outcome.data, errors=errors or None, extensions=extensions)
 
     async def _run(

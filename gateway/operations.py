@@ -301,8 +301,7 @@ class OperationRules(SchemaExtension):
     """The cache's document instead of Strawberry's parsing and validation, the request's
     checks, and the operation's scope; and, when asked, its round trips and cost."""
 
-    def __init__(self, cache: OperationCache) -> None:
-        self._cache = cache
+    def __init__(self) -> None:
         self._prepared: PreparedDocument | None = None
 
     def on_operation(self) -> Iterator[None]:
@@ -314,7 +313,8 @@ class OperationRules(SchemaExtension):
         execution = self.execution_context
         query = execution.query
         if isinstance(query, str):
-            self._prepared = self._cache.prepare(query)
+            context: Context = execution.context
+            self._prepared = context.operations.prepare(query)
         document = self._prepared.document if self._prepared else None
         execution.graphql_document = document or placeholder_document(
             execution.operation_name if isinstance(execution.operation_name, str) else None
@@ -345,7 +345,8 @@ class OperationRules(SchemaExtension):
     def get_results(self) -> dict[str, Any]:
         if self._prepared is None:
             return {}
-        return operation_extensions(self.execution_context.context, self._cache.limits, STRAWBERRY)
+        context: Context = self.execution_context.context
+        return operation_extensions(context, context.operations.limits, STRAWBERRY)
 
 
 STRAWBERRY = "strawberry"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import strawberry
@@ -52,19 +53,19 @@ class ExecutionContextFreedByCounting(StrawberryGraphQLCoreExecutionContext):
 
 
 class GatewaySchema(strawberry.Schema):
-    """The catalogue's schema, with its cache of prepared documents and the masking of
-    every error it returns."""
+    """The catalogue's schema, which masks every error it returns. Its operations take their
+    prepared documents from the cache of the application that runs them (see
+    ``operation_cache``)."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self) -> None:
         super().__init__(
             query=Query,
             mutation=Mutation,
             subscription=Subscription,
-            # A factory: each operation gets its own extension instance.
-            extensions=[lambda: OperationRules(self.operations)],
+            # A class: each operation gets its own extension instance.
+            extensions=[OperationRules],
             execution_context_class=ExecutionContextFreedByCounting,
         )
-        self.operations = OperationCache(self._schema, limits)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -77,9 +78,18 @@ class GatewaySchema(strawberry.Schema):
         errors[:] = [client_error(error, request_id) for error in errors]
 
 
-def build_schema(limits: Limits | None = None) -> GatewaySchema:
-    return GatewaySchema(limits or Limits())
+@functools.cache
+def catalogue_schema() -> GatewaySchema:
+    """The schema, built once per process: it is the same for every application, and
+    building it (Strawberry converting every type) costs some 20 ms of CPU."""
+    return GatewaySchema()
+
+
+def operation_cache(limits: Limits | None = None) -> OperationCache:
+    """A cache of documents prepared for the schema under ``limits``: an application's
+    own, since what it prepared (and how often) is what its requests observe."""
+    return OperationCache(catalogue_schema()._schema, limits or Limits())
 
 
 def export_sdl() -> str:
-    return build_schema().as_str() + "\n"
+    return catalogue_schema().as_str() + "\n"

@@ -68,6 +68,7 @@ from gateway.metrics import (
     StreamedOperations,
     count_formatted,
 )
+from gateway.operations import OperationCache
 from gateway.persisted_queries import PersistedQueries, PersistedQueryError, requested_digest
 from gateway.rate_limits import RateLimits
 from gateway.schema import GatewaySchema
@@ -334,6 +335,7 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
         persisted: PersistedQueries,
         feeds: Feeds,
         *,
+        operations: OperationCache,
         rate_limits: RateLimits,
         requests: RequestMetrics,
     ) -> None:
@@ -346,7 +348,7 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         )
-        self._schema = schema
+        self._operations = operations
         self._origins = origins
         self.persisted = persisted
         self.feeds = feeds
@@ -366,7 +368,7 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
         self, context: Context, payload: Mapping[str, Any]
     ) -> GraphQLFormattedError | None:
         """The error of an operation its caller's rate limit refuses, if it does."""
-        refusal = await self._rate_limits.refusal(context, self._schema.operations, payload)
+        refusal = await self._rate_limits.refusal(context, self._operations, payload)
         return client_error(refusal, context.request_id).formatted if refusal else None
 
     async def route(
@@ -389,7 +391,7 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
             return Routed(resolved, arrived, live=live)
         query = payload.get("query")
         named = (
-            self._schema.operations.prepare(query).operation_named(payload.get("operationName"))
+            self._operations.prepare(query).operation_named(payload.get("operationName"))
             if isinstance(query, str)
             else None
         )
@@ -399,7 +401,7 @@ class GraphQLOverWebSocket(GraphQL[Context, None]):
         self, payload: Mapping[str, Any]
     ) -> LiveOperation | list[GraphQLError] | None:
         return live_operation(
-            self._schema.operations,
+            self._operations,
             payload.get("query"),
             payload.get("operationName"),
             payload.get("variables"),

@@ -14,7 +14,7 @@ from graphql import get_introspection_query, parse
 from core.settings import Settings
 from gateway.app import create_app
 from gateway.limits import Limits, measure_shape
-from gateway.schema import build_schema
+from gateway.schema import operation_cache
 from resolvers.pagination import DEFAULT_PAGE_SIZE
 from tests.clients import Seeded, lifespan_client
 from tests.faults import HeldStoreCall
@@ -156,7 +156,7 @@ async def test_the_defaults_accept_the_documented_and_benchmark_queries() -> Non
         for block in re.findall(r"```graphql\n(.*?)```", README.read_text(), re.DOTALL)
     ]
     assert readme_queries
-    operations = build_schema().operations
+    operations = operation_cache()
     for query in (
         *readme_queries,
         NESTED,
@@ -170,7 +170,7 @@ async def test_the_defaults_accept_the_documented_and_benchmark_queries() -> Non
 
 
 def test_a_null_page_size_is_costed_as_the_default_page() -> None:
-    operations = build_schema().operations
+    operations = operation_cache()
     costs = {
         operations.prepare(f"{{ reports{arguments} {{ edges {{ node {{ title }} }} }} }}").cost(
             None, None
@@ -196,18 +196,18 @@ def test_a_fragment_cycle_is_measured_and_then_refused_by_validation() -> None:
         " fragment B on Author { reports { edges { node { ...A } } } }"
     )
     measure_shape(parse(query))  # terminates
-    (error,) = build_schema().operations.prepare(query).errors
+    (error,) = operation_cache().prepare(query).errors
     assert "Cannot spread fragment" in error.message
 
 
 def test_repeated_documents_are_prepared_once() -> None:
-    operations = build_schema().operations
+    operations = operation_cache()
     first = operations.prepare("{ __typename }")
     assert operations.prepare("{ __typename }") is first
 
 
 def test_a_cost_is_measured_once_per_set_of_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    prepared = build_schema().operations.prepare(
+    prepared = operation_cache().prepare(
         "query($n: Int!) { reports(first: $n) { edges { node { title } } } }"
     )
     measured: list[Any] = []
@@ -225,11 +225,11 @@ def test_a_cost_is_measured_once_per_set_of_variables(monkeypatch: pytest.Monkey
 
 
 def test_the_cache_is_bounded() -> None:
-    schema = build_schema()
-    schema.operations._max_documents = 3
-    kept = [schema.operations.prepare(f"{{ a{i}: __typename }}") for i in range(5)]
-    assert schema.operations.prepare("{ a4: __typename }") is kept[4]
-    assert schema.operations.prepare("{ a0: __typename }") is not kept[0]
+    operations = operation_cache()
+    operations._max_documents = 3
+    kept = [operations.prepare(f"{{ a{i}: __typename }}") for i in range(5)]
+    assert operations.prepare("{ a4: __typename }") is kept[4]
+    assert operations.prepare("{ a0: __typename }") is not kept[0]
 
 
 async def test_bodies_over_the_limit_are_refused_before_they_are_read(seeded: Seeded) -> None:

@@ -21,7 +21,7 @@ from core.settings import Environment, Settings
 from datasources import driver_reads
 from datasources.documents import DOCUMENT_FIELDS, documents_by_report
 from gateway.app import create_app
-from gateway.schema import build_schema
+from gateway.schema import catalogue_schema
 from planner import execute
 from planner.execute import Planner
 from tests.clients import Seeded, lifespan_client
@@ -328,7 +328,7 @@ async def test_a_planned_query_fetches_only_the_columns_it_reads(
 
 
 def test_an_operation_reads_the_fields_behind_what_it_selects() -> None:
-    planner = Planner(build_schema()._schema)
+    planner = Planner(catalogue_schema()._schema)
 
     def read(query: str) -> dict[str, set[str]]:
         return {
@@ -396,7 +396,7 @@ def _shares(total: int, parts: int) -> list[int]:
 # Not measured by coverage, as the fuzz tests' generated documents (tests/test_fuzz.py).
 @pytest.mark.no_cover
 async def test_generated_queries_answer_alike(seeded: Seeded) -> None:
-    sdl = build_schema().as_str()
+    sdl = catalogue_schema().as_str()
     schema = graphql.build_schema(sdl)
     assert schema.query_type is not None
     roots = sorted(schema.query_type.fields)
