@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from pymongo import AsyncMongoClient
 from sqlalchemy import Connection, insert, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from alembic import command
 from core.store_urls import StoreUrls
 from datasources import document_migrations
 from datasources.dialects import relational_engine
@@ -90,6 +92,29 @@ async def test_upgrade_is_idempotent(engine: AsyncEngine, documents: Any) -> Non
     await migrate.upgrade(engine, documents)
     await migrate.upgrade(engine, documents)
     assert await document_migrations.upgrade(documents) == []
+    assert (await migrate.versions(engine, documents)).up_to_date
+
+
+async def test_an_upgrade_runs_alembic_only_when_a_store_is_behind(
+    engine: AsyncEngine, documents: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upgrades: list[str] = []
+    run_upgrade = command.upgrade
+
+    def counted(config: Config, revision: str) -> None:
+        upgrades.append(revision)
+        run_upgrade(config, revision)
+
+    monkeypatch.setattr(command, "upgrade", counted)
+    await migrate.upgrade(engine, documents)
+    await migrate.upgrade(engine, documents)
+    assert upgrades == ["head"]
+    # Either store behind brings Alembic back: it leaves a relational store at head as it is.
+    await documents[document_migrations.MIGRATIONS_COLLECTION].delete_many({})
+    await migrate.upgrade(engine, documents)
+    await migrate.downgrade(engine, documents, revision="-1")
+    await migrate.upgrade(engine, documents)
+    assert upgrades == ["head", "head", "head"]
     assert (await migrate.versions(engine, documents)).up_to_date
 
 
