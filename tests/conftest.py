@@ -91,14 +91,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     covers it. Continuous integration runs the suite again for each relational backend,
     and these tests were about half of each such run's time. So does a test marked
     ``servers_of_its_own``: it uses the given stores, but what it tests is servers it
-    starts itself.
+    starts itself. And so does a test in a browser: what it tests is what the pages do,
+    and the answers of the stores behind them are those the API's tests check on every
+    backend, and the browser tests cost each such run some 15 CPU-seconds (Chromium's
+    processes included), about a tenth of its CPU.
     """
     if not stores_given():
         return
     reached = [
         item
         for item in items
-        if "store_urls" in getattr(item, "fixturenames", ())
+        if "store_urls" in (fixtures := getattr(item, "fixturenames", ()))
+        and "browser" not in fixtures
         and item.get_closest_marker("servers_of_its_own") is None
     ]
     if len(reached) < len(items):

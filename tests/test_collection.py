@@ -1,5 +1,5 @@
 """Which tests a run collects, and what it measures: a run given stores of its own keeps
-those the stores reach; a test marked ``no_cover`` runs untraced."""
+those the stores reach, not those in a browser; a test marked ``no_cover`` runs untraced."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ def store_urls():
 @pytest.fixture
 def settings(store_urls):
     return store_urls
+
+
+@pytest.fixture
+def browser(settings):
+    return settings
 """
 TESTS = """
 def test_reaching_the_stores(settings):
@@ -38,8 +43,15 @@ def test_on_servers_of_its_own(tmp_path):
 
 def test_needing_no_store():
     pass
+
+
+def test_in_a_browser(browser):
+    pass
 """
-EVERY_TEST = {"test_reaching_the_stores", "test_on_servers_of_its_own", "test_needing_no_store"}
+EVERY_TEST = {
+    "test_reaching_the_stores", "test_on_servers_of_its_own", "test_needing_no_store",
+    "test_in_a_browser",
+}  # fmt: skip
 
 
 def _collected(pytester: pytest.Pytester) -> set[str]:
