@@ -192,6 +192,8 @@ async def store_to_stop(
         )
 
 
+# The store stopped is a server of the test's own, whichever stores the run is given.
+@pytest.mark.servers_of_its_own
 async def test_readyz_names_the_store_that_stopped(
     store_to_stop: tuple[str, Settings, EmbeddedStores], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -267,6 +269,7 @@ async def test_a_server_whose_port_is_taken_starts_on_another(
             server.stop()
 
 
+@pytest.mark.servers_of_its_own
 async def test_an_embedded_store_that_dies_is_started_again(
     settings: Settings, tmp_path: Path
 ) -> None:
