@@ -23,8 +23,6 @@ import shutil
 import uuid
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -298,7 +296,14 @@ def _emptying(tables: list[tuple[str, list[str]]], restart: list[str]) -> list[s
 
 
 class PostgresDatabases(_ReusedCopies):
+    """Each copy keeps the connection that empties it, idle between its tests: a new one
+    for each test cost the server about 9 ms of CPU, and the tests 5 ms, over TLS."""
+
     ADMINISTERED_FROM = "postgres"
+
+    def __init__(self, server_url: str) -> None:
+        super().__init__(server_url)
+        self._emptiers: dict[str, asyncpg.Connection] = {}
 
     async def create(self, name: str, template: str | None) -> None:
         # Copied through the log (the default strategy): copying the files instead takes a
@@ -309,36 +314,51 @@ class PostgresDatabases(_ReusedCopies):
             await connection.execute(text(f'CREATE DATABASE "{name}"{clause}'))
 
     async def drop(self, name: str) -> None:
+        emptier = self._emptiers.pop(name, None)
+        if emptier is not None:
+            emptier.terminate()
         async with self._administering().connect() as connection:
             await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
+    async def close(self) -> None:
+        await super().close()
+        for emptier in self._emptiers.values():
+            emptier.terminate()
+
     async def _layout_and_emptying(self, name: str) -> tuple[str | None, list[str]]:
-        async with self._connected(name) as connection:
-            tables = [(row["name"], row["referred"]) for row in await connection.fetch(REFERENCES)]
-            return await _postgres_layout(connection), _emptying(tables, [RESTART_SEQUENCES])
+        connection = await self._emptier(name)
+        tables = [(row["name"], row["referred"]) for row in await connection.fetch(REFERENCES)]
+        return await _postgres_layout(connection), _emptying(tables, [RESTART_SEQUENCES])
 
     async def _emptied_if_unchanged(
         self, name: str, layout: str | None, emptying: list[str]
     ) -> bool:
-        async with self._connected(name) as connection:
-            await connection.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            if await _postgres_layout(connection) != layout:
-                return False
-            # One round trip: the simple protocol takes several statements at once.
-            await connection.execute(";\n".join(emptying))
-            return True
+        connection = await self._emptier(name)
+        await connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        if await _postgres_layout(connection) != layout:
+            return False
+        # One round trip: the simple protocol takes several statements at once.
+        await connection.execute(";\n".join(emptying))
+        return True
 
-    @asynccontextmanager
-    async def _connected(self, name: str) -> AsyncIterator[asyncpg.Connection]:
+    async def _emptier(self, name: str) -> asyncpg.Connection:
+        """The connection kept to copy ``name``, or a new one if there is none or it no
+        longer answers: a test may end every other connection to its database."""
+        kept = self._emptiers.get(name)
+        if kept is not None and not kept.is_closed():
+            try:
+                await kept.fetchval("SELECT 1")
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                kept.terminate()
+            else:
+                return kept
         url = make_url(self.url(name)).set(drivername="postgresql")
         connection = await asyncpg.connect(url.render_as_string(hide_password=False))
-        try:
-            yield connection
-        finally:
-            await connection.close()
+        self._emptiers[name] = connection
+        return connection
 
 
 async def _postgres_layout(connection: asyncpg.Connection) -> str | None:
