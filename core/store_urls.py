@@ -4,7 +4,7 @@ driver (the embedded servers' watchdog)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,18 @@ class StoreUrls:
     database_url: str | None = None
     mongo_url: str | None = None
     redis_url: str | None = None
+
+
+def server_address(url: str) -> str:
+    """Where the server of ``url`` is, for an operator's log: its hosts and ports, or its
+    file or socket; never its credentials."""
+    parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite"):
+        # SQLAlchemy's form: a third slash, then the file's path.
+        return unquote(parts.path[1:])
+    # PostgreSQL's hosts, where a URL names several, are options (libpq's form).
+    hosts = parse_qs(parts.query).get("host") or [parts.netloc.rpartition("@")[2]]
+    return ",".join(host for host in hosts if host) or unquote(parts.path)
 
 
 SENTINEL_SCHEME = "redis+sentinel"

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from core.outages import Outage, causes, reason
+from core.store_urls import StoreUrls, server_address
 from datasources.dialects import CONNECTION_FAILURES
 
 logger = logging.getLogger(__name__)
@@ -104,14 +105,23 @@ def unreachable_store(error: BaseException) -> Store | None:
     return None
 
 
-def not_answering(error: BaseException, backend: str) -> str | None:
+def not_answering(error: BaseException, backend: str, urls: StoreUrls) -> str | None:
     """What an operator reads of ``error`` where it says a store could not be reached:
-    which store, by its name on ``backend``, and why in its driver's words. None for any
-    other error."""
+    which store, by its name on ``backend``, where (by ``urls``), and why in its driver's
+    words. None for any other error.
+
+    The address is the gateway's to give: a driver's words may not have it. On uvloop,
+    the event loop that serves, a connection refused says only that."""
     store = unreachable_store(error)
     if store is None:
         return None
-    return f"{store_name(store, backend)} does not answer ({reason(error)})"
+    url = {
+        Store.POSTGRES: urls.database_url,
+        Store.MONGODB: urls.mongo_url,
+        Store.REDIS: urls.redis_url,
+    }[store]
+    where = f" at {server_address(url)}" if url else ""
+    return f"{store_name(store, backend)}{where} does not answer ({reason(error)})"
 
 
 def store_name(store: Store, backend: str) -> str:
@@ -125,7 +135,7 @@ def _raised_by(error: BaseException) -> Store | None:
     library (a socket's connect, a TLS handshake) decides; another package's, or ours,
     raised it for reasons of its own."""
     for name in reversed(_source_files(error)):
-        if not (name.startswith(_STANDARD_LIBRARY) and "-packages" not in name):
+        if not _in_event_loop(name):
             return next(
                 (
                     store
@@ -135,6 +145,14 @@ def _raised_by(error: BaseException) -> Store | None:
                 None,
             )
     return None
+
+
+def _in_event_loop(file: str) -> bool:
+    """Whether ``file`` is the event loop's or the standard library's, which raise for
+    whoever called them: asyncio's, or uvloop's, which serves."""
+    return (file.startswith(_STANDARD_LIBRARY) and "-packages" not in file) or _in_package(
+        file, "uvloop"
+    )
 
 
 def _raised_in(error: BaseException, package: str) -> bool:

@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         # A store that refuses the connection, its TLS or its password is the operator's
         # to fix, from one line; any other error is a bug, with its traceback.
         backend = make_url(settings.database_url or "postgresql://").get_backend_name()
-        message = not_answering(error, backend)
+        message = not_answering(
+            error,
+            backend,
+            StoreUrls(settings.database_url, settings.mongo_url, settings.redis_url),
+        )
         if message is None:
             raise
         print(f"gateway: {message}", file=sys.stderr)

@@ -82,7 +82,7 @@ async def connected_stores(
     connections = open_connections(settings, urls)
     try:
         if apply_migrations:
-            await _migrated(connections)
+            await _migrated(connections, urls)
         yield connections
     finally:
         await connections.close()
@@ -92,11 +92,11 @@ class UnreachableStoreError(Exception):
     """A store the process cannot start without did not answer."""
 
 
-async def _migrated(connections: Connections) -> None:
+async def _migrated(connections: Connections, urls: StoreUrls) -> None:
     try:
         await migrate.upgrade(connections.engine, connections.documents)
     except Exception as error:
-        message = not_answering(error, connections.engine.dialect.name)
+        message = not_answering(error, connections.engine.dialect.name, urls)
         if message is None:
             raise
         # Raised from nothing: the server's start-up prints the traceback of what stopped

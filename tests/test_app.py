@@ -270,6 +270,6 @@ async def test_a_gateway_that_cannot_reach_its_database_to_migrate_says_why_in_o
             pass
     message = str(stopped.value)
     name = store_name(Store.POSTGRES, BACKEND)
-    assert message.startswith(f"cannot apply migrations: {name} does not answer (")
-    assert str(unreachable.port) in message
+    where = f"{LOOPBACK}:{unreachable.port}"
+    assert message.startswith(f"cannot apply migrations: {name} at {where} does not answer (")
     assert stopped.value.__suppress_context__

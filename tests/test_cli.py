@@ -73,7 +73,6 @@ def test_a_store_that_does_not_answer_is_named_in_one_line(
     # The seed applies the migrations first, then writes to every store.
     assert cli.main(["seed", "--reports", "2", "--no-progress"]) == 1
     error = capsys.readouterr().err
-    assert f"{store_name(Store(store), BACKEND)} does not answer (" in error
-    assert str(port) in error
+    assert f"{store_name(Store(store), BACKEND)} at {LOOPBACK}:{port} does not answer (" in error
     assert "Traceback" not in error
     assert len(error.splitlines()) == 1

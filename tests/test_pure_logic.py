@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 import datasources.dialects  # noqa: F401 - registers each backend's SQL for the conditions
 from core.errors import ErrorCode, GatewayError
+from core.store_urls import server_address
 from datasources.keyset import Ordering, PageRequest, _conditions, _order
 from datasources.models import LARGEST_INTEGER, SMALLEST_INTEGER, Report
 from datasources.portable_sql import MatchesSearch, equals_any
@@ -319,3 +320,24 @@ def test_problems_collect_instead_of_stopping_at_the_first() -> None:
     ]  # fmt: skip
     assert problems
     assert not Problems()
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("postgresql://gw:secret@db.test:5432/catalogue?sslmode=require", "db.test:5432"),
+        ("postgresql://gw@/catalogue?host=a.test:5432&host=b.test", "a.test:5432,b.test"),
+        ("mysql+asyncmy://root:secret@127.0.0.1:3306/catalogue", "127.0.0.1:3306"),
+        ("sqlite+aiosqlite:////var/lib/gateway/catalogue.db", "/var/lib/gateway/catalogue.db"),
+        ("sqlite+aiosqlite:///catalogue.db", "catalogue.db"),
+        ("mongodb://gw:secret@m1.test:27017,m2.test/?replicaSet=rs", "m1.test:27017,m2.test"),
+        ("rediss://:secret@cache.example:6380/0", "cache.example:6380"),
+        ("unix:///run/redis.sock?db=2", "/run/redis.sock"),
+        ("redis+sentinel://:secret@s1.test:26379,s2.test/main/0", "s1.test:26379,s2.test"),
+    ],
+)  # fmt: skip
+def test_a_server_s_address_names_its_hosts_or_its_file_and_never_its_password(
+    url: str, address: str
+) -> None:
+    assert server_address(url) == address
+    assert "secret" not in server_address(url)
