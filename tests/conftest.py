@@ -1,8 +1,10 @@
 """Real stores for the tests: embedded servers started once, or external ones from
 ``GATEWAY_TEST_DATABASE_URL`` / ``GATEWAY_TEST_MONGO_URL`` / ``GATEWAY_TEST_REDIS_URL``.
 
-Every test gets a database of its own in PostgreSQL (cloned from a migrated template) and
-in MongoDB, and an emptied Redis database, so tests never see each other's data. Workers
+Every test gets a database of its own in the relational store (a copy of a migrated
+template) and in MongoDB, each emptied by the test before it if not new (tests/databases.py,
+tests/document_databases.py), and an emptied Redis database, so tests never see each other's
+data. Workers
 of a parallel run (pytest-xdist) have templates of their own, and three Redis databases
 each: the n-th worker (from 0) flushes databases 3n to 3n + 2 of the server it is given.
 """
@@ -39,6 +41,7 @@ from gateway.embedded.postgres import remove_shared_clusters
 from gateway.seed import seed
 from tests.clients import Caller, Seeded, issue_key, lifespan_client
 from tests.databases import Databases, databases_at, fresh_name
+from tests.document_databases import DocumentDatabases
 from tests.factories import make_catalogue
 from tests.given_stores import GIVEN_STORES, stores_given
 from tests.ports import WORKER_INDEX
@@ -205,13 +208,20 @@ async def empty_database_url(databases: Databases) -> AsyncIterator[str]:
     await databases.drop(name)
 
 
+@pytest.fixture(scope="session")
+async def document_databases(store_urls: StoreUrls) -> AsyncIterator[DocumentDatabases]:
+    assert store_urls.mongo_url is not None
+    made = DocumentDatabases(store_urls.mongo_url)
+    yield made
+    await made.close()
+
+
 @pytest.fixture
-async def mongo_database(store_urls: StoreUrls) -> AsyncIterator[str]:
-    name = f"test_{uuid.uuid4().hex[:12]}"
+async def mongo_database(document_databases: DocumentDatabases) -> AsyncIterator[str]:
+    """A MongoDB database of this test's own: empty, or migrated with no documents."""
+    name = document_databases.take()
     yield name
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store_urls.mongo_url)
-    await client.drop_database(name)
-    await client.close()
+    await document_databases.done_with(name)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from datasources.models import Base, Report, ReportAuthor, ReportType, Technolog
 from datasources.records import JOINS, RECORD_OF_TABLE
 from datasources.sqlite_dialect import SEARCH_TABLE
 from gateway import migrate
-from tests.databases import BACKEND
+from tests.databases import BACKEND, fresh_name
 from tests.given_stores import stores_given
 
 TABLES = {
@@ -52,9 +52,12 @@ async def engine(backend_url: str) -> Any:
 
 
 @pytest.fixture
-async def documents(store_urls: StoreUrls, mongo_database: str) -> Any:
+async def documents(store_urls: StoreUrls) -> Any:
+    """A MongoDB database with nothing in it, not even the migrations' collections."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store_urls.mongo_url)
-    yield client[mongo_database]
+    name = fresh_name()
+    yield client[name]
+    await client.drop_database(name)
     await client.close()
 
 
