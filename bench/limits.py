@@ -5,7 +5,8 @@ Two parts, in one run:
 1. In process, on the nested benchmark query: preparing a document the first time
    (parse, shape, validation, cost) against a repeated one (a cache lookup and the
    per-request check of the variables), and against what parsing and validating on every
-   request, as graphql-core does without a cache, would cost.
+   request, as graphql-core does without a cache, would cost; and validation with the
+   rules run side by side, as graphql-core runs them, against the rules run as one.
 2. Against a served gateway on embedded stores: clients sending the attack query of the
    nested author lists as fast as they can, while one client sends ``{ __typename }``;
    the refusal's latency and ``{ __typename }``'s, with and without the attack.
@@ -26,7 +27,7 @@ from graphql import parse, validate
 from bench.gateway_process import run_command, serving
 from bench.nested import QUERY as NESTED
 from gateway.limits import Limits
-from gateway.operations import VALIDATION_RULES, OperationCache
+from gateway.operations import SPECIFIED_RULES, VALIDATION_RULES, OperationCache
 from gateway.schema import catalogue_schema
 
 ATTACK = (
@@ -65,10 +66,25 @@ def in_process(runs: int) -> None:
     def uncached() -> None:
         validate(graphql_schema, parse(NESTED), VALIDATION_RULES)
 
+    document = parse(NESTED)
+
+    def rules_side_by_side() -> None:
+        validate(graphql_schema, document, SPECIFIED_RULES)
+
+    def rules_as_one() -> None:
+        validate(graphql_schema, document, VALIDATION_RULES)
+
     print(f"limits on the nested benchmark query ({len(NESTED)} bytes), microseconds per request")
     print(f"  first time (parse, shape, validate, cost):   {_per_call(cold, runs // 10):9.1f}")
     print(f"  repeated (cache lookup, variables check):    {_per_call(warm, runs):9.1f}")
     print(f"  parse and validate per request, no cache:    {_per_call(uncached, runs // 10):9.1f}")
+    side_by_side = _per_call(rules_side_by_side, runs // 10)
+    as_one = _per_call(rules_as_one, runs // 10)
+    print(f"  validate, the rules side by side (graphql-core): {side_by_side:6.1f}")
+    print(
+        f"  validate, the rules as one (gateway/validation): {as_one:6.1f}"
+        f"  ({as_one / side_by_side:.2f} of side by side)"
+    )
 
 
 async def _latencies(

@@ -47,6 +47,7 @@ from core import telemetry
 from core.context import Context
 from core.errors import request_error
 from gateway.limits import Limits, measure_cost, measure_shape, too_complex
+from gateway.validation import as_one_rule
 
 MAX_CACHED_DOCUMENTS = 2000
 # Costs kept per document, one per distinct set of variables.
@@ -55,13 +56,15 @@ MAX_COSTS_KEPT = 32
 # as fast as one wrong in a hundred.
 MAX_VALIDATION_ERRORS = 50
 # The specification's rules, Strawberry's own for its input types, and a bound on how deep
-# introspection may nest (the one unbounded cycle in every schema).
-VALIDATION_RULES = (
+# introspection may nest (the one unbounded cycle in every schema); run as one visitor
+# (gateway/validation.py).
+SPECIFIED_RULES = (
     *specified_rules,
     MaybeNullValidationRule,
     OneOfInputValidationRule,
     MaxIntrospectionDepthRule,
 )
+VALIDATION_RULES = (as_one_rule(SPECIFIED_RULES),)
 
 
 @dataclass(frozen=True)
