@@ -56,15 +56,15 @@ MAX_COSTS_KEPT = 32
 # as fast as one wrong in a hundred.
 MAX_VALIDATION_ERRORS = 50
 # The specification's rules, Strawberry's own for its input types, and a bound on how deep
-# introspection may nest (the one unbounded cycle in every schema); run as one visitor
-# (gateway/validation.py).
-SPECIFIED_RULES = (
+# introspection may nest (the one unbounded cycle in every schema).
+VALIDATION_RULES = (
     *specified_rules,
     MaybeNullValidationRule,
     OneOfInputValidationRule,
     MaxIntrospectionDepthRule,
 )
-VALIDATION_RULES = (as_one_rule(SPECIFIED_RULES),)
+# What validate() is given: the rules as one visitor (gateway/validation.py).
+RULES_AS_ONE = (as_one_rule(VALIDATION_RULES),)
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ class OperationCache:
         refusals = measure_shape(document).errors(limits)
         if refusals:
             return self._refused(*refusals)
-        errors = validate(self.schema, document, VALIDATION_RULES, max_errors=MAX_VALIDATION_ERRORS)
+        errors = validate(self.schema, document, RULES_AS_ONE, max_errors=MAX_VALIDATION_ERRORS)
         errors += [
             request_error(f"a string in the document {problem}")
             for problem in _unstorable_literals(document)
