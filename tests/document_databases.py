@@ -10,13 +10,13 @@ and 13 ms of the test's. Emptying one costs about 4 ms and 2 ms.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from datasources import document_migrations
+from tests.databases import fresh_name
 
 # A database's collections (their options and indexes) and the migrations it records.
 Layout = tuple[dict[str, tuple[object, object]], list[object]]
@@ -31,7 +31,7 @@ class DocumentDatabases:
     def take(self) -> str:
         """The name of a database of its caller's own: empty, or at the migrations' head
         with no documents."""
-        return self._emptied.pop() if self._emptied else _fresh_name()
+        return self._emptied.pop() if self._emptied else fresh_name()
 
     async def done_with(self, name: str) -> None:
         database = self._client[name]
@@ -54,7 +54,7 @@ class DocumentDatabases:
     async def _head(self) -> Layout:
         """The layout of a database the migrations have made, made once."""
         if self._at_head is None:
-            scratch = self._client[_fresh_name()]
+            scratch = self._client[fresh_name()]
             try:
                 await document_migrations.upgrade(scratch)
                 self._at_head = await _layout(scratch)
@@ -71,7 +71,3 @@ async def _layout(database: AsyncDatabase[dict[str, Any]]) -> Layout:
         collections[name] = (collection.get("options"), indexes)
     recorded = database[document_migrations.MIGRATIONS_COLLECTION].find({}, {"_id": 1})
     return collections, [entry["_id"] async for entry in recorded]
-
-
-def _fresh_name() -> str:
-    return f"test_{uuid.uuid4().hex[:12]}"
