@@ -4,9 +4,9 @@
 Every test gets a database of its own in the relational store (a copy of a migrated
 template) and in MongoDB, each emptied by the test before it if not new (tests/databases.py,
 tests/document_databases.py), and an emptied Redis database, so tests never see each other's
-data. Workers
-of a parallel run (pytest-xdist) have templates of their own, and three Redis databases
-each: the n-th worker (from 0) flushes databases 3n to 3n + 2 of the server it is given.
+data. Workers of a parallel run (pytest-xdist) have templates of their own, and three Redis
+databases each: the n-th worker (from 0) flushes databases 3n to 3n + 2 of the server it is
+given.
 """
 
 from __future__ import annotations
