@@ -6,7 +6,7 @@ template) and in MongoDB, each emptied by the test before it if not new (tests/d
 tests/document_databases.py), and an emptied Redis database, so tests never see each other's
 data. Workers of a parallel run (pytest-xdist) have templates of their own, and three Redis
 databases each: the n-th worker (from 0) flushes databases 3n to 3n + 2 of the server it is
-given.
+given, and 0 to 2 of its own embedded one.
 """
 
 from __future__ import annotations
@@ -55,9 +55,13 @@ asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 TEMPLATE_DATABASE = f"gateway_test_template_gw{WORKER_INDEX}"
 # The worker's Redis databases: one flushed for every test, one for each shared catalogue.
-TEST_REDIS_DATABASE = 3 * WORKER_INDEX
+# A Redis server has 16: a given one, which every worker shares, has room for five workers'
+# three; each worker's own embedded one, for any number of workers.
+TEST_REDIS_DATABASE = 3 * WORKER_INDEX if os.environ.get("GATEWAY_TEST_REDIS_URL") else 0
 SEEDED_REDIS_DATABASE = TEST_REDIS_DATABASE + 1
 REFUSALS_REDIS_DATABASE = TEST_REDIS_DATABASE + 2
+# What a client's connection is on uvloop, over TCP or a Unix socket (TLS runs over these).
+OPEN_ON_THE_LOOP = (uvloop.loop.TCPTransport, uvloop.loop.UnixTransport)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -140,6 +144,28 @@ def cycles_collected() -> Iterator[None]:
     failed whichever later test a full pass happened to run in."""
     yield
     gc.collect()
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def connections_closed_by_the_end() -> AsyncIterator[None]:
+    """Fail the session, naming them, if connections are still open on its event loop once
+    every other session fixture is done, and close them.
+
+    uvloop closes what is left open when the loop closes, but first warns about each one,
+    and the tests make warnings errors: the warning then stops it from closing that
+    connection, and a connection still waiting to read keeps the loop's close waiting for
+    ever, with the process idle and no test to time out. A client of the test MongoDB that
+    was not closed did so, once in a few runs."""
+    yield
+    left_open = [
+        transport
+        for transport in gc.get_objects()
+        if isinstance(transport, OPEN_ON_THE_LOOP) and not transport.is_closing()
+    ]
+    for transport in left_open:
+        transport.close()
+    peers = [transport.get_extra_info("peername") for transport in left_open]
+    assert not left_open, f"connections left open at the end of the session, to {peers}"
 
 
 @pytest.fixture(scope="session", autouse=True)
