@@ -60,8 +60,9 @@ TEMPLATE_DATABASE = f"gateway_test_template_gw{WORKER_INDEX}"
 TEST_REDIS_DATABASE = 3 * WORKER_INDEX if os.environ.get("GATEWAY_TEST_REDIS_URL") else 0
 SEEDED_REDIS_DATABASE = TEST_REDIS_DATABASE + 1
 REFUSALS_REDIS_DATABASE = TEST_REDIS_DATABASE + 2
-# What a client's connection is on uvloop, over TCP or a Unix socket (TLS runs over these).
-OPEN_ON_THE_LOOP = (uvloop.loop.TCPTransport, uvloop.loop.UnixTransport)
+# What a client's connection is on uvloop, over TCP or a Unix socket (TLS runs over these);
+# uvloop's type stubs leave its transports out.
+OPEN_ON_THE_LOOP = (uvloop.loop.TCPTransport, uvloop.loop.UnixTransport)  # type: ignore[attr-defined]
 
 
 @pytest.hookimpl(wrapper=True)
