@@ -50,6 +50,9 @@ def running_server(directory: Path) -> Iterator[str]:
             "--bind-address=127.0.0.1", f"--socket={directory / 'mariadbd.sock'}",
             "--skip-name-resolve", f"--log-error={directory / 'error.log'}",
         ],
+        # Its log is error.log; what it and runuser say besides is no figure of ours.
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         _wait_until_ready(port)
