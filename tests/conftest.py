@@ -155,8 +155,8 @@ async def connections_closed_by_the_end() -> AsyncIterator[None]:
     uvloop closes what is left open when the loop closes, but first warns about each one,
     and the tests make warnings errors: the warning then stops it from closing that
     connection, and a connection still waiting to read keeps the loop's close waiting for
-    ever, with the process idle and no test to time out. A client of the test MongoDB that
-    was not closed did so, once in a few runs."""
+    ever, with the process idle and no test to time out. The clients of a shared catalogue
+    whose setup failed did so."""
     yield
     left_open = [
         transport
@@ -329,13 +329,16 @@ async def shared_stores(
     connections = open_connections(
         settings, StoreUrls(settings.database_url, settings.mongo_url, settings.redis_url)
     )
-    await document_migrations.upgrade(connections.documents)
-    await connections.redis.flushdb()
+    # Closed whatever fails: a MongoDB client left open keeps uvloop from closing the loop.
     try:
-        yield settings, connections
-    finally:
-        await connections.mongo.drop_database(settings.mongo_database)
+        await document_migrations.upgrade(connections.documents)
         await connections.redis.flushdb()
+        try:
+            yield settings, connections
+        finally:
+            await connections.mongo.drop_database(settings.mongo_database)
+            await connections.redis.flushdb()
+    finally:
         await connections.close()
         await databases.drop(name)
 
