@@ -163,9 +163,9 @@ async def connections_closed_by_the_end() -> AsyncIterator[None]:
         for transport in gc.get_objects()
         if isinstance(transport, OPEN_ON_THE_LOOP) and not transport.is_closing()
     ]
+    peers = [transport.get_extra_info("peername") for transport in left_open]
     for transport in left_open:
         transport.close()
-    peers = [transport.get_extra_info("peername") for transport in left_open]
     assert not left_open, f"connections left open at the end of the session, to {peers}"
 
 

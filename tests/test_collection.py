@@ -1,9 +1,11 @@
 """Which tests a run collects, and what it measures: a run given stores of its own keeps
-those the stores reach, not those in a browser; a test marked ``no_cover`` runs untraced."""
+those the stores reach, not those in a browser; a test marked ``no_cover`` runs untraced;
+a connection left open fails the session instead of hanging it."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +87,49 @@ def test_a_run_on_the_embedded_servers_collects_every_test(
 @pytest.mark.no_cover
 async def test_a_test_marked_no_cover_runs_untraced() -> None:
     assert sys.gettrace() is None
+
+
+# A connection still reading when the session ends, to a listener that never answers, on
+# uvloop and with warnings as errors, as the suite runs.
+LEAKING_CONFTEST = """
+import asyncio
+
+import uvloop
+
+from tests.conftest import connections_closed_by_the_end
+
+asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+"""
+LEAKING_TEST = """
+import asyncio
+import socket
+
+LISTENER = socket.create_server(("127.0.0.1", 0))
+LEFT_OPEN = []
+
+
+async def test_leaving_a_connection_open():
+    LEFT_OPEN.append(await asyncio.open_connection(*LISTENER.getsockname()))
+"""
+LEAKING_SETTINGS = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = session
+asyncio_default_test_loop_scope = session
+filterwarnings = error
+"""
+
+
+def test_a_connection_left_open_fails_the_session_instead_of_hanging_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    pytester.makeconftest(LEAKING_CONFTEST)
+    pytester.makepyfile(LEAKING_TEST)
+    pytester.makeini(LEAKING_SETTINGS)
+    # Without the fixture, the process waits for ever as its event loop closes.
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*connections left open at the end of the session, to *127.0.0.1*"]
+    )
