@@ -111,6 +111,11 @@ LEFT_OPEN = []
 async def test_leaving_a_connection_open():
     LEFT_OPEN.append(await asyncio.open_connection(*LISTENER.getsockname()))
 """
+XDIST_WORKER_ENVIRONMENT = (
+    "PYTEST_XDIST_WORKER",
+    "PYTEST_XDIST_WORKER_COUNT",
+    "PYTEST_XDIST_TESTRUNUID",
+)
 LEAKING_SETTINGS = """
 [pytest]
 asyncio_mode = auto
@@ -124,6 +129,9 @@ def test_a_connection_left_open_fails_the_session_instead_of_hanging_it(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    # A run of its own, not a parallel run's worker, whichever this test runs in.
+    for name in XDIST_WORKER_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
     pytester.makeconftest(LEAKING_CONFTEST)
     pytester.makepyfile(LEAKING_TEST)
     pytester.makeini(LEAKING_SETTINGS)
