@@ -45,8 +45,8 @@ REDIS_CLIENT = DriverInfo().add_upstream_driver(SERVICE_NAME, __version__)
 class Connections:
     engine: AsyncEngine
     # For reads of one statement, with the fewest round trips around each that its
-    # backend allows: on PostgreSQL and SQLite the same pool, with no BEGIN and ROLLBACK;
-    # on MySQL a pool of its own (datasources/mysql_dialect.py).
+    # backend allows: on PostgreSQL the same pool, with no BEGIN and ROLLBACK; on MySQL
+    # and SQLite a pool of its own (datasources/mysql_dialect.py, sqlite_dialect.py).
     reader: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     mongo: AsyncMongoClient[dict[str, Any]]
@@ -86,22 +86,20 @@ def open_connections(settings: Settings, urls: StoreUrls) -> Connections:
     database_url = urls.database_url
 
     def pooled_engine(**options: Any) -> AsyncEngine:
-        return relational_engine(
-            database_url,
-            timeout=timeout,
-            pool_size=POSTGRES_POOL_SIZE,
+        defaults: dict[str, Any] = {
+            "pool_size": POSTGRES_POOL_SIZE,
             # No connections beyond the pool: under load they were opened and closed again
             # for a statement each, a server process started and stopped every time. A
             # statement waits for a pooled connection instead (up to the pool timeout).
-            max_overflow=0,
+            "max_overflow": 0,
             # No ping at each checkout, a round trip per statement: a connection that a
             # restart broke fails its statement as the store being unavailable, and is
             # dropped.
-            pool_pre_ping=False,
-            pool_timeout=timeout,
-            poolclass=TimedQueuePool,
-            **options,
-        )
+            "pool_pre_ping": False,
+            "pool_timeout": timeout,
+            "poolclass": TimedQueuePool,
+        }
+        return relational_engine(database_url, timeout=timeout, **(defaults | options))
 
     engine = pooled_engine()
     reader = backend_of(engine).reader(engine, pooled_engine)

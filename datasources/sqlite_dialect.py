@@ -152,9 +152,18 @@ def _read_failure(error: BaseException) -> tuple[type[DBAPIError], bool] | None:
 DRIVER_FETCH = DriverFetch(_fetch, _read_failure, decodes_columns=False)
 
 
+READERS = 2
+
+
 def reader(engine: AsyncEngine, apart: Callable[..., AsyncEngine]) -> AsyncEngine:
-    # Outside a transaction, a read takes no lock (see configure).
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
+    """Reads outside a transaction, which take no lock (see configure), on a pool of their
+    own of two connections. Each connection is a thread of the driver's, and the threads
+    of a larger pool took turns at the interpreter's lock with the event loop and each
+    other: with 4 to 32 requests at once, the nested query was answered 30% more often a
+    second on two connections than on twenty (and as often as on one). Writes keep their
+    larger pool, where they queue for the file's write lock: a write that reads as it
+    goes then never waits for a connection that another write holds."""
+    return apart(isolation_level="AUTOCOMMIT", pool_size=READERS)
 
 
 @asynccontextmanager

@@ -252,6 +252,7 @@ async def _read_on_one_connection(
     """A gateway whose pools hold one connection each, once it has read the three
     reports."""
     monkeypatch.setattr("core.connections.POSTGRES_POOL_SIZE", 1)
+    monkeypatch.setattr("datasources.sqlite_dialect.READERS", 1)
     # Supervised: no reconciliation at start-up, which could be the one to meet a broken
     # connection on the pool's only one, instead of the read.
     app = create_app(settings.model_copy(update={"response_cache": False}), supervised=True)
@@ -307,7 +308,7 @@ async def test_a_sqlite_connection_whose_thread_stopped_fails_one_read_and_is_re
     unavailable, and the pool replaces it."""
     await seed(connections, reports=3, progress=False)
     async with _read_on_one_connection(settings, monkeypatch) as (app, client):
-        async with app.state.connections.engine.connect() as pooled:
+        async with app.state.connections.reader.connect() as pooled:
             await (await pooled.get_raw_connection()).driver_connection.close()
         await _read_fails_as_the_store_unavailable(client)
         await _read_succeeds(client)
@@ -329,6 +330,6 @@ async def test_a_sqlite_file_that_cannot_be_opened_fails_reads_as_the_store_unav
     copied = source.set(database=str(own / "catalogue.db")).render_as_string()
     elsewhere = settings.model_copy(update={"database_url": copied})
     async with _read_on_one_connection(elsewhere, monkeypatch) as (app, client):
-        await app.state.connections.engine.dispose()
+        await app.state.connections.reader.dispose()
         shutil.rmtree(own)
         await _read_fails_as_the_store_unavailable(client)
