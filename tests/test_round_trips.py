@@ -18,9 +18,10 @@ from core.store_urls import StoreUrls
 from datasources import lookups
 from datasources.instrumentation import RoundTrips, current_round_trips
 from datasources.records import REPORT_TYPES
+from datasources.sqlite_dialect import READERS
 from gateway.app import create_app
 from gateway.embedded.valkey import ValkeyServer
-from gateway.seed import TAGS
+from gateway.seed import TAGS, seed
 from tests.clients import Seeded, lifespan_client
 from tests.databases import BACKEND
 
@@ -276,3 +277,26 @@ async def test_reads_on_mysql_leave_no_transaction_holding_a_table(
             await connection.execute(text("SET SESSION lock_wait_timeout = 1"))
             await connection.execute(text("LOCK TABLES report_types WRITE"))
             await connection.execute(text("UNLOCK TABLES"))
+
+
+@pytest.mark.skipif(BACKEND != "sqlite", reason="a thread per connection is SQLite's driver's")
+async def test_reads_at_once_on_sqlite_share_the_two_connections_of_their_own_pool(
+    connections: Connections, settings: Settings
+) -> None:
+    """Each connection of SQLite's driver is a thread, and threads that read at once take
+    turns at the interpreter's lock with the event loop: however many requests read at
+    once, they read through two connections, of a pool that writes do not use."""
+    await seed(connections, reports=20, progress=False)
+    app = create_app(settings.model_copy(update={"response_cache": False}))
+    async with lifespan_client(app) as client:
+        answers = await asyncio.gather(
+            *(
+                client.post("/graphql", json={"query": NESTED, "variables": {"first": 20}})
+                for _ in range(8)
+            )
+        )
+        assert all("errors" not in answer.json() for answer in answers)
+        served = app.state.connections
+        readers = served.reader.pool
+        assert readers is not served.engine.pool
+        assert readers.checkedin() + readers.checkedout() == READERS
