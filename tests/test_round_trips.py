@@ -21,9 +21,10 @@ from datasources.records import REPORT_TYPES
 from datasources.sqlite_dialect import READERS
 from gateway.app import create_app
 from gateway.embedded.valkey import ValkeyServer
-from gateway.seed import TAGS, seed
+from gateway.seed import TAGS
 from tests.clients import Seeded, lifespan_client
 from tests.databases import BACKEND
+from tests.factories import make_catalogue
 
 NESTED = """
 query Nested($first: Int!) {
@@ -286,7 +287,7 @@ async def test_reads_at_once_on_sqlite_share_the_two_connections_of_their_own_po
     """Each connection of SQLite's driver is a thread, and threads that read at once take
     turns at the interpreter's lock with the event loop: however many requests read at
     once, they read through two connections, of a pool that writes do not use."""
-    await seed(connections, reports=20, progress=False)
+    await make_catalogue(connections)
     app = create_app(settings.model_copy(update={"response_cache": False}))
     async with lifespan_client(app) as client:
         answers = await asyncio.gather(
