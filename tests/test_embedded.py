@@ -12,7 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from core.settings import Settings
 from core.store_urls import StoreUrls
 from gateway.app import create_app
-from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, process
+from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, postgres, process
 from gateway.embedded.mongo import MongoServer
-from gateway.embedded.postgres import OWNER_SUFFIX, SHARED_ROOT, PostgresServer
+from gateway.embedded.postgres import (
+    COPYING_SUFFIX,
+    OWNER_SUFFIX,
+    SHARED_ROOT,
+    PostgresServer,
+    pristine_cluster_path,
+)
 from gateway.embedded.process import EmbeddedServer, free_port, recorded_process
 from gateway.embedded.valkey import ValkeyServer
 from tests import processes
@@ -319,6 +326,59 @@ def test_a_shared_cluster_removed_by_another_gateway_meanwhile_is_passed_over(
         PostgresServer(tmp_path / "next")
     finally:
         vanished.unlink(missing_ok=True)
+
+
+def _system_identifier(cluster: Path) -> bytes:
+    # pg_control begins with the identifier that initdb draws at random for each cluster.
+    return (cluster / "global" / "pg_control").read_bytes()[:8]
+
+
+def test_each_new_cluster_is_a_copy_of_one_made_once_by_initdb(tmp_path: Path) -> None:
+    first = PostgresServer(tmp_path / "first")
+    second = PostgresServer(tmp_path / "second")
+    for server in (first, second):
+        server.start()
+        server.stop()
+    pristine = pristine_cluster_path(first.account)
+    assert (
+        _system_identifier(first.cluster_dir)
+        == _system_identifier(second.cluster_dir)
+        == _system_identifier(pristine)
+    )
+    if first.account is not None:
+        # The copy is the server's own, as the cluster initdb made for it would be.
+        owners = {path.stat().st_uid for path in first.cluster_dir.rglob("*")}
+        assert owners == {first.account.uid}
+
+
+@pytest.fixture
+def pristine_of_its_own(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A place of this test's own for the cluster fresh from initdb, where the servers'
+    account reaches it."""
+    pristine = SHARED_ROOT / "pristine" / f"test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setattr(postgres, "pristine_cluster_path", lambda account: pristine)
+    yield pristine
+    for made in (pristine, pristine.with_name(f"{pristine.name}{COPYING_SUFFIX}")):
+        shutil.rmtree(made, ignore_errors=True)
+    pristine.with_name(f"{pristine.name}.lock").unlink(missing_ok=True)
+
+
+def test_what_an_interrupted_first_start_left_is_made_again(
+    tmp_path: Path, pristine_of_its_own: Path
+) -> None:
+    # An initdb killed halfway, and a copy of a cluster killed halfway.
+    making = pristine_of_its_own.with_name(f"{pristine_of_its_own.name}{COPYING_SUFFIX}")
+    making.mkdir(parents=True)
+    (making / "PG_VERSION").write_text("18\n")
+    server = PostgresServer(tmp_path / "data")
+    copying = server.cluster_dir.with_name(f"{server.cluster_dir.name}{COPYING_SUFFIX}")
+    copying.mkdir(parents=True)
+    (copying / "PG_VERSION").write_text("18\n")
+    server.start()
+    server.stop()
+    assert not making.exists()
+    assert not copying.exists()
+    assert _system_identifier(server.cluster_dir) == _system_identifier(pristine_of_its_own)
 
 
 # A gateway's first start as far as its system account: each waits for the others to be
