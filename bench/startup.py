@@ -1,8 +1,11 @@
 """Start-up time of `gateway serve`: from launch until /readyz answers 200; and how soon a
 worker of `serve --workers 2` that died is replaced.
 
-Measures an empty data directory (initdb, first start of every server, migrations) and a
-warm one (servers restart on existing data), a few runs each. Then, on a gateway started
+Measures, with the CPU of the gateway and of the processes it started, an empty data
+directory on a machine where no gateway has run yet (initdb, first start of every server,
+migrations), then an empty one where one has (its cluster a copy of the one initdb made
+then), then a warm one (servers restart on existing data), a few runs each, the three in
+turn. Then, on a gateway started
 with two workers, kills a worker that has served for a while, once per run, and measures
 its replacement: from the kill until the replacement's application has started, and the
 replacement's CPU until then. Beside it, in the same run, what a worker that is a new
@@ -29,6 +32,7 @@ import psutil
 
 from bench.cpu import own_seconds
 from bench.gateway_process import ServedGateway, serving
+from gateway.embedded.postgres import pristine_cluster_path, server_account
 from gateway.worker_process import WORKER_NAME
 from gateway.workers import RESTART_INTERVAL
 
@@ -43,9 +47,34 @@ IMPORTS = {
 }
 
 
-def time_to_ready(data_dir: Path) -> float:
+STARTS = (
+    "an empty data directory, where no gateway has run",
+    "an empty data directory",
+    "a warm data directory",
+)
+
+
+def start(data_dir: Path) -> tuple[float, float]:
+    """Seconds from launch until ready, and the CPU seconds of the gateway and of the
+    processes it started, until it has stopped."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with serving(data_dir) as gateway:
-        return gateway.seconds_to_ready
+        seconds = gateway.seconds_to_ready
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def starts(root: Path, runs: int) -> dict[str, tuple[list[float], list[float]]]:
+    measured: dict[str, tuple[list[float], list[float]]] = {way: ([], []) for way in STARTS}
+    for run in range(runs):
+        # No cluster fresh from initdb to copy: as on a machine no gateway has run on.
+        shutil.rmtree(pristine_cluster_path(server_account()), ignore_errors=True)
+        data_dirs = [root / f"run-{run}-first", root / f"run-{run}", root / f"run-{run}"]
+        for way, data_dir in zip(STARTS, data_dirs, strict=True):
+            seconds, cpu = start(data_dir)
+            measured[way][0].append(seconds)
+            measured[way][1].append(cpu)
+    return measured
 
 
 def summary(label: str, values: list[float], unit: str = "s") -> str:
@@ -116,20 +145,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     arguments = parser.parse_args()
-    empty, warm = [], []
     root = Path(tempfile.mkdtemp(prefix="gateway-startup-"))
     try:
-        for run in range(arguments.runs):
-            data_dir = root / f"run-{run}"
-            empty.append(time_to_ready(data_dir))
-            warm.append(time_to_ready(data_dir))
+        started = starts(root, arguments.runs)
         replaced, replacement_cpu = replacements(root / "workers", arguments.runs)
         imports = new_program_imports(arguments.runs)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print("gateway serve, launch to /readyz 200")
-    print(summary("empty data directory", empty))
-    print(summary("warm data directory", warm))
+    for way, (seconds, cpu) in started.items():
+        print(f"gateway serve on {way}")
+        print(summary("launch to /readyz 200", seconds))
+        print(summary("CPU, until it has stopped", cpu))
     print("gateway serve --workers 2, a worker killed")
     print(summary("until its replacement has started", replaced))
     print(summary("the replacement's CPU by then", replacement_cpu))
