@@ -7,10 +7,10 @@ migrations), then an empty one where one has (its cluster a copy of the one init
 then), then a warm one (servers restart on existing data), a few runs each, the three in
 turn. Then, on a gateway started with two workers, kills a worker that has served for a
 while, once per run, and measures its replacement: from the kill until the replacement's
-application has started, and the replacement's CPU until then. Beside it, in the same run, what a worker that is a new
-Python program pays before it can serve: importing the application, in a process of its
-own, as the gateway's programs import it (the cycle collector off, collector.py) and as a
-plain ``import`` does, the two in turn.
+application has started, and the replacement's CPU until then. Beside it, in the same run,
+what a worker that is a new Python program pays before it can serve: importing the
+application, in a process of its own, as the gateway's programs import it (the cycle
+collector off, collector.py) and as a plain ``import`` does, the two in turn.
 
     python -m bench.startup [--runs 5]
 """
