@@ -31,7 +31,7 @@ from gateway.app import create_app
 from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, postgres, process
 from gateway.embedded.mongo import MongoServer
 from gateway.embedded.postgres import (
-    COPYING_SUFFIX,
+    MAKING_SUFFIX,
     OWNER_SUFFIX,
     SHARED_ROOT,
     PostgresServer,
@@ -358,7 +358,7 @@ def pristine_of_its_own(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     pristine = SHARED_ROOT / "pristine" / f"test-{uuid.uuid4().hex[:12]}"
     monkeypatch.setattr(postgres, "pristine_cluster_path", lambda account: pristine)
     yield pristine
-    for made in (pristine, pristine.with_name(f"{pristine.name}{COPYING_SUFFIX}")):
+    for made in (pristine, pristine.with_name(f"{pristine.name}{MAKING_SUFFIX}")):
         shutil.rmtree(made, ignore_errors=True)
     pristine.with_name(f"{pristine.name}.lock").unlink(missing_ok=True)
 
@@ -367,11 +367,11 @@ def test_what_an_interrupted_first_start_left_is_made_again(
     tmp_path: Path, pristine_of_its_own: Path
 ) -> None:
     # An initdb killed halfway, and a copy of a cluster killed halfway.
-    making = pristine_of_its_own.with_name(f"{pristine_of_its_own.name}{COPYING_SUFFIX}")
+    making = pristine_of_its_own.with_name(f"{pristine_of_its_own.name}{MAKING_SUFFIX}")
     making.mkdir(parents=True)
     (making / "PG_VERSION").write_text("18\n")
     server = PostgresServer(tmp_path / "data")
-    copying = server.cluster_dir.with_name(f"{server.cluster_dir.name}{COPYING_SUFFIX}")
+    copying = server.cluster_dir.with_name(f"{server.cluster_dir.name}{MAKING_SUFFIX}")
     copying.mkdir(parents=True)
     (copying / "PG_VERSION").write_text("18\n")
     server.start()

