@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import resource
+
 import psutil
+
+
+def reaped_children_seconds() -> float:
+    """User and system CPU of this process's children that have exited and been waited
+    for, and of theirs that they waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def own_seconds(process: psutil.Process) -> float:

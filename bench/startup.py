@@ -18,7 +18,6 @@ collector off, collector.py) and as a plain ``import`` does, the two in turn.
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.cpu import own_seconds
+from bench.cpu import own_seconds, reaped_children_seconds
 from bench.gateway_process import ServedGateway, serving
 from gateway.embedded.postgres import pristine_cluster_path, server_account
 from gateway.worker_process import WORKER_NAME
@@ -56,11 +55,10 @@ STARTS = (
 def start(data_dir: Path) -> tuple[float, float]:
     """Seconds from launch until ready, and the CPU seconds of the gateway and of the
     processes it started, until it has stopped."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = reaped_children_seconds()
     with serving(data_dir) as gateway:
         seconds = gateway.seconds_to_ready
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return seconds, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return seconds, reaped_children_seconds() - before
 
 
 def starts(root: Path, runs: int) -> dict[str, tuple[list[float], list[float]]]:
@@ -131,12 +129,11 @@ def new_program_imports(runs: int) -> dict[str, tuple[list[float], list[float]]]
     for _ in range(runs):
         for way, program in IMPORTS.items():
             seconds, cpu = measured[way]
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            before = reaped_children_seconds()
             started = time.perf_counter()
             subprocess.run([sys.executable, "-c", program], check=True)
             seconds.append(time.perf_counter() - started)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            cpu.append(reaped_children_seconds() - before)
     return measured
 
 

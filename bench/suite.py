@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from sqlalchemy import make_url
 
+from bench.cpu import reaped_children_seconds
 from bench.installs import apt_packages
 from bench.system_mariadb import running_server
 from bench.system_postgres import running_cluster
@@ -49,13 +49,8 @@ class Run:
     failures: list[str]
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_pytest(arguments: list[str], environment: dict[str, str]) -> Run:
-    cpu = _children_cpu()
+    cpu = reaped_children_seconds()
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *arguments],
@@ -68,7 +63,9 @@ def run_pytest(arguments: list[str], environment: dict[str, str]) -> Run:
     summary = done.stdout.strip().splitlines()[-1:] or [""]
     counts = ", ".join(f"{count} {word}" for count, word in COUNTS.findall(summary[0]))
     failures = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return Run(wall, _children_cpu() - cpu, counts or f"exit code {done.returncode}", failures)
+    return Run(
+        wall, reaped_children_seconds() - cpu, counts or f"exit code {done.returncode}", failures
+    )
 
 
 def print_failures(run: Run) -> None:
