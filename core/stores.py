@@ -293,26 +293,27 @@ class Circuit:
 
     async def _wait(self, task: asyncio.Future[Any], limit: float) -> None:
         started = monotonic()
+        hung_at = started + HUNG_AFTER
+        given_up_at = started + limit
         opened = self._opened_signal()
         while not task.done():
-            now = monotonic()
-            until = started + HUNG_AFTER if now < started + HUNG_AFTER else started + limit
-            await asyncio.wait(
-                {task, opened},
-                timeout=max(0.0, min(until, started + limit) - now),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if task.done():
-                return
             if opened.done():
                 raise StoreDownError(self.store)  # another call found it down meanwhile
+            # One reading of the clock decides both whether the store is hung and how long
+            # to wait next: two readings, or a sum and a difference of the same ones, may
+            # disagree by a rounding at the boundary, and the store is then never taken
+            # as hung, the read waiting for the whole store timeout.
             now = monotonic()
-            if now >= started + limit:
+            if now >= given_up_at:
                 self.failed(TimeoutError(f"no answer within {limit:g}s"))
                 raise StoreDownError(self.store)
-            if now - started >= HUNG_AFTER and self._last_answer < started:
+            if now >= hung_at and self._last_answer < started:
                 self._open(TimeoutError(f"nothing answered for {HUNG_AFTER:g}s"))
                 raise StoreDownError(self.store)
+            until = min(hung_at if now < hung_at else given_up_at, given_up_at)
+            await asyncio.wait(
+                {task, opened}, timeout=until - now, return_when=asyncio.FIRST_COMPLETED
+            )
 
     def _admits(self) -> bool:
         """Always while the store answers; while it is down, one probe at a time once the

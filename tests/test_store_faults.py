@@ -21,7 +21,15 @@ from core.connections import Connections, open_connections
 from core.outages import reason
 from core.settings import Settings
 from core.store_urls import StoreUrls
-from core.stores import Store, completed_within, unavailable, unreachable_store
+from core.stores import (
+    Circuit,
+    Store,
+    StoreCalls,
+    StoreDownError,
+    completed_within,
+    unavailable,
+    unreachable_store,
+)
 from datasources.documents import documents_by_report
 from datasources.models import Role
 from gateway.app import create_app
@@ -129,6 +137,27 @@ async def test_a_down_store_fails_its_fields_at_once_until_a_probe_finds_it_back
         " (ServerSelectionTimeoutError: no server is available)",
         "mongodb answers again",
     ]
+
+
+async def test_a_store_is_taken_as_hung_at_the_very_reading_of_the_clock_that_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A start and a limit whose sum is a reading from which the start is a rounding less
+    # than the limit away: the boundary that a sum and a difference see differently.
+    started, hung_after = 400891.03657987155, 0.1
+    assert (started + hung_after) - started < hung_after
+    readings = iter([started - 1, started, started])  # made, read started, first look
+    monkeypatch.setattr("core.stores.HUNG_AFTER", hung_after)
+    monkeypatch.setattr("core.stores.monotonic", lambda: next(readings, started + hung_after))
+    circuit = Circuit(Store.REDIS, StoreCalls(timeout=1.0))
+    unanswered = asyncio.get_running_loop().create_future()
+    try:
+        with pytest.raises(StoreDownError):
+            async with asyncio.timeout(30):  # the store timeout otherwise: ten minutes
+                await circuit.call(unanswered, limit=600.0)
+        assert circuit.is_open
+    finally:
+        unanswered.cancel()
 
 
 async def test_a_hung_read_is_answered_at_the_store_timeout_and_left_to_finish(
