@@ -57,9 +57,8 @@ EXECUTOR_HEADER = "x-gateway-executor"
 # Explain the operation: what each store ran, with its plans, in the response's extensions
 # (admins only; see gateway/explain.py).
 EXPLAIN_HEADER = "x-gateway-explain"
-# Seconds an announcement to subscribers is waited for, and those under way (the loop
-# keeps only weak references to its tasks).
-ANNOUNCE_WITHIN = 0.5
+# The announcements to subscribers under way (the loop keeps only weak references to its
+# tasks).
 _ANNOUNCING: set[asyncio.Task[None]] = set()
 # A request id a client or proxy gives is kept only if it cannot forge a log line.
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -161,9 +160,11 @@ class Context:
 
     async def announce(self, channel: str) -> None:
         """After a write: the subscribers of ``channel``, on every process, read again.
-        Sent in the background, through Redis's circuit: the write has succeeded whatever
-        becomes of it, and an announcement lost to an outage only delays subscribers until
-        Redis is back (they read again then)."""
+        Sent in the background, through Redis's circuit and within the store timeout, as a
+        read is (a shorter limit would count a merely slow Redis as down, and open its
+        circuit for every read): the write has succeeded whatever becomes of it, and an
+        announcement lost to an outage only delays subscribers until Redis is back (they
+        read again then)."""
         if self.hub is None:
             return
         task = asyncio.create_task(self._announced(self.hub, channel))
@@ -173,7 +174,7 @@ class Context:
     async def _announced(self, hub: Hub, channel: str) -> None:
         with contextlib.suppress(StoreDownError):
             await self.connections.circuits[Store.REDIS].call(
-                hub.announce(channel), ANNOUNCE_WITHIN
+                hub.announce(channel), self.settings.store_timeout
             )
 
     @property

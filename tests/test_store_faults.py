@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from core.connections import Connections, open_connections
 from core.outages import reason
+from core.pubsub import Hub
 from core.settings import Settings
 from core.store_urls import StoreUrls
 from core.stores import (
@@ -33,6 +34,7 @@ from core.stores import (
 from datasources.documents import documents_by_report
 from datasources.models import Role
 from gateway.app import create_app
+from resolvers.nodes import to_global_id
 from tests.clients import Caller, issue_key, lifespan_client
 from tests.faults import HeldStoreCall
 from tests.waiting import eventually
@@ -240,6 +242,32 @@ async def test_an_api_key_checked_lately_keeps_its_other_stores_fields_while_pos
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "1"
         assert refused.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+
+
+async def test_announcements_slower_than_a_moment_do_not_take_redis_for_down(
+    call: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    announce = Hub.announce
+    announced: list[str] = []
+
+    async def slow_announce(hub: Hub, channel: str) -> None:
+        await asyncio.sleep(0.6)  # slow, yet well within the store timeout
+        await announce(hub, channel)
+        announced.append(channel)
+
+    monkeypatch.setattr(Hub, "announce", slow_announce)
+    edit = """mutation($id: ID!, $words: Int!) {
+        updateReport(id: $id, input: {wordCount: $words}) { __typename }
+    }"""
+    await asyncio.gather(
+        *(call(edit, {"id": to_global_id("Report", report), "words": 7}) for report in (1, 2))
+    )
+
+    async def both_announced() -> bool:
+        return len(announced) == 2
+
+    await eventually(both_announced)
+    assert (await call.client.get("/readyz")).json()["circuits"]["redis"] == "closed"
 
 
 def _bearer(key: str) -> dict[str, str]:
