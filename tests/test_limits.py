@@ -318,30 +318,30 @@ async def test_operations_past_the_concurrency_limit_wait_their_turn(
 async def test_an_operation_that_waits_longer_than_it_may_run_is_told_the_gateway_is_busy(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release = asyncio.Event()
-
-    async def held_leaderboard(**_: Any) -> list[int]:
-        await release.wait()
-        return []
-
-    monkeypatch.setattr("core.sources.top_report_ids", held_leaderboard)
+    leaderboard = HeldStoreCall([])
+    monkeypatch.setattr("core.sources.top_report_ids", leaderboard)
+    # Redis, held, is not taken as hung meanwhile (the first's read waits on, overdue).
+    monkeypatch.setattr("core.stores.HUNG_AFTER", 3600.0)
     app = create_app(
-        settings.model_copy(update={"max_concurrent_operations": 1, "execution_timeout": 0.5})
+        settings.model_copy(update={"max_concurrent_operations": 1, "execution_timeout": 1.5})
     )
     hanging = {"query": "{ topReports(limit: 3) { title } }"}
     async with lifespan_client(app) as client:
-        # The first holds the one turn until its deadline (0.5 s), the second from then
-        # until 1.0 s: the third, waiting from 0.3 s, gives up at 0.8 s.
+        # From the moment the first runs: it holds the one turn until its deadline (1.5 s);
+        # the second, waiting from 0.5 s, takes it then (it would give up at 2 s) and holds
+        # it until the store answers, after the third; the third, waiting from 1 s behind
+        # both, gives up at 2.5 s.
         held = [asyncio.create_task(client.post("/graphql", json=hanging))]
-        await asyncio.sleep(0.1)
+        await leaderboard.started.wait()
+        await asyncio.sleep(0.5)
         held.append(asyncio.create_task(client.post("/graphql", json=hanging)))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
         busy = await client.post(
             "/graphql",
             json={"query": "{ service { name } }"},
             headers={"accept": GRAPHQL_RESPONSE},
         )
-        release.set()
+        leaderboard.release.set()
         answers = await asyncio.gather(*held)
     assert busy.status_code == 503
     assert busy.headers["retry-after"] == "1"

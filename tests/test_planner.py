@@ -185,7 +185,7 @@ async def test_a_stopped_store_costs_the_same_fields_on_both(
             "mongo_url": seeded.settings.mongo_url,
             "mongo_database": seeded.settings.mongo_database,
             "redis_url": seeded.settings.redis_url,
-            "store_timeout": 0.5,
+            "store_timeout": 1.0,
             "counter_snapshot_interval": 0,
             **broken,
         }

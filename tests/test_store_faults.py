@@ -167,7 +167,9 @@ async def test_a_hung_read_is_answered_at_the_store_timeout_and_left_to_finish(
 ) -> None:
     held = HeldStoreCall([])
     monkeypatch.setattr("core.sources.top_report_ids", held)
-    quick = settings.model_copy(update={"store_timeout": 0.2, "response_cache": False})
+    # Short, but long enough for the start-up's own store calls on a busy machine, and
+    # shorter than it takes a store to count as hung.
+    quick = settings.model_copy(update={"store_timeout": 1.0, "response_cache": False})
     async with lifespan_client(create_app(quick)) as client:
         body = (await client.post("/graphql", json={"query": "{ topReports { title } }"})).json()
         assert body["data"]["topReports"] is None
@@ -186,7 +188,7 @@ async def test_a_hung_read_is_answered_at_the_store_timeout_and_left_to_finish(
 async def test_the_clients_close_once_the_calls_left_running_have_ended(
     settings: Settings,
 ) -> None:
-    quick = settings.model_copy(update={"store_timeout": 0.5})
+    quick = settings.model_copy(update={"store_timeout": 1.0})
     connections = open_connections(
         quick, StoreUrls(quick.database_url, quick.mongo_url, quick.redis_url)
     )
@@ -195,12 +197,14 @@ async def test_the_clients_close_once_the_calls_left_running_have_ended(
     event.listen(connections.engine.sync_engine, "connect", lambda dbapi, _: opened.append(dbapi))
     event.listen(connections.engine.sync_engine, "close", lambda dbapi, _: closed.append(dbapi))
     released = asyncio.Event()
+    reading = {"ends": asyncio.Event(), "never ends": asyncio.Event()}
     outcomes: dict[str, str] = {}
 
     async def read(name: str) -> None:
         try:
             async with connections.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
+                reading[name].set()
                 # Its caller has stopped waiting: the call holds its connection meanwhile.
                 await (released.wait() if name == "ends" else asyncio.Event().wait())
             outcomes[name] = "ended"
@@ -211,6 +215,8 @@ async def test_the_clients_close_once_the_calls_left_running_have_ended(
     for name in ("ends", "never ends"):
         with pytest.raises(TimeoutError):
             await completed_within(read(name), Store.POSTGRES, 0.1, connections.calls)
+    for started in reading.values():  # however long connecting took
+        await started.wait()
     closing = asyncio.create_task(connections.close())
     released.set()
     await closing
@@ -280,6 +286,7 @@ async def test_a_store_that_answers_nothing_opens_its_circuit_before_the_store_t
     held = HeldStoreCall([])
     monkeypatch.setattr("core.sources.top_report_ids", held)
     monkeypatch.setattr("core.stores.HUNG_AFTER", 0.1)
+    monkeypatch.setattr("core.stores.OPEN_FOR", 3600.0)  # no probe between the two requests
     patient = settings.model_copy(update={"store_timeout": 600.0, "response_cache": False})
     async with lifespan_client(create_app(patient)) as client:
         query = {"query": "{ topReports { title } }"}
