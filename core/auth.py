@@ -67,6 +67,9 @@ class Authenticator:
         self._circuit = circuit
         self._limit = settings.store_timeout
         self._checked: OrderedDict[str, tuple[Viewer, float]] = OrderedDict()
+        # Counts the times every key checked had to be asked for again: a key read before
+        # such a time, and answered after it, may have been revoked meanwhile.
+        self._forgotten = 0
         # Whether announcements of revoked keys may have been missed.
         self._unheard = False
         self._key_secret = settings.secret_key.get_secret_value()
@@ -95,12 +98,16 @@ class Authenticator:
     # checked is asked for again. So are they after the hub lost its connection, since an
     # announcement may have been missed meanwhile.
     def message(self, data: bytes) -> None:
-        self._checked.clear()
+        self._forget()
 
     def connected(self) -> None:
         if self._unheard:
             self._unheard = False
-            self._checked.clear()
+            self._forget()
+
+    def _forget(self) -> None:
+        self._checked.clear()
+        self._forgotten += 1
 
     def disconnected(self, error: BaseException) -> None:
         self._unheard = True
@@ -110,11 +117,16 @@ class Authenticator:
         checked = self._checked.get(key)
         if checked is not None and checked[1] > now:
             return checked[0]
+        forgotten = self._forgotten
         role = await self._role_of_key(key)
         if role is None:
             self._checked.pop(key, None)
             raise AuthenticationError("unknown or revoked API key")
         viewer = Viewer(ACCESS_OF_ROLE[role], subject=f"api-key:{key[:12]}")
+        if forgotten != self._forgotten:
+            # A revocation was heard while the key was read: this request was checked
+            # before it, but the next must ask again.
+            return viewer
         self._checked[key] = (viewer, now + KEY_CHECKED_FOR)
         self._checked.move_to_end(key)
         if len(self._checked) > KEYS_KEPT:

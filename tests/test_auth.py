@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -113,6 +114,36 @@ async def test_a_revoked_key_is_unauthenticated(
     assert response.status_code == 401
     assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_a_key_revoked_while_it_was_read_is_read_again_next_time(
+    auth_client: httpx.AsyncClient,
+    auth_settings: Settings,
+    connections: Connections,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    issued = await issue_key(connections, auth_settings, Role.READER, "t")
+    read, answer = asyncio.Event(), asyncio.Event()
+
+    async def read_then_wait(**arguments: Any) -> Role | None:
+        role = await api_keys.role_of_key(**arguments)
+        read.set()
+        await answer.wait()
+        return role
+
+    monkeypatch.setattr("core.auth.role_of_key", read_then_wait)
+    application = create_app(auth_settings)
+    async with lifespan_client(application) as client:
+        first = asyncio.create_task(_emails(client, f"Bearer {issued.key}"))
+        await read.wait()
+        secret = auth_settings.secret_key.get_secret_value()
+        await api_keys.revoke_key(
+            engine=connections.engine, secret=secret, key_or_id=str(issued.id)
+        )
+        application.state.authenticator.message(b"")  # the revocation, heard meanwhile
+        answer.set()
+        assert (await first).status_code == 200  # checked before the revocation
+        assert (await _emails(client, f"Bearer {issued.key}")).status_code == 401
 
 
 async def test_jwts_signed_with_the_secret_or_a_jwks_key(
