@@ -110,6 +110,18 @@ class Found:
     generation: int
 
 
+@dataclass(frozen=True, slots=True)
+class Flight:
+    """One caller's computing of a response, which others asking for it meanwhile wait
+    for: ``leads`` for that caller, who must land it (``ResponseCache.landed``). It
+    carries the count of invalidations when it took off: what it computes may be what an
+    invalidation since then dropped."""
+
+    landing: asyncio.Future[Entry | None]
+    invalidations: int
+    leads: bool
+
+
 @dataclass
 class CacheCounters:
     """Kept for the metrics endpoint to read."""
@@ -148,6 +160,10 @@ class ResponseCache:
         # Invalidations this process has applied: a look-up or fill that saw another number
         # may hold what they dropped, and is not kept in memory.
         self._generation = 0
+        # Invalidations heard, this process's and the others': a response computed across
+        # one may hold what it dropped. Unlike the generation, losing Redis or the hub
+        # changes nothing here: what a store answers is not stale for that.
+        self._invalidations = 0
         self._subscribed = False
         self._outage = Outage(
             logger,
@@ -158,7 +174,7 @@ class ResponseCache:
         # Tags a mutation invalidated while Redis was unavailable: invalidated first when it
         # is back, before any entry is read from it.
         self._pending: set[str] = set()
-        self._flights: dict[str, asyncio.Future[Entry | None]] = {}
+        self._flights: dict[str, Flight] = {}
         self.counters = CacheCounters()
 
     def start(self) -> None:
@@ -264,22 +280,29 @@ class ResponseCache:
         self._outage.recovered()
         return True
 
-    async def single_flight(self, digest: str, wait: float) -> asyncio.Future[Entry | None] | None:
-        """None if the caller is the first to compute ``digest`` (it must call ``landed``),
-        else the future of the first caller's entry, after at most ``wait`` seconds."""
+    async def single_flight(self, digest: str, wait: float) -> Flight:
+        """A flight the caller leads if nobody is computing ``digest`` since the last
+        invalidation, else the one under way, waited for ``wait`` seconds at most: a
+        caller asking after an invalidation (its own mutation's, say) never gets what was
+        computed from before it."""
         flight = self._flights.get(digest)
-        if flight is None:
-            self._flights[digest] = asyncio.get_running_loop().create_future()
-            return None
+        if flight is None or flight.invalidations != self._invalidations:
+            landing = asyncio.get_running_loop().create_future()
+            flight = self._flights[digest] = Flight(landing, self._invalidations, leads=True)
+            return flight
         self.counters.single_flight_waits += 1
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(flight), wait)
-        return flight
+            await asyncio.wait_for(asyncio.shield(flight.landing), wait)
+        return replace(flight, leads=False)
 
-    def landed(self, digest: str, entry: Entry | None) -> None:
-        flight = self._flights.pop(digest, None)
-        if flight is not None and not flight.done():
-            flight.set_result(entry)
+    def landed(self, digest: str, flight: Flight, entry: Entry | None) -> None:
+        """``flight``'s end: ``entry`` for those waiting, unless an invalidation came
+        since it took off (they compute their own then)."""
+        if self._flights.get(digest) is flight:
+            del self._flights[digest]
+        if not flight.landing.done():
+            current = flight.invalidations == self._invalidations
+            flight.landing.set_result(entry if current else None)
 
     def _keep(self, digest: str, entry: Entry, generation: int) -> None:
         if not self._subscribed or generation != self._generation:
@@ -311,6 +334,7 @@ class ResponseCache:
 
     def _drop_tagged(self, tags: Iterable[str]) -> None:
         self._generation += 1
+        self._invalidations += 1
         for tag in tags:
             if tag == EVERYTHING:
                 self._clear()

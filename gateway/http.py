@@ -464,9 +464,10 @@ class GraphQLOverHTTP:
             await cache.store([raw_key], spelled_alike.entry, found)
             return cached(request, context, spelled_alike, media_type)
         cache.missed()
-        waited = await cache.single_flight(key, self._settings.execution_timeout)
-        if waited is not None:
-            computed = waited.result() if waited.done() else None
+        flight = await cache.single_flight(key, self._settings.execution_timeout)
+        if not flight.leads:
+            landing = flight.landing
+            computed = landing.result() if landing.done() else None
             if computed is None:  # the first caller failed, or is slow: this one runs its own
                 return self._respond_with(await self._result(asked), context, media_type)
             return cached(request, context, Found(computed, "single flight", None, 0), media_type)
@@ -481,7 +482,7 @@ class GraphQLOverHTTP:
                 entry = Entry.of(body, cache.time_to_live(tags), tags)
                 await cache.store([raw_key, key], entry, found)
         finally:
-            cache.landed(key, entry)
+            cache.landed(key, flight, entry)
         if entry is None:
             return self._respond_with(result, context, media_type)
         extensions = dict(result.extensions or {})

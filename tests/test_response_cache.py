@@ -308,6 +308,42 @@ async def test_concurrent_identical_misses_execute_once(
     assert all(response.json()["data"] == answers[0].json()["data"] for response in answers)
 
 
+async def test_a_query_asked_after_a_mutation_never_gets_an_answer_computed_before_it(
+    call: Caller, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The title is read, then the counters, held: the first answer is computed from
+    # before the mutation.
+    counters = HeldStoreCall([None])
+    monkeypatch.setattr("core.sources.counters_by_report", counters)
+    document = "query($id: ID!) { report(id: $id) { title stats { views } } }"
+    rename = (
+        'mutation($id: ID!) { updateReport(id: $id, input: {title: "Renamed"}) { __typename } }'
+    )
+    application = create_app(settings)
+    async with lifespan_client(application) as client:
+        cache = application.state.response_cache
+        before = asyncio.create_task(_ask(client, document, {"id": REPORT_ID}))
+        await counters.started.wait()
+        # Through the same process, whose cache has then seen the invalidation.
+        renamed = await client.post(
+            "/graphql",
+            json={"query": rename, "variables": {"id": REPORT_ID}},
+            headers={"authorization": f"Bearer {call.keys['admin']}"},
+        )
+        assert renamed.json()["data"]["updateReport"]["__typename"] == "ReportSaved"
+        after = asyncio.create_task(_ask(client, document, {"id": REPORT_ID}))
+
+        async def computing_or_waiting() -> bool:
+            return counters.events.count("started") == 2 or cache.counters.single_flight_waits > 0
+
+        await eventually(computing_or_waiting)
+        counters.release.set()
+        answers = await asyncio.gather(before, after)
+    titles = [answer.json()["data"]["report"]["title"] for answer in answers]
+    assert titles[0] != "Renamed"
+    assert titles[1] == "Renamed"
+
+
 async def test_get_answers_carry_http_caching_headers(call: Caller) -> None:
     query = {"query": LIST}
     first = await call.client.get("/graphql", params=query)
