@@ -171,6 +171,7 @@ class ResponseCache:
             ended="the response cache is in use again",
         )
         self._retry_at = 0.0
+        self._timeout = timeout
         # Tags a mutation invalidated while Redis was unavailable: invalidated first when it
         # is back, before any entry is read from it.
         self._pending: set[str] = set()
@@ -215,6 +216,7 @@ class ResponseCache:
         except REDIS_FAILURES as error:
             self._failed(error)
             return Found(None, None, None, generation)
+        self._outage.recovered()
         if stored is None:
             return Found(None, None, epoch, generation)
         entry = Entry.decode(stored)
@@ -247,6 +249,7 @@ class ResponseCache:
         except REDIS_FAILURES as error:
             self._failed(error)
             return
+        self._outage.recovered()
         if stored:
             self.counters.stored += 1
             self.counters.stored_bytes += len(entry.body)
@@ -266,9 +269,14 @@ class ResponseCache:
 
     async def _available(self) -> bool:
         """Whether Redis may be used now: not within a second of a failure, and with every
-        invalidation made while it was unavailable applied."""
-        if self._outage.ongoing and time.monotonic() < self._retry_at:
-            return False
+        invalidation made while it was unavailable applied. Once that second has passed,
+        one caller at a time tries it: the others go on without it until it has answered,
+        rather than each wait for a hung Redis for the whole store timeout."""
+        if self._outage.ongoing:
+            now = time.monotonic()
+            if now < self._retry_at:
+                return False
+            self._retry_at = now + self._timeout
         if self._pending:
             tags = sorted(self._pending)
             try:
@@ -277,7 +285,7 @@ class ResponseCache:
                 self._failed(error)
                 return False
             self._pending.difference_update(tags)
-        self._outage.recovered()
+            self._outage.recovered()
         return True
 
     async def single_flight(self, digest: str, wait: float) -> Flight:

@@ -16,6 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import make_url
 
 from core.connections import Connections
+from core.pubsub import Hub
+from core.response_cache import ResponseCache
 from core.settings import Settings
 from datasources.counters import ReportCounters, set_report_counters
 from datasources.response_cache import EPOCH, EntryReader, entry_key
@@ -397,6 +399,49 @@ async def test_with_redis_stopped_every_answer_stays_correct(
             answered = await _ask(client, REPORT, {"id": REPORT_ID})
             assert answered.json()["data"]["report"]["title"] == "While down"
             assert "x-cache" not in answered.headers or answered.headers["x-cache"] == "MISS"
+
+
+async def test_after_a_failure_one_look_up_at_a_time_tries_redis_again(
+    connections: Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = asyncio.Event()
+    reads: list[str] = []
+
+    async def failing(reader: EntryReader, digest: str) -> tuple[bytes | None, bytes]:
+        raise RedisConnectionError("connection refused")
+
+    async def hung_until_answered(reader: EntryReader, digest: str) -> tuple[bytes | None, bytes]:
+        reads.append(digest)
+        await answer.wait()
+        return None, b"0"
+
+    monkeypatch.setattr("core.response_cache.RETRY_AFTER", 0.0)  # tried again at once
+    cache = ResponseCache(
+        connections.redis,
+        Hub(connections.redis),
+        ttl=60,
+        ttls={},
+        volatile_ttl=1,
+        memory_bytes=1 << 20,
+        timeout=60,
+    )
+    try:
+        monkeypatch.setattr(EntryReader, "read", failing)
+        assert (await cache.find("a")).entry is None  # Redis is found down
+        monkeypatch.setattr(EntryReader, "read", hung_until_answered)
+        looks = [asyncio.create_task(cache.find("a")) for _ in range(10)]
+
+        async def all_but_the_probe_answered() -> bool:
+            return sum(look.done() for look in looks) == 9
+
+        await eventually(all_but_the_probe_answered)
+        assert reads == ["a"]
+        answer.set()
+        await asyncio.gather(*looks)
+        await cache.find("a")  # answered: Redis is in use again
+        assert reads == ["a", "a"]
+    finally:
+        cache.stop()
 
 
 async def test_hits_carry_the_request_id_and_cors_headers_for_an_origin(call: Caller) -> None:
