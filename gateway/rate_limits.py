@@ -155,8 +155,13 @@ class RateLimits:
         return None
 
     async def _spend(self, context: Context, budget: Budget, cost: int) -> Spending | None:
-        if self._outage.ongoing and time.monotonic() < self._retry_at:
-            return None
+        if self._outage.ongoing:
+            now = time.monotonic()
+            if now < self._retry_at:
+                return None
+            # This operation tries Redis again; the others pass meanwhile, rather than each
+            # wait for a hung Redis for the whole store timeout.
+            self._retry_at = now + self._timeout
         client = _client_of(context.request, context.viewer.subject, self._proxies)
         try:
             spending = await completed_within(

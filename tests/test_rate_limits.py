@@ -6,6 +6,7 @@ Budgets are per day, so that nothing comes back during a test: every count is ex
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -15,18 +16,21 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from core.connections import Connections
 from core.settings import Settings
 from datasources.counters import counters_by_report
 from datasources.models import Role
+from datasources.rate_limits import Spending, spend
 from gateway import cli
 from gateway.app import create_app
 from resolvers.nodes import to_global_id
 from tests.clients import LEGACY, Caller, issue_key, lifespan_client, serving, websocket
 from tests.faults import own_redis
 from tests.test_subscriptions import STATS
+from tests.waiting import eventually
 
 # Costs 2n + 6: a page of n titles (see gateway/limits.py).
 PAGE = "query($n: Int!) { reports(first: $n) { edges { node { title } } } }"
@@ -258,6 +262,42 @@ async def test_with_redis_stopped_operations_pass_and_it_is_logged_once(
             assert [r.getMessage().split(" (")[0] for r in outages] == [
                 "rate limits are not enforced while Redis is unavailable"
             ]
+
+
+async def test_after_redis_failed_one_operation_at_a_time_tries_it_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = asyncio.Event()
+    tries: list[int] = []
+
+    async def on_a_stopped_redis(**arguments: Any) -> Spending:
+        stopped = Redis.from_url("redis://127.0.0.1:1/0")
+        try:
+            return await spend(**{**arguments, "redis": stopped})
+        finally:
+            await stopped.aclose()
+
+    async def hung_until_answered(**arguments: Any) -> Spending:
+        tries.append(arguments["cost"])
+        await answer.wait()
+        return await spend(**arguments)
+
+    monkeypatch.setattr("gateway.rate_limits.RETRY_AFTER", 0.0)  # tried again at once
+    monkeypatch.setattr("gateway.rate_limits.spend", on_a_stopped_redis)
+    async with lifespan_client(create_app(limited(settings, "100/24h"))) as client:
+        assert "ratelimit-remaining" not in (await _page(client, 2)).headers  # found down
+        monkeypatch.setattr("gateway.rate_limits.spend", hung_until_answered)
+        pages = [asyncio.create_task(_page(client, 2)) for _ in range(10)]
+
+        async def all_but_the_probe_answered() -> bool:
+            return sum(page.done() for page in pages) == 9
+
+        await eventually(all_but_the_probe_answered)
+        assert tries == [_cost(2)]
+        answer.set()
+        answered = await asyncio.gather(*pages)
+        assert sum("ratelimit-remaining" in page.headers for page in answered) == 1
+        assert "ratelimit-remaining" in (await _page(client, 2)).headers  # enforced again
 
 
 @pytest.mark.parametrize(
