@@ -233,7 +233,13 @@ class Hub:
         channel = _text(message.get("channel")).removeprefix(self._server_prefix)
         if kind == "message":
             for listener in list(self._listeners.get(channel, ())):
-                listener.message(message["data"])
+                try:
+                    listener.message(message["data"])
+                except Exception:
+                    # One listener's failure (a message it cannot read, say) is its own:
+                    # raised here, it would end the reader, and every listener would go
+                    # deaf with nothing said.
+                    logger.exception("a listener of %s failed on a message", channel)
         elif kind == "subscribe":
             self._confirmed[channel] = self._confirmed.get(channel, 0) + 1
             if not self._ready:

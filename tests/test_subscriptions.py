@@ -196,6 +196,37 @@ async def test_gateways_on_two_databases_of_one_redis_hear_only_their_own(
         await theirs.aclose()
 
 
+class _Unreadable(_Heard):
+    def message(self, data: bytes) -> None:
+        raise ValueError(f"cannot read {data!r}")
+
+
+async def test_a_listener_that_fails_on_a_message_leaves_the_others_hearing(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = Redis.from_url(settings.redis_url or "")
+    hub, heard = Hub(redis), _Heard()
+    channel = counters_channel(1)
+    try:
+        await hub.start()
+        hub.listen(channel, _Unreadable())
+        hub.listen(channel, heard)
+        await hub.subscribed(channel)
+        for _ in range(2):
+            await hub.announce(channel)
+
+        async def both_heard() -> bool:
+            return heard.messages == [b"", b""]
+
+        await eventually(both_heard)
+        failures = [record for record in caplog.records if record.name == "core.pubsub"]
+        assert len(failures) == 2
+        assert all("cannot read" in str(record.exc_info) for record in failures)
+    finally:
+        await hub.stop()
+        await redis.aclose()
+
+
 async def _gone(redis: Redis, channel: str, feeds: Feeds) -> bool:
     listened = await redis.pubsub_channels(on_server(redis, "live:*"))
     return channel.encode() not in listened and feeds.running == 0
