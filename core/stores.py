@@ -271,6 +271,7 @@ class Circuit:
         answer within ``limit`` seconds (a read). Without a limit (a write), the call is
         waited for to its end, lest a write reported as failed commit afterwards. The call
         is never cancelled from here (see ``completed_within``)."""
+        probe = self.is_open
         if not self._admits():
             if asyncio.iscoroutine(operation):
                 operation.close()  # never started: nothing to wait for
@@ -282,7 +283,8 @@ class Circuit:
             else:
                 await self._wait(task, limit)
         except asyncio.CancelledError:
-            self._probing = False  # the caller left: its call says nothing of the store
+            if probe:
+                self._probing = False  # the caller left: its call says nothing of the store
             raise
         error = task.exception()
         if error is not None and unavailable(self.store, error):

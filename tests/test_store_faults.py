@@ -23,6 +23,7 @@ from core.pubsub import Hub
 from core.settings import Settings
 from core.store_urls import StoreUrls
 from core.stores import (
+    FAILURES_TO_OPEN,
     Circuit,
     Store,
     StoreCalls,
@@ -160,6 +161,34 @@ async def test_a_store_is_taken_as_hung_at_the_very_reading_of_the_clock_that_sa
         assert circuit.is_open
     finally:
         unanswered.cancel()
+
+
+async def test_a_call_leaving_that_is_not_the_probe_lets_no_second_probe_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("core.stores.OPEN_FOR", 0.0)  # a probe may pass at once
+    circuit = Circuit(Store.POSTGRES, StoreCalls(timeout=1.0))
+    loop = asyncio.get_running_loop()
+    write, probed = loop.create_future(), loop.create_future()
+    writing = asyncio.create_task(circuit.call(write, None))  # admitted while it answered
+    await asyncio.sleep(0)
+    for _ in range(FAILURES_TO_OPEN):
+        circuit.failed(ConnectionError("connection refused"))
+    probing = asyncio.create_task(circuit.call(probed, None))
+    await asyncio.sleep(0)
+    writing.cancel()  # its caller left; the probe is still under way
+    await asyncio.gather(writing, return_exceptions=True)
+
+    async def answered() -> int:
+        return 1
+
+    try:
+        with pytest.raises(StoreDownError):
+            await circuit.call(answered(), None)
+    finally:
+        for left in (writing, probing, write, probed):
+            left.cancel()
+        await asyncio.gather(writing, probing, return_exceptions=True)
 
 
 async def test_a_hung_read_is_answered_at_the_store_timeout_and_left_to_finish(
