@@ -96,7 +96,7 @@ class Hub:
         # Counted until an UNSUBSCRIBE is confirmed with nothing sent since.
         self._sent: dict[str, int] = {}
         self._confirmed: dict[str, int] = {}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._commands = asyncio.Lock()
         self._ready = False
         # The client reconnects a pub/sub connection on its own, subscribing its channels
@@ -147,8 +147,17 @@ class Hub:
         this process's listeners. Waits through an outage."""
         while not self._is_subscribed(channel):
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault(channel, []).append(waiter)
-            await waiter
+            self._waiters.setdefault(channel, set()).add(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                # A caller that left (a subscriber gone during an outage) is forgotten: a
+                # channel nobody listens to any more is never woken, and would keep it.
+                waiters = self._waiters.get(channel, set())
+                waiters.discard(waiter)
+                if not waiters:
+                    self._waiters.pop(channel, None)
+                raise
 
     @asynccontextmanager
     async def watching(self, channel: str) -> AsyncIterator[Changes]:
@@ -278,7 +287,7 @@ class Hub:
     def _wake(self, channel: str) -> None:
         if not self._is_subscribed(channel):
             return
-        for waiter in self._waiters.pop(channel, []):
+        for waiter in self._waiters.pop(channel, set()):
             if not waiter.done():
                 waiter.set_result(None)
 

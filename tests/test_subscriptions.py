@@ -227,6 +227,22 @@ async def test_a_listener_that_fails_on_a_message_leaves_the_others_hearing(
         await redis.aclose()
 
 
+async def test_a_subscriber_that_leaves_during_an_outage_is_forgotten() -> None:
+    stopped = Redis.from_url("redis://127.0.0.1:1/0")
+    hub = Hub(stopped)
+    try:
+        await hub.start()
+        waiting = asyncio.create_task(hub.subscribed(counters_channel(1)))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # Redis is down: it waits
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert not hub._waiters  # nothing kept for a channel nobody waits for
+    finally:
+        await hub.stop()
+        await stopped.aclose()
+
+
 async def _gone(redis: Redis, channel: str, feeds: Feeds) -> bool:
     listened = await redis.pubsub_channels(on_server(redis, "live:*"))
     return channel.encode() not in listened and feeds.running == 0
