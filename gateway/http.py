@@ -397,13 +397,13 @@ class GraphQLOverHTTP:
             # Writes are few and wait on the stores, not on the processor: they take no
             # turn, lest writes held up by a store that is down hold up every query.
             return self._respond_with(await self._result(asked), context, media_type)
+        if context.cache is not None and lookup is not None and not context.explain:
+            return await self._through_cache(asked, context.cache, lookup)
         async with self._turn():
             if context.explain:
                 result = await explained(await self._result(asked), context)
                 return self._respond_with(result, context, media_type)
-            if context.cache is None or lookup is None:
-                return self._respond_with(await self._result(asked), context, media_type)
-            return await self._through_cache(asked, context.cache, lookup)
+            return self._respond_with(await self._result(asked), context, media_type)
 
     def _live(self, graphql_request: GraphQLRequest) -> LiveOperation | None:
         live = live_operation(
@@ -449,7 +449,8 @@ class GraphQLOverHTTP:
         self, asked: _Asked, cache: ResponseCache, lookup: tuple[str, Found]
     ) -> Response:
         """A query's answer from the cache under its canonical key, from a caller who is
-        computing the same one, or computed and kept."""
+        computing the same one, or computed and kept. Only computing it takes a turn:
+        callers waiting for another's answer would otherwise hold up every other query."""
         request, context, media_type = asked.request, asked.context, asked.media_type
         raw_key, found = lookup
         key = cache_key(
@@ -469,12 +470,12 @@ class GraphQLOverHTTP:
             landing = flight.landing
             computed = landing.result() if landing.done() else None
             if computed is None:  # the first caller failed, or is slow: this one runs its own
-                return self._respond_with(await self._result(asked), context, media_type)
+                return self._respond_with(await self._result_in_turn(asked), context, media_type)
             return cached(request, context, Found(computed, "single flight", None, 0), media_type)
         entry = None
         context.caching = True
         try:
-            result = await self._result(asked)
+            result = await self._result_in_turn(asked)
             if result.data is not None and not result.errors and context.scope is not None:
                 tags = context.scope.loaders.tags or set()
                 with telemetry.span("encode"):
@@ -498,6 +499,10 @@ class GraphQLOverHTTP:
             request_id=context.request_id,
             public=context.viewer == ANONYMOUS,
         )
+
+    async def _result_in_turn(self, asked: _Asked) -> ExecutionResult:
+        async with self._turn():
+            return await self._result(asked)
 
     async def _result(self, asked: _Asked) -> ExecutionResult:
         request, prepared, operation = asked.request, asked.prepared, asked.operation

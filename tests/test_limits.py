@@ -323,7 +323,14 @@ async def test_an_operation_that_waits_longer_than_it_may_run_is_told_the_gatewa
     # Redis, held, is not taken as hung meanwhile (the first's read waits on, overdue).
     monkeypatch.setattr("core.stores.HUNG_AFTER", 3600.0)
     app = create_app(
-        settings.model_copy(update={"max_concurrent_operations": 1, "execution_timeout": 1.5})
+        settings.model_copy(
+            # Uncached: the second executes, where it would wait for the first's answer.
+            update={
+                "max_concurrent_operations": 1,
+                "execution_timeout": 1.5,
+                "response_cache": False,
+            }
+        )
     )
     hanging = {"query": "{ topReports(limit: 3) { title } }"}
     async with lifespan_client(app) as client:

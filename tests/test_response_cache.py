@@ -310,6 +310,32 @@ async def test_concurrent_identical_misses_execute_once(
     assert all(response.json()["data"] == answers[0].json()["data"] for response in answers)
 
 
+async def test_callers_waiting_for_anothers_answer_take_no_turn_from_other_queries(
+    settings: Settings, call: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leaderboard = HeldStoreCall([1])
+    monkeypatch.setattr("core.sources.top_report_ids", leaderboard)
+    document = "{ topReports(limit: 1) { title } }"
+    application = create_app(settings.model_copy(update={"max_concurrent_operations": 2}))
+    async with lifespan_client(application) as client:
+        cache = application.state.response_cache
+        computing = asyncio.create_task(_ask(client, document))
+        await leaderboard.started.wait()
+        waiting = [asyncio.create_task(_ask(client, document)) for _ in range(3)]
+
+        async def all_waiting() -> bool:
+            return cache.counters.single_flight_waits == 3
+
+        await eventually(all_waiting)
+        # One turn is the first caller's; the other is free for another query.
+        other = await _ask(client, "{ service { name } }")
+        assert other.json()["data"] == {"service": {"name": "polyglot-gateway"}}
+        assert leaderboard.events == ["started"]
+        leaderboard.release.set()
+        answers = await asyncio.gather(computing, *waiting)
+    assert all(answer.json()["data"] == answers[0].json()["data"] for answer in answers)
+
+
 async def test_a_query_asked_after_a_mutation_never_gets_an_answer_computed_before_it(
     call: Caller, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
