@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 
+# Seconds a store that parts of the gateway go on without (the response cache, the rate
+# limits) is not asked again after a call failed.
+RETRY_AFTER = 1.0
 # Enough of a driver's message to say why (a refused or unverified certificate, a refused
 # password, an address that does not answer), not a page of it.
 REASON_LENGTH = 300
@@ -28,6 +32,35 @@ class Outage:
         if self.ongoing:
             self.ongoing = False
             self._logger.info(self._ended)
+
+
+class Bypassed:
+    """An outage that its callers go on without: after a failure the store is not asked
+    for ``RETRY_AFTER`` seconds; then one caller at a time asks it (for ``timeout`` seconds
+    at most) while the others go on without it, until it answers, rather than each wait
+    for a hung store for the whole timeout."""
+
+    def __init__(self, outage: Outage, *, timeout: float) -> None:
+        self._outage = outage
+        self._timeout = timeout
+        self._retry_at = 0.0
+
+    def asks(self) -> bool:
+        """Whether this caller may ask the store now."""
+        if not self._outage.ongoing:
+            return True
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + self._timeout
+        return True
+
+    def failed(self, error: BaseException) -> None:
+        self._retry_at = time.monotonic() + RETRY_AFTER
+        self._outage.failed(error)
+
+    def answered(self) -> None:
+        self._outage.recovered()
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 import orjson
 from redis.asyncio import Redis
 
-from core.outages import Outage
+from core.outages import Bypassed, Outage
 from core.pubsub import REDIS_FAILURES, Hub
 from core.sources import COUNTERS
 from datasources.response_cache import (
@@ -41,9 +41,6 @@ from datasources.response_cache import (
 
 logger = logging.getLogger(__name__)
 
-# Seconds before Redis is used again after a call failed: a hung Redis costs one request
-# a second its timeout.
-RETRY_AFTER = 1.0
 # Connections of the hit path kept open between hits.
 READERS_KEPT = 32
 # Every entry of the process's tier is dropped by this message (a flush).
@@ -165,13 +162,14 @@ class ResponseCache:
         # changes nothing here: what a store answers is not stale for that.
         self._invalidations = 0
         self._subscribed = False
-        self._outage = Outage(
-            logger,
-            began="the response cache is bypassed while Redis is unavailable",
-            ended="the response cache is in use again",
+        self._outage = Bypassed(
+            Outage(
+                logger,
+                began="the response cache is bypassed while Redis is unavailable",
+                ended="the response cache is in use again",
+            ),
+            timeout=timeout,
         )
-        self._retry_at = 0.0
-        self._timeout = timeout
         # Tags a mutation invalidated while Redis was unavailable: invalidated first when it
         # is back, before any entry is read from it.
         self._pending: set[str] = set()
@@ -216,7 +214,7 @@ class ResponseCache:
         except REDIS_FAILURES as error:
             self._failed(error)
             return Found(None, None, None, generation)
-        self._outage.recovered()
+        self._outage.answered()
         if stored is None:
             return Found(None, None, epoch, generation)
         entry = Entry.decode(stored)
@@ -249,7 +247,7 @@ class ResponseCache:
         except REDIS_FAILURES as error:
             self._failed(error)
             return
-        self._outage.recovered()
+        self._outage.answered()
         if stored:
             self.counters.stored += 1
             self.counters.stored_bytes += len(entry.body)
@@ -268,15 +266,10 @@ class ResponseCache:
         await self._available()
 
     async def _available(self) -> bool:
-        """Whether Redis may be used now: not within a second of a failure, and with every
-        invalidation made while it was unavailable applied. Once that second has passed,
-        one caller at a time tries it: the others go on without it until it has answered,
-        rather than each wait for a hung Redis for the whole store timeout."""
-        if self._outage.ongoing:
-            now = time.monotonic()
-            if now < self._retry_at:
-                return False
-            self._retry_at = now + self._timeout
+        """Whether Redis may be used now (see ``Bypassed``), with every invalidation made
+        while it was unavailable applied."""
+        if not self._outage.asks():
+            return False
         if self._pending:
             tags = sorted(self._pending)
             try:
@@ -285,7 +278,7 @@ class ResponseCache:
                 self._failed(error)
                 return False
             self._pending.difference_update(tags)
-            self._outage.recovered()
+            self._outage.answered()
         return True
 
     async def single_flight(self, digest: str, wait: float) -> Flight:
@@ -372,5 +365,4 @@ class ResponseCache:
 
     def _failed(self, error: BaseException) -> None:
         self._clear()
-        self._retry_at = time.monotonic() + RETRY_AFTER
         self._outage.failed(error)

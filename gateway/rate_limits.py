@@ -31,7 +31,6 @@ import hashlib
 import ipaddress
 import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,7 +41,7 @@ from starlette.requests import HTTPConnection
 from core.auth import Access
 from core.context import Context
 from core.errors import ErrorCode, GatewayError
-from core.outages import Outage
+from core.outages import Bypassed, Outage
 from core.settings import Budget, Settings, parse_networks
 from core.stores import Store, completed_within, unavailable
 from datasources.rate_limits import MICROSECONDS, Spending, spend
@@ -53,8 +52,6 @@ logger = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-# Seconds Redis is not asked after a call failed.
-RETRY_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -97,11 +94,13 @@ class RateLimits:
         self._budgets = {access: budgets[access.name.lower()] for access in Access}
         self._proxies = parse_networks(settings.trusted_proxies)
         self._timeout = settings.store_timeout
-        self._retry_at = 0.0
-        self._outage = Outage(
-            logger,
-            began="rate limits are not enforced while Redis is unavailable",
-            ended="rate limits are enforced again",
+        self._outage = Bypassed(
+            Outage(
+                logger,
+                began="rate limits are not enforced while Redis is unavailable",
+                ended="rate limits are enforced again",
+            ),
+            timeout=self._timeout,
         )
 
     async def spend(
@@ -155,13 +154,8 @@ class RateLimits:
         return None
 
     async def _spend(self, context: Context, budget: Budget, cost: int) -> Spending | None:
-        if self._outage.ongoing:
-            now = time.monotonic()
-            if now < self._retry_at:
-                return None
-            # This operation tries Redis again; the others pass meanwhile, rather than each
-            # wait for a hung Redis for the whole store timeout.
-            self._retry_at = now + self._timeout
+        if not self._outage.asks():
+            return None
         client = _client_of(context.request, context.viewer.subject, self._proxies)
         try:
             spending = await completed_within(
@@ -179,10 +173,9 @@ class RateLimits:
         except Exception as error:
             if not unavailable(Store.REDIS, error):
                 raise
-            self._retry_at = time.monotonic() + RETRY_AFTER
             self._outage.failed(error)
             return None
-        self._outage.recovered()
+        self._outage.answered()
         return spending
 
 

@@ -282,7 +282,7 @@ async def test_after_redis_failed_one_operation_at_a_time_tries_it_again(
         await answer.wait()
         return await spend(**arguments)
 
-    monkeypatch.setattr("gateway.rate_limits.RETRY_AFTER", 0.0)  # tried again at once
+    monkeypatch.setattr("core.outages.RETRY_AFTER", 0.0)  # tried again at once
     monkeypatch.setattr("gateway.rate_limits.spend", on_a_stopped_redis)
     async with lifespan_client(create_app(limited(settings, "100/24h"))) as client:
         assert "ratelimit-remaining" not in (await _page(client, 2)).headers  # found down

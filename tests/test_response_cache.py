@@ -318,7 +318,7 @@ async def test_callers_waiting_for_anothers_answer_take_no_turn_from_other_queri
     document = "{ topReports(limit: 1) { title } }"
     application = create_app(settings.model_copy(update={"max_concurrent_operations": 2}))
     async with lifespan_client(application) as client:
-        cache = application.state.response_cache
+        cache: ResponseCache = application.state.response_cache
         computing = asyncio.create_task(_ask(client, document))
         await leaderboard.started.wait()
         waiting = [asyncio.create_task(_ask(client, document)) for _ in range(3)]
@@ -349,7 +349,7 @@ async def test_a_query_asked_after_a_mutation_never_gets_an_answer_computed_befo
     )
     application = create_app(settings)
     async with lifespan_client(application) as client:
-        cache = application.state.response_cache
+        cache: ResponseCache = application.state.response_cache
         before = asyncio.create_task(_ask(client, document, {"id": REPORT_ID}))
         await counters.started.wait()
         # Through the same process, whose cache has then seen the invalidation.
@@ -441,7 +441,7 @@ async def test_after_a_failure_one_look_up_at_a_time_tries_redis_again(
         await answer.wait()
         return None, b"0"
 
-    monkeypatch.setattr("core.response_cache.RETRY_AFTER", 0.0)  # tried again at once
+    monkeypatch.setattr("core.outages.RETRY_AFTER", 0.0)  # tried again at once
     cache = ResponseCache(
         connections.redis,
         Hub(connections.redis),
