@@ -9,7 +9,6 @@ bound to the task that runs the operation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 from contextvars import ContextVar
@@ -26,7 +25,7 @@ from core.loaders import Loaders
 from core.pubsub import Hub
 from core.response_cache import ResponseCache
 from core.settings import Settings
-from core.stores import Store, StoreDownError
+from core.stores import Store, completed_within, unavailable
 from datasources.explain import Recording
 from datasources.instrumentation import RoundTrips, current_round_trips
 
@@ -160,11 +159,11 @@ class Context:
 
     async def announce(self, channel: str) -> None:
         """After a write: the subscribers of ``channel``, on every process, read again.
-        Sent in the background, through Redis's circuit and within the store timeout, as a
-        read is (a shorter limit would count a merely slow Redis as down, and open its
-        circuit for every read): the write has succeeded whatever becomes of it, and an
-        announcement lost to an outage only delays subscribers until Redis is back (they
-        read again then)."""
+        Sent in the background, within the store timeout: the write has succeeded whatever
+        becomes of it. Not through Redis's circuit, which would drop it while open even
+        with the pub/sub connections up, the subscribers then never told; and a Redis
+        merely slow to take it is no reason to fail every read. An announcement lost to
+        an outage only delays subscribers until Redis is back (they read again then)."""
         if self.hub is None:
             return
         task = asyncio.create_task(self._announced(self.hub, channel))
@@ -172,10 +171,14 @@ class Context:
         task.add_done_callback(_ANNOUNCING.discard)
 
     async def _announced(self, hub: Hub, channel: str) -> None:
-        with contextlib.suppress(StoreDownError):
-            await self.connections.circuits[Store.REDIS].call(
-                hub.announce(channel), self.settings.store_timeout
+        connections = self.connections
+        try:
+            await completed_within(
+                hub.announce(channel), Store.REDIS, self.settings.store_timeout, connections.calls
             )
+        except Exception as error:
+            if not unavailable(Store.REDIS, error):
+                raise
 
     @property
     def operation(self) -> OperationScope:

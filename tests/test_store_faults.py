@@ -34,6 +34,7 @@ from core.stores import (
 )
 from datasources.documents import documents_by_report
 from datasources.models import Role
+from datasources.report_writes import report_channel
 from gateway.app import create_app
 from resolvers.nodes import to_global_id
 from tests.clients import Caller, issue_key, lifespan_client
@@ -305,6 +306,49 @@ async def test_announcements_slower_than_a_moment_do_not_take_redis_for_down(
 
     await eventually(both_announced)
     assert (await call.client.get("/readyz")).json()["circuits"]["redis"] == "closed"
+
+
+async def test_a_write_is_announced_while_redis_s_circuit_is_open(
+    settings: Settings, call: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("core.stores.OPEN_FOR", 3600.0)
+    announced: list[bytes] = []
+
+    class Subscriber:
+        def message(self, data: bytes) -> None:
+            announced.append(data)
+
+        def connected(self) -> None:
+            pass
+
+        def disconnected(self, error: BaseException) -> None:
+            pass
+
+    application = create_app(settings)
+    async with lifespan_client(application) as client:
+        hub: Hub = application.state.hub
+        channel = report_channel(1)
+        hub.listen(channel, Subscriber())
+        await hub.subscribed(channel)
+        # Taken for down (reads that timed out, say) while its pub/sub connection is up.
+        circuit = application.state.connections.circuits[Store.REDIS]
+        for _ in range(FAILURES_TO_OPEN):
+            circuit.failed(TimeoutError("no answer within 5s"))
+        assert circuit.is_open
+        edit = """mutation($id: ID!) {
+            updateReport(id: $id, input: {wordCount: 7}) { __typename }
+        }"""
+        edited = await client.post(
+            "/graphql",
+            json={"query": edit, "variables": {"id": to_global_id("Report", 1)}},
+            headers=_bearer(call.keys["editor"]),
+        )
+        assert edited.json()["data"]["updateReport"]["__typename"] == "ReportSaved"
+
+        async def heard() -> bool:
+            return len(announced) == 1
+
+        await eventually(heard)
 
 
 def _bearer(key: str) -> dict[str, str]:
