@@ -171,10 +171,12 @@ class Context:
         task.add_done_callback(_ANNOUNCING.discard)
 
     async def _announced(self, hub: Hub, channel: str) -> None:
-        connections = self.connections
         try:
             await completed_within(
-                hub.announce(channel), Store.REDIS, self.settings.store_timeout, connections.calls
+                hub.announce(channel),
+                Store.REDIS,
+                self.settings.store_timeout,
+                self.connections.calls,
             )
         except Exception as error:
             if not unavailable(Store.REDIS, error):

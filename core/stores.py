@@ -312,7 +312,7 @@ class Circuit:
             if now >= hung_at and self._last_answer < started:
                 self._open(TimeoutError(f"nothing answered for {HUNG_AFTER:g}s"))
                 raise StoreDownError(self.store)
-            until = min(hung_at if now < hung_at else given_up_at, given_up_at)
+            until = min(hung_at, given_up_at) if now < hung_at else given_up_at
             await asyncio.wait(
                 {task, opened}, timeout=until - now, return_when=asyncio.FIRST_COMPLETED
             )
