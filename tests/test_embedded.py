@@ -31,10 +31,10 @@ from gateway.app import create_app
 from gateway.embedded import DataDirectoryInUseError, EmbeddedStores, postgres, process
 from gateway.embedded.mongo import MongoServer
 from gateway.embedded.postgres import (
-    MAKING_SUFFIX,
     OWNER_SUFFIX,
     SHARED_ROOT,
     PostgresServer,
+    making_path,
     pristine_cluster_path,
 )
 from gateway.embedded.process import EmbeddedServer, free_port, recorded_process
@@ -358,7 +358,7 @@ def pristine_of_its_own(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     pristine = SHARED_ROOT / "pristine" / f"test-{uuid.uuid4().hex[:12]}"
     monkeypatch.setattr(postgres, "pristine_cluster_path", lambda account: pristine)
     yield pristine
-    for made in (pristine, pristine.with_name(f"{pristine.name}{MAKING_SUFFIX}")):
+    for made in (pristine, making_path(pristine)):
         shutil.rmtree(made, ignore_errors=True)
     pristine.with_name(f"{pristine.name}.lock").unlink(missing_ok=True)
 
@@ -367,11 +367,11 @@ def test_what_an_interrupted_first_start_left_is_made_again(
     tmp_path: Path, pristine_of_its_own: Path
 ) -> None:
     # An initdb killed halfway, and a copy of a cluster killed halfway.
-    making = pristine_of_its_own.with_name(f"{pristine_of_its_own.name}{MAKING_SUFFIX}")
+    making = making_path(pristine_of_its_own)
     making.mkdir(parents=True)
     (making / "PG_VERSION").write_text("18\n")
     server = PostgresServer(tmp_path / "data")
-    copying = server.cluster_dir.with_name(f"{server.cluster_dir.name}{MAKING_SUFFIX}")
+    copying = making_path(server.cluster_dir)
     copying.mkdir(parents=True)
     (copying / "PG_VERSION").write_text("18\n")
     server.start()

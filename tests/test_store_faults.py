@@ -39,6 +39,7 @@ from gateway.app import create_app
 from resolvers.nodes import to_global_id
 from tests.clients import Caller, issue_key, lifespan_client
 from tests.faults import HeldStoreCall
+from tests.test_subscriptions import Heard
 from tests.waiting import eventually
 
 DOCUMENTS = "{ reports(first: 3) { edges { node { title document { tags } } } } }"
@@ -312,23 +313,12 @@ async def test_a_write_is_announced_while_redis_s_circuit_is_open(
     settings: Settings, call: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("core.stores.OPEN_FOR", 3600.0)
-    announced: list[bytes] = []
-
-    class Subscriber:
-        def message(self, data: bytes) -> None:
-            announced.append(data)
-
-        def connected(self) -> None:
-            pass
-
-        def disconnected(self, error: BaseException) -> None:
-            pass
-
+    subscriber = Heard()
     application = create_app(settings)
     async with lifespan_client(application) as client:
         hub: Hub = application.state.hub
         channel = report_channel(1)
-        hub.listen(channel, Subscriber())
+        hub.listen(channel, subscriber)
         await hub.subscribed(channel)
         # Taken for down (reads that timed out, say) while its pub/sub connection is up.
         circuit = application.state.connections.circuits[Store.REDIS]
@@ -346,7 +336,7 @@ async def test_a_write_is_announced_while_redis_s_circuit_is_open(
         assert edited.json()["data"]["updateReport"]["__typename"] == "ReportSaved"
 
         async def heard() -> bool:
-            return len(announced) == 1
+            return len(subscriber.messages) == 1
 
         await eventually(heard)
 

@@ -148,7 +148,9 @@ async def test_a_disconnect_leaves_no_task_no_feed_and_no_redis_subscription(
         await redis.aclose()
 
 
-class _Heard:
+class Heard:
+    """A listener of a hub that keeps what it heard."""
+
     def __init__(self) -> None:
         self.messages: list[bytes] = []
 
@@ -170,7 +172,7 @@ async def test_gateways_on_two_databases_of_one_redis_hear_only_their_own(
     theirs = Redis.from_url(
         url.set(database=str(int(url.database or 0) + 1)).render_as_string(hide_password=False)
     )
-    hubs, heard = (Hub(ours), Hub(theirs)), (_Heard(), _Heard())
+    hubs, heard = (Hub(ours), Hub(theirs)), (Heard(), Heard())
     channel = counters_channel(1)
     try:
         for hub, listener in zip(hubs, heard, strict=True):
@@ -196,7 +198,7 @@ async def test_gateways_on_two_databases_of_one_redis_hear_only_their_own(
         await theirs.aclose()
 
 
-class _Unreadable(_Heard):
+class _Unreadable(Heard):
     def message(self, data: bytes) -> None:
         raise ValueError(f"cannot read {data!r}")
 
@@ -205,7 +207,7 @@ async def test_a_listener_that_fails_on_a_message_leaves_the_others_hearing(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     redis = Redis.from_url(settings.redis_url or "")
-    hub, heard = Hub(redis), _Heard()
+    hub, heard = Hub(redis), Heard()
     channel = counters_channel(1)
     try:
         await hub.start()

@@ -99,7 +99,7 @@ class PostgresServer(EmbeddedServer):
 
     def make_cluster(self) -> None:
         """Fill the empty cluster directory, which the server's account owns."""
-        copy = self.cluster_dir.with_name(f"{self.cluster_dir.name}{MAKING_SUFFIX}")
+        copy = making_path(self.cluster_dir)
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(self._pristine_cluster(), copy, symlinks=True)
         if self.account is not None:
@@ -226,7 +226,7 @@ def remove_shared_clusters(unwanted: Callable[[Path, Path], bool]) -> None:
         if not unwanted(cluster, data_dir) or _running(cluster):
             continue
         shutil.rmtree(cluster, ignore_errors=True)
-        shutil.rmtree(cluster.with_name(f"{cluster.name}{MAKING_SUFFIX}"), ignore_errors=True)
+        shutil.rmtree(making_path(cluster), ignore_errors=True)
         owner_file.unlink(missing_ok=True)
 
 
@@ -305,6 +305,11 @@ def _copy_binaries(root: Path) -> None:
     _make_world_readable(root)
 
 
+def making_path(place: Path) -> Path:
+    """Where ``place`` is made before it replaces what is there."""
+    return place.with_name(f"{place.name}{MAKING_SUFFIX}")
+
+
 def _made_once(place: Path, make: Callable[[Path], None]) -> Path:
     """``place``, made by the first gateway that needs it: ``make`` makes it in a directory
     beside it, which is then renamed into place, so that one interrupted is never taken for
@@ -315,7 +320,7 @@ def _made_once(place: Path, make: Callable[[Path], None]) -> Path:
     with place.with_name(f"{place.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not place.exists():
-            making = place.with_name(f"{place.name}{MAKING_SUFFIX}")
+            making = making_path(place)
             shutil.rmtree(making, ignore_errors=True)
             make(making)
             making.rename(place)
